@@ -1,0 +1,5 @@
+import sys
+
+from whichway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""Input validation shared by the geometry modules.
+
+Every check raises :class:`ValueError` with a message that says what was wrong and what is
+accepted, following diffusers' rule: concise errors over silent correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def as_tensor(name: str, value: object) -> Tensor:
+    """Return ``value`` as a floating tensor, or raise a ValueError naming ``name``."""
+    if not isinstance(value, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise ValueError(
+            f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {value.dtype}"
+        )
+    return value
+
+
+def check_finite(name: str, value: Tensor) -> None:
+    """Raise if ``value`` holds NaN or infinity."""
+    if not torch.isfinite(value).all():
+        bad = int((~torch.isfinite(value)).sum())
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf); clean the input first")
+
+
+def check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """Raise unless ``a`` and ``b`` share shape, dtype and device."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.dtype != b.dtype:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same dtype, got {a.dtype} and {b.dtype}; "
+            f"cast one with .to({a.dtype})"
+        )
+    if a.device != b.device:
+        raise ValueError(
+            f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}"
+        )
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid choices are: {', '.join(choices)}")
+    return value
+
+
+def as_times(t: float | Sequence[float] | Tensor, *, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, bool]:
+    """Normalise interpolation times.
+
+    Returns ``(times, scalar)``: ``times`` is a 1-D tensor (T,) of values in [0, 1] on the given
+    dtype/device and ``scalar`` says whether a single float was given (so the caller drops the
+    leading T axis).
+    """
+    scalar = isinstance(t, (int, float)) or (isinstance(t, Tensor) and t.ndim == 0)
+    times = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    if times.numel() == 0:
+        raise ValueError("t is empty; give a float in [0, 1] or a 1-D tensor of them")
+    if isinstance(t, Tensor) and t.ndim > 1:
+        raise ValueError(f"t must be a float or a 1-D tensor (T,), got shape {tuple(t.shape)}")
+    if not torch.isfinite(times).all() or (times < 0).any() or (times > 1).any():
+        bad = times[~((times >= 0) & (times <= 1))]
+        raise ValueError(f"t must lie in [0, 1], got {bad.tolist()[:5]}")
+    return times.to(device=device, dtype=dtype), scalar

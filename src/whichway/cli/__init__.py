@@ -1,0 +1,70 @@
+"""The ``whichway`` command.
+
+Each sub-command lives in its own module of this package and exposes
+``register(subparsers) -> None``; the module's top level imports only the standard library, so
+``whichway --help`` is instant. Heavy libraries (torch, diffusers, ray, lpips) are imported inside
+the command functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# Sub-command modules, in the order they appear in --help.
+_COMMANDS = ("morph", "grid", "invert", "check_invariance", "score", "study", "couple", "tiny_model")
+
+
+class CLIError(Exception):
+    """An error whose message is meant for the user; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from whichway import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="whichway",
+        description=(
+            "Geometry-aware interpolation for diffusion models: optimal-transport paths between "
+            "prompts and Gaussian-faithful (COG) combinations of latents."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"whichway {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(f"whichway.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"whichway.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ValueError, FileNotFoundError) as exc:
+        print(f"whichway {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept on disk", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The adapter contract every pipeline family implements.
+
+An adapter wraps one loaded diffusers pipeline and exposes exactly what interpolation needs:
+
+* prompts -> :class:`Conditioning` (token point clouds per token group + pooled vectors),
+* a seed -> the initial latent the plain pipeline would draw for that seed,
+* batches of (conditioning, latent) waypoints -> images, in one batched pipeline call,
+* an image -> its initial latent (DDIM inversion, or Euler inversion for flow matching),
+* one denoiser call, for the token-order invariance check.
+
+Geometry happens between ``encode`` and ``render`` on float32 CPU tensors, so the geometry
+modules never import model code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffusers import DiffusionPipeline
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Text conditioning of a batch of B prompts.
+
+    clouds : tuple of Tensor (B, n_g, d_g)
+        Token point clouds, one per token group. Each group is coupled separately (a token of one
+        group is never matched to a token of another). SD 1.x/2.x: one group (77, 768 | 1024);
+        SDXL: one group (77, 2048), both encoders' hidden states concatenated per token; SD3: two
+        groups, CLIP tokens (77, 4096, zero-padded as the pipeline does) and T5 tokens (n, 4096);
+        Flux: one group, T5 tokens (n, 4096). Padding tokens are included: they condition too.
+    pooled : Tensor (B, p) or None
+        Pooled vector(s) (SDXL ``text_embeds``, SD3/Flux pooled). Interpolated, never coupled.
+    """
+
+    clouds: tuple[Tensor, ...]
+    pooled: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.clouds:
+            raise ValueError("Conditioning needs at least one token group")
+        sizes = {c.shape[0] for c in self.clouds}
+        if self.pooled is not None:
+            sizes.add(self.pooled.shape[0])
+        if len(sizes) != 1 or any(c.ndim != 3 for c in self.clouds):
+            raise ValueError(
+                "every token group must be (B, n, d) and share B with pooled (B, p); got "
+                f"{[tuple(c.shape) for c in self.clouds]} and "
+                f"{None if self.pooled is None else tuple(self.pooled.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.clouds[0].shape[0]
+
+    def select(self, index: int | slice | Sequence[int] | Tensor) -> Conditioning:
+        """Rows ``index`` of the batch (an int keeps the batch axis)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        pick = (lambda t: t[index]) if isinstance(index, slice) else (
+            lambda t: t[torch.as_tensor(index, dtype=torch.long)]
+        )
+        return Conditioning(
+            tuple(pick(c) for c in self.clouds), None if self.pooled is None else pick(self.pooled)
+        )
+
+    def expand(self, batch: int) -> Conditioning:
+        """Repeat a single-prompt conditioning (B = 1) ``batch`` times."""
+        if len(self) != 1:
+            raise ValueError(f"expand needs a conditioning of batch 1, got {len(self)}")
+        return Conditioning(
+            tuple(c.expand(batch, -1, -1) for c in self.clouds),
+            None if self.pooled is None else self.pooled.expand(batch, -1),
+        )
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Conditioning:
+        return Conditioning(
+            tuple(c.to(device=device, dtype=dtype) for c in self.clouds),
+            None if self.pooled is None else self.pooled.to(device=device, dtype=dtype),
+        )
+
+    @staticmethod
+    def cat(items: Sequence[Conditioning]) -> Conditioning:
+        """Concatenate along the batch axis."""
+        if not items:
+            raise ValueError("cannot concatenate an empty list of conditionings")
+        groups = len(items[0].clouds)
+        if any(len(c.clouds) != groups or (c.pooled is None) != (items[0].pooled is None) for c in items):
+            raise ValueError("conditionings to concatenate must come from the same model family")
+        return Conditioning(
+            tuple(torch.cat([c.clouds[g] for c in items]) for g in range(groups)),
+            None if items[0].pooled is None else torch.cat([c.pooled for c in items]),
+        )
+
+
+StepCallback = Callable[[], None]
+"""Called once per denoising step of a batch (drives the caller's progress bar)."""
+
+
+class Adapter:
+    """Base class of the per-family adapters (see :func:`whichway.models.load_adapter`).
+
+    Attributes
+    ----------
+    family : str        "sd", "sdxl", "sd3" or "flux"
+    pipe : DiffusionPipeline   the loaded pipeline (built once, reused for every batch)
+    model_id : str      hub id or local directory it was loaded from
+    device, dtype       where and in what precision the pipeline runs
+    """
+
+    family: ClassVar[str] = ""
+    #: pipeline class names this adapter serves
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()
+    #: "ddim" (epsilon/v prediction) or "flow" (flow matching)
+    inversion: ClassVar[str] = ""
+
+    def __init__(self, pipe: DiffusionPipeline, model_id: str = "") -> None:
+        self.pipe = pipe
+        self.model_id = model_id
+        self.device = pipe.device
+        self.dtype = pipe.dtype
+
+    # --- sizes -----------------------------------------------------------------------------
+    @property
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) in pixels the pipeline renders by default."""
+        raise NotImplementedError
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of the unpacked initial latent for an image of height x width."""
+        raise NotImplementedError
+
+    # --- text ------------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[str]) -> Conditioning:
+        """Encode prompts once; float32 CPU tensors. Warns (``warnings.warn``) with the token
+        count and the cut text when a prompt is longer than the encoder's window."""
+        raise NotImplementedError
+
+    def encode_negative(self, negative_prompt: str | None = None, batch: int = 1) -> Conditioning:
+        """The unconditional conditioning the plain pipeline would use (``""`` or zeros, as the
+        pipeline's own config says), or the given negative prompt; batch rows."""
+        raise NotImplementedError
+
+    # --- latents ---------------------------------------------------------------------------
+    def initial_latent(self, seed: int, height: int, width: int) -> Tensor:
+        """(C, h, w) float32 CPU: the latent the plain pipeline draws for
+        ``generator=torch.Generator("cpu").manual_seed(seed)`` (same on every device)."""
+        raise NotImplementedError
+
+    # --- rendering -------------------------------------------------------------------------
+    def render(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        *,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Render B waypoints in one batched pipeline call (guidance's unconditional and
+        conditional halves in the same batch). latents (B, C, h, w) unpacked, unscaled N(0, I)
+        draws. Returns (B, 3, H, W) float32 CPU images in [0, 1]."""
+        raise NotImplementedError
+
+    def invert(
+        self,
+        image: Tensor,
+        prompt: str,
+        *,
+        steps: int,
+        guidance: float = 1.0,
+        height: int | None = None,
+        width: int | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Invert an image (3, H, W) in [0, 1] to its initial latent (C, h, w) float32 CPU, so
+        that rendering it with ``encode([prompt])`` and the same steps/guidance reconstructs it.
+        DDIM inversion for the diffusion families, Euler inversion for flow matching."""
+        raise NotImplementedError
+
+    def denoise_once(self, cond: Conditioning, latent: Tensor, timestep: float) -> Tensor:
+        """One denoiser call (no guidance) on latent (B, C, h, w) at ``timestep``; returns the
+        model output, for the invariance check."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for ``run.json``."""
+        return {
+            "model": self.model_id,
+            "family": self.family,
+            "pipeline": type(self.pipe).__name__,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
