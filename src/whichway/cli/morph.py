@@ -1,0 +1,108 @@
+"""``whichway morph``: frames, contact strip and animation of the path from prompt A to B."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from whichway.cli._options import add_model_options, load_model, parse_floats
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "morph",
+        help="morph from prompt A to prompt B along the optimal-transport path",
+        description=(
+            "Render the path from prompt A to prompt B. The token embeddings of the two prompts are "
+            "point clouds; --coupling ot follows the Wasserstein geodesic between them (clip = row "
+            "order, random = a random pairing). Writes frames/, strip.png, morph.<format> and run.json "
+            "into --out; re-running the same command resumes."
+        ),
+    )
+    p.add_argument("prompt_a", metavar="PROMPT_A")
+    p.add_argument("prompt_b", metavar="PROMPT_B")
+    add_model_options(p)
+    path = p.add_argument_group("path")
+    path.add_argument("--coupling", default="ot", choices=("ot", "clip", "random"), help="token pairing (default ot)")
+    path.add_argument(
+        "--latent",
+        default="fixed",
+        choices=("fixed", "cog", "slerp", "lerp", "nao"),
+        help="initial latent along the path: fixed = one seed for every frame (default); cog/slerp/"
+        "lerp/nao = a latent path from --seed to --seed-b (or between inverted images)",
+    )
+    when = path.add_mutually_exclusive_group()
+    when.add_argument("--frames", type=int, default=11, help="number of equally spaced frames (default 11)")
+    when.add_argument("--t", type=parse_floats, default=None, help="explicit times, e.g. 0,0.1,0.5,1")
+    path.add_argument(
+        "--spacing",
+        default="uniform",
+        choices=("uniform", "perceptual"),
+        help="perceptual: render a coarse pass and re-space t so consecutive frames are equally far "
+        "apart in LPIPS (needs the metrics extra)",
+    )
+    path.add_argument("--seed", type=int, default=0)
+    path.add_argument("--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)")
+    gen = p.add_argument_group("generation")
+    gen.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    gen.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    gen.add_argument("--height", type=int, default=None, help="pixels (default: the model's)")
+    gen.add_argument("--width", type=int, default=None, help="pixels (default: the model's)")
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--image-a", default=None, help="real image for prompt A (inverted; latents combined with COG)")
+    gen.add_argument("--image-b", default=None, help="real image for prompt B")
+    gen.add_argument("--inversion-steps", type=int, default=50)
+    gen.add_argument("--batch-size", type=int, default=4, help="frames per denoiser batch (default 4)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=None, help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)")
+    out.add_argument("--format", default="gif", choices=("gif", "mp4", "webp", "none"), help="animation (default gif)")
+    out.add_argument("--pingpong", action="store_true", help="loop the animation forth and back")
+    out.add_argument("--fps", type=float, default=8.0)
+    out.add_argument("--no-score", action="store_true", help="skip the PPL/smoothness summary at the end")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
+
+
+def run(args: argparse.Namespace) -> int:
+    from whichway.morph import MorphSettings, run_morph, uniform_times
+
+    ts = args.t if args.t is not None else uniform_times(args.frames)
+    settings = MorphSettings(
+        prompt_a=args.prompt_a,
+        prompt_b=args.prompt_b,
+        t=tuple(ts),
+        coupling=args.coupling,
+        latent=args.latent,
+        seed=args.seed,
+        seed_b=args.seed_b,
+        steps=args.steps,
+        guidance=args.guidance,
+        height=args.height,
+        width=args.width,
+        negative_prompt=args.negative_prompt,
+        image_a=args.image_a,
+        image_b=args.image_b,
+        inversion_steps=args.inversion_steps,
+        batch_size=args.batch_size,
+        format=None if args.format == "none" else args.format,
+        pingpong=args.pingpong,
+        fps=args.fps,
+    )
+    out = Path(args.out or f"runs/{_slug(args.prompt_a)}--{_slug(args.prompt_b)}--{args.coupling}")
+    adapter = load_model(args)
+    result = run_morph(adapter, settings, out, progress=not args.quiet)
+    print(f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)")
+    for c in result.couplings:
+        print(
+            f"  token group {c['group']}: {c['method']} coupling cost {c['cost']:.4g}, "
+            f"W2 path length {c['w2_path_length']:.4g}"
+        )
+    print(f"  strip: {result.strip}")
+    if result.animation is not None:
+        print(f"  animation: {result.animation}")
+    return 0

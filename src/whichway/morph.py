@@ -1,0 +1,263 @@
+"""Morph from prompt A to prompt B: the frames of the path, a contact strip, an animation and a
+``run.json`` with every setting, in one run directory.
+
+Re-running the same settings into the same directory resumes: frames already on disk are kept
+and only the missing ones are rendered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from whichway._checks import check_choice
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
+    from whichway.models.base import Adapter
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+FRAMES_DIR = "frames"
+# Settings that do not change the pixels of a frame; changing them keeps finished frames.
+_PRESENTATION_KEYS = frozenset({"batch_size", "format", "pingpong", "fps", "out"})
+
+
+@dataclass(frozen=True)
+class MorphSettings:
+    """Everything that defines a morph. ``t`` are the waypoint times, strictly increasing in
+    [0, 1]; ``latent`` is ``fixed`` (one seed for every frame, the paper's setting) or a latent
+    path method between ``seed`` and ``seed_b`` (or between two inverted images)."""
+
+    prompt_a: str
+    prompt_b: str
+    t: tuple[float, ...]
+    coupling: str = "ot"
+    latent: str = "fixed"
+    seed: int = 0
+    seed_b: int | None = None
+    steps: int = 30
+    guidance: float = 7.5
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+    image_a: str | None = None
+    image_b: str | None = None
+    inversion_steps: int = 50
+    batch_size: int = 4
+    format: str | None = "gif"
+    pingpong: bool = False
+    fps: float = 8.0
+
+    def __post_init__(self) -> None:
+        from whichway.clouds import COUPLING_METHODS
+        from whichway.media import ANIMATION_FORMATS
+        from whichway.render import LATENT_METHODS
+
+        check_choice("coupling", self.coupling, COUPLING_METHODS)
+        check_choice("latent method", self.latent, LATENT_METHODS)
+        if self.format is not None:
+            check_choice("animation format", self.format, ANIMATION_FORMATS)
+        check_times(self.t)
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if (self.image_a is None) != (self.image_b is None):
+            raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
+
+
+@dataclass(frozen=True)
+class MorphResult:
+    """Where a morph's outputs are; ``rendered`` counts the frames rendered in this call (the rest
+    were already on disk)."""
+
+    run_dir: Path
+    t: tuple[float, ...]
+    frames: tuple[Path, ...]
+    strip: Path
+    animation: Path | None
+    couplings: tuple[dict[str, Any], ...]
+    rendered: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def check_times(t: tuple[float, ...] | list[float]) -> None:
+    """Waypoint times: at least 2, strictly increasing, in [0, 1]."""
+    if len(t) < 2:
+        raise ValueError(f"a morph needs at least 2 frames, got {len(t)}; use --frames N with N >= 2")
+    if any(not (0.0 <= x <= 1.0) for x in t):
+        raise ValueError(f"t values must lie in [0, 1], got {list(t)}")
+    if any(b <= a for a, b in zip(t, t[1:])):
+        raise ValueError(f"t values must be strictly increasing, got {list(t)}")
+
+
+def uniform_times(frames: int) -> tuple[float, ...]:
+    """``frames`` equally spaced times from 0 to 1 (rounded to 6 decimals, exact ends)."""
+    if frames < 2:
+        raise ValueError(f"a morph needs at least 2 frames, got {frames}")
+    return tuple(round(k / (frames - 1), 6) for k in range(frames))
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that decide the pixels, for ``run.json``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("whichway", "torch", "diffusers", "transformers", "scipy", "pot"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and ``os.replace``: never half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _pixel_settings(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in _PRESENTATION_KEYS}
+
+
+def _finished_frames(run_dir: Path, record: dict[str, Any], n: int) -> set[int]:
+    """Indices of frames on disk that were rendered with the same pixel-defining settings."""
+    run_file = run_dir / RUN_FILE
+    if not run_file.is_file():
+        return set()
+    try:
+        previous = json.loads(run_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        logger.warning("ignoring unreadable %s; rendering every frame again", run_file)
+        return set()
+    if _pixel_settings(previous.get("settings", {})) != _pixel_settings(record):
+        if any((run_dir / FRAMES_DIR).glob("*.png")):
+            logger.warning(
+                "%s holds frames of different settings; they will be overwritten", run_dir
+            )
+        return set()
+    return {k for k in range(n) if (run_dir / FRAMES_DIR / f"{k:04d}.png").is_file()}
+
+
+def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int) -> tuple[Tensor, Tensor | None, str]:
+    """(latent A, latent B or None, latent method actually used)."""
+    from whichway.media import load_image
+
+    if s.image_a is not None and s.image_b is not None:
+        latents = []
+        for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b)):
+            image = load_image(path, size=(height, width))
+            logger.info("inverting %s (%d steps)", path, s.inversion_steps)
+            latents.append(adapter.invert(image, prompt, steps=s.inversion_steps, height=height, width=width))
+        method = "cog" if s.latent == "fixed" else s.latent
+        return latents[0], latents[1], method
+    latent_a = adapter.initial_latent(s.seed, height, width)
+    if s.latent == "fixed":
+        return latent_a, None, "fixed"
+    seed_b = s.seed + 1 if s.seed_b is None else s.seed_b
+    return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
+
+
+def run_morph(adapter: Adapter, settings: MorphSettings, out_dir: str | os.PathLike[str], *, progress: bool = True) -> MorphResult:
+    """Render the morph of ``settings`` with ``adapter`` into ``out_dir``.
+
+    Writes ``frames/NNNN.png`` (streamed as each batch finishes), ``strip.png`` (t-labelled
+    contact strip), ``morph.<format>`` and ``run.json``. Frames already rendered with the same
+    settings are kept (resume).
+    """
+    import torch
+
+    from whichway.clouds import path_length_w2
+    from whichway.media import contact_strip, save_png, write_animation
+    from whichway.render import conditioning_path, latent_path, render_frames
+
+    s = settings
+    run_dir = Path(out_dir)
+    (run_dir / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
+    height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
+    ts = torch.tensor(s.t, dtype=torch.float64)
+    record = {**asdict(s), "t": list(s.t), "height": height, "width": width}
+    done = _finished_frames(run_dir, record, len(s.t))
+    info: dict[str, Any] = {
+        "whichway": versions().get("whichway", ""),
+        "command": "morph",
+        **adapter.describe(),
+        "settings": record,
+        "t": list(s.t),
+        "frames": [f"{FRAMES_DIR}/{k:04d}.png" for k in range(len(s.t))],
+        "versions": versions(),
+        "status": "running",
+    }
+    write_json_atomic(run_dir / RUN_FILE, info)
+
+    # Each prompt is encoded once; the couplings and the path are pure geometry.
+    cond = adapter.encode([s.prompt_a, s.prompt_b])
+    generator = torch.Generator().manual_seed(s.seed)
+    path, couplings = conditioning_path(cond.select(0), cond.select(1), ts, coupling=s.coupling, generator=generator)
+    coupling_info = tuple(
+        {
+            "group": g,
+            "method": c.method,
+            "cost": float(c.cost),
+            "w2_path_length": path_length_w2(path.clouds[g].double()),
+            "tokens_moved": int((c.perm != torch.arange(len(c.perm))).sum()) if c.perm is not None else None,
+        }
+        for g, c in enumerate(couplings)
+    )
+    info["couplings"] = list(coupling_info)
+
+    todo = [k for k in range(len(s.t)) if k not in done]
+    if todo:
+        latent_a, latent_b, method = _initial_latents(adapter, s, height, width)
+        info["latent_used"] = method
+        latents = latent_path(latent_a, latent_b, ts, method=method)
+        index = torch.tensor(todo)
+        negative = adapter.encode_negative(s.negative_prompt, 1)
+        render_frames(
+            adapter,
+            path.select(index),
+            latents[index],
+            steps=s.steps,
+            guidance=s.guidance,
+            height=height,
+            width=width,
+            batch_size=s.batch_size,
+            negative=negative,
+            on_frame=lambda i, img: save_png(img, run_dir / FRAMES_DIR / f"{todo[i]:04d}.png"),
+            progress=progress,
+            keep=False,
+        )
+    else:
+        logger.info("all %d frames already rendered in %s", len(s.t), run_dir)
+
+    frames = tuple(run_dir / FRAMES_DIR / f"{k:04d}.png" for k in range(len(s.t)))
+    from PIL import Image
+
+    pictures = [Image.open(p).convert("RGB") for p in frames]
+    strip = run_dir / "strip.png"
+    contact_strip(pictures, s.t).save(strip)
+    animation = None
+    if s.format is not None:
+        animation = write_animation(pictures, run_dir / f"morph.{s.format}", fps=s.fps, pingpong=s.pingpong)
+    info["status"] = "done"
+    info["strip"] = strip.name
+    info["animation"] = None if animation is None else animation.name
+    write_json_atomic(run_dir / RUN_FILE, info)
+    return MorphResult(run_dir, s.t, frames, strip, animation, coupling_info, rendered=len(todo))

@@ -1,0 +1,192 @@
+"""Batched, streaming rendering of interpolation paths.
+
+A path is a list of waypoints t_0 = 0 < ... < t_K = 1. Each waypoint has
+
+* a conditioning: every token group of prompt A is coupled to prompt B's (``ot`` | ``clip`` |
+  ``random``, :func:`whichway.clouds.couple`) and displacement-interpolated,
+  E_t[i] = (1 - t) E_0[i] + t E_1[sigma(i)]; pooled vectors are interpolated linearly;
+* an initial latent: the same seed for every frame (the paper's setting), or a latent path
+  between two seeds or two inverted images (``cog`` | ``slerp`` | ``lerp`` | ``nao``).
+
+All waypoints go through the pipeline in batches of ``batch_size`` (guidance's two halves in the
+same batch), each prompt is encoded once, the pipeline is built once, and frames are handed to
+``on_frame`` as soon as their batch finishes, so memory is bounded by the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from whichway._checks import as_times, check_choice
+from whichway.clouds import Coupling, couple, interpolate_clouds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whichway.models.base import Adapter, Conditioning
+
+logger = logging.getLogger(__name__)
+
+LATENT_METHODS = ("fixed", "cog", "slerp", "lerp", "nao")
+"""How the initial latent varies along a path; ``fixed`` = one seed for every frame."""
+
+
+def _lerp_exact(a: Tensor, b: Tensor, ts: Tensor) -> Tensor:
+    """(1 - t) a + t b for each t in ts (T,), exact at t = 0 and t = 1; returns (T, *a.shape)."""
+    t = ts.to(dtype=a.dtype, device=a.device).reshape(-1, *([1] * a.ndim))
+    return (1 - t) * a.unsqueeze(0) + t * b.unsqueeze(0)
+
+
+def conditioning_path(
+    cond_a: Conditioning,
+    cond_b: Conditioning,
+    ts: Tensor | Sequence[float],
+    *,
+    coupling: str = "ot",
+    generator: torch.Generator | None = None,
+) -> tuple[Conditioning, tuple[Coupling, ...]]:
+    """Conditionings of T waypoints between two single-prompt conditionings.
+
+    Parameters
+    ----------
+    cond_a, cond_b : Conditioning with batch 1
+        Prompts A and B, from the same adapter.
+    ts : Tensor (T,)
+        Waypoint times in [0, 1].
+    coupling : "ot" | "clip" | "random"
+        How token rows of A are paired with token rows of B, per token group.
+
+    Returns
+    -------
+    (Conditioning with T rows, one Coupling per token group)
+
+    Each token group follows E_t[i] = (1 - t) E_A[i] + t E_B[sigma(i)] (rows in A's order);
+    pooled vectors follow (1 - t) p_A + t p_B. With ``ot`` this is the Wasserstein geodesic.
+    """
+    from whichway.models.base import Conditioning
+
+    if len(cond_a) != 1 or len(cond_b) != 1:
+        raise ValueError(
+            f"conditioning_path needs one prompt per side, got batches {len(cond_a)} and {len(cond_b)}"
+        )
+    if len(cond_a.clouds) != len(cond_b.clouds) or (cond_a.pooled is None) != (cond_b.pooled is None):
+        raise ValueError("the two conditionings come from different model families")
+    first = cond_a.clouds[0]
+    times, _ = as_times(ts, dtype=first.dtype, device=first.device)
+    groups: list[Tensor] = []
+    couplings: list[Coupling] = []
+    for xa, xb in zip(cond_a.clouds, cond_b.clouds):
+        c = couple(xa[0], xb[0], coupling, generator=generator)
+        couplings.append(c)
+        groups.append(interpolate_clouds(xa[0], xb[0], times, coupling=c))
+    pooled = None
+    if cond_a.pooled is not None and cond_b.pooled is not None:
+        pooled = _lerp_exact(cond_a.pooled[0], cond_b.pooled[0], times)
+    return Conditioning(tuple(groups), pooled), tuple(couplings)
+
+
+def latent_path(
+    latent_a: Tensor,
+    latent_b: Tensor | None,
+    ts: Tensor | Sequence[float],
+    *,
+    method: str = "cog",
+) -> Tensor:
+    """Initial latents (T, C, h, w) along a path.
+
+    ``fixed`` repeats ``latent_a``; ``cog`` / ``slerp`` / ``lerp`` combine ``latent_a`` and
+    ``latent_b`` at each t (:mod:`whichway.gaussian`); ``nao`` optimises a norm-aware path with
+    one point per waypoint and needs uniformly spaced t.
+    """
+    from whichway import gaussian
+
+    check_choice("latent method", method, LATENT_METHODS)
+    times, _ = as_times(ts, dtype=torch.float64, device=torch.device("cpu"))
+    if method == "fixed":
+        return latent_a.unsqueeze(0).expand(len(times), *latent_a.shape).clone()
+    if latent_b is None:
+        raise ValueError(
+            f"latent method {method!r} needs a second latent (a second seed or image); "
+            "use method='fixed' for one seed"
+        )
+    if method == "nao":
+        uniform = torch.linspace(0, 1, len(times), dtype=torch.float64)
+        if len(times) < 3 or not torch.allclose(times, uniform, atol=1e-9):
+            raise ValueError(
+                "latent method 'nao' optimises a path of equally spaced points: use --frames N "
+                "(N >= 3) with uniform spacing, or choose cog/slerp/lerp for arbitrary t"
+            )
+        return gaussian.nao_interpolate(latent_a, latent_b, n_points=len(times)).points
+    fn = {"cog": gaussian.cog_interpolate, "slerp": gaussian.slerp, "lerp": gaussian.lerp}[method]
+    return fn(latent_a, latent_b, times.to(latent_a.dtype))
+
+
+def render_frames(
+    adapter: Adapter,
+    cond: Conditioning,
+    latents: Tensor,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    batch_size: int = 4,
+    negative: Conditioning | None = None,
+    on_frame: Callable[[int, Tensor], None] | None = None,
+    progress: bool = True,
+    keep: bool = True,
+) -> Tensor | None:
+    """Render T waypoints in batches.
+
+    Parameters
+    ----------
+    cond : Conditioning with T rows
+    latents : Tensor (T, C, h, w), or (C, h, w) shared by every frame
+    negative : Conditioning with batch 1, or None for the pipeline's own unconditional
+    on_frame : called as ``on_frame(index, image (3, H, W) in [0, 1])`` when a batch finishes
+    keep : return the frames (T, 3, H, W); with False nothing is kept (streaming to ``on_frame``)
+
+    Frames rendered in one batch equal the frames rendered one at a time (float tolerance).
+    """
+    from tqdm.auto import tqdm
+
+    n = len(cond)
+    if n == 0:
+        raise ValueError("nothing to render: the conditioning has no rows")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if latents.ndim == 3:
+        latents = latents.unsqueeze(0).expand(n, *latents.shape)
+    if latents.shape[0] != n:
+        raise ValueError(f"got {n} conditionings but {latents.shape[0]} latents; give one per frame or one shared")
+    if negative is None:
+        negative = adapter.encode_negative(None, 1)
+    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    kept: list[Tensor] = []
+    with tqdm(
+        total=len(batches) * steps,
+        desc=f"rendering {n} frame{'s' * (n != 1)}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    ) as bar:
+        for start, stop in batches:
+            images = adapter.render(
+                cond.select(slice(start, stop)),
+                latents[start:stop],
+                steps=steps,
+                guidance=guidance,
+                height=height,
+                width=width,
+                negative=negative.expand(stop - start),
+                on_step=lambda: bar.update(1),
+            )
+            for offset, image in enumerate(images):
+                if on_frame is not None:
+                    on_frame(start + offset, image)
+            if keep:
+                kept.append(images)
+    return torch.cat(kept) if keep else None
