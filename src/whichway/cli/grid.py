@@ -1,0 +1,79 @@
+"""``whichway grid``: 2-D image grids over a COG subspace of seeds or a barycentric mix of prompts."""
+
+from __future__ import annotations
+
+import argparse
+
+from whichway.cli._options import add_model_options, load_model
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.add_argument("--size", type=int, default=5, help="cells per side (default 5)")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--height", type=int, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--out", default="grid.png", help="image file to write (default grid.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("grid", help="2-D grid over a COG subspace of seeds, or over 3-4 prompts")
+    kinds = p.add_subparsers(dest="grid_kind", metavar="KIND", required=True)
+    s = kinds.add_parser(
+        "seeds",
+        help="grid over two coordinates of the COG subspace spanned by K >= 2 seeds' latents",
+    )
+    s.add_argument("prompt", metavar="PROMPT")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds spanning the subspace (default 0,1,2)")
+    s.add_argument("--axes", default="0,1", help="the two subspace coordinates on the grid's axes (default 0,1)")
+    _common(s)
+    s.set_defaults(func=run_seeds)
+    q = kinds.add_parser(
+        "prompts",
+        help="Wasserstein-barycenter mixtures of 3 prompts (triangle) or 4 prompts (square)",
+    )
+    q.add_argument("prompts", metavar="PROMPT", nargs="+")
+    q.add_argument("--seed", type=int, default=0)
+    _common(q)
+    q.set_defaults(func=run_prompts)
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _render_options(args: argparse.Namespace) -> dict:
+    return dict(
+        size=args.size, steps=args.steps, guidance=args.guidance, height=args.height,
+        width=args.width, batch_size=args.batch_size, negative_prompt=args.negative_prompt,
+        progress=not args.quiet,
+    )
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    from whichway.grid import seed_grid
+
+    seeds = _ints(args.seeds, "--seeds")
+    axes = _ints(args.axes, "--axes")
+    if len(axes) != 2 or not all(0 <= a < len(seeds) for a in axes) or axes[0] == axes[1]:
+        raise ValueError(f"--axes needs two different coordinates in 0..{len(seeds) - 1}, got {args.axes!r}")
+    result = seed_grid(load_model(args), args.prompt, seeds, args.out, axes=(axes[0], axes[1]), **_render_options(args))
+    print(f"wrote {result.image} ({args.size}x{args.size} cells over seeds {seeds})")
+    return 0
+
+
+def run_prompts(args: argparse.Namespace) -> int:
+    from whichway.grid import prompt_grid
+
+    if len(args.prompts) not in (3, 4):
+        raise ValueError(f"a prompt grid mixes 3 or 4 prompts, got {len(args.prompts)}")
+    result = prompt_grid(load_model(args), args.prompts, args.out, seed=args.seed, **_render_options(args))
+    print(f"wrote {result.image} ({len(args.prompts)} prompts, {args.size} cells per side)")
+    return 0
