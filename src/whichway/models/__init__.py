@@ -1,0 +1,51 @@
+"""Model adapters over diffusers pipelines: SD 1.x/2.x, SDXL, SD3 and Flux.
+
+``load_adapter(model)`` loads a pipeline by hub id or local directory and wraps it in its
+family's :class:`Adapter` (the contract in :mod:`whichway.models.base`); ``adapter_for(pipe)``
+wraps a pipeline already built in memory. ``check_invariance(adapter)`` measures whether the
+denoiser sees the order of the text tokens. ``whichway.models.tiny.build_tiny_pipeline`` saves
+tiny random pipelines for offline tests and demos.
+
+Names are imported lazily so that ``import whichway.models`` does not import diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Adapter": "whichway.models.base",
+    "Conditioning": "whichway.models.base",
+    "StepCallback": "whichway.models.base",
+    "load_adapter": "whichway.models.loading",
+    "adapter_for": "whichway.models.loading",
+    "adapter_class": "whichway.models.loading",
+    "family_of": "whichway.models.loading",
+    "ModelLoadError": "whichway.models.loading",
+    "DEFAULT_MODEL": "whichway.models.loading",
+    "FAST_MODEL": "whichway.models.loading",
+    "FAMILIES": "whichway.models.loading",
+    "PIPELINE_FAMILIES": "whichway.models.loading",
+    "PromptTruncatedWarning": "whichway.models._common",
+    "load_image": "whichway.models._common",
+    "save_image": "whichway.models._common",
+    "check_invariance": "whichway.models.invariance",
+    "InvarianceReport": "whichway.models.invariance",
+    "build_tiny_pipeline": "whichway.models.tiny",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'whichway.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
