@@ -39,12 +39,36 @@ _SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()&/"
 
 
+def _bpe(symbols: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    """CLIP's byte-pair encoding of one word: repeatedly merge the adjacent pair of best rank."""
+    ranks = {pair: rank for rank, pair in enumerate(merges)}
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        rank, _ = min(pairs)
+        if rank == len(ranks):
+            break
+        best = merges[rank]
+        merged: list[str] = []
+        i = 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
+
+
 def write_tiny_clip_vocab(directory: str | Path, words: Iterable[str] = TINY_WORDS) -> Path:
     """Write ``vocab.json`` and ``merges.txt`` of a tiny CLIP BPE vocabulary into ``directory``.
 
     Tokens: the two special tokens, every character of ``_CHARS`` alone and with the
-    end-of-word mark ``</w>``, and for each word the chain of merges that builds it left to
-    right (every intermediate is a token, so any text tokenizes). Returns the directory.
+    end-of-word mark ``</w>``, and for each word the merges that make BPE read it as one token
+    (every merge result is a token, so any text tokenizes, unknown words letter by letter).
+    Returns the directory.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -58,21 +82,20 @@ def write_tiny_clip_vocab(directory: str | Path, words: Iterable[str] = TINY_WOR
     for char in _CHARS:
         add(char)
         add(char + "</w>")
-    merges: list[str] = []
+    merges: list[tuple[str, str]] = []
     for word in words:
         word = word.lower()
         if not word or any(c not in _CHARS for c in word):
             raise ValueError(f"tiny vocabulary words must use only {_CHARS!r}; got {word!r}")
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        built = symbols[0]
-        for symbol in symbols[1:]:
-            merge = f"{built} {symbol}"
-            if merge not in merges:
-                merges.append(merge)
-            built += symbol
-            add(built)
+        # append merges until BPE (with every merge so far) reads the word as one token; a new
+        # merge has the lowest priority, so it never changes how earlier words are read
+        pieces = _bpe([*word[:-1], word[-1] + "</w>"], merges)
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            add(pieces[0] + pieces[1])
+            pieces = _bpe(pieces, merges)
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     return directory
 
 
