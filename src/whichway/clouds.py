@@ -1,0 +1,659 @@
+r"""Prompt embeddings as point clouds: couplings, displacement paths, W2 and barycenters.
+
+The token embeddings of a prompt, E in R^{n x d} (SD 1.5: n = 77, d = 768, padding tokens
+included), condition a diffusion model through cross-attention, which is invariant to permuting
+the rows of its keys and values. The natural object is therefore the *point cloud*
+mu = (1/n) sum_i delta_{E[i]}, and the natural path between two prompts is the optimal-transport
+(Wasserstein-2) geodesic between their clouds (Karris et al., "Which Way from B to A",
+arXiv 2511.12757):
+
+.. math::
+
+    \sigma^* = \arg\min_\sigma C(\sigma), \qquad C(\sigma) = \sum_i \|E_0[i] - E_1[\sigma(i)]\|^2,
+
+    E_t[i] = (1 - t)\, E_0[i] + t\, E_1[\sigma(i)], \qquad
+    W_2^2(\mu_0, \mu_1) = C(\sigma^*) / n, \qquad
+    W_2(\mu_s, \mu_t) = |t - s|\, W_2(\mu_0, \mu_1) \text{ under } \sigma^*.
+
+Couplings (:data:`COUPLING_METHODS`): ``"ot"`` solves the linear assignment problem exactly on
+squared Euclidean distances computed in float64 (:func:`scipy.optimize.linear_sum_assignment`);
+``"clip"`` is the identity (row-by-row interpolation, the paper's baseline); ``"random"`` is a
+uniform permutation drawn from a :class:`torch.Generator`. Unequal sizes or token weights fall back
+to the general discrete OT problem (POT's exact network-simplex solver ``ot.emd``) and the path
+uses its barycentric projection so it keeps the rows of the first cloud.
+
+Everything here is pure tensor math: device and dtype come from the inputs, the sensitive steps
+(cost matrices, costs, barycenter updates) run in float64 and results are cast back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from whichway._checks import as_tensor, as_times, check_choice, check_finite, check_same
+
+__all__ = [
+    "COUPLING_METHODS",
+    "Barycenter",
+    "Coupling",
+    "cloud_barycenter",
+    "couple",
+    "interpolate_clouds",
+    "path_length_w2",
+    "wasserstein2",
+]
+
+#: Names accepted by ``method=``: exact optimal transport, identity (row order), uniform random.
+COUPLING_METHODS: tuple[str, ...] = ("ot", "clip", "random")
+
+# A batch is processed in chunks of about this many float64 entries (inputs and cost matrices,
+# ~8 MiB), small enough to stay cache-friendly and to bound memory for 10,000 pairs at once.
+_CHUNK_ENTRIES = 2**20
+
+
+@dataclass(frozen=True)
+class Coupling:
+    r"""A coupling between two point clouds x (n, d) and y (m, d).
+
+    Attributes
+    ----------
+    perm : LongTensor (n,) or (B, n), or None
+        Row ``i`` of x is paired with row ``perm[i]`` of y (per batch row for batched clouds).
+        On x's device. ``None`` only for the general (unequal-size or weighted) case, which is
+        described by ``plan`` instead.
+    cost : float, or Tensor (B,) float64 for batched clouds
+        :math:`C(\sigma) = \sum_i \|x_i - y_{\sigma(i)}\|^2`, recomputed in float64 from the data
+        and the returned permutation (not from the cost matrix). In the general case it is
+        :math:`n \langle P, M \rangle` with :math:`M_{ij} = \|x_i - y_j\|^2`, the same scale (it
+        equals :math:`C(\sigma)` when P is a permutation divided by n), so that
+        :math:`W_2^2 = \mathrm{cost} / n` in both cases.
+    method : str
+        One of :data:`COUPLING_METHODS`.
+    plan : Tensor (n, m) float64, or None
+        The optimal transport plan of the general case (marginals: the normalised x and y
+        weights, total mass 1), as returned by POT's ``ot.emd``; ``None`` for permutations.
+    """
+
+    perm: Tensor | None
+    cost: float | Tensor
+    method: str
+    plan: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Barycenter:
+    r"""A free-support Wasserstein barycenter of K clouds with n support points.
+
+    Attributes
+    ----------
+    points : Tensor (n, d)
+        Support points of the barycenter (uniform weights 1/n), in the clouds' dtype and device.
+    perms : LongTensor (K, n)
+        Final assignments: row ``i`` of ``points`` is matched to row ``perms[k, i]`` of cloud k,
+        and ``points = sum_k w_k clouds[k][perms[k]]``.
+    iterations : int
+        Assignment / averaging rounds performed.
+    converged : bool
+        Whether the assignments stopped changing (or the objective stopped decreasing) within
+        ``max_iter`` rounds.
+    cost : float
+        The objective :math:`\sum_k w_k\, C_k`, :math:`C_k = \sum_i \|b_i - X_k[\sigma_k(i)]\|^2`
+        in float64 (so :math:`\sum_k w_k W_2^2(\bar\mu, \mu_k) = \mathrm{cost}/n`).
+    """
+
+    points: Tensor
+    perms: Tensor
+    iterations: int
+    converged: bool
+    cost: float
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+
+
+def _check_cloud(name: str, value: object, *, batched_ok: bool = True) -> Tensor:
+    x = as_tensor(name, value)
+    allowed = (2, 3) if batched_ok else (2,)
+    if x.ndim not in allowed:
+        shapes = "(n, d) or a batch (B, n, d)" if batched_ok else "(n, d)"
+        raise ValueError(f"{name} must be a point cloud {shapes}, got shape {tuple(x.shape)}")
+    if x.shape[-2] == 0 or x.shape[-1] == 0 or (x.ndim == 3 and x.shape[0] == 0):
+        raise ValueError(
+            f"{name} is an empty cloud of shape {tuple(x.shape)}; it needs at least one point "
+            "(n >= 1) of dimension d >= 1"
+        )
+    # a sum is a cheap screen: any NaN/inf makes it non-finite; only then (or on an overflowing
+    # sum of finite values) run the exact element-wise check, which names the problem
+    if not bool(torch.isfinite(x.sum())):
+        check_finite(name, x)
+    return x
+
+
+def _check_pair(x: object, y: object) -> tuple[Tensor, Tensor]:
+    """Validate two clouds of equal shape (n, d) or (B, n, d)."""
+    x = _check_cloud("x", x)
+    y = _check_cloud("y", y)
+    check_same("x", x, "y", y)
+    return x, y
+
+
+def _check_compatible(x: Tensor, y: Tensor) -> None:
+    """Clouds (n, d) and (m, d) of the general case: same d, dtype and device."""
+    if x.ndim != 2 or y.ndim != 2:
+        raise ValueError(
+            "unequal sizes and token weights are supported for single clouds x (n, d), y (m, d) "
+            f"only, got shapes {tuple(x.shape)} and {tuple(y.shape)}; loop over the batch"
+        )
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must have the same dimension d, got x {tuple(x.shape)} and y {tuple(y.shape)}"
+        )
+    if x.dtype != y.dtype:
+        raise ValueError(
+            f"x and y must have the same dtype, got {x.dtype} and {y.dtype}; cast one with .to({x.dtype})"
+        )
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on the same device, got {x.device} and {y.device}")
+
+
+def _check_weights(name: str, w: object, size: int, *, normalise: bool) -> Tensor:
+    """Nonnegative finite weights (size,) as float64 CPU; normalised to sum 1 if asked."""
+    if not isinstance(w, Tensor):
+        w = torch.as_tensor(w, dtype=torch.float64)
+    w = w.detach().to(device="cpu", dtype=torch.float64)
+    if w.ndim != 1 or w.shape[0] != size:
+        raise ValueError(f"{name} must be a 1-D tensor of {size} weights, got shape {tuple(w.shape)}")
+    if not torch.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name} must be finite and nonnegative, got {w.tolist()[:8]}")
+    total = float(w.sum())
+    if normalise:
+        if total <= 0:
+            raise ValueError(f"{name} must have a positive sum (some point must carry mass), got all zeros")
+        return w / total
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"{name} must sum to 1 (a convex combination), got sum {total:.8g}")
+    return w
+
+
+def _f64(x: Tensor) -> Tensor:
+    """x in float64, on a device that supports it (MPS has no float64: use the CPU there)."""
+    if x.device.type == "mps":  # pragma: no cover - no MPS in CI
+        x = x.cpu()
+    return x.to(torch.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# cost matrices and assignments
+
+
+def _sq_dist_batched(x64: Tensor, y64: Tensor) -> Tensor:
+    r"""Squared Euclidean cost matrices: float64 (B, n, d), (B, m, d) -> (B, n, m).
+
+    :math:`M_{ij} = \|x_i\|^2 + \|y_j\|^2 - 2\, x_i \cdot y_j` as one batched matrix product,
+    clamped at 0. In float64 the expansion's cancellation error (about 1e-16 of the squared
+    norms) only matters for near-ties, and the reported cost never uses it (see
+    :func:`_assign_and_cost`).
+    """
+    xx = (x64 * x64).sum(dim=-1)
+    yy = (y64 * y64).sum(dim=-1)
+    m = torch.baddbmm(xx.unsqueeze(-1) + yy.unsqueeze(-2), x64, y64.transpose(1, 2), alpha=-2.0)
+    return m.clamp_(min=0.0)
+
+
+def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    r"""Optimal assignments (if ``perm`` is None) and exact costs of a batch of pairs.
+
+    x, y : Tensor (B, n, d); perm : LongTensor (B, n) or None. Returns ``(perm, cost)``: perm
+    (B, n) on x's device and :math:`C(\sigma) = \sum_i \|x_i - y_{\sigma(i)}\|^2` (B,) float64,
+    computed from the data and the permutation (differences first, then squares), not from the
+    cost matrix. Pairs are processed in chunks: each is converted to float64 once, its cost
+    matrices built in one batched product and solved with SciPy's ``linear_sum_assignment``.
+    """
+    bsz, n, d = x.shape
+    chunk = max(1, _CHUNK_ENTRIES // (2 * n * d + n * n))
+    perms = []
+    costs = []
+    for start in range(0, bsz, chunk):
+        x64 = _f64(x[start : start + chunk])
+        y64 = _f64(y[start : start + chunk])
+        if perm is None:
+            from scipy.optimize import linear_sum_assignment
+
+            mats = _sq_dist_batched(x64, y64).cpu().numpy()
+            block = np.empty(mats.shape[:2], dtype=np.int64)
+            for k, mat in enumerate(mats):
+                rows, cols = linear_sum_assignment(mat)
+                block[k, rows] = cols  # rows are 0..n-1 for a square matrix; index to be explicit
+            p = torch.from_numpy(block).to(x.device)
+        else:
+            p = perm[start : start + chunk]
+        matched = torch.gather(y64, 1, p.to(y64.device).unsqueeze(-1).expand(-1, -1, d))
+        diff = matched.sub_(x64)  # y[sigma(i)] - x_i, in place
+        costs.append(diff.mul_(diff).sum(dim=(1, 2)))
+        perms.append(p)
+    return torch.cat(perms), torch.cat(costs)
+
+
+def _random_perms(b: int, n: int, generator: torch.Generator | None) -> Tensor:
+    """B uniform permutations of n, drawn in order from ``generator`` on its device."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.stack([torch.randperm(n, generator=generator, device=device) for _ in range(b)])
+
+
+def _couple_general(
+    x: Tensor, y: Tensor, x_weights: object | None, y_weights: object | None
+) -> Coupling:
+    """General discrete OT between weighted clouds (n, d) and (m, d) with POT's exact solver."""
+    import ot
+
+    n, m = x.shape[0], y.shape[0]
+    a = _check_weights("x_weights", x_weights, n, normalise=True) if x_weights is not None else (
+        torch.full((n,), 1.0 / n, dtype=torch.float64)
+    )
+    b = _check_weights("y_weights", y_weights, m, normalise=True) if y_weights is not None else (
+        torch.full((m,), 1.0 / m, dtype=torch.float64)
+    )
+    cost_matrix = _sq_dist_batched(_f64(x).unsqueeze(0), _f64(y).unsqueeze(0))[0].cpu().numpy()
+    plan = ot.emd(a.numpy(), b.numpy(), cost_matrix, numItermax=max(100_000, 50 * n * m))
+    plan_t = torch.from_numpy(np.ascontiguousarray(plan, dtype=np.float64))
+    # exact cost from the data: <P, M> with M recomputed entrywise on the plan's support only
+    rows, cols = torch.nonzero(plan_t > 0, as_tuple=True)
+    x64 = _f64(x).cpu()
+    y64 = _f64(y).cpu()
+    d2 = ((x64[rows] - y64[cols]) ** 2).sum(-1)
+    cost = float(n * (plan_t[rows, cols] * d2).sum())
+    plan_device = x.device if x.device.type != "mps" else torch.device("cpu")  # no float64 on MPS
+    return Coupling(perm=None, cost=cost, method="ot", plan=plan_t.to(plan_device))
+
+
+def couple(
+    x: Tensor,
+    y: Tensor,
+    method: str = "ot",
+    *,
+    generator: torch.Generator | None = None,
+    x_weights: Tensor | Sequence[float] | None = None,
+    y_weights: Tensor | Sequence[float] | None = None,
+) -> Coupling:
+    r"""Couple the rows of two point clouds (Karris et al. 2025, §3: OT, CLIP and random couplings).
+
+    .. math::
+
+        \sigma_{ot} = \arg\min_\sigma \sum_i \|x_i - y_{\sigma(i)}\|^2, \qquad
+        \sigma_{clip} = \mathrm{id}, \qquad \sigma_{random} \sim \mathrm{Uniform}(S_n).
+
+    Parameters
+    ----------
+    x, y : Tensor (n, d), or batches (B, n, d)
+        Token point clouds of equal shape, dtype and device (unless in the general case below).
+    method : str
+        ``"ot"`` (exact linear assignment on float64 squared distances, SciPy's
+        ``linear_sum_assignment``), ``"clip"`` (identity) or ``"random"``.
+    generator : torch.Generator, optional
+        Source of randomness for ``"random"``; permutations are drawn on its device with
+        ``torch.randperm`` (a batch draws B permutations in order), so a seeded generator
+        reproduces them on every device.
+    x_weights : Tensor (n,), optional
+    y_weights : Tensor (m,), optional
+        Nonnegative token masses (for instance an attention mask); each is normalised to sum 1.
+        Giving either, or clouds of unequal sizes x (n, d), y (m, d), solves the general discrete
+        OT problem :math:`\min_P \langle P, M\rangle` s.t. :math:`P\mathbf{1} = a,
+        P^\top\mathbf{1} = b` exactly with POT's ``ot.emd``; only ``method="ot"`` applies and the
+        result carries ``plan`` instead of ``perm``.
+
+    Returns
+    -------
+    Coupling
+        ``perm`` (n,) or (B, n) on x's device, ``cost`` (float, or (B,) float64 for batches).
+    """
+    check_choice("coupling method", method, COUPLING_METHODS)
+    general = x_weights is not None or y_weights is not None
+    if not general and isinstance(x, Tensor) and isinstance(y, Tensor):
+        general = x.ndim == 2 and y.ndim == 2 and x.shape[0] != y.shape[0]
+    if general:
+        x = _check_cloud("x", x, batched_ok=False)
+        y = _check_cloud("y", y, batched_ok=False)
+        _check_compatible(x, y)
+        if method != "ot":
+            raise ValueError(
+                f"coupling method {method!r} needs clouds of equal size and uniform weights, got "
+                f"x {tuple(x.shape)}, y {tuple(y.shape)} (weights given: "
+                f"{x_weights is not None or y_weights is not None}); use method='ot', the only "
+                "one defined for unequal sizes or weights"
+            )
+        return _couple_general(x, y, x_weights, y_weights)
+
+    x, y = _check_pair(x, y)
+    single = x.ndim == 2
+    xb, yb = (x.unsqueeze(0), y.unsqueeze(0)) if single else (x, y)
+    bsz, n, _ = xb.shape
+    if method == "ot":
+        perm, cost = _assign_and_cost(xb, yb)
+    else:
+        if method == "clip":
+            given = torch.arange(n, device=x.device).expand(bsz, n)
+        else:
+            given = _random_perms(bsz, n, generator).to(x.device)
+        perm, cost = _assign_and_cost(xb, yb, given)
+    if single:
+        return Coupling(perm=perm[0].contiguous(), cost=float(cost[0]), method=method)
+    return Coupling(perm=perm.contiguous(), cost=cost, method=method)
+
+
+# --------------------------------------------------------------------------------------------
+# paths
+
+
+def _target(x: Tensor, y: Tensor, coupling: Coupling) -> Tensor:
+    """The transport target of every row of x: y[perm], or the barycentric projection of plan."""
+    if coupling.plan is not None:
+        plan = coupling.plan.to(torch.float64).cpu()
+        n, m = x.shape[0], y.shape[0]
+        if x.ndim != 2 or plan.shape != (n, m):
+            raise ValueError(
+                f"coupling.plan has shape {tuple(plan.shape)}, but x, y are {tuple(x.shape)}, "
+                f"{tuple(y.shape)}; it must be (n, m)"
+            )
+        y64 = _f64(y).cpu()
+        mass = plan.sum(dim=1)
+        # T(x_i) = sum_j P_ij y_j / sum_j P_ij (barycentric projection of the plan)
+        target = (plan @ y64) / mass.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)
+        empty = mass <= 0
+        if empty.any():
+            # a row without mass (weight 0) has no transport target: send it to its nearest
+            # point among the y rows that carry mass, which keeps the path inside y's support
+            live = plan.sum(dim=0) > 0
+            d2 = torch.cdist(_f64(x).cpu()[empty], y64[live]) ** 2
+            target[empty] = y64[live][d2.argmin(dim=1)]
+        return target.to(device=x.device, dtype=x.dtype)
+    perm = coupling.perm
+    if perm is None:
+        raise ValueError("coupling has neither perm nor plan; build it with whichway.couple")
+    if perm.shape != x.shape[:-1]:
+        raise ValueError(
+            f"coupling.perm has shape {tuple(perm.shape)}, but x is {tuple(x.shape)}; it must "
+            f"be {tuple(x.shape[:-1])} (one index per row of x)"
+        )
+    perm = perm.to(device=x.device, dtype=torch.long)
+    n = y.shape[-2]
+    if perm.numel() and (int(perm.min()) < 0 or int(perm.max()) >= n):
+        raise ValueError(f"coupling.perm must index rows 0..{n - 1} of y")
+    if x.ndim == 2:
+        return y[perm]
+    return torch.gather(y, 1, perm.unsqueeze(-1).expand(-1, -1, y.shape[-1]))
+
+
+def interpolate_clouds(
+    x: Tensor,
+    y: Tensor,
+    t: float | Sequence[float] | Tensor,
+    *,
+    coupling: Coupling | None = None,
+    method: str = "ot",
+    generator: torch.Generator | None = None,
+    x_weights: Tensor | Sequence[float] | None = None,
+    y_weights: Tensor | Sequence[float] | None = None,
+) -> Tensor:
+    r"""Displacement interpolation between two clouds (Karris et al. 2025, Eq. of the OT path).
+
+    .. math::
+
+        E_t[i] = (1 - t)\, x_i + t\, y_{\sigma(i)}
+
+    with rows in x's order. It is evaluated in exactly this form, so ``t = 0`` returns x and
+    ``t = 1`` returns ``y[perm]`` bit for bit. Under the OT coupling the path is a constant-speed
+    W2 geodesic. In the general case (unequal sizes or weights) :math:`y_{\sigma(i)}` is replaced
+    by the barycentric projection :math:`T(x_i) = \sum_j P_{ij} y_j / \sum_j P_{ij}`, so the path
+    keeps x's n rows (rows of zero mass are sent to their nearest point of y's support).
+
+    Parameters
+    ----------
+    x : Tensor (n, d) or (B, n, d)
+    y : Tensor (n, d) or (B, n, d); (m, d) in the general case
+    t : float in [0, 1], or 1-D Tensor / sequence (T,) of them
+    coupling : Coupling, optional
+        A coupling of x and y (from :func:`couple`); computed with ``method`` if omitted.
+    method, generator, x_weights, y_weights
+        Passed to :func:`couple` when ``coupling`` is omitted.
+
+    Returns
+    -------
+    Tensor
+        (n, d) for a float t, (T, n, d) for a tensor t; for batched clouds (B, n, d) and
+        (B, T, n, d). Same dtype and device as x (computed in at least float32).
+    """
+    if coupling is None:
+        coupling = couple(x, y, method, generator=generator, x_weights=x_weights, y_weights=y_weights)
+    else:
+        if not isinstance(coupling, Coupling):
+            raise ValueError(f"coupling must be a whichway.Coupling, got {type(coupling).__name__}")
+        if coupling.plan is None and x_weights is None and y_weights is None:
+            x, y = _check_pair(x, y)
+        else:
+            x = _check_cloud("x", x, batched_ok=False)
+            y = _check_cloud("y", y, batched_ok=False)
+            _check_compatible(x, y)
+    target = _target(x, y, coupling)
+    work = torch.promote_types(x.dtype, torch.float32)
+    times, scalar = as_times(t, dtype=work, device=x.device)
+    xw = x.to(work)
+    tw = target.to(work)
+    # (T, 1, ..., 1) against (..., n, d): time axis first, then moved behind a batch axis
+    tt = times.reshape((-1,) + (1,) * x.ndim)
+    path = (1 - tt) * xw + tt * tw  # exact at t = 0 (x) and t = 1 (target)
+    path = path.to(x.dtype)
+    if scalar:
+        return path[0]
+    if x.ndim == 3:
+        path = path.transpose(0, 1)
+    return path.contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# distances
+
+
+def wasserstein2(
+    x: Tensor,
+    y: Tensor,
+    *,
+    x_weights: Tensor | Sequence[float] | None = None,
+    y_weights: Tensor | Sequence[float] | None = None,
+) -> float | Tensor:
+    r"""Exact 2-Wasserstein distance between two clouds with uniform (or given) weights.
+
+    .. math:: W_2(\mu_x, \mu_y) = \sqrt{C(\sigma^*) / n}
+
+    Parameters
+    ----------
+    x, y : Tensor (n, d), or batches (B, n, d); (n, d) and (m, d) with weights or unequal sizes
+    x_weights, y_weights : optional token masses, see :func:`couple`
+
+    Returns
+    -------
+    float, or Tensor (B,) float64 for batches.
+    """
+    c = couple(x, y, "ot", x_weights=x_weights, y_weights=y_weights)
+    n = x.shape[-2]
+    if isinstance(c.cost, Tensor):
+        return torch.sqrt(c.cost / n)
+    return float(np.sqrt(c.cost / n))
+
+
+def path_length_w2(frames: Tensor, *, weights: Tensor | Sequence[float] | None = None) -> float | Tensor:
+    r"""W2 length of a discrete path of clouds: :math:`\sum_k W_2(E_{t_k}, E_{t_{k+1}})`.
+
+    For an OT displacement path it equals :math:`W_2(E_0, E_1)` (a geodesic); any other coupling
+    gives a path at least as long (triangle inequality).
+
+    Parameters
+    ----------
+    frames : Tensor (T, n, d), or a batch of paths (B, T, n, d); T >= 1
+    weights : Tensor (n,), optional
+        Token masses shared by every frame (for paths built with ``x_weights``); general OT then
+        measures each step.
+
+    Returns
+    -------
+    float, or Tensor (B,) float64 for a batch of paths (0 for a single frame).
+    """
+    frames = as_tensor("frames", frames)
+    if frames.ndim not in (3, 4):
+        raise ValueError(
+            f"frames must be a path (T, n, d) or a batch of paths (B, T, n, d), got shape {tuple(frames.shape)}"
+        )
+    if frames.shape[-3] == 0:
+        raise ValueError("frames is an empty path (T = 0); give at least one frame")
+    batched = frames.ndim == 4
+    paths = frames if batched else frames.unsqueeze(0)
+    bsz, steps, n, d = paths.shape
+    if steps == 1:
+        zero = torch.zeros(bsz, dtype=torch.float64, device=frames.device)
+        return zero if batched else 0.0
+    if weights is not None:
+        lengths = []
+        for p in paths:
+            _check_cloud("frames", p[0], batched_ok=False)
+            total = sum(
+                float(wasserstein2(p[k], p[k + 1], x_weights=weights, y_weights=weights))
+                for k in range(steps - 1)
+            )
+            lengths.append(total)
+        out = torch.tensor(lengths, dtype=torch.float64, device=frames.device)
+    else:
+        src = paths[:, :-1].reshape(-1, n, d)
+        dst = paths[:, 1:].reshape(-1, n, d)
+        w = wasserstein2(src, dst)
+        out = w.reshape(bsz, steps - 1).sum(dim=1)
+    return out if batched else float(out[0])
+
+
+# --------------------------------------------------------------------------------------------
+# barycenters
+
+
+def cloud_barycenter(
+    clouds: Tensor | Sequence[Tensor],
+    weights: Tensor | Sequence[float] | None = None,
+    *,
+    init: int | Tensor | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-12,
+) -> Barycenter:
+    r"""Free-support Wasserstein barycenter of K equal-size clouds (n support points).
+
+    Minimises :math:`\sum_k w_k W_2^2(\bar\mu, \mu_k)` over clouds :math:`\bar\mu` of n points by
+    block-coordinate descent (Cuturi & Doucet 2014, free support, with exact assignments):
+
+    .. math::
+
+        \sigma_k \leftarrow \arg\min_\sigma \sum_i \|b_i - X_k[\sigma(i)]\|^2, \qquad
+        b_i \leftarrow \sum_k w_k\, X_k[\sigma_k(i)],
+
+    repeated until the assignments stop changing. Both steps never increase the objective, so it
+    stops in finitely many rounds at a fixed point (a local minimum for K >= 3; for K = 2 the
+    result is the displacement interpolation ``interpolate_clouds(X_0, X_1, w_1)`` up to row
+    order, the exact barycenter).
+
+    Parameters
+    ----------
+    clouds : Tensor (K, n, d) or a sequence of K Tensors (n, d), K >= 1
+    weights : Tensor (K,), optional
+        Nonnegative barycentric weights summing to 1 (within 1e-6); uniform 1/K by default.
+    init : int or Tensor (n, d), optional
+        Starting support: the index of a cloud, or explicit points; default the cloud with the
+        largest weight (the first among ties).
+    max_iter : int
+        Maximum assignment / averaging rounds (>= 1).
+    tol : float
+        Also stop when the objective decreases by less than ``tol`` times its value (guards
+        against cycling between tied assignments).
+
+    Returns
+    -------
+    Barycenter
+        ``points`` (n, d) in the clouds' dtype/device, ``perms`` (K, n), ``iterations``,
+        ``converged``, ``cost``.
+    """
+    if isinstance(clouds, Tensor):
+        stack = as_tensor("clouds", clouds)
+        if stack.ndim != 3:
+            raise ValueError(
+                f"clouds must be a Tensor (K, n, d) or a sequence of Tensors (n, d), got shape {tuple(stack.shape)}"
+            )
+    else:
+        if len(clouds) == 0:
+            raise ValueError("clouds is empty; give K >= 1 clouds (n, d)")
+        items = [_check_cloud(f"clouds[{k}]", c, batched_ok=False) for k, c in enumerate(clouds)]
+        for k, c in enumerate(items[1:], start=1):
+            check_same("clouds[0]", items[0], f"clouds[{k}]", c)
+        stack = torch.stack(items)
+    if stack.shape[0] == 0 or stack.shape[1] == 0 or stack.shape[2] == 0:
+        raise ValueError(
+            f"clouds is empty (shape {tuple(stack.shape)}); give K >= 1 clouds of n >= 1 points, d >= 1"
+        )
+    check_finite("clouds", stack)
+    k_count, n, d = stack.shape
+    if weights is None:
+        w = torch.full((k_count,), 1.0 / k_count, dtype=torch.float64)
+    else:
+        w = _check_weights("weights", weights, k_count, normalise=False)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+
+    x64 = _f64(stack)
+    w64 = w.to(x64.device)
+    if init is None:
+        init = int(torch.argmax(w))  # first maximum
+    if isinstance(init, Tensor):
+        start = _check_cloud("init", init, batched_ok=False)
+        if start.shape != (n, d):
+            raise ValueError(f"init must be a cloud of shape {(n, d)}, got {tuple(start.shape)}")
+        support = _f64(start).to(x64.device)
+    else:
+        if not 0 <= int(init) < k_count:
+            raise ValueError(f"init must be a cloud index in 0..{k_count - 1} or a Tensor (n, d), got {init}")
+        support = x64[int(init)].clone()
+
+    perms: Tensor | None = None
+    converged = False
+    previous = float("inf")
+    iterations = 0
+    objective = float("inf")
+    for iterations in range(1, max_iter + 1):
+        # assignment step: each cloud to the current support, all K problems in one batch
+        new_perms, _ = _assign_and_cost(support.expand(k_count, n, d), x64)
+        if perms is not None and torch.equal(new_perms, perms):
+            converged = True
+            break
+        perms = new_perms
+        # averaging step: b_i = sum_k w_k X_k[sigma_k(i)]
+        matched = torch.gather(x64, 1, perms.unsqueeze(-1).expand(-1, -1, d))
+        support = torch.einsum("k,knd->nd", w64, matched)
+        objective = float((w64 * ((support.unsqueeze(0) - matched) ** 2).sum(dim=(1, 2))).sum())
+        if previous - objective <= tol * objective:
+            converged = True
+            break
+        previous = objective
+    assert perms is not None
+    if not converged:
+        import warnings
+
+        warnings.warn(
+            f"cloud_barycenter did not converge in {max_iter} iterations; raise max_iter",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return Barycenter(
+        points=support.to(device=stack.device, dtype=stack.dtype),
+        perms=perms.to(stack.device),
+        iterations=iterations,
+        converged=converged,
+        cost=objective,
+    )
