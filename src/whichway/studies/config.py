@@ -129,6 +129,7 @@ class PromptRenderConfig:
     t: tuple[float, ...] = DEFAULT_T
     batch_size: int = 4
     negative_prompt: str = ""
+    shared_endpoints: bool = True  # render t=0/t=1 once per pair (needs a token-order-invariant model)
 
     def __post_init__(self) -> None:
         _positive("render.steps", self.steps)
