@@ -1,0 +1,214 @@
+"""``whichway couple``: compare the ot / clip / random couplings of two prompt point clouds.
+
+The clouds come from an embedding file (``--embeddings``), from a model's text encoder
+(``--model`` with two prompts), or are random Gaussian clouds (seeded) of the SD 1.5 size
+77 x 768. For each coupling the command prints the coupling cost, the W2 length of the
+displacement path sampled at ``--steps`` times, and how many tokens the coupling moves off the
+diagonal (pairs row i with a row other than i).
+
+The module's top level imports only the standard library; torch and whichway.clouds are imported
+by the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_EMBEDDING_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "couple",
+        help="compare ot / clip / random couplings of two prompt point clouds",
+        description=(
+            "Couple two token point clouds with each method (ot, clip, random) and print the "
+            "coupling cost sum_i |x_i - y_sigma(i)|^2, the W2 length of the displacement path and "
+            "the number of tokens moved off the diagonal. Clouds come from --embeddings, from "
+            "--model with two prompts, or are random (seeded) 77 x 768 clouds."
+        ),
+    )
+    parser.add_argument("prompts", nargs="*", metavar="PROMPT", help="two prompts (with --model)")
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        metavar="FILE",
+        help="a .pt, .safetensors or .npz file holding two (n, d) arrays named 'a' and 'b'",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="hub id or local pipeline directory whose text encoder embeds the two prompts",
+    )
+    parser.add_argument(
+        "--random",
+        nargs=2,
+        type=int,
+        metavar=("N", "D"),
+        default=None,
+        help="size of the random clouds when no file or model is given (default 77 768)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random clouds and coupling")
+    parser.add_argument(
+        "--steps", type=int, default=11, help="number of path times t in [0, 1] (default 11)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.set_defaults(func=run)
+
+
+def _load_embeddings(path: Path) -> tuple[Any, Any]:
+    """Read arrays 'a' and 'b' from a .pt / .safetensors / .npz file as float64 tensors (n, d)."""
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"embedding file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    elif suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        data = load_file(str(path))
+    elif suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as npz:
+            data = {key: torch.from_numpy(npz[key]) for key in npz.files}
+    else:
+        raise ValueError(
+            f"unknown embedding file type {suffix!r}; valid choices are: {', '.join(_EMBEDDING_SUFFIXES)}"
+        )
+    if not isinstance(data, dict) or "a" not in data or "b" not in data:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} must hold two arrays named 'a' and 'b' (n, d), found {keys}")
+    clouds = []
+    for key in ("a", "b"):
+        value = torch.as_tensor(data[key])
+        if value.ndim == 3 and value.shape[0] == 1:
+            value = value[0]
+        if value.ndim != 2:
+            raise ValueError(f"array {key!r} in {path} must be (n, d), got shape {tuple(value.shape)}")
+        clouds.append(value.to(torch.float64))  # analysis in float64; files may mix dtypes
+    return clouds[0], clouds[1]
+
+
+def _encode(model: str, prompts: list[str]) -> list[tuple[str, Any, Any]]:
+    """Encode two prompts with a model adapter; one (label, a, b) per token group."""
+    try:
+        from whichway.models import load_adapter
+    except ImportError as exc:
+        from whichway.cli import CLIError
+
+        raise CLIError(
+            f"--model needs whichway.models and the model extras (pip install 'whichway[models]'): {exc}"
+        ) from exc
+    adapter = load_adapter(model)
+    cond = adapter.encode(prompts)
+    return [(f"group {g}", cloud[0], cloud[1]) for g, cloud in enumerate(cond.clouds)]
+
+
+def _compare(a: Any, b: Any, *, seed: int, steps: int) -> list[dict[str, Any]]:
+    import torch
+
+    from whichway.clouds import COUPLING_METHODS, couple, interpolate_clouds, path_length_w2
+
+    ts = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    equal = a.shape == b.shape
+    rows = []
+    for method in COUPLING_METHODS:
+        if not equal and method != "ot":
+            rows.append({"method": method, "cost": None, "w2_path_length": None, "moved": None})
+            continue
+        generator = torch.Generator("cpu").manual_seed(seed)
+        coupling = couple(a, b, method, generator=generator)
+        frames = interpolate_clouds(a.to(torch.float64), b.to(torch.float64), ts, coupling=coupling)
+        moved = (
+            int((coupling.perm != torch.arange(a.shape[0], device=coupling.perm.device)).sum())
+            if coupling.perm is not None
+            else None
+        )
+        rows.append(
+            {
+                "method": method,
+                "cost": float(coupling.cost),
+                "w2_path_length": float(path_length_w2(frames)),
+                "moved": moved,
+            }
+        )
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from whichway.cli import CLIError
+    from whichway.clouds import wasserstein2
+
+    if args.steps < 2:
+        raise ValueError(f"--steps must be >= 2, got {args.steps}")
+    if args.prompts and len(args.prompts) != 2:
+        raise CLIError(f"give exactly two prompts, got {len(args.prompts)}")
+    sources = sum(x is not None for x in (args.embeddings, args.model, args.random))
+    if sources > 1:
+        raise CLIError("give at most one of --embeddings, --model and --random")
+
+    if args.embeddings is not None:
+        a, b = _load_embeddings(args.embeddings)
+        groups = [(str(args.embeddings), a, b)]
+        if args.prompts:
+            log.warning("prompts are ignored with --embeddings (the clouds come from the file)")
+    elif args.model is not None:
+        if len(args.prompts) != 2:
+            raise CLIError("--model needs two prompts: whichway couple 'prompt A' 'prompt B' --model M")
+        groups = _encode(args.model, list(args.prompts))
+    else:
+        n, d = args.random if args.random is not None else (77, 768)
+        if n < 1 or d < 1:
+            raise ValueError(f"--random N D needs N >= 1 and D >= 1, got {n} {d}")
+        if args.prompts:
+            log.warning("no --model given: the prompts are only labels, the clouds are random")
+        generator = torch.Generator("cpu").manual_seed(args.seed)
+        a = torch.randn(n, d, generator=generator)
+        b = torch.randn(n, d, generator=generator)
+        groups = [(f"random N(0, I) clouds, seed {args.seed}", a, b)]
+
+    report = []
+    for label, a, b in groups:
+        rows = _compare(a, b, seed=args.seed, steps=args.steps)
+        report.append(
+            {
+                "source": label,
+                "a_shape": list(a.shape),
+                "b_shape": list(b.shape),
+                "w2": float(wasserstein2(a, b)),
+                "couplings": rows,
+            }
+        )
+
+    if args.json:
+        print(json.dumps({"prompts": list(args.prompts), "steps": args.steps, "groups": report}, indent=2))
+        return 0
+    if args.prompts:
+        print(f"A: {args.prompts[0]!r}\nB: {args.prompts[1]!r}")
+    for item in report:
+        n = item["a_shape"][0]
+        print(
+            f"{item['source']}: a {tuple(item['a_shape'])}, b {tuple(item['b_shape'])}, "
+            f"W2 = {item['w2']:.6g}, path sampled at {args.steps} times"
+        )
+        print(f"  {'coupling':<8} {'cost':>14} {'W2 path length':>15} {'moved':>9}")
+        for row in item["couplings"]:
+            if row["cost"] is None:
+                print(f"  {row['method']:<8} {'n/a (needs equal sizes)':>40}")
+                continue
+            moved = "-" if row["moved"] is None else f"{row['moved']}/{n}"
+            print(
+                f"  {row['method']:<8} {row['cost']:>14.6g} {row['w2_path_length']:>15.6g} {moved:>9}"
+            )
+    return 0
