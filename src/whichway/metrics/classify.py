@@ -231,15 +231,16 @@ class ClassifierAccuracy:
         if crop_mode == "squash":
             size = (scale_h, scale_w)
         elif crop_mode == "center":
-            short = min(h, w)
+            # torchvision's Resize(int): shorter side -> target, longer side int(target * long / short)
             target = scale_h if out_h == out_w else min(scale_h, scale_w)
-            size = (max(1, round(h * target / short)), max(1, round(w * target / short)))
+            size = (target, int(target * w / h)) if h <= w else (int(target * h / w), target)
         else:
             raise ValueError(f"unsupported crop_mode {crop_mode!r} in the model's data config; valid choices are: center, squash")
         if (h, w) != size:
             x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
-        top = (x.shape[-2] - out_h) // 2
-        left = (x.shape[-1] - out_w) // 2
+        # torchvision's CenterCrop offsets: int(round((size - crop) / 2))
+        top = int(round((x.shape[-2] - out_h) / 2.0))
+        left = int(round((x.shape[-1] - out_w) / 2.0))
         if top < 0 or left < 0:
             raise ValueError(f"images of {h}x{w} cannot be cropped to {out_h}x{out_w}")
         x = x[..., top : top + out_h, left : left + out_w]
