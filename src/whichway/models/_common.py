@@ -301,10 +301,15 @@ class DDIMSchedule:
 
 
 def ddim_scheduler(scheduler_config: Any) -> Any:
-    """A ``DDIMScheduler`` with the model's noise schedule (betas, spacing, offset, prediction)."""
+    """A ``DDIMScheduler`` with the model's noise schedule (betas, spacing, offset, prediction).
+
+    ``clip_sample`` and ``thresholding`` are turned off whatever the config says (a PNDM or Euler
+    config does not carry them and DDIM's own default clips x̂₀ to [-1, 1]): latents are not
+    bounded like pixels, and clipping is not invertible.
+    """
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler.from_config(scheduler_config)
+    return DDIMScheduler.from_config(scheduler_config, clip_sample=False, thresholding=False)
 
 
 def ddim_schedule(scheduler: Any, steps: int) -> DDIMSchedule:

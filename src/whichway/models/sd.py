@@ -1,0 +1,398 @@
+"""Adapter for Stable Diffusion 1.x / 2.x / sd-turbo (``StableDiffusionPipeline``).
+
+The prompt's conditioning is the CLIP text encoder's last hidden state, one token cloud of
+(77, 768) (SD 1.x) or (77, 1024) (SD 2.x), padding tokens included; there is no pooled vector.
+Everything goes through the pipeline's own methods (``encode_prompt``, ``__call__`` with
+``prompt_embeds``/``latents``) so that a waypoint at t = 0 renders exactly the plain pipeline's
+image for prompt A.
+
+Scheduler policy: rendering uses the pipeline's scheduler as loaded (PNDM for SD 1.5, Euler
+ancestral for sd-turbo, ...) until an image is inverted: :meth:`SDAdapter.invert` switches the
+pipeline to a ``DDIMScheduler`` with the same noise schedule (``use_scheduler("ddim")``), because
+DDIM inversion is exact only for DDIM sampling. ``use_scheduler("default")`` switches back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from whichway.models._common import (
+    check_guidance,
+    check_latents,
+    check_prompts,
+    check_size,
+    check_steps,
+    cpu_normal_latent,
+    ddim_invert,
+    ddim_schedule,
+    ddim_scheduler,
+    guided,
+    images_to_cpu,
+    is_ddim,
+    prepare_image,
+    step_callback,
+    step_generators,
+    vae_encode,
+    warn_if_truncated,
+)
+from whichway.models.base import Adapter, Conditioning, StepCallback
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffusers import DiffusionPipeline
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = ("default", "ddim")
+
+
+class SDAdapter(Adapter):
+    """Stable Diffusion 1.x / 2.x (UNet with cross-attention on one CLIP token cloud).
+
+    Also the base of :class:`whichway.models.sdxl.SDXLAdapter`: subclasses override the
+    ``_encode*``/``_pipe_conditioning``/``_unet_kwargs`` hooks for their extra inputs.
+    """
+
+    family: ClassVar[str] = "sd"
+    pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
+    inversion: ClassVar[str] = "ddim"
+    gpu_dtype: ClassVar[torch.dtype] = torch.float16
+
+    def __init__(self, pipe: DiffusionPipeline, model_id: str = "") -> None:
+        super().__init__(pipe, model_id)
+        pipe.set_progress_bar_config(disable=True)
+        self._default_scheduler = pipe.scheduler
+        self._negative_cache: dict[str | None, Conditioning] = {}
+
+    # --- sizes -----------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (the pipeline checks 8; the VAE its factor)."""
+        return math.lcm(8, self.vae_scale_factor)
+
+    @property
+    def default_size(self) -> tuple[int, int]:
+        size = int(self.pipe.unet.config.sample_size) * self.vae_scale_factor
+        return size, size
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        check_size(height, width, self.size_multiple)
+        f = self.vae_scale_factor
+        return int(self.pipe.unet.config.in_channels), height // f, width // f
+
+    # --- text ------------------------------------------------------------------------------
+    @property
+    def _tokenizers(self) -> list[tuple[Any, str]]:
+        return [(self.pipe.tokenizer, "CLIP text encoder")]
+
+    def _warn_truncated(self, prompts: Sequence[str]) -> None:
+        for tokenizer, name in self._tokenizers:
+            if tokenizer is not None:
+                warn_if_truncated(tokenizer, prompts, tokenizer.model_max_length, name)
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> Conditioning:
+        """Prompts -> one token cloud (B, 77, d) per prompt through ``pipe.encode_prompt``.
+
+        Warns :class:`~whichway.models.PromptTruncatedWarning` for prompts longer than 77 tokens.
+        """
+        prompts = check_prompts(prompts)
+        self._warn_truncated(prompts)
+        return self._encode(prompts)
+
+    def _encode(self, prompts: list[str]) -> Conditioning:
+        embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
+        return Conditioning((embeds.float().cpu(),))
+
+    @torch.no_grad()
+    def encode_negative(self, negative_prompt: str | None = None, batch: int = 1) -> Conditioning:
+        """The unconditional conditioning of the plain pipeline (``""``), or a negative prompt's;
+        computed once per negative prompt and repeated ``batch`` times."""
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}")
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        if negative_prompt not in self._negative_cache:
+            if negative_prompt:
+                self._warn_truncated([negative_prompt])
+            self._negative_cache[negative_prompt] = self._encode_negative(negative_prompt)
+        return self._negative_cache[negative_prompt].expand(batch)
+
+    def _encode_negative(self, negative_prompt: str | None) -> Conditioning:
+        # the pipeline's own unconditional branch (uncond_tokens = [""] without a negative prompt)
+        negative = None if negative_prompt is None else [negative_prompt]
+        _, embeds = self.pipe.encode_prompt([""], self.device, 1, True, negative)
+        return Conditioning((embeds.float().cpu(),))
+
+    # --- latents ---------------------------------------------------------------------------
+    def initial_latent(self, seed: int, height: int, width: int) -> Tensor:
+        """(C, h, w) float32 CPU: the pipeline's draw for ``torch.Generator("cpu").manual_seed(seed)``
+        (``randn_tensor`` of shape (1, C, h, w) on the CPU in the pipeline's dtype), before the
+        scheduler's ``init_noise_sigma`` scaling."""
+        return cpu_normal_latent((1, *self.latent_shape(height, width)), seed, self.dtype)[0]
+
+    # --- schedulers ------------------------------------------------------------------------
+    @property
+    def scheduler_name(self) -> str:
+        return type(self.pipe.scheduler).__name__
+
+    def use_scheduler(self, name: str) -> str:
+        """Render with ``"ddim"`` (a DDIMScheduler from the loaded scheduler's config: same
+        betas, spacing and prediction type) or the ``"default"`` loaded scheduler.
+        Returns the name of the scheduler that was active before."""
+        if name not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {name!r}; valid choices are: {', '.join(SCHEDULERS)}")
+        before = "ddim" if is_ddim(self.pipe.scheduler) and not is_ddim(self._default_scheduler) else "default"
+        if name == "default":
+            self.pipe.scheduler = self._default_scheduler
+        elif not is_ddim(self.pipe.scheduler):
+            self.pipe.scheduler = ddim_scheduler(self._default_scheduler.config)
+            logger.info(
+                "rendering with DDIMScheduler instead of %s so that inverted latents reconstruct",
+                type(self._default_scheduler).__name__,
+            )
+        return before
+
+    # --- conditioning -> pipeline / UNet inputs --------------------------------------------
+    def _pipe_conditioning(self, cond: Conditioning, negative: Conditioning | None) -> dict[str, Tensor]:
+        """Keyword arguments of ``pipe(...)`` carrying the (negative) conditioning."""
+        kwargs = {"prompt_embeds": cond.clouds[0]}
+        if negative is not None:
+            kwargs["negative_prompt_embeds"] = negative.clouds[0]
+        return kwargs
+
+    def _unet_kwargs(self, cond: Conditioning, height: int, width: int, guidance: float) -> dict[str, Any]:
+        """UNet keyword arguments besides the sample and timestep, for a batch ``cond``."""
+        kwargs: dict[str, Any] = {"encoder_hidden_states": cond.clouds[0]}
+        proj = self.pipe.unet.config.time_cond_proj_dim
+        if proj is not None:  # guidance-embedded UNets (LCM distillations)
+            w = torch.full((len(cond),), guidance - 1.0)
+            kwargs["timestep_cond"] = self.pipe.get_guidance_scale_embedding(w, embedding_dim=proj).to(
+                device=self.device, dtype=self.dtype
+            )
+        return kwargs
+
+    def _check_cond(self, cond: Conditioning, name: str = "cond") -> None:
+        if not isinstance(cond, Conditioning):
+            raise ValueError(f"{name} must be a Conditioning (from adapter.encode), got {type(cond).__name__}")
+        if len(cond.clouds) != 1 or cond.pooled is not None:
+            raise ValueError(
+                f"{name} must have one token group and no pooled vector for a {self.family} model; "
+                f"got {len(cond.clouds)} group(s){' and a pooled vector' if cond.pooled is not None else ''}"
+            )
+
+    def _uses_cfg(self, guidance: float) -> bool:
+        # the pipeline's rule: guidance_scale > 1 and no guidance embedding
+        return guidance > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
+
+    # --- rendering -------------------------------------------------------------------------
+    def render(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        *,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Render B waypoints in one pipeline call: ``pipe(prompt_embeds=…, latents=…,
+        output_type="pt")``; diffusers puts the unconditional and conditional halves of
+        classifier-free guidance in one UNet batch of 2B.
+
+        cond : Conditioning with B rows; latents : (B, C, h, w) or (C, h, w) shared, unscaled
+        N(0, I) draws (the pipeline multiplies by ``init_noise_sigma``); negative : B or 1 rows,
+        default the pipeline's unconditional embedding. Returns (B, 3, H, W) float32 CPU in [0, 1].
+        """
+        output = self._run(cond, latents, steps, guidance, height, width, negative, on_step, "pt")
+        return images_to_cpu(output)
+
+    def render_latent(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        *,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """As :meth:`render`, but return the denoised latent before the VAE decoder:
+        (B, C, h, w) float32 CPU in the UNet's (scaled) latent space."""
+        output = self._run(cond, latents, steps, guidance, height, width, negative, on_step, "latent")
+        return output.detach().float().cpu()
+
+    def _run(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None,
+        on_step: StepCallback | None,
+        output_type: str,
+    ) -> Tensor:
+        self._check_cond(cond)
+        steps = check_steps(steps)
+        guidance = check_guidance(guidance)
+        batch = len(cond)
+        latents = check_latents(latents, self.latent_shape(height, width))
+        if latents.shape[0] == 1 and batch > 1:
+            latents = latents.expand(batch, -1, -1, -1)
+        if latents.shape[0] != batch:
+            raise ValueError(f"latents have {latents.shape[0]} rows but cond has {batch}; give B or 1")
+        if self._uses_cfg(guidance):
+            negative = self.encode_negative(None, 1) if negative is None else negative
+            self._check_cond(negative, "negative")
+            if len(negative) == 1 and batch > 1:
+                negative = negative.expand(batch)
+            if len(negative) != batch:
+                raise ValueError(f"negative has {len(negative)} rows but cond has {batch}; give B or 1")
+            negative = negative.to(self.device, self.dtype)
+        else:
+            negative = None
+        output = self.pipe(
+            **self._pipe_conditioning(cond.to(self.device, self.dtype), negative),
+            latents=latents.to(self.device, self.dtype),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=height,
+            width=width,
+            generator=step_generators(batch),
+            output_type=output_type,
+            callback_on_step_end=step_callback(on_step),
+        )
+        return output.images
+
+    # --- inversion -------------------------------------------------------------------------
+    def _inversion_size(self, image: Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        m = self.size_multiple
+        h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
+        w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
+        check_size(h, w, m)
+        return h, w
+
+    @torch.no_grad()
+    def invert(
+        self,
+        image: Tensor,
+        prompt: str,
+        *,
+        steps: int,
+        guidance: float = 1.0,
+        height: int | None = None,
+        width: int | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """DDIM inversion of an image (3, H, W) in [0, 1] to its initial latent (C, h, w) float32 CPU.
+
+        The image is resized to height x width (default: its own size, rounded down to a
+        multiple of 8), encoded by the VAE (mean × scaling factor) and inverted by
+        :meth:`invert_latent`. Switches the pipeline to DDIM (:meth:`use_scheduler`), so
+        ``render`` with ``encode([prompt])`` and the same steps, guidance and size reconstructs
+        the image (up to the VAE's own reconstruction error).
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        height, width = self._inversion_size(image, height, width)
+        pixels = prepare_image(image, height, width)
+        latent = vae_encode(self.pipe.vae, pixels)
+        return self.invert_latent(latent, prompt, steps=steps, guidance=guidance, on_step=on_step)
+
+    @torch.no_grad()
+    def invert_latent(
+        self,
+        latent: Tensor,
+        prompt: str,
+        *,
+        steps: int,
+        guidance: float = 1.0,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """DDIM inversion of a clean latent (C, h, w) or (1, C, h, w) in the UNet's (scaled)
+        latent space -> its initial latent (C, h, w) float32 CPU, unscaled N(0, I) convention.
+
+        Runs ``steps`` deterministic DDIM steps backwards (:func:`whichway.models._common.ddim_invert`)
+        conditioned on ``prompt`` with classifier-free guidance ``guidance`` (1.0 = none, the usual
+        choice; Mokady et al. 2023), on the DDIM timesteps the renderer will visit, and switches
+        the pipeline to DDIM so that rendering retraces the path.
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        steps = check_steps(steps)
+        guidance = check_guidance(guidance)
+        if latent.ndim == 3:
+            latent = latent.unsqueeze(0)
+        if latent.ndim != 4 or latent.shape[0] != 1 or latent.shape[1] != self.pipe.unet.config.in_channels:
+            raise ValueError(
+                f"latent must be ({self.pipe.unet.config.in_channels}, h, w), got {tuple(latent.shape)}"
+            )
+        f = self.vae_scale_factor
+        height, width = int(latent.shape[-2]) * f, int(latent.shape[-1]) * f
+        self.use_scheduler("ddim")
+        scheduler = ddim_scheduler(self._default_scheduler.config)
+        schedule = ddim_schedule(scheduler, steps)
+
+        latent = latent.to(self.device, self.dtype)
+        cond = self.encode([prompt])
+        cfg = self._uses_cfg(guidance)
+        if cfg:
+            cond = Conditioning.cat([self.encode_negative(None, 1), cond])
+        cond = cond.to(self.device, self.dtype)
+        unet_kwargs = self._unet_kwargs(cond, height, width, guidance)
+        unet = self.pipe.unet
+
+        def predict(x: Tensor, t: Tensor) -> Tensor:
+            x_in = torch.cat([x, x]) if cfg else x
+            x_in = scheduler.scale_model_input(x_in, t)
+            out = unet(x_in, t.to(self.device), **unet_kwargs, return_dict=False)[0]
+            return guided(out, guidance) if cfg else out
+
+        noise = ddim_invert(predict, latent, schedule, on_step=on_step)
+        # unscaled N(0, I) convention: render multiplies by the (DDIM) scheduler's init_noise_sigma
+        noise = noise / float(self.pipe.scheduler.init_noise_sigma)
+        return noise[0].float().cpu()
+
+    # --- one denoiser call -----------------------------------------------------------------
+    @torch.no_grad()
+    def denoise_once(self, cond: Conditioning, latent: Tensor, timestep: float) -> Tensor:
+        """One UNet call without guidance: ε̂(latent, timestep | cond); (B, C, h, w) float32 CPU.
+
+        latent : (B, C, h, w) (or (C, h, w)) in the UNet's input space; the spatial size sets the
+        image size (h·f, w·f) used for SDXL's size conditioning.
+        """
+        self._check_cond(cond)
+        if latent.ndim == 3:
+            latent = latent.unsqueeze(0)
+        if latent.ndim != 4 or latent.shape[0] not in (1, len(cond)):
+            raise ValueError(f"latent must be (B, C, h, w) with B = 1 or {len(cond)}, got {tuple(latent.shape)}")
+        if latent.shape[0] == 1 and len(cond) > 1:
+            latent = latent.expand(len(cond), -1, -1, -1)
+        f = self.vae_scale_factor
+        height, width = int(latent.shape[-2]) * f, int(latent.shape[-1]) * f
+        cond = cond.to(self.device, self.dtype)
+        t = torch.as_tensor(timestep, device=self.device)
+        out = self.pipe.unet(
+            latent.to(self.device, self.dtype), t, **self._unet_kwargs(cond, height, width, 1.0), return_dict=False
+        )[0]
+        return out.float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["scheduler"] = self.scheduler_name
+        return info
