@@ -317,8 +317,8 @@ def couple(
     if not general and isinstance(x, Tensor) and isinstance(y, Tensor):
         general = x.ndim == 2 and y.ndim == 2 and x.shape[0] != y.shape[0]
     if general:
-        x = _check_cloud("x", x, batched_ok=False)
-        y = _check_cloud("y", y, batched_ok=False)
+        x = _check_cloud("x", x)
+        y = _check_cloud("y", y)
         _check_compatible(x, y)
         if method != "ot":
             raise ValueError(
@@ -436,8 +436,8 @@ def interpolate_clouds(
         if coupling.plan is None and x_weights is None and y_weights is None:
             x, y = _check_pair(x, y)
         else:
-            x = _check_cloud("x", x, batched_ok=False)
-            y = _check_cloud("y", y, batched_ok=False)
+            x = _check_cloud("x", x)
+            y = _check_cloud("y", y)
             _check_compatible(x, y)
     target = _target(x, y, coupling)
     work = torch.promote_types(x.dtype, torch.float32)

@@ -202,6 +202,11 @@ def run(args: argparse.Namespace) -> int:
             f"{item['source']}: a {tuple(item['a_shape'])}, b {tuple(item['b_shape'])}, "
             f"W2 = {item['w2']:.6g}, path sampled at {args.steps} times"
         )
+        if item["a_shape"] != item["b_shape"]:
+            print(
+                "  unequal sizes: general OT (POT ot.emd); the path keeps a's rows and ends at the "
+                "barycentric projection of b, so its length can be below W2"
+            )
         print(f"  {'coupling':<8} {'cost':>14} {'W2 path length':>15} {'moved':>9}")
         for row in item["couplings"]:
             if row["cost"] is None:
