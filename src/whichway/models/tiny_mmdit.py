@@ -4,7 +4,8 @@ Both are assembled from the real diffusers/transformers classes (the way diffuse
 tests build ``get_dummy_components()``), with every width shrunk so a 64x64 image renders in well
 under a second on a CPU, and saved with ``save_pretrained(path, safe_serialization=True)`` so they
 load through exactly the ``DiffusionPipeline.from_pretrained(path)`` code path a hub id takes.
-Nothing is downloaded: the two tokenizers are built in code from a small vocabulary.
+Nothing is downloaded: the CLIP tokenizers are :func:`whichway.models.tiny.tiny_clip_tokenizer`
+(shared with the SD/SDXL builders) and the T5 tokenizer is a Unigram model built here in code.
 
 Shapes kept faithful to the real models where it matters to whichway:
 
@@ -24,14 +25,10 @@ import string
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import CLIPTokenizer, T5Tokenizer
+from whichway.models.tiny import TINY_WORDS, tiny_clip_tokenizer
 
-#: words that get their own token in the tiny vocabularies (everything else is spelled out)
-_WORDS = (
-    "a", "an", "the", "of", "in", "on", "with", "and", "photo", "painting", "picture", "cat", "dog",
-    "bird", "car", "house", "tree", "red", "blue", "green", "small", "big", "sitting", "running",
-)
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import T5Tokenizer
 
 CLIP_WINDOW = 77
 """Token window of the tiny CLIP tokenizers (as the real CLIP encoders)."""
@@ -39,45 +36,12 @@ T5_WINDOW = 512
 """``model_max_length`` of the tiny T5 tokenizer (as the real T5-XXL tokenizer)."""
 
 
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    """A CLIP byte-level BPE tokenizer over a tiny vocabulary, built in code (no download).
-
-    Vocabulary: the 256 byte symbols with and without the end-of-word marker, a few whole words
-    (with the merges that build them) and ``<|startoftext|>`` / ``<|endoftext|>`` last, so every
-    string tokenizes and the model window is the real 77.
-    """
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    symbols = list(bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for s in symbols:
-        vocab[s] = len(vocab)
-    for s in symbols:
-        vocab[s + "</w>"] = len(vocab)
-    merges: list[tuple[str, str]] = []
-    for word in _WORDS:
-        # left-to-right merges: "c a" -> "ca", "ca t</w>" -> "cat</w>"
-        prefix = word[0]
-        for i, ch in enumerate(word[1:], start=1):
-            last = i == len(word) - 1
-            piece = ch + "</w>" if last else ch
-            merged = prefix + piece
-            rule = (prefix, piece)
-            if rule not in merges:
-                merges.append(rule)
-            vocab.setdefault(merged, len(vocab))
-            prefix = merged
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_WINDOW)
-
-
 def tiny_t5_tokenizer() -> T5Tokenizer:
     """A T5 (Unigram, SentencePiece-style) tokenizer over a tiny vocabulary, built in code.
 
     Pieces: ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2), the word-start marker, single
-    characters with and without it, and a few whole words; no sentinel ``<extra_id_*>`` tokens.
+    characters with and without it, and the whole words of the tiny CLIP vocabulary
+    (:data:`whichway.models.tiny.TINY_WORDS`); no sentinel ``<extra_id_*>`` tokens.
     """
     from transformers import T5Tokenizer
 
@@ -85,7 +49,7 @@ def tiny_t5_tokenizer() -> T5Tokenizer:
     for ch in string.ascii_letters + string.digits + string.punctuation:
         pieces.append((ch, -4.0))
         pieces.append(("\u2581" + ch, -4.5))
-    for word in _WORDS:
+    for word in TINY_WORDS:
         if len(word) > 1:
             pieces.append(("\u2581" + word, -1.0))
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=T5_WINDOW)
@@ -114,11 +78,12 @@ def _tiny_vae(seed: int, *, scaling_factor: float, shift_factor: float) -> Any:
     )
 
 
-def _clip_config(vocab_size: int, eos_token_id: int, pad_token_id: int) -> Any:
+def _clip_config(tokenizer: Any) -> Any:
+    """CLIP text encoder config of hidden size 32 (projection 32) matching ``tokenizer``'s ids."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=37,
         num_hidden_layers=3,
@@ -127,9 +92,9 @@ def _clip_config(vocab_size: int, eos_token_id: int, pad_token_id: int) -> Any:
         max_position_embeddings=CLIP_WINDOW,
         layer_norm_eps=1e-5,
         hidden_act="gelu",
-        bos_token_id=eos_token_id - 1,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
@@ -177,10 +142,9 @@ def build_tiny_sd3(path: str | Path, seed: int = 0) -> Path:
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
-    clip_tok = tiny_clip_tokenizer()
+    clip_tok = tiny_clip_tokenizer()  # CLIP-L pads with <|endoftext|>
+    clip_tok_2 = tiny_clip_tokenizer(pad_token="!")  # CLIP-G pads with "!"
     t5_tok = tiny_t5_tokenizer()
-    eos = clip_tok.eos_token_id
-    clip_cfg = _clip_config(len(clip_tok), eos, clip_tok.pad_token_id)
 
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
@@ -197,9 +161,9 @@ def build_tiny_sd3(path: str | Path, seed: int = 0) -> Path:
         pos_embed_max_size=16,
     )
     torch.manual_seed(seed + 1)
-    text_encoder = CLIPTextModelWithProjection(clip_cfg)
+    text_encoder = CLIPTextModelWithProjection(_clip_config(clip_tok))
     torch.manual_seed(seed + 2)
-    text_encoder_2 = CLIPTextModelWithProjection(clip_cfg)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(clip_tok_2))
     text_encoder_3 = _t5_encoder(seed + 3, len(t5_tok), d_model=96)
     vae = _tiny_vae(seed + 4, scaling_factor=1.5305, shift_factor=0.0609)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
@@ -210,7 +174,7 @@ def build_tiny_sd3(path: str | Path, seed: int = 0) -> Path:
         text_encoder=text_encoder.eval(),
         tokenizer=clip_tok,
         text_encoder_2=text_encoder_2.eval(),
-        tokenizer_2=tiny_clip_tokenizer(),
+        tokenizer_2=clip_tok_2,
         text_encoder_3=text_encoder_3.eval(),
         tokenizer_3=t5_tok,
     )
@@ -234,7 +198,6 @@ def build_tiny_flux(path: str | Path, seed: int = 0, *, guidance_embeds: bool = 
 
     clip_tok = tiny_clip_tokenizer()
     t5_tok = tiny_t5_tokenizer()
-    clip_cfg = _clip_config(len(clip_tok), clip_tok.eos_token_id, clip_tok.pad_token_id)
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(
@@ -250,7 +213,7 @@ def build_tiny_flux(path: str | Path, seed: int = 0, *, guidance_embeds: bool = 
         axes_dims_rope=(2, 6, 8),
     )
     torch.manual_seed(seed + 1)
-    text_encoder = CLIPTextModel(clip_cfg)
+    text_encoder = CLIPTextModel(_clip_config(clip_tok))
     text_encoder_2 = _t5_encoder(seed + 2, len(t5_tok), d_model=32)
     vae = _tiny_vae(seed + 3, scaling_factor=0.3611, shift_factor=0.1159)
     scheduler = FlowMatchEulerDiscreteScheduler(
