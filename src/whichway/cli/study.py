@@ -1,0 +1,145 @@
+"""``whichway study``: paper-scale prompt-pair and latent studies (run, resume, report)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+STUDIES = ("prompts", "latents")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run the papers' studies at scale (resumable, local or Ray) and report them",
+        description=(
+            "Paper A's prompt-pair study (OT vs CLIP vs random couplings over Crisscrossed Captions "
+            "pairs) and paper B's latent study (COG vs LERP/SLERP/NAO interpolation and centroid "
+            "baselines on inverted images). A run writes Parquet results into its run directory; "
+            "running the same command again resumes it. Configs are TOML files (`init` writes the "
+            "defaults); override any setting with --set section.key=value."
+        ),
+    )
+    studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    for study in STUDIES:
+        sp = studies.add_parser(study, help=f"the {study} study",
+                                description=f"Run, resume or report the {study} study.")
+        actions = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+        run = actions.add_parser("run", help="run or resume a study from a config file")
+        run.add_argument("config", metavar="CONFIG", help="study config (TOML); `init` writes one")
+        run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a setting, e.g. --set render.steps=20 --set pairs.n_per_group=10")
+        run.add_argument("--executor", choices=("local", "ray"), default=None,
+                         help="local (in-process, default) or ray (one model per actor)")
+        run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+        run.add_argument("--workers", type=int, default=None,
+                         help="Ray actors (default: one per GPU, or 1 without GPUs)")
+        run.add_argument("--out", default=None, metavar="RUN_DIR",
+                         help="run directory (default: ./study-<study>-<config name>)")
+        run.add_argument("--no-progress", action="store_true", help="no progress bar")
+        run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+        run.set_defaults(func=_run)
+
+        rep = actions.add_parser("report", help="write the Markdown/CSV/PNG report of a run")
+        rep.add_argument("run_dir", metavar="RUN_DIR")
+        rep.set_defaults(func=_report)
+
+        init = actions.add_parser("init", help="write a config file with every default setting")
+        init.add_argument("config", metavar="CONFIG", help="path of the TOML file to write")
+        init.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        init.add_argument("--force", action="store_true", help="overwrite an existing file")
+        init.set_defaults(func=_init)
+
+
+def _resolve_paths(cfg, base: Path):
+    """Data paths in a config are relative to the config file's folder."""
+    import dataclasses
+
+    def fix(p: str) -> str:
+        if not p:
+            return p
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    model = cfg.model
+    local = base / model.id
+    if model.id and not Path(model.id).is_absolute() and local.exists():
+        model = dataclasses.replace(model, id=str(local.resolve()))
+    cfg = dataclasses.replace(cfg, model=model)
+    if hasattr(cfg, "pairs"):
+        pc = cfg.pairs
+        cfg = dataclasses.replace(cfg, pairs=dataclasses.replace(
+            pc, sts=tuple(fix(s) for s in pc.sts), coco=tuple(fix(s) for s in pc.coco), file=fix(pc.file)))
+    if hasattr(cfg, "data"):
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=fix(cfg.data.root)))
+    return cfg
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from whichway.cli import CLIError
+    from whichway.studies.config import load_config
+    from whichway.studies.store import RunLockedError
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise CLIError(f"config file {str(path)!r} not found; write one with `whichway study {args.study} init {path}`")
+    overrides = list(args.overrides)
+    if args.executor:
+        overrides.append(f'run.executor="{args.executor}"')
+    if args.address:
+        overrides.append(f'run.address="{args.address}"')
+    if args.workers is not None:
+        overrides.append(f"run.workers={args.workers}")
+    cfg = load_config(args.study, path, overrides)
+    cfg = _resolve_paths(cfg, path.parent.resolve())
+    if args.no_progress:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
+    out = Path(args.out) if args.out else Path(f"study-{args.study}-{path.stem}")
+    try:
+        if args.study == "prompts":
+            from whichway.studies.prompt_study import run_prompt_study
+
+            res = run_prompt_study(cfg, out)
+        else:
+            from whichway.studies.latent_study import run_latent_study
+
+            res = run_latent_study(cfg, out)
+    except RunLockedError as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"{args.study} study: {res.units} units, {res.ran} run now, {res.skipped} already done "
+          f"({res.seconds:.1f} s) -> {out}")
+    if not args.no_report:
+        md = _write_report(args.study, out)
+        print(f"report: {md}")
+    return 0
+
+
+def _write_report(study: str, run_dir: Path) -> Path:
+    from whichway.studies.report import latent_report, prompt_report
+
+    return prompt_report(run_dir) if study == "prompts" else latent_report(run_dir)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from whichway.cli import CLIError
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise CLIError(f"run directory {str(run_dir)!r} not found")
+    print(f"report: {_write_report(args.study, run_dir)}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from whichway.cli import CLIError
+    from whichway.studies.config import load_config, write_config
+
+    path = Path(args.config)
+    if path.exists() and not args.force:
+        raise CLIError(f"{str(path)!r} exists; pass --force to overwrite it")
+    write_config(load_config(args.study, None, args.overrides), path)
+    print(f"wrote {path}")
+    return 0
