@@ -49,9 +49,9 @@ _EXPORTS: dict[str, str] = {
     "EmbeddingPathMetrics": "whichway.metrics.embedding",
     "embedding_path_metrics": "whichway.metrics.embedding",
     # spacing and scoring
-    "RespaceResult": "whichway.metrics.respace",
-    "invert_cumulative": "whichway.metrics.respace",
-    "respace": "whichway.metrics.respace",
+    "RespaceResult": "whichway.metrics.spacing",
+    "invert_cumulative": "whichway.metrics.spacing",
+    "respace": "whichway.metrics.spacing",
     "score_run": "whichway.metrics.score",
 }
 
