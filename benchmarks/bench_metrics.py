@@ -1,0 +1,101 @@
+"""PPL of an 11-frame path: whichway's once-per-frame LPIPS features vs pairwise lpips calls.
+
+Baselines, measured in the same run on the same frames and the same model:
+
+* ``pairwise loop``  -- ``lpips_model(frame_k, frame_k+1)`` for each k, the usual way to compute
+  PPL (2 backbone passes per step, 2(T-1) in all);
+* ``pairwise batch`` -- ``lpips_model(frames[:-1], frames[1:])``, one call on all pairs (still
+  2(T-1) backbone passes, batched).
+
+whichway runs the backbone once per frame (T passes, batched) and applies the linear heads to the
+cached features. The random-backbone option keeps the script offline; the cost is the same as
+with pretrained weights (same architecture, same operations).
+
+Usage::
+
+    python benchmarks/bench_metrics.py            # 256x256 and 512x512, alex and vgg
+    python benchmarks/bench_metrics.py --quick    # 256x256, alex, fewer repeats
+    python benchmarks/bench_metrics.py --device cuda --net vgg
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def _timed(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    out = fn()  # warm-up (allocator, cuDNN autotuning)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="256x256 and alex only, 2 repeats")
+    parser.add_argument("--frames", type=int, default=11)
+    parser.add_argument("--sizes", default="256,512")
+    parser.add_argument("--net", default=None, choices=("alex", "vgg"), help="default: both (alex only with --quick)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=11, help="frames per backbone pass for whichway")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from whichway.metrics import LPIPSPath
+
+    sizes = [256] if args.quick else [int(s) for s in args.sizes.split(",")]
+    nets = [args.net] if args.net else (["alex"] if args.quick else ["alex", "vgg"])
+    repeats = 2 if args.quick else args.repeats
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"PPL of a {args.frames}-frame path; device: {name}; median of {repeats} runs")
+    print(f"{'net':<5} {'size':>8} {'pairwise loop':>14} {'pairwise batch':>15} {'whichway':>10} "
+          f"{'vs loop':>8} {'vs batch':>9} {'max |diff|':>11}")
+    g = torch.Generator().manual_seed(0)
+    for net in nets:
+        meter = LPIPSPath(net, pretrained_backbone=False, device=device)
+        model = meter.model
+        for size in sizes:
+            a, b = torch.rand(2, 3, size, size, generator=g)
+            w = torch.linspace(0, 1, args.frames).view(-1, 1, 1, 1)
+            frames = ((1 - w) * a + w * b).to(device)
+
+            def loop() -> torch.Tensor:
+                with torch.inference_mode():
+                    return torch.stack([
+                        model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
+                        for k in range(frames.shape[0] - 1)
+                    ])
+
+            def batch() -> torch.Tensor:
+                with torch.inference_mode():
+                    return model(frames[:-1], frames[1:], normalize=True).flatten()
+
+            def ours() -> torch.Tensor:
+                return meter.distances(frames, batch_size=args.batch_size)
+
+            t_loop, d_loop = _timed(loop, repeats, device)
+            t_batch, _ = _timed(batch, repeats, device)
+            t_ours, d_ours = _timed(ours, repeats, device)
+            diff = float((d_ours - d_loop.double()).abs().max())
+            print(f"{net:<5} {size:>4}x{size:<3} {t_loop * 1e3:>12.1f}ms {t_batch * 1e3:>13.1f}ms "
+                  f"{t_ours * 1e3:>8.1f}ms {t_loop / t_ours:>7.2f}x {t_batch / t_ours:>8.2f}x {diff:>11.1e}")
+
+
+if __name__ == "__main__":
+    main()
