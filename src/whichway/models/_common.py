@@ -356,6 +356,7 @@ def ddim_invert(
     latent: Tensor,
     schedule: DDIMSchedule,
     *,
+    refine: int = 0,
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """Run deterministic DDIM backwards: clean latent x₀ -> the x_T that DDIM maps back to it.
@@ -367,7 +368,10 @@ def ddim_invert(
                \\quad \\hat x_0 = (x_{prev} - \\sqrt{1-\\bar\\alpha_{prev}}\\,\\varepsilon)/\\sqrt{\\bar\\alpha_{prev}}
 
     with ε = ``predict(x_prev, t)`` evaluated at the *target* timestep t (the usual
-    approximation ε(x_t, t) ≈ ε(x_prev, t), exact as steps -> ∞). The timesteps are the DDIM
+    approximation ε(x_t, t) ≈ ε(x_prev, t), exact as steps -> ∞). With ``refine = k > 0`` each
+    step then solves the exact implicit equation x_t = F(x_prev, ε(x_t, t)) by k fixed-point
+    iterations (ε re-evaluated at the new x_t; k extra model calls per step), which makes
+    DDIM sampling of the result retrace x_prev more closely. The timesteps are the DDIM
     sampler's own, visited in reverse, so rendering the result with the same DDIM schedule
     retraces the path. Updates in float64, cast back to the latent's dtype.
 
@@ -375,17 +379,22 @@ def ddim_invert(
     latent : Tensor (B, C, h, w)  the VAE latent (scaled), on the model's device
     Returns x_T (B, C, h, w) on the latent's device and dtype.
     """
+    if not isinstance(refine, int) or refine < 0:
+        raise ValueError(f"refine must be a non-negative integer, got {refine!r}")
     x = latent
     order = range(len(schedule.timesteps) - 1, -1, -1)  # ascending timesteps
     for i in order:
         t = schedule.timesteps[i]
         a_t, a_prev = schedule.alphas[i], schedule.alphas_prev[i]
-        output = predict(x, t).to(torch.float64)
-        x64 = x.to(torch.float64)
-        # the model sees x as if it were at level ᾱ_t (the approximation above)
-        _, eps = _split_prediction(output, x64, a_t, schedule.prediction_type)
-        x0 = (x64 - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
-        x = (a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps).to(latent.dtype)
+        x_prev = x.to(torch.float64)
+        guess = x  # ε(x_t, t) is first evaluated at x_prev (the approximation above)
+        for _ in range(refine + 1):
+            output = predict(guess, t).to(torch.float64)
+            # the model reads its input as a sample at level ᾱ_t
+            _, eps = _split_prediction(output, guess.to(torch.float64), a_t, schedule.prediction_type)
+            x0 = (x_prev - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
+            guess = (a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps).to(latent.dtype)
+        x = guess
         if on_step is not None:
             on_step()
     return x
@@ -405,3 +414,51 @@ def check_guidance(guidance: float) -> float:
     if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not math.isfinite(guidance):
         raise ValueError(f"guidance must be a finite number, got {guidance!r}")
     return float(guidance)
+
+
+# --- latent files -----------------------------------------------------------------------------
+
+LATENT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def save_latent(latent: Tensor, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Save an initial latent (C, h, w) to ``.safetensors`` (key ``latent``, metadata as strings)
+    or ``.pt``/``.pth`` (a dict ``{"latent": ..., **metadata}``)."""
+    path = Path(path)
+    if path.suffix not in LATENT_SUFFIXES:
+        raise ValueError(f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}")
+    latent = latent.detach().to("cpu", torch.float32).contiguous()
+    metadata = dict(metadata or {})
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"latent": latent}, str(path), metadata={k: str(v) for k, v in metadata.items()})
+    else:
+        torch.save({"latent": latent, **metadata}, path)
+    return path
+
+
+def load_latent(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+    """Read a latent saved by :func:`save_latent` (or any file holding one tensor under
+    ``latent``): returns (latent float32 CPU, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"latent file {str(path)!r} does not exist")
+    if path.suffix not in LATENT_SUFFIXES:
+        raise ValueError(f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata: dict[str, Any] = dict(handle.metadata() or {})
+                latent = handle.get_tensor("latent")
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(data, Tensor):
+                data = {"latent": data}
+            metadata = {k: v for k, v in data.items() if k != "latent"}
+            latent = data["latent"]
+    except (KeyError, OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"cannot read a latent from {str(path)!r}: {exc}") from exc
+    return latent.float(), metadata

@@ -71,7 +71,7 @@ def adapter_class(family: str) -> type[Adapter]:
 
 def _gist(exc: BaseException) -> str:
     """The first line of an exception, prefixed by its type, at most 300 characters."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = str(exc).strip().splitlines()[0].rstrip(". ") if str(exc).strip() else ""
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 

@@ -62,6 +62,9 @@ class SDAdapter(Adapter):
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
     inversion: ClassVar[str] = "ddim"
     gpu_dtype: ClassVar[torch.dtype] = torch.float16
+    #: fixed-point refinements per DDIM inversion step (0 = plain DDIM inversion; k costs k
+    #: extra UNet calls per step and tightens the reconstruction)
+    inversion_refine: int = 0
 
     def __init__(self, pipe: DiffusionPipeline, model_id: str = "") -> None:
         super().__init__(pipe, model_id)
@@ -312,7 +315,7 @@ class SDAdapter(Adapter):
         height, width = self._inversion_size(image, height, width)
         pixels = prepare_image(image, height, width)
         latent = vae_encode(self.pipe.vae, pixels)
-        return self.invert_latent(latent, prompt, steps=steps, guidance=guidance, on_step=on_step)
+        return self.invert_latent(latent[0], prompt, steps=steps, guidance=guidance, on_step=on_step)
 
     @torch.no_grad()
     def invert_latent(
@@ -324,35 +327,36 @@ class SDAdapter(Adapter):
         guidance: float = 1.0,
         on_step: StepCallback | None = None,
     ) -> Tensor:
-        """DDIM inversion of a clean latent (C, h, w) or (1, C, h, w) in the UNet's (scaled)
-        latent space -> its initial latent (C, h, w) float32 CPU, unscaled N(0, I) convention.
+        """DDIM inversion of clean latents in the UNet's (scaled) latent space.
 
-        Runs ``steps`` deterministic DDIM steps backwards (:func:`whichway.models._common.ddim_invert`)
-        conditioned on ``prompt`` with classifier-free guidance ``guidance`` (1.0 = none, the usual
-        choice; Mokady et al. 2023), on the DDIM timesteps the renderer will visit, and switches
-        the pipeline to DDIM so that rendering retraces the path.
+        latent : (B, C, h, w) or (C, h, w), e.g. ``render_latent`` output or a VAE latent.
+        Returns the initial latents, same shape, float32 CPU, unscaled N(0, I) convention.
+        Runs ``steps`` deterministic DDIM steps backwards (:func:`whichway.models._common.ddim_invert`,
+        with ``self.inversion_refine`` fixed-point refinements per step) conditioned on
+        ``prompt`` with classifier-free guidance ``guidance`` (1.0 = none, the usual choice;
+        Mokady et al. 2023), on the DDIM timesteps the renderer will visit, and switches the
+        pipeline to DDIM so that rendering retraces the path.
         """
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
         steps = check_steps(steps)
         guidance = check_guidance(guidance)
-        if latent.ndim == 3:
-            latent = latent.unsqueeze(0)
-        if latent.ndim != 4 or latent.shape[0] != 1 or latent.shape[1] != self.pipe.unet.config.in_channels:
-            raise ValueError(
-                f"latent must be ({self.pipe.unet.config.in_channels}, h, w), got {tuple(latent.shape)}"
-            )
+        if not isinstance(latent, Tensor) or latent.ndim not in (3, 4):
+            raise ValueError("latent must be a torch.Tensor (B, C, h, w) or (C, h, w)")
+        single = latent.ndim == 3
+        latent = latent.unsqueeze(0) if single else latent
         f = self.vae_scale_factor
         height, width = int(latent.shape[-2]) * f, int(latent.shape[-1]) * f
+        check_latents(latent, self.latent_shape(height, width))
+        batch = latent.shape[0]
         self.use_scheduler("ddim")
         scheduler = ddim_scheduler(self._default_scheduler.config)
         schedule = ddim_schedule(scheduler, steps)
 
-        latent = latent.to(self.device, self.dtype)
-        cond = self.encode([prompt])
+        cond = self.encode([prompt]).expand(batch)
         cfg = self._uses_cfg(guidance)
         if cfg:
-            cond = Conditioning.cat([self.encode_negative(None, 1), cond])
+            cond = Conditioning.cat([self.encode_negative(None, batch), cond])
         cond = cond.to(self.device, self.dtype)
         unet_kwargs = self._unet_kwargs(cond, height, width, guidance)
         unet = self.pipe.unet
@@ -363,10 +367,12 @@ class SDAdapter(Adapter):
             out = unet(x_in, t.to(self.device), **unet_kwargs, return_dict=False)[0]
             return guided(out, guidance) if cfg else out
 
-        noise = ddim_invert(predict, latent, schedule, on_step=on_step)
+        noise = ddim_invert(
+            predict, latent.to(self.device, self.dtype), schedule, refine=self.inversion_refine, on_step=on_step
+        )
         # unscaled N(0, I) convention: render multiplies by the (DDIM) scheduler's init_noise_sigma
-        noise = noise / float(self.pipe.scheduler.init_noise_sigma)
-        return noise[0].float().cpu()
+        noise = (noise / float(self.pipe.scheduler.init_noise_sigma)).float().cpu()
+        return noise[0] if single else noise
 
     # --- one denoiser call -----------------------------------------------------------------
     @torch.no_grad()
