@@ -26,14 +26,29 @@ steps retraces the inverted path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from whichway.models.base import StepCallback
+from whichway.models._common import (
+    check_guidance,
+    check_latents,
+    check_prompts,
+    check_size,
+    check_steps,
+    cpu_normal_latent,
+    images_to_cpu,
+    prepare_image,
+    vae_encode,
+)
+from whichway.models.base import Adapter, Conditioning, StepCallback
+
+if TYPE_CHECKING:  # pragma: no cover
+    from diffusers import DiffusionPipeline
 
 
 @dataclass(frozen=True)
@@ -178,3 +193,279 @@ def euler_sample(
         t = schedule.timesteps[i].to(noise.device)
         x = x + (sigmas[i + 1] - sigmas[i]) * velocity(x.to(call_dtype), t).to(work)
     return x.to(noise.dtype)
+
+
+class FlowMatchingAdapter(Adapter):
+    """What the SD3 and Flux adapters share: flow-matching Euler sampling through the pipeline,
+    Euler inversion on the pipeline's σ grid, negative-prompt caching, size and latent checks.
+
+    Subclasses implement ``_encode`` (prompts -> Conditioning), ``_run`` (one pipeline call,
+    images or latents), ``_velocity`` (the sampler's guided velocity field), ``_denoise`` (one
+    raw transformer call) and ``schedule`` (the pipeline's σ grid for a size).
+
+    Attributes
+    ----------
+    max_sequence_length : int
+        T5 token window: the T5 group has this many rows, padding included (at most 512).
+    inversion_refine : int
+        Fixed-point refinements per Euler inversion step (:func:`euler_invert`; 0 = explicit
+        inversion, k costs k extra transformer calls per step and tightens the reconstruction).
+    """
+
+    inversion = "flow"
+    #: default dtype on an accelerator (read by ``load_adapter``): both families are trained in
+    #: bfloat16, and SD3.5 / Flux activations overflow float16
+    gpu_dtype = torch.bfloat16
+    #: the pipeline's default T5 window
+    default_max_sequence_length = 256
+
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        model_id: str = "",
+        *,
+        max_sequence_length: int | None = None,
+        inversion_refine: int = 0,
+    ) -> None:
+        super().__init__(pipe, model_id)
+        pipe.set_progress_bar_config(disable=True)
+        length = self.default_max_sequence_length if max_sequence_length is None else max_sequence_length
+        if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 512:
+            raise ValueError(f"max_sequence_length must be an integer in [1, 512], got {length!r}")
+        if not isinstance(inversion_refine, int) or isinstance(inversion_refine, bool) or inversion_refine < 0:
+            raise ValueError(f"inversion_refine must be a non-negative integer, got {inversion_refine!r}")
+        self.max_sequence_length = length
+        self.inversion_refine = inversion_refine
+        self._negative_cache: dict[str, Conditioning] = {}
+
+    # --- sizes -----------------------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE factor x transformer patch)."""
+        return self.vae_scale_factor * 2
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.pipe.vae.config.latent_channels)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, H/f, W/f): the unpacked latent the pipeline draws (f = VAE factor, 8)."""
+        check_size(height, width, self.size_multiple)
+        f = self.vae_scale_factor
+        return self.latent_channels, height // f, width // f
+
+    # --- text ------------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[str]) -> Conditioning:
+        return self._encode(check_prompts(prompts))
+
+    def _encode(self, prompts: list[str]) -> Conditioning:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode_negative(self, negative_prompt: str | None = None, batch: int = 1) -> Conditioning:
+        """``negative_prompt or ""`` encoded exactly like a prompt (neither SD3 nor Flux zeroes its
+        unconditional input); cached per text; ``batch`` rows."""
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}")
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        text = negative_prompt or ""
+        if text not in self._negative_cache:
+            self._negative_cache[text] = self._encode([text])
+        return self._negative_cache[text].expand(batch)
+
+    def _negative_for(self, negative: Conditioning | None, batch: int) -> Conditioning:
+        negative = self.encode_negative(None, 1) if negative is None else negative
+        if len(negative) == 1 and batch > 1:
+            negative = negative.expand(batch)
+        if len(negative) != batch:
+            raise ValueError(f"negative has {len(negative)} rows but cond has {batch}; give {batch} or 1")
+        return negative
+
+    # --- latents ---------------------------------------------------------------------------
+    def initial_latent(self, seed: int, height: int, width: int) -> Tensor:
+        """(C, H/8, W/8) float32 CPU: the unpacked draw of the pipeline's ``prepare_latents`` for
+        ``generator=torch.Generator("cpu").manual_seed(seed)``, drawn in the pipeline's dtype
+        (so casting back when rendering is exact)."""
+        return cpu_normal_latent(self.latent_shape(height, width), seed, dtype=self.dtype)
+
+    def _batch_latents(self, cond: Conditioning, latents: Tensor, height: int, width: int) -> Tensor:
+        latents = check_latents(latents, self.latent_shape(height, width))
+        if latents.shape[0] == 1 and len(cond) > 1:
+            latents = latents.expand(len(cond), -1, -1, -1)
+        if latents.shape[0] != len(cond):
+            raise ValueError(f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1")
+        return latents.to(device=self.device, dtype=self.dtype)
+
+    # --- rendering -------------------------------------------------------------------------
+    def _run(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None,
+        on_step: StepCallback | None,
+        output_type: str,
+    ) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def render(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        *,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Render B waypoints in one pipeline call with the given unpacked initial latents
+        (B, C, h, w) (or one shared). Returns (B, 3, H, W) float32 CPU in [0, 1]."""
+        check_steps(steps)
+        guidance = check_guidance(guidance)
+        return images_to_cpu(self._run(cond, latents, steps, guidance, height, width, negative, on_step, "pt"))
+
+    @torch.no_grad()
+    def render_latent(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        *,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """As :meth:`render`, but return the clean latent before the VAE decoder: (B, C, h, w)
+        float32 CPU, unpacked, in the transformer's (shifted, scaled) latent space."""
+        check_steps(steps)
+        guidance = check_guidance(guidance)
+        out = self._run(cond, latents, steps, guidance, height, width, negative, on_step, "latent")
+        return out.detach().to("cpu", torch.float32)
+
+    # --- inversion -------------------------------------------------------------------------
+    def schedule(self, steps: int, height: int, width: int) -> FlowSchedule:  # pragma: no cover
+        raise NotImplementedError
+
+    def _velocity(self, cond: Conditioning, guidance: float) -> Velocity:  # pragma: no cover
+        raise NotImplementedError
+
+    def _inversion_size(self, image: Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        m = self.size_multiple
+        h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
+        w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
+        check_size(h, w, m)
+        return h, w
+
+    @torch.no_grad()
+    def invert(
+        self,
+        image: Tensor,
+        prompt: str,
+        *,
+        steps: int,
+        guidance: float = 1.0,
+        height: int | None = None,
+        width: int | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Euler inversion of an image (3, H, W) in [0, 1] to its initial latent (C, h, w)
+        float32 CPU.
+
+        The image is resized to height x width (default: its own size rounded down to a
+        multiple of :attr:`size_multiple`), encoded by the VAE (mean, shifted and scaled as the
+        pipeline undoes it) and inverted by :meth:`invert_latent`; ``render`` with
+        ``encode([prompt])`` and the same steps, guidance and size then reconstructs the image
+        up to the VAE's own reconstruction error and the inversion's discretisation error.
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        if not isinstance(image, Tensor):
+            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")
+        height, width = self._inversion_size(image, height, width)
+        pixels = prepare_image(image, height, width)
+        clean = vae_encode(self.pipe.vae, pixels)
+        return self.invert_latent(clean[0], prompt, steps=steps, guidance=guidance, on_step=on_step)
+
+    @torch.no_grad()
+    def invert_latent(
+        self,
+        latent: Tensor,
+        prompt: str,
+        *,
+        steps: int,
+        guidance: float = 1.0,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Euler inversion of clean latents in the transformer's (shifted, scaled) latent space.
+
+        latent : (B, C, h, w) or (C, h, w) unpacked, e.g. :meth:`render_latent` output or a VAE
+        latent. Integrates the prompt's velocity (with the same guidance the render will use)
+        from σ = 0 back to σ = 1 on the pipeline's own σ grid (:func:`euler_invert`, with
+        :attr:`inversion_refine` fixed-point refinements). Returns the initial latents, same
+        shape, float32 CPU, unscaled N(0, I) convention.
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        steps = check_steps(steps)
+        guidance = check_guidance(guidance)
+        if not isinstance(latent, Tensor) or latent.ndim not in (3, 4):
+            raise ValueError("latent must be a torch.Tensor (B, C, h, w) or (C, h, w)")
+        single = latent.ndim == 3
+        latent = latent.unsqueeze(0) if single else latent
+        f = self.vae_scale_factor
+        height, width = int(latent.shape[-2]) * f, int(latent.shape[-1]) * f
+        check_latents(latent, self.latent_shape(height, width))
+        cond = self.encode([prompt]).expand(latent.shape[0])
+        noise = euler_invert(
+            self._velocity(cond, guidance),
+            latent.to(self.device),
+            self.schedule(steps, height, width),
+            refine=self.inversion_refine,
+            model_dtype=self.dtype,
+            on_step=on_step,
+        )
+        noise = noise.to("cpu", torch.float32)
+        return noise[0] if single else noise
+
+    # --- one denoiser call -----------------------------------------------------------------
+    def _denoise(self, cond: Conditioning, x: Tensor, t: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def denoise_once(self, cond: Conditioning, latent: Tensor, timestep: float) -> Tensor:
+        """One transformer call without classifier-free guidance: the velocity v̂(latent, t | cond)
+        (B, C, h, w) float32 CPU.
+
+        latent : (B, C, h, w) or (C, h, w) unpacked, B = 1 or len(cond)
+        timestep : the sampler's timestep scale, σ x ``num_train_timesteps`` (0..1000)
+        """
+        if not isinstance(latent, Tensor) or latent.ndim not in (3, 4):
+            raise ValueError("latent must be a torch.Tensor (B, C, h, w) or (C, h, w)")
+        latent = latent.unsqueeze(0) if latent.ndim == 3 else latent
+        if latent.shape[0] not in (1, len(cond)):
+            raise ValueError(f"latent must be (B, C, h, w) with B = 1 or {len(cond)}, got {tuple(latent.shape)}")
+        f = self.vae_scale_factor
+        latent = self._batch_latents(cond, latent, int(latent.shape[-2]) * f, int(latent.shape[-1]) * f)
+        horizon = float(self.pipe.scheduler.config.num_train_timesteps)
+        if not isinstance(timestep, (int, float)) or not 0 <= float(timestep) <= horizon or math.isnan(timestep):
+            raise ValueError(f"timestep must be a number in [0, {horizon:g}], got {timestep!r}")
+        t = torch.tensor(float(timestep), dtype=torch.float32, device=self.device)
+        return self._denoise(cond, latent, t).float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["max_sequence_length"] = self.max_sequence_length
+        info["inversion_refine"] = self.inversion_refine
+        return info
