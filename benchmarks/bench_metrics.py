@@ -75,18 +75,18 @@ def main() -> None:
             w = torch.linspace(0, 1, args.frames).view(-1, 1, 1, 1)
             frames = ((1 - w) * a + w * b).to(device)
 
-            def loop() -> torch.Tensor:
+            def loop(model=model, frames=frames) -> torch.Tensor:
                 with torch.inference_mode():
                     return torch.stack([
                         model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
                         for k in range(frames.shape[0] - 1)
                     ])
 
-            def batch() -> torch.Tensor:
+            def batch(model=model, frames=frames) -> torch.Tensor:
                 with torch.inference_mode():
                     return model(frames[:-1], frames[1:], normalize=True).flatten()
 
-            def ours() -> torch.Tensor:
+            def ours(meter=meter, frames=frames) -> torch.Tensor:
                 return meter.distances(frames, batch_size=args.batch_size)
 
             t_loop, d_loop = _timed(loop, repeats, device)

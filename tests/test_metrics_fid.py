@@ -173,6 +173,9 @@ def test_fid_class_with_a_pluggable_extractor():
     assert fid.compute() <= 1e-6  # FID(x, x) = 0
     fid.reset()
     assert fid.real.n == 0
+    fid.update_features(fr, real=True)
+    fid.update(fake, real=False)
+    assert fid.compute() == pytest.approx(fa.compute(ra), rel=1e-6)
 
 
 def test_offline_inception_error_says_what_and_how(monkeypatch, tmp_path):

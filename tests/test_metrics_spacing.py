@@ -56,7 +56,9 @@ def test_refinement_keeps_improving_and_custom_coarse_grid():
 
 
 def test_still_path_keeps_uniform_spacing_with_a_warning(caplog):
-    still = lambda t: torch.full((t.numel(), 3, 8, 8), 0.5)  # noqa: E731
+    def still(t: torch.Tensor) -> torch.Tensor:
+        return torch.full((t.numel(), 3, 8, 8), 0.5)
+
     with caplog.at_level(logging.WARNING, logger="whichway.metrics.spacing"):
         res = respace(still, 4, distance=_mean_abs_difference, refine=0)
     assert "looks the same" in caplog.text

@@ -60,7 +60,7 @@ def fetching(what: str, *, url: str | None, how: str, testing_hint: str) -> Iter
         yield
     except WeightsUnavailableError:
         raise
-    except Exception as exc:  # noqa: BLE001 - filtered below, everything else re-raised untouched
+    except Exception as exc:  # filtered below; everything else is re-raised untouched
         if not _is_download_failure(exc):
             raise
         source = f" from {url}" if url else ""

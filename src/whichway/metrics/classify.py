@@ -239,8 +239,8 @@ class ClassifierAccuracy:
         if (h, w) != size:
             x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
         # torchvision's CenterCrop offsets: int(round((size - crop) / 2))
-        top = int(round((x.shape[-2] - out_h) / 2.0))
-        left = int(round((x.shape[-1] - out_w) / 2.0))
+        top = round((x.shape[-2] - out_h) / 2.0)
+        left = round((x.shape[-1] - out_w) / 2.0)
         if top < 0 or left < 0:
             raise ValueError(f"images of {h}x{w} cannot be cropped to {out_h}x{out_w}")
         x = x[..., top : top + out_h, left : left + out_w]

@@ -341,6 +341,10 @@ class FID:
         """Add images (N, 3, H, W) in [0, 1] to the real or the generated set."""
         (self.real if real else self.fake).update(self.features(images))
 
+    def update_features(self, features: Tensor, *, real: bool) -> None:
+        """Add precomputed features (N, d) (e.g. cached reference features) to one set."""
+        (self.real if real else self.fake).update(features)
+
     def compute(self) -> float:
         """FID between everything added as real and as generated."""
         return self.fake.compute(self.real)

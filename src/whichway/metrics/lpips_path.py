@@ -258,8 +258,9 @@ class LPIPSPath:
         """
         if t is not None:  # validate the cheap argument before the expensive pass
             frames = check_frames(frames)
-            if len(t) != frames.shape[0]:
-                raise ValueError(f"t has {len(t)} values but frames has {frames.shape[0]}; give one t per frame")
+            n_t = torch.as_tensor(t).numel()
+            if n_t != frames.shape[0]:
+                raise ValueError(f"t has {n_t} values but frames has {frames.shape[0]}; give one t per frame")
         return path_metrics_from_steps(self.distances(frames, batch_size=batch_size), t)
 
 

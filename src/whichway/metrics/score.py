@@ -114,8 +114,8 @@ def score_run(
         ``steps``, ``t``, the LPIPS settings, and the embedding measurements recorded by the run
         (``couplings``) when present.
     """
-    from whichway.metrics.lpips_path import LPIPS_NETS, LPIPSPath
     from whichway._checks import check_choice
+    from whichway.metrics.lpips_path import LPIPS_NETS, LPIPSPath
 
     check_choice("net", net, LPIPS_NETS)
     files, t, record = find_frames(run_dir)
