@@ -389,6 +389,30 @@ def test_nao_interpolate_stops_on_flat_loss_and_matches_lerp_without_steps() -> 
     assert abs(start.loss_history[0] - float(ref)) < 1e-8 * abs(float(ref))
 
 
+def test_nao_closed_form_gradient_matches_autograd() -> None:
+    from whichway.gaussian import _log_chi, _log_chi_grad, _path_loss_and_grad
+
+    d = 64
+    g = gen(80)
+    paths = torch.randn(3, 6, d, generator=g, dtype=torch.float64) * 1.3
+    paths[1, 2] = paths[1, 3]  # a zero-length segment: subgradient 0, like autograd's norm
+    eps = torch.tensor([0.5, 1.0, 100.0], dtype=torch.float64)  # some segments over, some under
+    ref_paths = paths.clone().requires_grad_(True)
+    seg = (ref_paths[:, 1:] - ref_paths[:, :-1]).norm(dim=-1)
+    mid = (0.5 * (ref_paths[:, 1:] + ref_paths[:, :-1])).norm(dim=-1)
+    chi = torch.from_numpy(stats.chi(d).logpdf(mid.detach().numpy()))
+    torch.testing.assert_close(_log_chi(mid.detach(), d), chi, rtol=1e-12, atol=1e-10)
+    logpdf = (d - 1) * torch.log(mid) - mid**2 / 2 - ((d / 2 - 1) * math.log(2) + math.lgamma(d / 2))
+    ref_loss = (-(seg * logpdf) + torch.relu(seg - eps[:, None])).sum(-1)
+    ref_loss.sum().backward()
+    loss, grad = _path_loss_and_grad(paths, eps, d)
+    torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(grad, ref_paths.grad, rtol=1e-11, atol=1e-10)
+    r = torch.tensor(7.5, dtype=torch.float64, requires_grad=True)
+    _log_chi(r, d).backward()
+    torch.testing.assert_close(_log_chi_grad(r.detach(), d), r.grad, rtol=1e-14, atol=0)
+
+
 def test_nao_runs_under_no_grad_and_inference_mode() -> None:
     x0, x1 = randn(*NAO_SHAPE, seed=76), randn(*NAO_SHAPE, seed=77)
     ref = nao_interpolate(x0, x1, 5, max_iter=5)
