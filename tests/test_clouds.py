@@ -390,6 +390,10 @@ def test_errors() -> None:
         path_length_w2(x)
     with pytest.raises(ValueError, match="empty path"):
         path_length_w2(x.unsqueeze(0)[:0])
+    with pytest.raises(ValueError, match="frames is an empty cloud"):
+        path_length_w2(torch.zeros(3, 0, 2))
+    with pytest.raises(ValueError, match="frames contains 1 non-finite"):
+        path_length_w2(torch.stack([x, bad]))
     with pytest.raises(ValueError, match="must sum to 1"):
         cloud_barycenter(torch.stack([x, y]), torch.tensor([0.5, 0.6]))
     with pytest.raises(ValueError, match="finite and nonnegative"):
@@ -493,3 +497,21 @@ def test_cli_couple_embeddings_json(tmp_path, capsys: pytest.CaptureFixture[str]
     assert "two arrays named 'a' and 'b'" in capsys.readouterr().err
     assert main(["couple", "--embeddings", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_couple_model_prompts(tiny_pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    from whichway.cli import main
+    from whichway.models import load_adapter
+
+    model = str(tiny_pipeline("sd"))
+    assert main(["couple", "a red cat", "a blue dog", "--model", model, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cond = load_adapter(model, device="cpu", dtype="float32").encode(["a red cat", "a blue dog"])
+    assert len(report["groups"]) == len(cond.clouds)
+    a, b = cond.clouds[0][0], cond.clouds[0][1]
+    rows = {r["method"]: r for r in report["groups"][0]["couplings"]}
+    assert report["groups"][0]["a_shape"] == list(a.shape)
+    assert rows["ot"]["cost"] == pytest.approx(couple(a, b).cost, rel=1e-9)
+    assert rows["ot"]["cost"] <= rows["clip"]["cost"]
+    assert main(["couple", "only one prompt", "--model", model]) == 2
+    assert "two prompts" in capsys.readouterr().err

@@ -527,6 +527,7 @@ def path_length_w2(frames: Tensor, *, weights: Tensor | Sequence[float] | None =
     batched = frames.ndim == 4
     paths = frames if batched else frames.unsqueeze(0)
     bsz, steps, n, d = paths.shape
+    _check_cloud("frames", paths.reshape(bsz * steps, n, d))  # empty clouds, NaN / inf
     if steps == 1:
         zero = torch.zeros(bsz, dtype=torch.float64, device=frames.device)
         return zero if batched else 0.0
