@@ -43,6 +43,7 @@ EXECUTORS: tuple[str, ...] = ("local", "ray")
 PAIR_SOURCES: tuple[str, ...] = ("cxc", "file")
 COUPLINGS: tuple[str, ...] = ("ot", "clip", "random")
 LPIPS_NETS: tuple[str, ...] = ("alex", "vgg")
+FID_FEATURES: tuple[str, ...] = ("inception", "random")
 INTERPOLATION_METHODS: tuple[str, ...] = ("lerp", "slerp", "nao", "cog")
 CENTROID_METHODS: tuple[str, ...] = ("euclidean", "standardized", "mode_norm", "nao", "cog")
 
@@ -92,11 +93,13 @@ class MetricsConfig:
     pretrained: bool = True  # False: random backbones (tests, offline smoke runs)
     device: str = ""  # "" = the model's device
     fid_dims: tuple[int, ...] = (64, 192, 768, 2048)
-    classifier: str = "maxvit_base_tf_512.in21k_ft_in1k"
+    classifier: str = "maxvit_tiny_tf_224.in1k"  # timm ImageNet-1k classifier; "" = no accuracy
+    fid_features: str = "inception"  # inception | random (a seeded random projection, smoke tests only)
     batch_size: int = 16
 
     def __post_init__(self) -> None:
         _choice("metrics.lpips_net", self.lpips_net, LPIPS_NETS)
+        _choice("metrics.fid_features", self.fid_features, FID_FEATURES)
         for d in self.fid_dims:
             _choice("metrics.fid_dims entry", str(d), ("64", "192", "768", "2048"))
 
@@ -202,6 +205,7 @@ class InterpolationConfig:
     pairs_per_class: int = 25
     interior: int = 3  # interior points per path
     nao_points: int = 11  # NAO path points, `interior` of them picked
+    nao_max_iter: int = 10_000
 
     def __post_init__(self) -> None:
         for m in self.methods:
@@ -219,6 +223,8 @@ class CentroidConfig:
     methods: tuple[str, ...] = ("euclidean", "standardized", "mode_norm", "nao", "cog")
     sizes: tuple[int, ...] = (3, 5, 10, 25)  # images per centroid
     groups: tuple[int, ...] = (10, 10, 4, 1)  # centroids per class for each size
+    nao_points: int = 11  # points per NAO path from each latent to the centroid
+    nao_max_iter: int = 10_000
 
     def __post_init__(self) -> None:
         for m in self.methods:
