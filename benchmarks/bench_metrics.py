@@ -28,18 +28,21 @@ from collections.abc import Callable
 import torch
 
 
-def _timed(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> tuple[float, torch.Tensor]:
-    out = fn()  # warm-up (allocator, cuDNN autotuning)
-    times = []
+def _timed(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, device: torch.device
+           ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Median wall time of each function; repeats interleaved so load on a shared machine hits all alike."""
+    outs = {name: fn() for name, fn in fns.items()}  # warm-up (allocator, cuDNN autotuning)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            outs[name] = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}, outs
 
 
 def main() -> None:
@@ -89,9 +92,9 @@ def main() -> None:
             def ours(meter=meter, frames=frames) -> torch.Tensor:
                 return meter.distances(frames, batch_size=args.batch_size)
 
-            t_loop, d_loop = _timed(loop, repeats, device)
-            t_batch, _ = _timed(batch, repeats, device)
-            t_ours, d_ours = _timed(ours, repeats, device)
+            times, outs = _timed({"loop": loop, "batch": batch, "ours": ours}, repeats, device)
+            t_loop, t_batch, t_ours = times["loop"], times["batch"], times["ours"]
+            d_loop, d_ours = outs["loop"], outs["ours"]
             diff = float((d_ours - d_loop.double()).abs().max())
             print(f"{net:<5} {size:>4}x{size:<3} {t_loop * 1e3:>12.1f}ms {t_batch * 1e3:>13.1f}ms "
                   f"{t_ours * 1e3:>8.1f}ms {t_loop / t_ours:>7.2f}x {t_batch / t_ours:>8.2f}x {diff:>11.1e}")
