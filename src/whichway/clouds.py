@@ -28,6 +28,7 @@ Everything here is pure tensor math: device and dtype come from the inputs, the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -274,7 +275,13 @@ def _couple_general(
         torch.full((m,), 1.0 / m, dtype=torch.float64)
     )
     cost_matrix = _sq_dist_batched(_f64(x).unsqueeze(0), _f64(y).unsqueeze(0))[0].cpu().numpy()
-    plan = ot.emd(a.numpy(), b.numpy(), cost_matrix, numItermax=max(100_000, 50 * n * m))
+    plan, info = ot.emd(a.numpy(), b.numpy(), cost_matrix, numItermax=max(100_000, 50 * n * m), log=True)
+    if info["result_code"] != 1:  # 1 = OPTIMAL in POT's network simplex
+        warnings.warn(
+            f"ot.emd stopped before optimality ({info['warning']}); the plan may be suboptimal",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     plan_t = torch.from_numpy(np.ascontiguousarray(plan, dtype=np.float64))
     # exact cost from the data: <P, M> with M recomputed entrywise on the plan's support only
     rows, cols = torch.nonzero(plan_t > 0, as_tuple=True)
@@ -295,7 +302,7 @@ def couple(
     x_weights: Tensor | Sequence[float] | None = None,
     y_weights: Tensor | Sequence[float] | None = None,
 ) -> Coupling:
-    r"""Couple the rows of two point clouds (Karris et al. 2025, §3: OT, CLIP and random couplings).
+    r"""Couple the rows of two point clouds: the OT, CLIP and random couplings of Karris et al. 2025.
 
     .. math::
 
@@ -311,8 +318,9 @@ def couple(
         ``linear_sum_assignment``), ``"clip"`` (identity) or ``"random"``.
     generator : torch.Generator, optional
         Source of randomness for ``"random"``; permutations are drawn on its device with
-        ``torch.randperm`` (a batch draws B permutations in order), so a seeded generator
-        reproduces them on every device.
+        ``torch.randperm`` (a batch draws B permutations in order), so a generator seeded the
+        same way (on the same device type) gives the same permutations; the result is moved to
+        x's device.
     x_weights : Tensor (n,), optional
     y_weights : Tensor (m,), optional
         Nonnegative token masses (for instance an attention mask); each is normalised to sum 1.
@@ -414,7 +422,7 @@ def interpolate_clouds(
     x_weights: Tensor | Sequence[float] | None = None,
     y_weights: Tensor | Sequence[float] | None = None,
 ) -> Tensor:
-    r"""Displacement interpolation between two clouds (Karris et al. 2025, Eq. of the OT path).
+    r"""Displacement interpolation between two clouds (the OT path of Karris et al. 2025).
 
     .. math::
 
@@ -658,8 +666,6 @@ def cloud_barycenter(
         previous = objective
     assert perms is not None
     if not converged:
-        import warnings
-
         warnings.warn(
             f"cloud_barycenter did not converge in {max_iter} iterations; raise max_iter",
             RuntimeWarning,
