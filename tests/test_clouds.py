@@ -515,3 +515,28 @@ def test_cli_couple_model_prompts(tiny_pipeline, capsys: pytest.CaptureFixture[s
     assert rows["ot"]["cost"] <= rows["clip"]["cost"]
     assert main(["couple", "only one prompt", "--model", model]) == 2
     assert "two prompts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_barycentric_projection_path_is_a_geodesic(weighted: bool) -> None:
+    # the barycentric projection T of an optimal plan is an optimal map from mu_a to T#mu_a
+    # (Ambrosio, Gigli & Savare 2008, Thm 12.4.4), so the path is a geodesic between them
+    x, y = clouds(14, 5, 28, m=9)
+    xw = torch.linspace(0.5, 2.0, 14, dtype=F64) if weighted else None
+    c = couple(x, y, x_weights=xw)
+    a = c.plan.sum(1)
+    frames = interpolate_clouds(x, y, torch.linspace(0, 1, 6, dtype=F64), coupling=c)
+    expected = float(torch.sqrt((a * ((frames[-1] - x) ** 2).sum(1)).sum()))
+    assert path_length_w2(frames, weights=a) == pytest.approx(expected, rel=1e-6)
+    assert expected <= wasserstein2(x, y, x_weights=xw) * (1 + 1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_property_unequal_sizes_match_pot(n: int, m: int, d: int, seed: int) -> None:
+    x, y = clouds(n, d, seed, m=m)
+    c = couple(x, y, x_weights=torch.ones(n, dtype=F64))
+    a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    np.testing.assert_allclose(c.plan.sum(1).numpy(), a, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(c.plan.sum(0).numpy(), b, rtol=0, atol=1e-14)
+    assert c.cost == pytest.approx(n * ot.emd2(a, b, ot.dist(x.numpy(), y.numpy())), rel=1e-9, abs=1e-12)
