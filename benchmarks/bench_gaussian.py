@@ -40,6 +40,7 @@ from whichway.gaussian import (
 SHAPE = (4, 64, 64)
 D = math.prod(SHAPE)
 T_INTERIOR = (0.25, 0.5, 0.75)
+Row = tuple[str, float, float, tuple[float, float], str]  # label, wall s, CPU s, (gap, var), note
 
 
 def _sync(device: torch.device) -> None:
@@ -47,17 +48,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, object]:
-    """Median seconds per call over ``repeats`` calls (after one warm-up), and the last output."""
+def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float, object]:
+    """Median wall and process-CPU seconds per call over ``repeats`` calls (after a warm-up)."""
     out = fn()
     _sync(device)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), out
 
 
 def _quality(z: torch.Tensor) -> tuple[float, float]:
@@ -97,23 +99,24 @@ def main() -> None:
           f"max_iter = {max_iter}{' (--quick cap)' if args.quick else ''}\n")
 
     # ---------------------------------------------------------------- interpolation paths
-    rows: list[tuple[str, float, tuple[float, float], str]] = []
+    rows: list[Row] = []
     for label, fn in (("LERP", lerp), ("SLERP", slerp), ("COG", cog_interpolate)):
-        sec, out = _time(lambda fn=fn: fn(x0, x1, t), repeats, device)
-        rows.append((label, sec, _quality(out), ""))
-    nao_secs, nao_iters, nao_conv, nao_out = [], [], [], None
+        sec, cpu, out = _time(lambda fn=fn: fn(x0, x1, t), repeats, device)
+        rows.append((label, sec, cpu, _quality(out), ""))
+    nao_secs, nao_cpus, nao_iters, nao_conv, nao_out = [], [], [], [], None
     for r in range(nao_runs):
         a, b = latents[2 * r], latents[2 * r + 1]
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         path = nao_interpolate(a, b, 11, max_iter=max_iter, generator=torch.Generator(device).manual_seed(r))
         picked = pick_interior(path, 3)
         _sync(device)
         nao_secs.append(time.perf_counter() - t0)
+        nao_cpus.append(time.process_time() - c0)
         nao_iters.append(path.iterations)
         nao_conv.append(path.converged)
         nao_out = picked if nao_out is None else nao_out
-    rows.append(("NAO (11 pts, 3 picked)", statistics.mean(nao_secs), _quality(nao_out),
+    rows.append(("NAO (11 pts, 3 picked)", statistics.mean(nao_secs), statistics.mean(nao_cpus), _quality(nao_out),
                  f"iterations {statistics.mean(nao_iters):.0f}, converged {sum(nao_conv)}/{nao_runs}"))
     _report("per interpolation path (3 interior points)", rows)
 
@@ -121,32 +124,34 @@ def main() -> None:
     rows = []
     for label, fn in (("Euclidean", euclidean_centroid), ("standardized", standardized_centroid),
                       ("mode norm", mode_norm_centroid), ("COG", cog_centroid)):
-        sec, out = _time(lambda fn=fn: fn(group), repeats, device)
-        rows.append((label, sec, _quality(out), ""))
-    nao_secs, nao_iters, nao_conv, nao_out = [], [], [], None
+        sec, cpu, out = _time(lambda fn=fn: fn(group), repeats, device)
+        rows.append((label, sec, cpu, _quality(out), ""))
+    nao_secs, nao_cpus, nao_iters, nao_conv, nao_out = [], [], [], [], None
     for r in range(nao_runs):
         g = latents[2 * nao_runs + 5 * r: 2 * nao_runs + 5 * (r + 1)]
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = nao_centroid(g, 11, max_iter=max_iter, generator=torch.Generator(device).manual_seed(r))
         _sync(device)
         nao_secs.append(time.perf_counter() - t0)
+        nao_cpus.append(time.process_time() - c0)
         nao_iters.append(res.iterations)
         nao_conv.append(res.converged)
         nao_out = res.centroid if nao_out is None else nao_out
-    rows.append(("NAO (11 pts/path)", statistics.mean(nao_secs), _quality(nao_out),
+    rows.append(("NAO (11 pts/path)", statistics.mean(nao_secs), statistics.mean(nao_cpus), _quality(nao_out),
                  f"iterations {statistics.mean(nao_iters):.0f}, converged {sum(nao_conv)}/{nao_runs}"))
     _report("per centroid (K = 5)", rows)
 
 
-def _report(title: str, rows: list[tuple[str, float, tuple[float, float], str]]) -> None:
-    cog_sec = next(sec for label, sec, _, _ in rows if label == "COG")
+def _report(title: str, rows: list[Row]) -> None:
+    cog = next(r for r in rows if r[0] == "COG")
     print(title)
-    print(f"  {'method':<24}{'time':>12}{'x COG':>12}{'|norm-sqrtD|':>14}{'var':>8}  notes")
-    for label, sec, (gap, var), note in rows:
-        print(f"  {label:<24}{_fmt(sec):>12}{sec / cog_sec:>12.3g}{gap:>14.2f}{var:>8.3f}  {note}")
-    nao_sec = rows[-1][1]
-    print(f"  NAO / COG time ratio: {nao_sec / cog_sec:,.0f}x\n")
+    print(f"  {'method':<24}{'wall':>11}{'x COG':>10}{'CPU':>11}{'x COG':>10}{'|norm-sqrtD|':>14}{'var':>8}  notes")
+    for label, sec, cpu, (gap, var), note in rows:
+        print(f"  {label:<24}{_fmt(sec):>11}{sec / cog[1]:>10.3g}{_fmt(cpu):>11}{cpu / max(cog[2], 1e-9):>10.3g}"
+              f"{gap:>14.2f}{var:>8.3f}  {note}")
+    nao = rows[-1]
+    print(f"  NAO / COG time ratio: {nao[1] / cog[1]:,.0f}x wall, {nao[2] / max(cog[2], 1e-9):,.0f}x process CPU\n")
 
 
 def _fmt(sec: float) -> str:

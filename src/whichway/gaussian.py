@@ -711,7 +711,9 @@ def _log_chi(r: Tensor, d: int) -> Tensor:
     return (d - 1) * torch.log(r) - 0.5 * r * r - const
 
 
-def _path_loss_and_grad(paths: Tensor, eps: Tensor, d: int) -> tuple[Tensor, Tensor]:
+def _path_loss_and_grad(
+    paths: Tensor, eps: Tensor, d: int, work: tuple[Tensor, Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     r"""Per-path NAO loss and its gradient with respect to every point of every path.
 
     For path points :math:`p_0 \dots p_{n-1}` with segments :math:`s_i = p_i - p_{i-1}`,
@@ -730,9 +732,14 @@ def _path_loss_and_grad(paths: Tensor, eps: Tensor, d: int) -> tuple[Tensor, Ten
     the autograd graph's zero-filled slice gradients, which dominate the cost at D = 16384.
 
     paths : (P, n, D) float64; eps : (P,) -> loss (P,), grad (P, n, D).
+    work : optional buffers (seg (P, n-1, D), mid (P, n-1, D), grad (P, n, D)) reused across
+        iterations (the returned grad is then ``work[2]``), which saves allocation churn.
     """
-    seg = paths[:, 1:] - paths[:, :-1]  # s_i, (P, n-1, D)
-    mid = paths[:, 1:] + paths[:, :-1]
+    if work is None:
+        work = (paths.new_empty(paths[:, 1:].shape), paths.new_empty(paths[:, 1:].shape), torch.empty_like(paths))
+    seg, mid, grad = work
+    torch.sub(paths[:, 1:], paths[:, :-1], out=seg)  # s_i, (P, n-1, D)
+    torch.add(paths[:, 1:], paths[:, :-1], out=mid)
     mid.mul_(0.5)  # m_i
     dist = torch.linalg.vector_norm(seg, dim=-1)  # d_i, (P, n-1)
     rad = torch.linalg.vector_norm(mid, dim=-1)  # r_i
@@ -744,7 +751,7 @@ def _path_loss_and_grad(paths: Tensor, eps: Tensor, d: int) -> tuple[Tensor, Ten
     coef_m = -dist * ((d - 1) / rad - rad) / (2.0 * rad)
     seg.mul_(coef_s[..., None])  # g_i
     mid.mul_(coef_m[..., None])  # h_i
-    grad = torch.zeros_like(paths)
+    grad.zero_()
     grad[:, 1:] += seg
     grad[:, 1:] += mid
     grad[:, :-1] += mid
@@ -807,10 +814,11 @@ def _nao_optimise(
         stop = _EarlyStop(tol, patience)
         converged = False
         iterations = 0
+        work = (paths.new_empty(paths[:, 1:].shape), paths.new_empty(paths[:, 1:].shape), torch.empty_like(paths))
         for iterations in range(1, max_iter + 1):
             if centroid is not None:
                 paths[:, -1] = centroid
-            loss, grad = _path_loss_and_grad(paths, eps, d)
+            loss, grad = _path_loss_and_grad(paths, eps, d, work)
             total = loss.sum()
             grad[:, 0] = 0.0
             if centroid is not None:
