@@ -309,7 +309,7 @@ def run_units(
     bar = tqdm(total=len(units), initial=skipped, desc=desc, unit="unit", disable=not progress,
                dynamic_ncols=True)
     try:
-        for result in executor.map(spec, todo):
+        for result in (executor.map(spec, todo) if todo else ()):
             save_outputs(store.run_dir, result)
             store.write({result.unit_id: result.rows})
             worker_seconds += result.seconds
