@@ -319,6 +319,11 @@ def test_barycenter_fixed_point_and_pot_reference() -> None:
         weights=weights.numpy(), numItermax=200, stopThr=1e-20,
     )
     np.testing.assert_allclose(sort_rows(bary.points).numpy(), sort_rows(torch.from_numpy(reference)).numpy(), atol=1e-10)
+    # an explicit starting support (the row-wise weighted mean) also ends at a fixed point
+    mean_start = cloud_barycenter(stack, weights, init=torch.einsum("k,knd->nd", weights, stack))
+    assert mean_start.converged
+    matched = torch.stack([stack[k][mean_start.perms[k]] for k in range(4)])
+    torch.testing.assert_close(mean_start.points, torch.einsum("k,knd->nd", weights, matched), rtol=1e-14, atol=1e-14)
 
 
 def test_barycenter_single_cloud_and_dtype() -> None:
@@ -408,6 +413,8 @@ def test_errors() -> None:
         cloud_barycenter([])
     with pytest.raises(ValueError, match="init must be a cloud index"):
         cloud_barycenter(torch.stack([x, y]), init=2)
+    with pytest.raises(ValueError, match="init must be a cloud of shape"):
+        cloud_barycenter(torch.stack([x, y]), init=x[:3])
     with pytest.raises(ValueError, match="max_iter must be >= 1"):
         cloud_barycenter(torch.stack([x, y]), max_iter=0)
 
