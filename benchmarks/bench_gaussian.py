@@ -48,7 +48,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float, object]:
+def _time(
+    fn: Callable[[], object], repeats: int, device: torch.device
+) -> tuple[float, float, object]:
     """Median wall and process-CPU seconds per call over ``repeats`` calls (after a warm-up)."""
     out = fn()
     _sync(device)
@@ -70,14 +72,22 @@ def _quality(z: torch.Tensor) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="cap NAO at --quick-iter iterations, fewer repeats")
+    parser.add_argument(
+        "--quick", action="store_true", help="cap NAO at --quick-iter iterations, fewer repeats"
+    )
     parser.add_argument("--quick-iter", type=int, default=200)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=None, help="timed calls per closed-form method")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed calls per closed-form method"
+    )
     parser.add_argument("--nao-runs", type=int, default=None, help="NAO paths / centroids timed")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (1 gives stable timings on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 gives stable timings on a shared machine)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,10 +103,14 @@ def main() -> None:
     t = torch.tensor(T_INTERIOR)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"whichway.gaussian benchmark: D = {D} ({'x'.join(map(str, SHAPE))}), float32, {name}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print(f"closed forms: median of {repeats} calls; NAO: mean of {nao_runs} run(s), "
-          f"max_iter = {max_iter}{' (--quick cap)' if args.quick else ''}\n")
+    print(
+        f"whichway.gaussian benchmark: D = {D} ({'x'.join(map(str, SHAPE))}), float32, {name}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"closed forms: median of {repeats} calls; NAO: mean of {nao_runs} run(s), "
+        f"max_iter = {max_iter}{' (--quick cap)' if args.quick else ''}\n"
+    )
 
     # ---------------------------------------------------------------- interpolation paths
     rows: list[Row] = []
@@ -108,7 +122,9 @@ def main() -> None:
         a, b = latents[2 * r], latents[2 * r + 1]
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        path = nao_interpolate(a, b, 11, max_iter=max_iter, generator=torch.Generator(device).manual_seed(r))
+        path = nao_interpolate(
+            a, b, 11, max_iter=max_iter, generator=torch.Generator(device).manual_seed(r)
+        )
         picked = pick_interior(path, 3)
         _sync(device)
         nao_secs.append(time.perf_counter() - t0)
@@ -116,42 +132,68 @@ def main() -> None:
         nao_iters.append(path.iterations)
         nao_conv.append(path.converged)
         nao_out = picked if nao_out is None else nao_out
-    rows.append(("NAO (11 pts, 3 picked)", statistics.mean(nao_secs), statistics.mean(nao_cpus), _quality(nao_out),
-                 f"iterations {statistics.mean(nao_iters):.0f}, converged {sum(nao_conv)}/{nao_runs}"))
+    rows.append(
+        (
+            "NAO (11 pts, 3 picked)",
+            statistics.mean(nao_secs),
+            statistics.mean(nao_cpus),
+            _quality(nao_out),
+            f"iterations {statistics.mean(nao_iters):.0f}, converged {sum(nao_conv)}/{nao_runs}",
+        )
+    )
     _report("per interpolation path (3 interior points)", rows)
 
     # ---------------------------------------------------------------- centroids
     rows = []
-    for label, fn in (("Euclidean", euclidean_centroid), ("standardized", standardized_centroid),
-                      ("mode norm", mode_norm_centroid), ("COG", cog_centroid)):
+    for label, fn in (
+        ("Euclidean", euclidean_centroid),
+        ("standardized", standardized_centroid),
+        ("mode norm", mode_norm_centroid),
+        ("COG", cog_centroid),
+    ):
         sec, cpu, out = _time(lambda fn=fn: fn(group), repeats, device)
         rows.append((label, sec, cpu, _quality(out), ""))
     nao_secs, nao_cpus, nao_iters, nao_conv, nao_out = [], [], [], [], None
     for r in range(nao_runs):
-        g = latents[2 * nao_runs + 5 * r: 2 * nao_runs + 5 * (r + 1)]
+        g = latents[2 * nao_runs + 5 * r : 2 * nao_runs + 5 * (r + 1)]
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        res = nao_centroid(g, 11, max_iter=max_iter, generator=torch.Generator(device).manual_seed(r))
+        res = nao_centroid(
+            g, 11, max_iter=max_iter, generator=torch.Generator(device).manual_seed(r)
+        )
         _sync(device)
         nao_secs.append(time.perf_counter() - t0)
         nao_cpus.append(time.process_time() - c0)
         nao_iters.append(res.iterations)
         nao_conv.append(res.converged)
         nao_out = res.centroid if nao_out is None else nao_out
-    rows.append(("NAO (11 pts/path)", statistics.mean(nao_secs), statistics.mean(nao_cpus), _quality(nao_out),
-                 f"iterations {statistics.mean(nao_iters):.0f}, converged {sum(nao_conv)}/{nao_runs}"))
+    rows.append(
+        (
+            "NAO (11 pts/path)",
+            statistics.mean(nao_secs),
+            statistics.mean(nao_cpus),
+            _quality(nao_out),
+            f"iterations {statistics.mean(nao_iters):.0f}, converged {sum(nao_conv)}/{nao_runs}",
+        )
+    )
     _report("per centroid (K = 5)", rows)
 
 
 def _report(title: str, rows: list[Row]) -> None:
     cog = next(r for r in rows if r[0] == "COG")
     print(title)
-    print(f"  {'method':<24}{'wall':>11}{'x COG':>10}{'CPU':>11}{'x COG':>10}{'|norm-sqrtD|':>14}{'var':>8}  notes")
+    print(
+        f"  {'method':<24}{'wall':>11}{'x COG':>10}{'CPU':>11}{'x COG':>10}{'|norm-sqrtD|':>14}{'var':>8}  notes"
+    )
     for label, sec, cpu, (gap, var), note in rows:
-        print(f"  {label:<24}{_fmt(sec):>11}{sec / cog[1]:>10.3g}{_fmt(cpu):>11}{cpu / max(cog[2], 1e-9):>10.3g}"
-              f"{gap:>14.2f}{var:>8.3f}  {note}")
+        print(
+            f"  {label:<24}{_fmt(sec):>11}{sec / cog[1]:>10.3g}{_fmt(cpu):>11}{cpu / max(cog[2], 1e-9):>10.3g}"
+            f"{gap:>14.2f}{var:>8.3f}  {note}"
+        )
     nao = rows[-1]
-    print(f"  NAO / COG time ratio: {nao[1] / cog[1]:,.0f}x wall, {nao[2] / max(cog[2], 1e-9):,.0f}x process CPU\n")
+    print(
+        f"  NAO / COG time ratio: {nao[1] / cog[1]:,.0f}x wall, {nao[2] / max(cog[2], 1e-9):,.0f}x process CPU\n"
+    )
 
 
 def _fmt(sec: float) -> str:

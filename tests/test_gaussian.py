@@ -6,6 +6,7 @@ Exact identities at tight tolerance first, then distributional checks against sc
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -91,8 +92,12 @@ def test_cog_is_scale_invariant_in_the_weights_and_centroid_matches_cog() -> Non
     x = randn(6, 10, 10, dtype=torch.float64)
     w = torch.rand(6, generator=gen(1), dtype=torch.float64)
     torch.testing.assert_close(cog(x, 1e-5 * w), cog(x, w), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(cog_centroid(x), cog(x, torch.full((6,), 1 / 6, dtype=torch.float64)),
-                               rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(
+        cog_centroid(x),
+        cog(x, torch.full((6,), 1 / 6, dtype=torch.float64)),
+        rtol=1e-14,
+        atol=1e-14,
+    )
     torch.testing.assert_close(cog_centroid(x), x.sum(0) / math.sqrt(6), rtol=1e-13, atol=1e-13)
 
 
@@ -101,6 +106,19 @@ def test_cog_weights_as_sequence_and_dtype_device_preserved() -> None:
     z = cog(x, [0.2, 0.3, 0.5])
     assert z.dtype == torch.float32 and z.device == x.device and z.shape == (4, 4)
     torch.testing.assert_close(z, cog(x, torch.tensor([0.2, 0.3, 0.5])))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_keep_their_dtype(dtype: torch.dtype) -> None:
+    x = randn(3, 4, 8, 8).to(dtype)
+    ref = cog(x.double(), torch.tensor([0.2, 0.3, 0.5]))
+    out = cog(x, torch.tensor([0.2, 0.3, 0.5]))
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, ref.to(dtype))  # combined in float64, rounded once
+    for fn in (cog_interpolate, lerp, slerp):
+        path = fn(x[0], x[1], [0.0, 0.5, 1.0])
+        assert path.dtype == dtype and torch.equal(path[0], x[0]) and torch.equal(path[2], x[1])
+    assert LatentSubspace(x).grid(steps=3).dtype == dtype
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -155,7 +173,11 @@ def test_cog_with_nonzero_mean_keeps_the_mean() -> None:
     mu = torch.tensor([0.5, -1.0, 2.0, 0.0]).reshape(4, 1, 1)
     x = mu + randn(5, *SHAPE, seed=7)
     w = torch.tensor([0.4, -0.2, 1.3, 0.7, 0.1])
-    for z in (cog(x, w, mean=mu), cog_centroid(x, mean=mu), *cog_interpolate(x[0], x[1], TIMES, mean=mu)):
+    for z in (
+        cog(x, w, mean=mu),
+        cog_centroid(x, mean=mu),
+        *cog_interpolate(x[0], x[1], TIMES, mean=mu),
+    ):
         assert_standard_normal(z - mu)
     # the same weights without mu are biased: alpha * mu / sqrt(beta) instead of mu
     assert ks_normal(cog(x, w) - mu) < 1e-12
@@ -181,7 +203,9 @@ def test_cog_subspace_points_are_standard_normal() -> None:
 )
 def test_cog_iid_keeps_a_non_gaussian_distribution(name, dist, cdf, icdf) -> None:
     g = gen(30)
-    x = torch.from_numpy(dist.ppf(torch.rand(4, D, generator=g, dtype=torch.float64).numpy())).float()
+    x = torch.from_numpy(
+        dist.ppf(torch.rand(4, D, generator=g, dtype=torch.float64).numpy())
+    ).float()
     x = x.reshape(4, *SHAPE)
     w = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.1, 0.6, -0.3, 0.2]])
     out = cog_iid(x, w, cdf, icdf)
@@ -248,10 +272,14 @@ def test_subspace_reconstructs_basis_latents_and_weights_reproduce_qh() -> None:
     x = randn(5, 4, 16, 16, seed=60, dtype=torch.float64)
     sub = LatentSubspace(x)
     assert sub.q.shape == (1024, 5) and sub.q.dtype == torch.float64
-    torch.testing.assert_close(sub.q.T @ sub.q, torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-13)
+    torch.testing.assert_close(
+        sub.q.T @ sub.q, torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-13
+    )
     h = sub.project(x)  # (5, 5): the basis latents' coordinates
     torch.testing.assert_close(h, sub.coordinates, rtol=0, atol=1e-12)
-    torch.testing.assert_close(sub.weights(h), torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-13)
+    torch.testing.assert_close(
+        sub.weights(h), torch.eye(5, dtype=torch.float64), rtol=0, atol=1e-13
+    )
     torch.testing.assert_close(sub.point(h), x, rtol=0, atol=1e-12)
     for k in range(5):
         torch.testing.assert_close(sub.point(sub.project(x[k])), x[k], rtol=0, atol=1e-12)
@@ -273,7 +301,9 @@ def test_subspace_point_is_cog_of_weights() -> None:
     mu = 0.25
     sub = LatentSubspace(x + mu, mean=mu)
     h = torch.tensor([3.0, -2.0, 5.0])
-    torch.testing.assert_close(sub.point(h), cog(x + mu, sub.weights(h), mean=mu), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        sub.point(h), cog(x + mu, sub.weights(h), mean=mu), rtol=1e-6, atol=1e-6
+    )
     assert sub.point(h).dtype == torch.float32 and sub.project(x[0]).dtype == torch.float32
 
 
@@ -294,7 +324,9 @@ def test_subspace_grid() -> None:
     # explicit span and at
     at2 = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
     g2 = sub.grid(axes=(1, 3), steps=3, span=((-1.0, 1.0), (0.0, 2.0)), at=at2)
-    torch.testing.assert_close(g2[2, 0], sub.point(torch.tensor([1.0, 1.0, 3.0, 0.0], dtype=torch.float64)))
+    torch.testing.assert_close(
+        g2[2, 0], sub.point(torch.tensor([1.0, 1.0, 3.0, 0.0], dtype=torch.float64))
+    )
     g3 = sub.grid(steps=2, span=(-5.0, 5.0))
     torch.testing.assert_close(g3[0, 1], sub.point(torch.cat([torch.tensor([-5.0, 5.0]), at[2:]])))
 
@@ -306,6 +338,15 @@ def test_subspace_rank_checks() -> None:
         LatentSubspace(dep)
     with pytest.raises(ValueError, match="latent 1 is linearly dependent"):
         LatentSubspace(torch.stack([x[0], -3 * x[0], x[2]]))
+    for dtype in (
+        torch.float64,
+        torch.bfloat16,
+        torch.float16,
+    ):  # rounding of the dtype is tolerated
+        xd = x.to(dtype)
+        with pytest.raises(ValueError, match=r"latent 2 is linearly dependent"):
+            LatentSubspace(torch.stack([xd[0], xd[1], xd[0] + 2 * xd[1]]))
+        assert LatentSubspace(xd).dim == 3
     with pytest.raises(ValueError, match="latent 0 is .*zero"):
         LatentSubspace(torch.stack([torch.zeros_like(x[0]), x[1]]))
     with pytest.raises(ValueError, match="all latents are zero"):
@@ -348,11 +389,11 @@ def _norm_gap(points: torch.Tensor) -> float:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_nao_interpolate_improves_norms(dtype: torch.dtype) -> None:
     x0, x1 = randn(*NAO_SHAPE, seed=70, dtype=dtype), randn(*NAO_SHAPE, seed=71, dtype=dtype)
-    res = nao_interpolate(x0, x1, 11, max_iter=300, generator=gen(5))
+    res = nao_interpolate(x0, x1, 11, max_iter=100, generator=gen(5))
     assert isinstance(res, NAOPath)
     assert res.points.shape == (11, *NAO_SHAPE) and res.points.dtype == dtype
     assert torch.equal(res.points[0], x0) and torch.equal(res.points[-1], x1)
-    assert 1 <= res.iterations <= 300 and len(res.loss_history) == res.iterations
+    assert 1 <= res.iterations <= 100 and len(res.loss_history) == res.iterations
     assert res.loss_history[-1] < res.loss_history[0]
     assert all(math.isfinite(v) for v in res.loss_history)
     interior = res.points[1:-1]
@@ -385,7 +426,10 @@ def test_nao_interpolate_stops_on_flat_loss_and_matches_lerp_without_steps() -> 
     seg = (pts[1:] - pts[:-1]).norm(dim=1)
     mids = (0.5 * (pts[1:] + pts[:-1])).norm(dim=1)
     eps = 2 * float((x0 - x1).double().norm()) / 5
-    ref = -(seg * torch.from_numpy(stats.chi(1024).logpdf(mids.numpy()))).sum() + torch.relu(seg - eps).sum()
+    ref = (
+        -(seg * torch.from_numpy(stats.chi(1024).logpdf(mids.numpy()))).sum()
+        + torch.relu(seg - eps).sum()
+    )
     assert abs(start.loss_history[0] - float(ref)) < 1e-8 * abs(float(ref))
 
 
@@ -402,7 +446,9 @@ def test_nao_closed_form_gradient_matches_autograd() -> None:
     mid = (0.5 * (ref_paths[:, 1:] + ref_paths[:, :-1])).norm(dim=-1)
     chi = torch.from_numpy(stats.chi(d).logpdf(mid.detach().numpy()))
     torch.testing.assert_close(_log_chi(mid.detach(), d), chi, rtol=1e-12, atol=1e-10)
-    logpdf = (d - 1) * torch.log(mid) - mid**2 / 2 - ((d / 2 - 1) * math.log(2) + math.lgamma(d / 2))
+    logpdf = (
+        (d - 1) * torch.log(mid) - mid**2 / 2 - ((d / 2 - 1) * math.log(2) + math.lgamma(d / 2))
+    )
     ref_loss = (-(seg * logpdf) + torch.relu(seg - eps[:, None])).sum(-1)
     ref_loss.sum().backward()
     loss, grad = _path_loss_and_grad(paths, eps, d)
@@ -425,7 +471,7 @@ def test_nao_runs_under_no_grad_and_inference_mode() -> None:
 
 def test_nao_centroid() -> None:
     x = randn(4, *NAO_SHAPE, seed=78)
-    res = nao_centroid(x, 5, max_iter=200, generator=gen(3))
+    res = nao_centroid(x, 5, max_iter=100, generator=gen(3))
     assert isinstance(res, NAOCentroid)
     assert res.centroid.shape == NAO_SHAPE and res.centroid.dtype == torch.float32
     assert res.paths.shape == (4, 5, *NAO_SHAPE)
@@ -435,7 +481,7 @@ def test_nao_centroid() -> None:
     d = math.prod(NAO_SHAPE)
     gap = abs(float(res.centroid.double().norm()) - math.sqrt(d))
     assert gap < 0.25 * abs(float(euclidean_centroid(x).double().norm()) - math.sqrt(d))
-    again = nao_centroid(x, 5, max_iter=200, generator=gen(3))
+    again = nao_centroid(x, 5, max_iter=100, generator=gen(3))
     assert torch.equal(again.centroid, res.centroid) and torch.equal(again.paths, res.paths)
     r64 = nao_centroid(x.double(), 4, max_iter=3, init=x[0].double())
     assert r64.centroid.dtype == torch.float64 and r64.iterations == 3
@@ -456,7 +502,9 @@ def test_pick_interior_reference_cases() -> None:
     assert _picked(5, 3) == [1, 2, 3]
     assert _picked(9, 3) == [2, 4, 6]
     assert _picked(11, 1) == [5] and _picked(10, 1) == [4]
-    path = NAOPath(points=torch.arange(11.0).reshape(11, 1), iterations=0, converged=False, loss_history=())
+    path = NAOPath(
+        points=torch.arange(11.0).reshape(11, 1), iterations=0, converged=False, loss_history=()
+    )
     assert pick_interior(path).flatten().tolist() == [2.0, 5.0, 8.0]
 
 
@@ -465,7 +513,7 @@ def test_pick_interior_properties() -> None:
         for k in range(1, n - 1):
             idx = _picked(n, k)
             assert all(1 <= i <= n - 2 for i in idx)
-            assert all(b > a for a, b in zip(idx, idx[1:], strict=False))
+            assert all(b > a for a, b in itertools.pairwise(idx))
             ideal = [i * (n - 1) / (k + 1) for i in range(1, k + 1)]
             assert all(abs(i - p) <= 0.5 for i, p in zip(idx, ideal, strict=True))
             if not (n % 2 == 0 and k % 2 == 1):  # a symmetric choice exists: it is the one made
@@ -578,7 +626,9 @@ def test_cuda_device_is_kept() -> None:
         cog_interpolate(x[0], x[1], [0.0, 0.5]),
         slerp(x[0], x[1], 0.3),
         LatentSubspace(x).grid(steps=3),
-        nao_interpolate(x[0], x[1], 5, max_iter=5, generator=torch.Generator(dev).manual_seed(1)).points,
+        nao_interpolate(
+            x[0], x[1], 5, max_iter=5, generator=torch.Generator(dev).manual_seed(1)
+        ).points,
         nao_centroid(x, 5, max_iter=5).centroid,
     ):
         assert out.device.type == "cuda"

@@ -39,21 +39,21 @@ from torch import Tensor
 from whichway._checks import as_tensor, as_times, check_finite, check_same
 
 __all__ = [
+    "LatentSubspace",
+    "NAOCentroid",
+    "NAOPath",
     "cog",
-    "cog_interpolate",
     "cog_centroid",
     "cog_iid",
-    "LatentSubspace",
-    "lerp",
-    "slerp",
+    "cog_interpolate",
     "euclidean_centroid",
-    "standardized_centroid",
+    "lerp",
     "mode_norm_centroid",
-    "nao_interpolate",
     "nao_centroid",
-    "NAOPath",
-    "NAOCentroid",
+    "nao_interpolate",
     "pick_interior",
+    "slerp",
+    "standardized_centroid",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _as_mean(mean: object, shape: torch.Size, device: torch.device) -> Tensor | 
             return None
         return torch.full((math.prod(shape),), float(mean), dtype=_F64, device=device)
     if not isinstance(mean, Tensor):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 -- the project reports all bad input as ValueError
             f"mean must be None, a number, or a tensor broadcastable to {tuple(shape)}, "
             f"got {type(mean).__name__}"
         )
@@ -181,7 +181,9 @@ def _cog64(x: Tensor, w: Tensor, mu: Tensor | None) -> Tensor:
     return z
 
 
-def cog(latents: Tensor, weights: Tensor | Sequence[float], *, mean: float | Tensor | None = None) -> Tensor:
+def cog(
+    latents: Tensor, weights: Tensor | Sequence[float], *, mean: float | Tensor | None = None
+) -> Tensor:
     r"""Combine latents with COG so that the result follows the latents' own Gaussian.
 
     .. math::
@@ -219,7 +221,9 @@ def cog(latents: Tensor, weights: Tensor | Sequence[float], *, mean: float | Ten
     return z if batched else z[0]
 
 
-def cog_interpolate(x0: Tensor, x1: Tensor, t: Times, *, mean: float | Tensor | None = None) -> Tensor:
+def cog_interpolate(
+    x0: Tensor, x1: Tensor, t: Times, *, mean: float | Tensor | None = None
+) -> Tensor:
     r"""COG interpolation: weights :math:`w = (1 - t, t)`.
 
     With μ = 0 this is :math:`z_t = ((1-t)x_0 + t x_1) / \sqrt{(1-t)^2 + t^2}`; every
@@ -300,7 +304,9 @@ def cog_iid(
     """
     x = _check_latents("latents", latents)
     if not callable(cdf) or not callable(icdf):
-        raise ValueError("cdf and icdf must be callables mapping a tensor to a tensor of the same shape")
+        raise ValueError(  # noqa: TRY004 -- the project reports all bad input as ValueError
+            "cdf and icdf must be callables mapping a tensor to a tensor of the same shape"
+        )
     if not (isinstance(clamp, float) and 0.0 < clamp < 0.5):
         raise ValueError(f"clamp must be a float in (0, 0.5), got {clamp!r}")
     k, shape = x.shape[0], x.shape[1:]
@@ -325,8 +331,10 @@ def _check_probabilities(name: str, u: object, shape: torch.Size) -> None:
         raise ValueError(f"{name} must return a tensor of shape {tuple(shape)}, got {got}")
     check_finite(f"{name}(...)", u)
     if bool(((u < 0) | (u > 1)).any()):
-        raise ValueError(f"{name} must return probabilities in [0, 1], got values in "
-                         f"[{float(u.min()):.3g}, {float(u.max()):.3g}]")
+        raise ValueError(
+            f"{name} must return probabilities in [0, 1], got values in "
+            f"[{float(u.min()):.3g}, {float(u.max()):.3g}]"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,8 +361,10 @@ class LatentSubspace:
         The latents' mean μ, used by :meth:`point` and :meth:`grid` (see :func:`cog`).
     rtol : float, optional
         Rank tolerance: latent k is dependent when :math:`|R_{kk}| < \text{rtol}\cdot\max_i |R_{ii}|`.
-        Default ``max(D, K) * finfo(latents.dtype).eps`` (the ``numpy.linalg.matrix_rank`` rule,
-        with R's diagonal in place of the singular values).
+        Default ``max(10 * eps(latents.dtype), max(D, K) * eps(float64))``: a latent that is a
+        combination of the others rounded to the input dtype lies ~eps(dtype) off their span, and
+        the float64 QR is accurate to the ``numpy.linalg.matrix_rank`` bound (R's diagonal in place
+        of the singular values).
 
     Attributes
     ----------
@@ -363,21 +373,29 @@ class LatentSubspace:
     r : Tensor (K, K) float64, upper triangular; column k is the coordinate vector h of latent k.
     """
 
-    def __init__(self, latents: Tensor, *, mean: float | Tensor | None = None, rtol: float | None = None) -> None:
+    def __init__(
+        self, latents: Tensor, *, mean: float | Tensor | None = None, rtol: float | None = None
+    ) -> None:
         x = _check_latents("latents", latents)
         k, shape = x.shape[0], x.shape[1:]
         d = math.prod(shape)
         if k > d:
-            raise ValueError(f"a subspace of K = {k} latents needs K <= D = {d} (the latent dimension)")
+            raise ValueError(
+                f"a subspace of K = {k} latents needs K <= D = {d} (the latent dimension)"
+            )
         if rtol is None:
-            rtol = max(d, k) * torch.finfo(x.dtype).eps
+            # a combination rounded to the input dtype sits ~eps(dtype) off the span; the float64
+            # QR itself is accurate to ~max(D, K) * eps(float64) (numpy's matrix_rank rule)
+            rtol = max(10 * torch.finfo(x.dtype).eps, max(d, k) * torch.finfo(_F64).eps)
         rtol = _check_positive("rtol", rtol)
         x64 = x.reshape(k, d).to(_F64)
         q, r = torch.linalg.qr(x64.T, mode="reduced")
         diag = r.diagonal().abs()
         scale = float(diag.max())
         if scale == 0.0:
-            raise ValueError("all latents are zero; a subspace needs K linearly independent latents")
+            raise ValueError(
+                "all latents are zero; a subspace needs K linearly independent latents"
+            )
         ratios = (diag / scale).tolist()
         for i, ratio in enumerate(ratios):
             if ratio < rtol:
@@ -418,7 +436,9 @@ class LatentSubspace:
             try:
                 hh = torch.as_tensor(h, dtype=_F64, device=self.q.device)
             except (TypeError, ValueError) as err:
-                raise ValueError(f"h must be a tensor (K,) or (B, K) with K = {k}, got {h!r}") from err
+                raise ValueError(
+                    f"h must be a tensor (K,) or (B, K) with K = {k}, got {h!r}"
+                ) from err
         if hh.ndim not in (1, 2) or hh.shape[-1] != k:
             raise ValueError(f"h must have shape (K,) = ({k},) or (B, {k}), got {tuple(hh.shape)}")
         check_finite("h", hh)
@@ -507,7 +527,9 @@ class LatentSubspace:
             or not all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a < k for a in axes)
             or axes[0] == axes[1]
         ):
-            raise ValueError(f"axes must be two distinct coordinate indices in [0, {k}), got {axes!r}")
+            raise ValueError(
+                f"axes must be two distinct coordinate indices in [0, {k}), got {axes!r}"
+            )
         steps = _check_int("steps", steps, 2)
         coords = self.r  # column j = h of latent j
         if span is None:
@@ -538,8 +560,13 @@ class LatentSubspace:
 
 def _parse_span(span: object) -> list[tuple[float, float]]:
     def pair(p: object) -> tuple[float, float] | None:
-        if isinstance(p, (tuple, list)) and len(p) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p
+        if (
+            isinstance(p, (tuple, list))
+            and len(p) == 2
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in p
+            )
         ):
             return float(p[0]), float(p[1])
         return None
@@ -578,7 +605,9 @@ def _lerp64(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return (1.0 - t)[:, None] * a + t[:, None] * b
 
 
-def slerp(x0: Tensor, x1: Tensor, t: Times, *, dot_threshold: float = SLERP_DOT_THRESHOLD) -> Tensor:
+def slerp(
+    x0: Tensor, x1: Tensor, t: Times, *, dot_threshold: float = SLERP_DOT_THRESHOLD
+) -> Tensor:
     r"""Spherical linear interpolation (Shoemake 1985).
 
     .. math::
@@ -602,7 +631,9 @@ def slerp(x0: Tensor, x1: Tensor, t: Times, *, dot_threshold: float = SLERP_DOT_
         raise ValueError("slerp needs non-zero endpoints (the angle to a zero vector is undefined)")
     cos = float(((a64 @ b64) / (na * nb)).clamp(-1.0, 1.0))
     if abs(cos) > dot_threshold:
-        logger.debug("slerp: |cos theta| = %.6f > %.4f, falling back to lerp", abs(cos), dot_threshold)
+        logger.debug(
+            "slerp: |cos theta| = %.6f > %.4f, falling back to lerp", abs(cos), dot_threshold
+        )
         out = _lerp64(a64, b64, times)
     else:
         theta = math.acos(cos)
@@ -639,7 +670,9 @@ def standardized_centroid(latents: Tensor) -> Tensor:
     c = x.to(_F64).mean(dim=0)
     std = c.std(correction=0)
     if float(std) == 0.0:
-        raise ValueError("the Euclidean centroid is constant (zero variance); it cannot be standardised")
+        raise ValueError(
+            "the Euclidean centroid is constant (zero variance); it cannot be standardised"
+        )
     return ((c - c.mean()) / std).to(x.dtype)
 
 
@@ -736,7 +769,11 @@ def _path_loss_and_grad(
         iterations (the returned grad is then ``work[2]``), which saves allocation churn.
     """
     if work is None:
-        work = (paths.new_empty(paths[:, 1:].shape), paths.new_empty(paths[:, 1:].shape), torch.empty_like(paths))
+        work = (
+            paths.new_empty(paths[:, 1:].shape),
+            paths.new_empty(paths[:, 1:].shape),
+            torch.empty_like(paths),
+        )
     seg, mid, grad = work
     torch.sub(paths[:, 1:], paths[:, :-1], out=seg)  # s_i, (P, n-1, D)
     torch.add(paths[:, 1:], paths[:, :-1], out=mid)
@@ -814,7 +851,11 @@ def _nao_optimise(
         stop = _EarlyStop(tol, patience)
         converged = False
         iterations = 0
-        work = (paths.new_empty(paths[:, 1:].shape), paths.new_empty(paths[:, 1:].shape), torch.empty_like(paths))
+        work = (
+            paths.new_empty(paths[:, 1:].shape),
+            paths.new_empty(paths[:, 1:].shape),
+            torch.empty_like(paths),
+        )
         for iterations in range(1, max_iter + 1):
             if centroid is not None:
                 paths[:, -1] = centroid
@@ -836,7 +877,9 @@ def _nao_optimise(
     return paths.detach(), iterations, converged, tuple(stop.history)
 
 
-def _jitter(shape: tuple[int, ...], scale: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
+def _jitter(
+    shape: tuple[int, ...], scale: float, generator: torch.Generator | None, device: torch.device
+) -> Tensor:
     """U[0, scale) noise as in the reference initialisation, drawn from ``generator``."""
     if scale == 0.0:
         return torch.zeros(shape, dtype=_F64, device=device)
@@ -855,7 +898,9 @@ def _check_nao_settings(lr: float, max_iter: int, tol: float, patience: int, jit
 
 def _check_generator(generator: object) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        raise ValueError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+        )
 
 
 def nao_interpolate(
@@ -929,7 +974,13 @@ def nao_interpolate(
     path[1:-1] += _jitter((n_points - 2, d), jitter, generator, a.device)
     path[0], path[-1] = a64[0], b64[0]  # exact endpoints (lerp's are exact, made explicit)
     final, iterations, converged, history = _nao_optimise(
-        path.unsqueeze(0), eps_t, free_end=False, lr=lr, max_iter=max_iter, tol=tol, patience=patience
+        path.unsqueeze(0),
+        eps_t,
+        free_end=False,
+        lr=lr,
+        max_iter=max_iter,
+        tol=tol,
+        patience=patience,
     )
     points = final[0].to(a.dtype).reshape(n_points, *a.shape)
     points[0], points[-1] = a.detach(), b.detach()
@@ -1068,5 +1119,7 @@ def pick_interior(points: Tensor | NAOPath, k: int = 3) -> Tensor:
     n = pts.shape[0]
     k = _check_int("k", k, 1)
     if k > n - 2:
-        raise ValueError(f"cannot pick k = {k} interior points from a path of n = {n} points (k <= n - 2)")
+        raise ValueError(
+            f"cannot pick k = {k} interior points from a path of n = {n} points (k <= n - 2)"
+        )
     return pts[_interior_indices(n, k)]
