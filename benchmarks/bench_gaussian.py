@@ -7,7 +7,8 @@ runs with the reference settings (Adam lr 0.01, up to 10,000 iterations, early s
 10 / 5 consecutive |dloss| below 1e-3 / 1e-2); ``--quick`` caps its iterations.
 
 Besides the time, each row shows how far the produced latents' norms are from sqrt(D) (mean
-|‖z‖ - sqrt(D)|; a typical N(0, I) latent is within ~0.7), and the element variance.
+|‖z‖ - sqrt(D)|; for a genuine N(0, I) sample ‖z‖ ~ N(sqrt(D), 1/2), so about 1/sqrt(pi) = 0.56
+on average: far less is "too typical", far more off-distribution), and the element variance.
 
     python benchmarks/bench_gaussian.py            # full run (NAO to convergence)
     python benchmarks/bench_gaussian.py --quick    # NAO capped at 200 iterations
