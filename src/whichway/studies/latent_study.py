@@ -332,6 +332,7 @@ def run_latent_study(
         from whichway.studies.store import atomic_write_json
 
         atomic_write_json(run_dir / "metrics.json", metrics)
+        store.compact()  # one file instead of one shard per unit (crash-safe, see store.py)
         n_units = len(inv_units) + len(combo)
         manifest.update(status="complete", units=n_units, finished=datetime.datetime.now(datetime.timezone.utc)
                         .isoformat(timespec="seconds"), units_recorded=len(store.completed()))

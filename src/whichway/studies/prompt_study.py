@@ -394,6 +394,7 @@ def run_prompt_study(
         finally:
             if own:
                 executor.close()
+        store.compact()  # one file instead of one shard per unit (crash-safe, see store.py)
         manifest.update(status="complete", finished=datetime.datetime.now(datetime.timezone.utc)
                         .isoformat(timespec="seconds"), units_recorded=len(store.completed()))
         store.write_manifest(manifest)
