@@ -170,3 +170,46 @@ def test_prompt_grid_corners_are_the_prompts_themselves(tiny_pipeline, tmp_path)
     corners = [result.cells[0, 0], result.cells[0, 1], result.cells[1, 0], result.cells[1, 1]]
     for corner, image in zip(corners, alone):
         assert torch.allclose(corner, image, atol=1e-5)
+
+
+def test_perceptual_spacing_records_its_times_and_resumes(tiny_pipeline, tmp_path):
+    from whichway.metrics import LPIPSPath
+    from whichway.models import load_adapter
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    meter = LPIPSPath("alex", pretrained_backbone=False)
+    s = MorphSettings("a photo of a cat", "a red dog", t=uniform_times(4), steps=2, height=32, width=32,
+                      format=None, spacing="perceptual")
+    result = run_morph(adapter, s, tmp_path, progress=False, meter=meter)
+    info = json.loads((tmp_path / "run.json").read_text())
+    t = info["t"]
+    assert t[0] == 0.0 and t[-1] == 1.0 and all(b > a for a, b in zip(t, t[1:]))
+    assert list(result.t) == t and len(result.frames) == 4
+    assert info["spacing"]["t_coarse"] == list(uniform_times(4))
+    assert result.rendered == info["spacing"]["frames_rendered"] >= 8  # coarse pass + final pass
+    # the measured steps of the final frames are what the respacer reported
+    measured = meter.distances(torch.stack([_tensor(p) for p in result.frames]))
+    assert torch.allclose(measured, torch.tensor(info["spacing"]["steps_after"], dtype=measured.dtype), atol=2e-3)
+    again = run_morph(adapter, s, tmp_path, progress=False, meter=meter)
+    assert again.rendered == 0 and list(again.t) == t
+
+
+def _tensor(path) -> torch.Tensor:
+    from whichway.media import load_image
+
+    return load_image(path)
+
+
+def test_perceptual_spacing_refuses_nao_paths():
+    with pytest.raises(ValueError, match="equally spaced"):
+        MorphSettings("a", "b", t=(0.0, 0.5, 1.0), latent="nao", spacing="perceptual")
+
+
+def test_cli_prints_and_stores_path_metrics(tiny_pipeline, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["morph", "a cat", "a dog", "--model", str(tiny_pipeline("sd")), "--frames", "3", "--format", "none",
+               "--out", str(out), "--lpips-random-backbone", *FAST])
+    assert rc == 0
+    assert "PPL" in capsys.readouterr().out
+    metrics = json.loads((out / "run.json").read_text())["metrics"]
+    assert len(metrics["steps"]) == 2 and metrics["ppl"] == pytest.approx(sum(metrics["steps"]))

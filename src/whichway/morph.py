@@ -49,6 +49,7 @@ class MorphSettings:
     height: int | None = None
     width: int | None = None
     negative_prompt: str | None = None
+    spacing: str = "uniform"
     image_a: str | None = None
     image_b: str | None = None
     inversion_steps: int = 50
@@ -67,6 +68,12 @@ class MorphSettings:
         if self.format is not None:
             check_choice("animation format", self.format, ANIMATION_FORMATS)
         check_times(self.t)
+        check_choice("spacing", self.spacing, ("uniform", "perceptual"))
+        if self.spacing == "perceptual" and self.latent == "nao":
+            raise ValueError(
+                "perceptual spacing moves t, but a NAO latent path is optimised for equally spaced "
+                "points; use --latent cog/slerp/lerp/fixed with --spacing perceptual"
+            )
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
@@ -137,23 +144,22 @@ def _pixel_settings(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in _PRESENTATION_KEYS}
 
 
-def _finished_frames(run_dir: Path, record: dict[str, Any], n: int) -> set[int]:
-    """Indices of frames on disk that were rendered with the same pixel-defining settings."""
+def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The run.json already in ``run_dir`` if it was written with the same pixel-defining
+    settings (so its frames can be kept), else None."""
     run_file = run_dir / RUN_FILE
     if not run_file.is_file():
-        return set()
+        return None
     try:
         previous = json.loads(run_file.read_text())
     except (OSError, json.JSONDecodeError):
         logger.warning("ignoring unreadable %s; rendering every frame again", run_file)
-        return set()
+        return None
     if _pixel_settings(previous.get("settings", {})) != _pixel_settings(record):
         if any((run_dir / FRAMES_DIR).glob("*.png")):
-            logger.warning(
-                "%s holds frames of different settings; they will be overwritten", run_dir
-            )
-        return set()
-    return {k for k in range(n) if (run_dir / FRAMES_DIR / f"{k:04d}.png").is_file()}
+            logger.warning("%s holds frames of different settings; they will be overwritten", run_dir)
+        return None
+    return previous
 
 
 def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int) -> tuple[Tensor, Tensor | None, str]:
@@ -175,12 +181,24 @@ def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int
     return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
 
 
-def run_morph(adapter: Adapter, settings: MorphSettings, out_dir: str | os.PathLike[str], *, progress: bool = True) -> MorphResult:
+def run_morph(
+    adapter: Adapter,
+    settings: MorphSettings,
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    meter: Any = None,
+) -> MorphResult:
     """Render the morph of ``settings`` with ``adapter`` into ``out_dir``.
 
     Writes ``frames/NNNN.png`` (streamed as each batch finishes), ``strip.png`` (t-labelled
     contact strip), ``morph.<format>`` and ``run.json``. Frames already rendered with the same
     settings are kept (resume).
+
+    With ``settings.spacing == "perceptual"`` the path is first rendered at ``settings.t``, its
+    per-step LPIPS distances measured with ``meter`` (a :class:`whichway.metrics.LPIPSPath`; an
+    AlexNet one by default), and the frames re-rendered at times with equal perceptual steps
+    (:func:`whichway.metrics.respace`, one refinement round); the chosen t go into ``run.json``.
     """
     import torch
 
@@ -190,74 +208,104 @@ def run_morph(adapter: Adapter, settings: MorphSettings, out_dir: str | os.PathL
 
     s = settings
     run_dir = Path(out_dir)
-    (run_dir / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
+    frames_dir = run_dir / FRAMES_DIR
+    frames_dir.mkdir(parents=True, exist_ok=True)
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
-    ts = torch.tensor(s.t, dtype=torch.float64)
     record = {**asdict(s), "t": list(s.t), "height": height, "width": width}
-    done = _finished_frames(run_dir, record, len(s.t))
+    previous = _previous_run(run_dir, record)
+    n = len(s.t)
+    done = set() if previous is None else {k for k in range(n) if (frames_dir / f"{k:04d}.png").is_file()}
+    ts = torch.tensor(s.t, dtype=torch.float64)
+    if s.spacing == "perceptual":
+        # the chosen times are only known once every frame is rendered: all or nothing
+        if previous is not None and previous.get("status") == "done" and len(done) == n:
+            ts = torch.tensor(previous["t"], dtype=torch.float64)
+        else:
+            done = set()
     info: dict[str, Any] = {
         "whichway": versions().get("whichway", ""),
         "command": "morph",
         **adapter.describe(),
         "settings": record,
-        "t": list(s.t),
-        "frames": [f"{FRAMES_DIR}/{k:04d}.png" for k in range(len(s.t))],
+        "t": ts.tolist(),
+        "frames": [f"{FRAMES_DIR}/{k:04d}.png" for k in range(n)],
         "versions": versions(),
         "status": "running",
     }
     write_json_atomic(run_dir / RUN_FILE, info)
 
-    # Each prompt is encoded once; the couplings and the path are pure geometry.
+    # Each prompt is encoded once; couplings and paths are pure geometry on the encoded clouds.
     cond = adapter.encode([s.prompt_a, s.prompt_b])
-    generator = torch.Generator().manual_seed(s.seed)
-    path, couplings = conditioning_path(cond.select(0), cond.select(1), ts, coupling=s.coupling, generator=generator)
+
+    def path_at(times: Tensor) -> tuple[Any, tuple[Any, ...]]:
+        # a fresh generator per call: a random coupling is the same permutation every time
+        return conditioning_path(
+            cond.select(0), cond.select(1), times, coupling=s.coupling,
+            generator=torch.Generator().manual_seed(s.seed),
+        )
+
+    todo = [k for k in range(n) if k not in done]
+    rendered = 0
+    if todo:
+        latent_a, latent_b, method = _initial_latents(adapter, s, height, width)
+        info["latent_used"] = method
+        options = dict(
+            steps=s.steps, guidance=s.guidance, height=height, width=width, batch_size=s.batch_size,
+            negative=adapter.encode_negative(s.negative_prompt, 1), progress=progress,
+        )
+        if s.spacing == "perceptual":
+            from whichway.metrics import respace
+
+            def render_at(times: Tensor) -> Tensor:
+                return render_frames(adapter, path_at(times)[0], latent_path(latent_a, latent_b, times, method=method), **options)
+
+            spaced = respace(render_at, n, coarse=ts, distance=meter, refine=1)
+            ts = spaced.t.to(torch.float64)
+            for k, image in enumerate(spaced.frames):
+                save_png(image, frames_dir / f"{k:04d}.png")
+            rendered = spaced.n_rendered
+            info["t"] = ts.tolist()
+            info["spacing"] = {
+                "t_coarse": spaced.t_coarse.tolist(),
+                "steps_before": spaced.steps_before.tolist(),
+                "steps_after": spaced.steps_after.tolist(),
+                "frames_rendered": rendered,
+            }
+        else:
+            index = torch.tensor(todo)
+            path, _ = path_at(ts[index])
+            render_frames(
+                adapter, path, latent_path(latent_a, latent_b, ts, method=method)[index],
+                on_frame=lambda i, img: save_png(img, frames_dir / f"{todo[i]:04d}.png"),
+                keep=False, **options,
+            )
+            rendered = len(todo)
+    else:
+        logger.info("all %d frames already rendered in %s", n, run_dir)
+        info["latent_used"] = (previous or {}).get("latent_used")
+
+    path, couplings = path_at(ts)
     coupling_info = tuple(
         {
             "group": g,
             "method": c.method,
             "cost": float(c.cost),
             "w2_path_length": path_length_w2(path.clouds[g].double()),
-            "tokens_moved": int((c.perm != torch.arange(len(c.perm))).sum()) if c.perm is not None else None,
+            "tokens_moved": None if c.perm is None else int((c.perm != torch.arange(len(c.perm))).sum()),
         }
         for g, c in enumerate(couplings)
     )
     info["couplings"] = list(coupling_info)
 
-    todo = [k for k in range(len(s.t)) if k not in done]
-    if todo:
-        latent_a, latent_b, method = _initial_latents(adapter, s, height, width)
-        info["latent_used"] = method
-        latents = latent_path(latent_a, latent_b, ts, method=method)
-        index = torch.tensor(todo)
-        negative = adapter.encode_negative(s.negative_prompt, 1)
-        render_frames(
-            adapter,
-            path.select(index),
-            latents[index],
-            steps=s.steps,
-            guidance=s.guidance,
-            height=height,
-            width=width,
-            batch_size=s.batch_size,
-            negative=negative,
-            on_frame=lambda i, img: save_png(img, run_dir / FRAMES_DIR / f"{todo[i]:04d}.png"),
-            progress=progress,
-            keep=False,
-        )
-    else:
-        logger.info("all %d frames already rendered in %s", len(s.t), run_dir)
-
-    frames = tuple(run_dir / FRAMES_DIR / f"{k:04d}.png" for k in range(len(s.t)))
     from PIL import Image
 
+    frames = tuple(frames_dir / f"{k:04d}.png" for k in range(n))
     pictures = [Image.open(p).convert("RGB") for p in frames]
     strip = run_dir / "strip.png"
-    contact_strip(pictures, s.t).save(strip)
+    contact_strip(pictures, ts.tolist()).save(strip)
     animation = None
     if s.format is not None:
         animation = write_animation(pictures, run_dir / f"morph.{s.format}", fps=s.fps, pingpong=s.pingpong)
-    info["status"] = "done"
-    info["strip"] = strip.name
-    info["animation"] = None if animation is None else animation.name
+    info.update(status="done", strip=strip.name, animation=None if animation is None else animation.name)
     write_json_atomic(run_dir / RUN_FILE, info)
-    return MorphResult(run_dir, s.t, frames, strip, animation, coupling_info, rendered=len(todo))
+    return MorphResult(run_dir, tuple(ts.tolist()), frames, strip, animation, coupling_info, rendered=rendered)

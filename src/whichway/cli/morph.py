@@ -60,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--pingpong", action="store_true", help="loop the animation forth and back")
     out.add_argument("--fps", type=float, default=8.0)
     out.add_argument("--no-score", action="store_true", help="skip the PPL/smoothness summary at the end")
+    out.add_argument(
+        "--lpips-random-backbone",
+        action="store_true",
+        help="LPIPS with a random backbone (offline smoke tests only: values are not comparable)",
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -92,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
         format=None if args.format == "none" else args.format,
         pingpong=args.pingpong,
         fps=args.fps,
+        spacing=args.spacing,
     )
     out = Path(args.out or f"runs/{_slug(args.prompt_a)}--{_slug(args.prompt_b)}--{args.coupling}")
     adapter = load_model(args)
-    result = run_morph(adapter, settings, out, progress=not args.quiet)
+    meter = _lpips_meter(args, needed=args.spacing == "perceptual")
+    result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
     print(f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)")
     for c in result.couplings:
         print(
@@ -105,4 +112,37 @@ def run(args: argparse.Namespace) -> int:
     print(f"  strip: {result.strip}")
     if result.animation is not None:
         print(f"  animation: {result.animation}")
+    if meter is not None and not args.no_score:
+        from whichway.metrics import score_run
+
+        m = score_run(result.run_dir, meter=meter)
+        print(
+            f"  LPIPS ({m['lpips']['net']}): PPL {m['ppl']:.4f}, smoothness {m['smoothness']:.3f}, "
+            f"max step {m['max_step']:.4f} (stored in run.json)"
+        )
     return 0
+
+
+def _lpips_meter(args: argparse.Namespace, *, needed: bool):
+    """The LPIPS model for perceptual spacing and the end-of-run score, loaded once.
+
+    Missing extras or weights are an error when perceptual spacing needs them, and a logged
+    note (the run itself is fine) when only the summary would use them."""
+    import logging
+
+    from whichway.cli import CLIError
+
+    if args.no_score and not needed:
+        return None
+    try:
+        from whichway.metrics import LPIPSPath
+
+        return LPIPSPath("alex", pretrained_backbone=not args.lpips_random_backbone)
+    except ImportError as exc:
+        reason = f"the metrics extra is not installed ({exc.name}); pip install 'whichway[metrics]'"
+    except FileNotFoundError as exc:  # WeightsUnavailableError: says which file and where it goes
+        reason = str(exc)
+    if needed:
+        raise CLIError(f"--spacing perceptual needs LPIPS: {reason}")
+    logging.getLogger("whichway.morph").warning("skipping the PPL summary: %s", reason)
+    return None

@@ -91,6 +91,7 @@ def score_run(
     device: str | None = None,
     batch_size: int = 8,
     write: bool = True,
+    meter: Any = None,
 ) -> dict[str, Any]:
     """LPIPS path metrics of a morph run, written into its ``run.json``.
 
@@ -106,6 +107,9 @@ def score_run(
         Where LPIPS runs (CPU by default).
     write : bool
         Update ``run.json`` (only when the directory has one).
+    meter : LPIPSPath, optional
+        An already loaded LPIPS model to reuse (then ``net``, ``pretrained_backbone`` and
+        ``device`` are taken from it).
 
     Returns
     -------
@@ -120,7 +124,10 @@ def score_run(
     check_choice("net", net, LPIPS_NETS)
     files, t, record = find_frames(run_dir)
     frames = load_frames(files)
-    meter = LPIPSPath(net, pretrained_backbone=pretrained_backbone, device=device)
+    if meter is None:
+        meter = LPIPSPath(net, pretrained_backbone=pretrained_backbone, device=device)
+    else:
+        net, pretrained_backbone = meter.net, meter.pretrained_backbone
     result = meter.path_metrics(frames, t, batch_size=batch_size)
     metrics: dict[str, Any] = {
         **result.to_dict(),
