@@ -17,7 +17,13 @@ import torch
 
 from whichway.models import PromptTruncatedWarning, check_invariance, load_adapter
 from whichway.models.base import Conditioning
-from whichway.models.flow import FlowMatchingAdapter, FlowSchedule, euler_invert, euler_sample, flow_schedule
+from whichway.models.flow import (
+    FlowMatchingAdapter,
+    FlowSchedule,
+    euler_invert,
+    euler_sample,
+    flow_schedule,
+)
 from whichway.models.flux import FluxAdapter
 from whichway.models.sd3 import SD3Adapter
 
@@ -41,7 +47,9 @@ def fresh_adapter(tiny_pipeline: Callable[[str], Path]) -> Callable[..., FlowMat
     return make
 
 
-def _plain(adapter: FlowMatchingAdapter, prompt: str, seed: int, guidance: float, **kwargs: object) -> torch.Tensor:
+def _plain(
+    adapter: FlowMatchingAdapter, prompt: str, seed: int, guidance: float, **kwargs: object
+) -> torch.Tensor:
     """The plain pipeline's image for a prompt and a CPU-generator seed."""
     return adapter.pipe(
         prompt,
@@ -62,10 +70,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 # --- loading -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("family", "cls", "pipeline"), [
-    ("sd3", SD3Adapter, "StableDiffusion3Pipeline"),
-    ("flux", FluxAdapter, "FluxPipeline"),
-])
+@pytest.mark.parametrize(
+    ("family", "cls", "pipeline"),
+    [
+        ("sd3", SD3Adapter, "StableDiffusion3Pipeline"),
+        ("flux", FluxAdapter, "FluxPipeline"),
+    ],
+)
 def test_load_by_path_detects_family(tiny_adapter, family, cls, pipeline) -> None:
     adapter = tiny_adapter(family)
     assert isinstance(adapter, cls)
@@ -98,7 +109,9 @@ def test_sd3_encode_matches_pipeline(tiny_adapter) -> None:
     adapter = tiny_adapter("sd3")
     prompts = [PROMPT, "a dog"]
     cond = adapter.encode(prompts)
-    embeds, _, pooled, _ = adapter.pipe.encode_prompt(prompts, None, None, do_classifier_free_guidance=False)
+    embeds, _, pooled, _ = adapter.pipe.encode_prompt(
+        prompts, None, None, do_classifier_free_guidance=False
+    )
     clip, t5 = cond.clouds
     assert clip.shape == (2, 77, 96) and t5.shape == (2, 256, 96) and cond.pooled.shape == (2, 64)
     assert clip.dtype == torch.float32 and clip.device.type == "cpu"
@@ -114,7 +127,11 @@ def test_flux_encode_matches_pipeline(tiny_adapter) -> None:
     prompts = [PROMPT, "a dog"]
     cond = adapter.encode(prompts)
     embeds, pooled, text_ids = adapter.pipe.encode_prompt(prompts, None)
-    assert len(cond.clouds) == 1 and cond.clouds[0].shape == (2, 512, 32) and cond.pooled.shape == (2, 32)
+    assert (
+        len(cond.clouds) == 1
+        and cond.clouds[0].shape == (2, 512, 32)
+        and cond.pooled.shape == (2, 32)
+    )
     torch.testing.assert_close(cond.clouds[0], embeds, rtol=0, atol=0)
     torch.testing.assert_close(cond.pooled, pooled, rtol=0, atol=0)
     assert torch.all(text_ids == 0)  # every text token has RoPE position (0, 0, 0)
@@ -204,7 +221,12 @@ def test_flux_true_cfg_equals_plain_pipeline(fresh_adapter) -> None:
     reference = _plain(adapter, PROMPT, 2, 2.0, negative_prompt="a dog", true_cfg_scale=3.0)
     torch.testing.assert_close(image, reference, rtol=0, atol=1e-5)
     off = fresh_adapter("flux").render(
-        adapter.encode([PROMPT]), adapter.initial_latent(2, H, W), steps=STEPS, guidance=2.0, height=H, width=W,
+        adapter.encode([PROMPT]),
+        adapter.initial_latent(2, H, W),
+        steps=STEPS,
+        guidance=2.0,
+        height=H,
+        width=W,
         negative=adapter.encode_negative("a dog"),
     )
     assert float((off - image).abs().max()) > 1e-3  # the negative only acts through true CFG
@@ -218,12 +240,18 @@ def test_flux_guidance_is_distilled_embedding(tiny_adapter, tmp_path) -> None:
     dev = tiny_adapter("flux")
     assert dev.distilled_guidance
     cond, latent = dev.encode([PROMPT]), dev.initial_latent(0, H, W)
-    a, b = (dev.render(cond, latent, steps=STEPS, guidance=g, height=H, width=W) for g in (1.0, 6.0))
+    a, b = (
+        dev.render(cond, latent, steps=STEPS, guidance=g, height=H, width=W) for g in (1.0, 6.0)
+    )
     assert float((a - b).abs().max()) > 1e-3
-    schnell = load_adapter(str(build_tiny_flux(tmp_path / "schnell", guidance_embeds=False)), device="cpu")
+    schnell = load_adapter(
+        str(build_tiny_flux(tmp_path / "schnell", guidance_embeds=False)), device="cpu"
+    )
     assert not schnell.distilled_guidance and schnell.describe()["distilled_guidance"] is False
     cond = schnell.encode([PROMPT])
-    a, b = (schnell.render(cond, latent, steps=STEPS, guidance=g, height=H, width=W) for g in (1.0, 6.0))
+    a, b = (
+        schnell.render(cond, latent, steps=STEPS, guidance=g, height=H, width=W) for g in (1.0, 6.0)
+    )
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -232,7 +260,7 @@ def test_batch_equals_one_at_a_time_and_seed_repeats(tiny_adapter, family) -> No
     adapter = tiny_adapter(family)
     cond = adapter.encode(["a cat", "a red car", "a dog in a forest"])
     latents = torch.stack([adapter.initial_latent(s, H, W) for s in range(3)])
-    settings = dict(steps=STEPS, guidance=4.0, height=H, width=W)
+    settings = {"steps": STEPS, "guidance": 4.0, "height": H, "width": W}
     batched = adapter.render(cond, latents, **settings)
     single = torch.cat([adapter.render(cond.select(i), latents[i], **settings) for i in range(3)])
     torch.testing.assert_close(batched, single, rtol=0, atol=1e-5)
@@ -247,7 +275,7 @@ def test_render_rejects_bad_inputs(tiny_adapter, family) -> None:
     other = tiny_adapter("flux" if family == "sd3" else "sd3")
     cond = adapter.encode(["a cat", "a dog"])
     latent = adapter.initial_latent(0, H, W)
-    settings = dict(steps=STEPS, guidance=2.0, height=H, width=W)
+    settings = {"steps": STEPS, "guidance": 2.0, "height": H, "width": W}
     with pytest.raises(ValueError, match=r"latents must be \(B, 16, 8, 8\)"):
         adapter.render(cond, torch.zeros(2, 4, 8, 8), **settings)
     with pytest.raises(ValueError, match="latents have 3 rows but cond has 2"):
@@ -289,14 +317,19 @@ def test_euler_inversion_reconstructs_generated_latent(fresh_adapter, family) ->
     unrelated seed gives 1.3 / 1.4."""
     adapter = fresh_adapter(family, max_sequence_length=32)
     cond, seed_latent = adapter.encode([PROMPT]), adapter.initial_latent(3, H, W)
-    settings = dict(steps=INV_STEPS, guidance=3.0, height=H, width=W)
+    settings = {"steps": INV_STEPS, "guidance": 3.0, "height": H, "width": W}
     clean = adapter.render_latent(cond, seed_latent, **settings)
-    unrelated = _rel(adapter.render_latent(cond, adapter.initial_latent(99, H, W), **settings), clean)
+    unrelated = _rel(
+        adapter.render_latent(cond, adapter.initial_latent(99, H, W), **settings), clean
+    )
     errors = {}
+    calls: list[int] = []
     for refine in (0, 3):
         adapter.inversion_refine = refine
-        calls: list[int] = []
-        noise = adapter.invert_latent(clean[0], PROMPT, steps=INV_STEPS, guidance=3.0, on_step=lambda: calls.append(1))
+        calls.clear()
+        noise = adapter.invert_latent(
+            clean[0], PROMPT, steps=INV_STEPS, guidance=3.0, on_step=lambda: calls.append(1)
+        )
         assert noise.shape == (16, 8, 8) and len(calls) == INV_STEPS
         errors[refine] = _rel(adapter.render_latent(cond, noise, **settings), clean)
         assert _rel(noise, seed_latent) < (0.2 if refine == 0 else 1e-3)
@@ -317,11 +350,13 @@ def test_invert_image_reconstructs_up_to_the_vae(fresh_adapter, family) -> None:
 
     adapter = fresh_adapter(family, inversion_refine=3, max_sequence_length=32)
     cond = adapter.encode([PROMPT])
-    settings = dict(steps=INV_STEPS, guidance=1.0, height=H, width=W)
+    settings = {"steps": INV_STEPS, "guidance": 1.0, "height": H, "width": W}
     image = adapter.render(cond, adapter.initial_latent(4, H, W), **settings)[0]
     noise = adapter.invert(image, PROMPT, steps=INV_STEPS)
     clean = vae_encode(adapter.pipe.vae, prepare_image(image, H, W))
-    torch.testing.assert_close(noise, adapter.invert_latent(clean, PROMPT, steps=INV_STEPS)[0], rtol=0, atol=0)
+    torch.testing.assert_close(
+        noise, adapter.invert_latent(clean, PROMPT, steps=INV_STEPS)[0], rtol=0, atol=0
+    )
     vae = adapter.pipe.vae
     with torch.no_grad():
         target = vae.decode(clean / vae.config.scaling_factor + vae.config.shift_factor).sample
@@ -349,7 +384,9 @@ def test_flow_schedule_and_inversion_errors(tiny_adapter) -> None:
     with pytest.raises(ValueError, match="refine must be a non-negative integer"):
         euler_invert(lambda x, t: x, torch.zeros(1, 4, 2, 2), schedule, refine=-1)
     adapter = tiny_adapter("sd3")
-    with pytest.raises(ValueError, match=r"latent must be a torch.Tensor \(B, C, h, w\) or \(C, h, w\)"):
+    with pytest.raises(
+        ValueError, match=r"latent must be a torch.Tensor \(B, C, h, w\) or \(C, h, w\)"
+    ):
         adapter.invert_latent(torch.zeros(8, 8), PROMPT, steps=2)
 
 
@@ -398,7 +435,9 @@ def test_check_flags_sd3_when_text_tokens_get_positions(fresh_adapter) -> None:
     adapter = fresh_adapter("sd3")
     baseline = check_invariance(adapter, height=H, width=W)
     embedder = adapter.pipe.transformer.context_embedder
-    positions = torch.randn(77 + 256, embedder.out_features, generator=torch.Generator().manual_seed(0))
+    positions = torch.randn(
+        77 + 256, embedder.out_features, generator=torch.Generator().manual_seed(0)
+    )
     handle = embedder.register_forward_hook(lambda _m, _i, out: out + positions[: out.shape[1]])
     try:
         report = check_invariance(adapter, height=H, width=W)
@@ -447,11 +486,20 @@ def test_conditioning_path_endpoints_render_prompts(tiny_adapter) -> None:
 
     adapter = tiny_adapter("sd3")
     a, b = "a photo of a cat", "a painting of a red car"
-    cond, couplings = conditioning_path(adapter.encode([a]), adapter.encode([b]), torch.tensor([0.0, 0.5, 1.0]))
+    cond, couplings = conditioning_path(
+        adapter.encode([a]), adapter.encode([b]), torch.tensor([0.0, 0.5, 1.0])
+    )
     assert len(couplings) == 2 and isinstance(cond, Conditioning)
     frames = render_frames(
-        adapter, cond, adapter.initial_latent(7, H, W), steps=STEPS, guidance=3.0, height=H, width=W,
-        batch_size=2, progress=False,
+        adapter,
+        cond,
+        adapter.initial_latent(7, H, W),
+        steps=STEPS,
+        guidance=3.0,
+        height=H,
+        width=W,
+        batch_size=2,
+        progress=False,
     )
     torch.testing.assert_close(frames[0:1], _plain(adapter, a, 7, 3.0), rtol=0, atol=1e-5)
     torch.testing.assert_close(frames[2:3], _plain(adapter, b, 7, 3.0), rtol=0, atol=1e-4)

@@ -96,7 +96,9 @@ def flow_schedule(scheduler: Any, steps: int, **set_timesteps_kwargs: Any) -> Fl
             "deterministic inverse; reload it with stochastic_sampling=False"
         )
     if config.get("invert_sigmas", False):
-        raise ValueError("the scheduler has invert_sigmas=True, which Euler inversion does not support")
+        raise ValueError(
+            "the scheduler has invert_sigmas=True, which Euler inversion does not support"
+        )
     fresh = type(scheduler).from_config(config)
     fresh.set_timesteps(steps, device="cpu", **set_timesteps_kwargs)
     sigmas = fresh.sigmas.detach().to("cpu", torch.float64)
@@ -229,11 +231,19 @@ class FlowMatchingAdapter(Adapter):
     ) -> None:
         super().__init__(pipe, model_id)
         pipe.set_progress_bar_config(disable=True)
-        length = self.default_max_sequence_length if max_sequence_length is None else max_sequence_length
+        length = (
+            self.default_max_sequence_length if max_sequence_length is None else max_sequence_length
+        )
         if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= 512:
             raise ValueError(f"max_sequence_length must be an integer in [1, 512], got {length!r}")
-        if not isinstance(inversion_refine, int) or isinstance(inversion_refine, bool) or inversion_refine < 0:
-            raise ValueError(f"inversion_refine must be a non-negative integer, got {inversion_refine!r}")
+        if (
+            not isinstance(inversion_refine, int)
+            or isinstance(inversion_refine, bool)
+            or inversion_refine < 0
+        ):
+            raise ValueError(
+                f"inversion_refine must be a non-negative integer, got {inversion_refine!r}"
+            )
         self.max_sequence_length = length
         self.inversion_refine = inversion_refine
         self._negative_cache: dict[str, Conditioning] = {}
@@ -269,7 +279,9 @@ class FlowMatchingAdapter(Adapter):
         """``negative_prompt or ""`` encoded exactly like a prompt (neither SD3 nor Flux zeroes its
         unconditional input); cached per text; ``batch`` rows."""
         if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}")
+            raise ValueError(
+                f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}"
+            )
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         text = negative_prompt or ""
@@ -282,7 +294,9 @@ class FlowMatchingAdapter(Adapter):
         if len(negative) == 1 and batch > 1:
             negative = negative.expand(batch)
         if len(negative) != batch:
-            raise ValueError(f"negative has {len(negative)} rows but cond has {batch}; give {batch} or 1")
+            raise ValueError(
+                f"negative has {len(negative)} rows but cond has {batch}; give {batch} or 1"
+            )
         return negative
 
     # --- latents ---------------------------------------------------------------------------
@@ -292,12 +306,16 @@ class FlowMatchingAdapter(Adapter):
         (so casting back when rendering is exact)."""
         return cpu_normal_latent(self.latent_shape(height, width), seed, dtype=self.dtype)
 
-    def _batch_latents(self, cond: Conditioning, latents: Tensor, height: int, width: int) -> Tensor:
+    def _batch_latents(
+        self, cond: Conditioning, latents: Tensor, height: int, width: int
+    ) -> Tensor:
         latents = check_latents(latents, self.latent_shape(height, width))
         if latents.shape[0] == 1 and len(cond) > 1:
             latents = latents.expand(len(cond), -1, -1, -1)
         if latents.shape[0] != len(cond):
-            raise ValueError(f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1")
+            raise ValueError(
+                f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1"
+            )
         return latents.to(device=self.device, dtype=self.dtype)
 
     # --- rendering -------------------------------------------------------------------------
@@ -332,7 +350,9 @@ class FlowMatchingAdapter(Adapter):
         (B, C, h, w) (or one shared). Returns (B, 3, H, W) float32 CPU in [0, 1]."""
         check_steps(steps)
         guidance = check_guidance(guidance)
-        return images_to_cpu(self._run(cond, latents, steps, guidance, height, width, negative, on_step, "pt"))
+        return images_to_cpu(
+            self._run(cond, latents, steps, guidance, height, width, negative, on_step, "pt")
+        )
 
     @torch.no_grad()
     def render_latent(
@@ -361,7 +381,9 @@ class FlowMatchingAdapter(Adapter):
     def _velocity(self, cond: Conditioning, guidance: float) -> Velocity:  # pragma: no cover
         raise NotImplementedError
 
-    def _inversion_size(self, image: Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+    def _inversion_size(
+        self, image: Tensor, height: int | None, width: int | None
+    ) -> tuple[int, int]:
         m = self.size_multiple
         h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
         w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
@@ -390,9 +412,9 @@ class FlowMatchingAdapter(Adapter):
         up to the VAE's own reconstruction error and the inversion's discretisation error.
         """
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
         if not isinstance(image, Tensor):
-            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")
+            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")  # noqa: TRY004
         height, width = self._inversion_size(image, height, width)
         pixels = prepare_image(image, height, width)
         clean = vae_encode(self.pipe.vae, pixels)
@@ -417,7 +439,7 @@ class FlowMatchingAdapter(Adapter):
         shape, float32 CPU, unscaled N(0, I) convention.
         """
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
         steps = check_steps(steps)
         guidance = check_guidance(guidance)
         if not isinstance(latent, Tensor) or latent.ndim not in (3, 4):
@@ -455,11 +477,19 @@ class FlowMatchingAdapter(Adapter):
             raise ValueError("latent must be a torch.Tensor (B, C, h, w) or (C, h, w)")
         latent = latent.unsqueeze(0) if latent.ndim == 3 else latent
         if latent.shape[0] not in (1, len(cond)):
-            raise ValueError(f"latent must be (B, C, h, w) with B = 1 or {len(cond)}, got {tuple(latent.shape)}")
+            raise ValueError(
+                f"latent must be (B, C, h, w) with B = 1 or {len(cond)}, got {tuple(latent.shape)}"
+            )
         f = self.vae_scale_factor
-        latent = self._batch_latents(cond, latent, int(latent.shape[-2]) * f, int(latent.shape[-1]) * f)
+        latent = self._batch_latents(
+            cond, latent, int(latent.shape[-2]) * f, int(latent.shape[-1]) * f
+        )
         horizon = float(self.pipe.scheduler.config.num_train_timesteps)
-        if not isinstance(timestep, (int, float)) or not 0 <= float(timestep) <= horizon or math.isnan(timestep):
+        if (
+            not isinstance(timestep, (int, float))
+            or not 0 <= float(timestep) <= horizon
+            or math.isnan(timestep)
+        ):
             raise ValueError(f"timestep must be a number in [0, {horizon:g}], got {timestep!r}")
         t = torch.tensor(float(timestep), dtype=torch.float32, device=self.device)
         return self._denoise(cond, latent, t).float().cpu()

@@ -65,7 +65,12 @@ class FluxAdapter(FlowMatchingAdapter):
         true_cfg_scale: float = 1.0,
         denoise_guidance: float = 3.5,
     ) -> None:
-        super().__init__(pipe, model_id, max_sequence_length=max_sequence_length, inversion_refine=inversion_refine)
+        super().__init__(
+            pipe,
+            model_id,
+            max_sequence_length=max_sequence_length,
+            inversion_refine=inversion_refine,
+        )
         self.true_cfg_scale = check_guidance(true_cfg_scale)
         self.denoise_guidance = check_guidance(denoise_guidance)
 
@@ -108,9 +113,14 @@ class FluxAdapter(FlowMatchingAdapter):
         pooled (B, p). Float32 CPU. Warns when a prompt exceeds the CLIP window (77; only the
         pooled vector is affected) or the T5 window (``max_sequence_length``)."""
         warn_if_truncated(
-            self.pipe.tokenizer, prompts, int(self.pipe.tokenizer_max_length), encoder="CLIP text encoder"
+            self.pipe.tokenizer,
+            prompts,
+            int(self.pipe.tokenizer_max_length),
+            encoder="CLIP text encoder",
         )
-        warn_if_truncated(self.pipe.tokenizer_2, prompts, self.max_sequence_length, encoder="T5 text encoder")
+        warn_if_truncated(
+            self.pipe.tokenizer_2, prompts, self.max_sequence_length, encoder="T5 text encoder"
+        )
         embeds, pooled, _ = self.pipe.encode_prompt(
             prompt=prompts,
             prompt_2=None,
@@ -154,7 +164,9 @@ class FluxAdapter(FlowMatchingAdapter):
         latents = self._batch_latents(cond, latents, height, width)
         kwargs: dict[str, Any] = {}
         if self.true_cfg_scale > 1:
-            neg_embeds, neg_pooled = self._embeds(self._negative_for(negative, len(cond)), "negative")
+            neg_embeds, neg_pooled = self._embeds(
+                self._negative_for(negative, len(cond)), "negative"
+            )
             kwargs.update(
                 negative_prompt_embeds=neg_embeds,
                 negative_pooled_prompt_embeds=neg_pooled,
@@ -185,7 +197,9 @@ class FluxAdapter(FlowMatchingAdapter):
 
         config = self.pipe.scheduler.config
         _, h, w = self.latent_shape(height, width)
-        sigmas = None if config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
+        sigmas = (
+            None if config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
+        )
         mu = calculate_shift(
             (h // 2) * (w // 2),
             config.get("base_image_seq_len", 256),
@@ -195,7 +209,9 @@ class FluxAdapter(FlowMatchingAdapter):
         )
         return flow_schedule(self.pipe.scheduler, steps, sigmas=sigmas, mu=mu)
 
-    def _transformer(self, x: Tensor, t: Tensor, embeds: Tensor, pooled: Tensor, guidance: float) -> Tensor:
+    def _transformer(
+        self, x: Tensor, t: Tensor, embeds: Tensor, pooled: Tensor, guidance: float
+    ) -> Tensor:
         """The transformer on unpacked latents x (B, C, h, w) at sampler timestep t (scale 1000),
         called as the pipeline calls it (packed input, t / 1000, distilled guidance embedding,
         RoPE ids); returns the unpacked velocity (B, C, h, w)."""
@@ -203,7 +219,11 @@ class FluxAdapter(FlowMatchingAdapter):
         f = self.vae_scale_factor
         txt_ids, img_ids = self._ids(embeds.shape[1], h, w)
         timestep = t.to(x.device).expand(b).to(x.dtype)
-        g = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32) if self.distilled_guidance else None
+        g = (
+            torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
+            if self.distilled_guidance
+            else None
+        )
         out = self.pipe.transformer(
             hidden_states=self.pack(x),
             timestep=timestep / 1000,
@@ -227,7 +247,9 @@ class FluxAdapter(FlowMatchingAdapter):
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             if scale > 1:
-                v_u, v_c = self._transformer(torch.cat([x, x]), t, embeds, pooled, guidance).chunk(2)
+                v_u, v_c = self._transformer(torch.cat([x, x]), t, embeds, pooled, guidance).chunk(
+                    2
+                )
                 return v_u + scale * (v_c - v_u)
             return self._transformer(x, t, embeds, pooled, guidance)
 

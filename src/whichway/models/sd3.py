@@ -68,9 +68,13 @@ class SD3Adapter(FlowMatchingAdapter):
         the T5 group (B, n, D); pooled (B, 2 x CLIP projection). Float32 CPU. Warns
         (:class:`~whichway.models._common.PromptTruncatedWarning`) when a prompt exceeds the CLIP
         window (77) or the T5 window (``max_sequence_length``)."""
-        warn_if_truncated(self.pipe.tokenizer, prompts, self.clip_tokens, encoder="CLIP text encoder")
+        warn_if_truncated(
+            self.pipe.tokenizer, prompts, self.clip_tokens, encoder="CLIP text encoder"
+        )
         if self.pipe.text_encoder_3 is not None and self.pipe.tokenizer_3 is not None:
-            warn_if_truncated(self.pipe.tokenizer_3, prompts, self.max_sequence_length, encoder="T5 text encoder")
+            warn_if_truncated(
+                self.pipe.tokenizer_3, prompts, self.max_sequence_length, encoder="T5 text encoder"
+            )
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt=prompts,
             prompt_2=None,
@@ -122,8 +126,12 @@ class SD3Adapter(FlowMatchingAdapter):
         latents = self._batch_latents(cond, latents, height, width)
         kwargs: dict[str, Any] = {}
         if guidance > 1:
-            neg_embeds, neg_pooled = self._joint(self._negative_for(negative, len(cond)), "negative")
-            kwargs.update(negative_prompt_embeds=neg_embeds, negative_pooled_prompt_embeds=neg_pooled)
+            neg_embeds, neg_pooled = self._joint(
+                self._negative_for(negative, len(cond)), "negative"
+            )
+            kwargs.update(
+                negative_prompt_embeds=neg_embeds, negative_pooled_prompt_embeds=neg_pooled
+            )
         out = self.pipe(
             prompt_embeds=embeds,
             pooled_prompt_embeds=pooled,
@@ -146,7 +154,9 @@ class SD3Adapter(FlowMatchingAdapter):
         config = self.pipe.scheduler.config
         kwargs: dict[str, Any] = {}
         if config.get("use_dynamic_shifting", False):
-            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
+                calculate_shift,
+            )
 
             _, h, w = self.latent_shape(height, width)
             p = int(self.pipe.transformer.config.patch_size)

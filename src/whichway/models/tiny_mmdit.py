@@ -45,7 +45,12 @@ def tiny_t5_tokenizer() -> T5Tokenizer:
     """
     from transformers import T5Tokenizer
 
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces: list[tuple[str, float]] = [
+        ("<pad>", 0.0),
+        ("</s>", 0.0),
+        ("<unk>", 0.0),
+        ("\u2581", -2.0),
+    ]
     for ch in string.ascii_letters + string.digits + string.punctuation:
         pieces.append((ch, -4.0))
         pieces.append(("\u2581" + ch, -4.5))
@@ -139,7 +144,11 @@ def build_tiny_sd3(path: str | Path, seed: int = 0) -> Path:
     under ``torch.manual_seed(seed + k)``, so the same seed gives the same weights.
     """
     import torch
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextModelWithProjection
 
     clip_tok = tiny_clip_tokenizer()  # CLIP-L pads with <|endoftext|>
