@@ -119,17 +119,26 @@ def check_prompts(prompts: Sequence[str] | str) -> list[str]:
 # --- progress ---------------------------------------------------------------------------------
 
 
-def step_callback(on_step: StepCallback | None) -> Callable[..., dict[str, Any]] | None:
+def step_callback(on_step: StepCallback | None, steps: int | None = None) -> Callable[..., dict[str, Any]] | None:
     """A ``callback_on_step_end`` for diffusers pipelines that calls ``on_step()`` once per step.
 
-    diffusers calls it as ``fn(pipe, step_index, timestep, callback_kwargs)`` and expects the
-    (possibly updated) ``callback_kwargs`` back.
+    diffusers calls it as ``fn(pipe, index, timestep, callback_kwargs)`` after every loop
+    iteration and expects ``callback_kwargs`` back. Some schedulers visit more timesteps than
+    ``num_inference_steps`` (PNDM repeats one, Heun-type ones run order 2); with ``steps`` given,
+    ``on_step`` fires exactly where the pipeline's own progress bar advances, i.e. ``steps`` times.
     """
     if on_step is None:
         return None
 
-    def _callback(_pipe: Any, _index: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        on_step()
+    def _callback(pipe: Any, index: int, _timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if steps is None:
+            on_step()
+            return kwargs
+        total = len(pipe.scheduler.timesteps)
+        order = int(getattr(pipe.scheduler, "order", 1))
+        warmup = total - steps * order
+        if index == total - 1 or (index + 1 > warmup and (index + 1) % order == 0):
+            on_step()
         return kwargs
 
     return _callback

@@ -86,6 +86,15 @@ def _load_error(model: str, exc: BaseException) -> ModelLoadError:
     )
 
 
+def _dtype_keyword() -> str:
+    """``dtype`` on diffusers versions that deprecate ``torch_dtype``, else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
+
+
 def _pipeline_class_name(model: str) -> str:
     """Read ``_class_name`` from the model's ``model_index.json`` (cheap; no weights)."""
     from diffusers import DiffusionPipeline
@@ -135,7 +144,7 @@ def load_adapter(
     try:
         pipe = DiffusionPipeline.from_pretrained(
             model,
-            torch_dtype=resolved_dtype,
+            **{_dtype_keyword(): resolved_dtype},
             variant=variant,
             use_safetensors=True,
             trust_remote_code=False,

@@ -10,6 +10,12 @@ Scheduler policy: rendering uses the pipeline's scheduler as loaded (PNDM for SD
 ancestral for sd-turbo, ...) until an image is inverted: :meth:`SDAdapter.invert` switches the
 pipeline to a ``DDIMScheduler`` with the same noise schedule (``use_scheduler("ddim")``), because
 DDIM inversion is exact only for DDIM sampling. ``use_scheduler("default")`` switches back.
+
+Stochastic schedulers (Euler ancestral, DDPM) draw step noise: ``render`` gives every row its
+own CPU generator seeded with ``STEP_NOISE_SEED`` so a batch renders as its rows alone. The
+plain pipeline instead continues the seed's generator after the initial draw, so frame-equality
+with the plain pipeline holds for deterministic schedulers (DDIM, PNDM, Euler, DPM-Solver) and
+for one-step sd-turbo (whose single ancestral step adds no noise).
 """
 
 from __future__ import annotations
@@ -278,7 +284,7 @@ class SDAdapter(Adapter):
             width=width,
             generator=step_generators(batch),
             output_type=output_type,
-            callback_on_step_end=step_callback(on_step),
+            callback_on_step_end=step_callback(on_step, steps),
         )
         return output.images
 

@@ -285,8 +285,8 @@ def full_size_pipeline(
     family: str = "sd",
     *,
     seed: int = 0,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = "cpu",
+    dtype: str | torch.dtype | None = None,
     full_vae: bool = False,
 ) -> Any:
     """An in-memory ``StableDiffusionPipeline`` whose UNet is SD 1.5's architecture, random weights.
@@ -296,6 +296,9 @@ def full_size_pipeline(
     channels but narrow blocks (32/64/64/64) unless ``full_vae=True`` (SD's 128/256/512/512), so
     that timing is dominated by the UNet as in the real model at low step counts. Scheduler: PNDM
     as in SD 1.5. Nothing is saved; wrap it with ``whichway.models.adapter_for(pipe)``.
+
+    device : "cpu" (default), "cuda", ... (None: cuda when available)
+    dtype : "float32" | "float16" | "bfloat16" or a torch dtype (None: float32 on CPU, float16 on GPU)
     """
     if family != "sd":
         raise ValueError(f"full_size_pipeline supports family 'sd' (SD 1.5 architecture); got {family!r}")
@@ -339,4 +342,7 @@ def full_size_pipeline(
         image_encoder=None,
         requires_safety_checker=False,
     )
-    return pipe.to(device=torch.device(device), dtype=dtype)
+    from whichway.models._common import resolve_device, resolve_dtype
+
+    target = resolve_device(device)
+    return pipe.to(device=target, dtype=resolve_dtype(dtype, target))
