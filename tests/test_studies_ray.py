@@ -21,11 +21,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWa
 def test_ray_matches_local(tiny_pipeline, tmp_path):
     pairs = tmp_path / "pairs.csv"
     pd.DataFrame({"prompt_a": ["a red car", "a black cat", "a bowl of fruit"],
-                  "prompt_b": ["a blue bus", "a brown dog", "a plate of cake"],
-                  "similarity": [2.0, 1.0, 3.2]}).to_csv(pairs, index=False)
+                  "prompt_b": ["a blue bus", "a brown dog", "a plate of cake"]}).to_csv(pairs, index=False)
     cfg = load_config("prompts", None, [
         f'model.id="{tiny_pipeline("sd")}"', 'model.device="cpu"', 'pairs.source="file"', f'pairs.file="{pairs}"',
-        "pairs.n_per_group=5", "render.steps=1", "render.height=32", "render.width=32", "render.t=[0.0, 0.5, 1.0]",
+        "pairs.n_per_group=5", "pairs.stratify=false", "render.steps=1", "render.height=32", "render.width=32", "render.t=[0.0, 0.5, 1.0]",
         "metrics.pretrained=false", "study.example_pairs=0", "run.progress=false"])
     local = run_prompt_study(cfg, tmp_path / "local", executor=LocalExecutor())
     ex = RayExecutor(workers=2, num_cpus=2)
@@ -52,3 +51,10 @@ def test_ray_matches_local(tiny_pipeline, tmp_path):
             np.testing.assert_allclose(a[col], b[col], rtol=rtol, atol=1e-12, err_msg=col)
         else:
             assert a[col].tolist() == b[col].tolist(), col
+    # an unstratified run (pairs without similarity) still reports: one group "0"
+    from whichway.studies.report import prompt_report
+
+    text = prompt_report(tmp_path / "local").read_text()
+    assert "shown as group 0" in text
+    sig = pd.read_csv(tmp_path / "local" / "report" / "significance.csv")
+    assert sorted(set(sig.group.astype(str))) == ["0.0", "all"]

@@ -162,7 +162,6 @@ class PromptStudyWorker:
         # LPIPS features once per frame, distances per coupling path from the cache.
         t_metric = time.perf_counter()
         with torch.inference_mode():
-            feats = None
             bs = max(1, cfg.metrics.batch_size)
             chunks = [self.meter.features(frames[s : s + bs]) for s in range(0, n, bs)]
             feats = [torch.cat([c[layer] for c in chunks]) for layer in range(len(chunks[0]))]

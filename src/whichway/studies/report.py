@@ -156,6 +156,8 @@ def prompt_report(run_dir: str | Path) -> Path:
 
     run_dir = Path(run_dir)
     df, manifest = _read(run_dir, "prompts")
+    unstratified = bool(df["group"].isna().any())
+    df["group"] = df["group"].fillna(0.0)  # pairs without a similarity score: one group "0"
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     couplings = [c for c in COUPLING_ORDER if c in set(df.coupling)]
@@ -184,6 +186,7 @@ def prompt_report(run_dir: str | Path) -> Path:
         f"source read {pairs_info.get('pairs_read', '?')} pairs, {pairs_info.get('pairs_unresolved', 0)} "
         f"unresolved caption ids dropped",
         f"- study seed {manifest.get('seed')}; one seed per pair; couplings: {', '.join(couplings)}",
+        *(["- pairs without a similarity score are shown as group 0"] if unstratified else []),
         "",
         "PPL = Σₖ LPIPS(frameₖ, frameₖ₊₁); coupling cost C(σ) = Σᵢ ‖E_A[i] − E_B[σ(i)]‖². Tests: paired "
         "one-sided Wilcoxon signed-rank (H1: OT lower), * p < 0.05, ** p < 0.01, *** p < 0.001.",
