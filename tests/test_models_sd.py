@@ -423,3 +423,28 @@ def test_tiny_vocabulary_reads_every_word_as_one_token():
         from whichway.models.tiny import build_tiny_pipeline
 
         build_tiny_pipeline("sd4", Path("unused"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_denoise_once_is_the_pipelines_unet_call(tiny_adapter, family, monkeypatch):
+    """denoise_once feeds the UNet what the pipeline feeds it (SDXL: text_embeds and time_ids)."""
+    adapter = tiny_adapter(family)
+    unet = adapter.pipe.unet
+    forward = unet.forward
+    calls = []
+
+    def recording_forward(sample, timestep, *args, **kwargs):
+        out = forward(sample, timestep, *args, **kwargs)
+        calls.append((sample.clone(), timestep, kwargs, out[0].clone()))
+        return out
+
+    monkeypatch.setattr(unet, "forward", recording_forward)
+    cond = adapter.encode([C])
+    adapter.render(cond, adapter.initial_latent(2, SIZE, SIZE), steps=2, guidance=1.0, height=SIZE, width=SIZE)
+    sample, timestep, kwargs, output = calls[-1]
+    if family == "sdxl":
+        added = kwargs["added_cond_kwargs"]
+        torch.testing.assert_close(added["time_ids"], adapter.time_ids(SIZE, SIZE, 1))
+        torch.testing.assert_close(added["text_embeds"], cond.pooled)
+    ours = adapter.denoise_once(cond, sample, float(timestep))
+    torch.testing.assert_close(ours, output, atol=1e-6, rtol=0)
