@@ -29,7 +29,9 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], P
         if family not in built:
             from whichway.models.tiny import build_tiny_pipeline
 
-            built[family] = build_tiny_pipeline(family, tmp_path_factory.mktemp(f"tiny_{family}"), seed=0)
+            built[family] = build_tiny_pipeline(
+                family, tmp_path_factory.mktemp(f"tiny_{family}"), seed=0
+            )
         return built[family]
 
     return factory

@@ -64,16 +64,19 @@ def test_flags_a_denoiser_that_sees_token_order(tiny_adapter, family, monkeypatc
 def test_permutation_moves_rows_and_keeps_pooled():
     g = torch.Generator().manual_seed(0)
     cond = Conditioning(
-        (torch.randn(2, 9, 4, generator=g), torch.randn(2, 5, 3, generator=g)), torch.randn(2, 6, generator=g)
+        (torch.randn(2, 9, 4, generator=g), torch.randn(2, 5, 3, generator=g)),
+        torch.randn(2, 6, generator=g),
     )
     permuted, perms = permute_tokens(cond, torch.Generator().manual_seed(1))
-    for cloud, new, perm in zip(cond.clouds, permuted.clouds, perms):
+    for cloud, new, perm in zip(cond.clouds, permuted.clouds, perms, strict=True):
         assert not torch.equal(perm, torch.arange(len(perm)))
         assert torch.equal(new, cloud[:, perm])
         assert torch.equal(new[:, perm.argsort()], cloud)  # same set of rows
     assert permuted.pooled is cond.pooled
     # the identity draw of a 2-row group is replaced by the swap
-    _, perms = permute_tokens(Conditioning((torch.zeros(1, 2, 1),)), torch.Generator().manual_seed(0))
+    _, perms = permute_tokens(
+        Conditioning((torch.zeros(1, 2, 1),)), torch.Generator().manual_seed(0)
+    )
     assert perms[0].tolist() == [1, 0]
 
 
@@ -90,10 +93,31 @@ def test_same_seed_same_report_and_bad_inputs(tiny_adapter):
 
 def test_cli_check_invariance(tiny_pipeline, capsys):
     path = str(tiny_pipeline("sdxl"))
-    assert main(["check-invariance", "--model", path, "--device", "cpu", "--height", "16", "--width", "16", "--json"]) == 0
+    assert (
+        main(
+            [
+                "check-invariance",
+                "--model",
+                path,
+                "--device",
+                "cpu",
+                "--height",
+                "16",
+                "--width",
+                "16",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["family"] == "sdxl" and report["invariant"] is True and report["n_tokens"] == [77]
-    assert main(["check-invariance", "--model", path, "--height", "16", "--width", "16", "--seed", "2"]) == 0
+    assert (
+        main(
+            ["check-invariance", "--model", path, "--height", "16", "--width", "16", "--seed", "2"]
+        )
+        == 0
+    )
     assert "INVARIANT to the order of its text tokens" in capsys.readouterr().out
     assert main(["check-invariance", "--model", "nobody/no-such-model"]) == 2
     assert "could not load model" in capsys.readouterr().err

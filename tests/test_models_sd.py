@@ -74,7 +74,12 @@ def test_render_equals_plain_pipeline(tiny_adapter, family, guidance):
     """encode([A]) + initial_latent(seed) renders exactly the pipeline's image for (A, seed)."""
     adapter = tiny_adapter(family)
     image = adapter.render(
-        adapter.encode([A]), adapter.initial_latent(3, SIZE, SIZE), steps=4, guidance=guidance, height=SIZE, width=SIZE
+        adapter.encode([A]),
+        adapter.initial_latent(3, SIZE, SIZE),
+        steps=4,
+        guidance=guidance,
+        height=SIZE,
+        width=SIZE,
     )
     reference = plain(adapter, A, 3, 4, guidance)
     assert image.shape == (1, 3, SIZE, SIZE) and image.dtype == torch.float32
@@ -89,8 +94,13 @@ def test_negative_prompt_equals_plain_pipeline(tiny_adapter, family):
     adapter = tiny_adapter(family)
     negative = adapter.encode_negative("blurry dark photo")
     image = adapter.render(
-        adapter.encode([B]), adapter.initial_latent(0, SIZE, SIZE), steps=3, guidance=6.0,
-        height=SIZE, width=SIZE, negative=negative,
+        adapter.encode([B]),
+        adapter.initial_latent(0, SIZE, SIZE),
+        steps=3,
+        guidance=6.0,
+        height=SIZE,
+        width=SIZE,
+        negative=negative,
     )
     reference = plain(adapter, B, 0, 3, 6.0, negative_prompt="blurry dark photo")
     torch.testing.assert_close(image, reference.float(), atol=1e-5, rtol=0)
@@ -103,11 +113,22 @@ def test_batch_equals_one_at_a_time(tiny_adapter, family):
     latents = torch.stack([adapter.initial_latent(s, SIZE, SIZE) for s in range(3)])
     steps = []
     batch = adapter.render(
-        cond, latents, steps=3, guidance=5.0, height=SIZE, width=SIZE, on_step=lambda: steps.append(1)
+        cond,
+        latents,
+        steps=3,
+        guidance=5.0,
+        height=SIZE,
+        width=SIZE,
+        on_step=lambda: steps.append(1),
     )
     assert len(steps) == 3  # on_step once per denoising step of the batch
     alone = torch.cat(
-        [adapter.render(cond.select(i), latents[i], steps=3, guidance=5.0, height=SIZE, width=SIZE) for i in range(3)]
+        [
+            adapter.render(
+                cond.select(i), latents[i], steps=3, guidance=5.0, height=SIZE, width=SIZE
+            )
+            for i in range(3)
+        ]
     )
     torch.testing.assert_close(batch, alone, atol=1e-4, rtol=0)
     assert (batch[0] - batch[1]).abs().mean() > 1e-3
@@ -119,7 +140,9 @@ def test_shared_latent_and_same_seed_twice(tiny_adapter, family):
     cond = adapter.encode([A, B])
     latent = adapter.initial_latent(7, SIZE, SIZE)
     first = adapter.render(cond, latent, steps=2, guidance=1.0, height=SIZE, width=SIZE)
-    second = adapter.render(cond, latent.expand(2, -1, -1, -1), steps=2, guidance=1.0, height=SIZE, width=SIZE)
+    second = adapter.render(
+        cond, latent.expand(2, -1, -1, -1), steps=2, guidance=1.0, height=SIZE, width=SIZE
+    )
     assert torch.equal(first, second)
 
 
@@ -145,13 +168,17 @@ def test_sdxl_conditioning_and_zero_negative(tiny_adapter):
     assert cond.clouds[0].shape == (2, 77, 64)  # both encoders' hidden states, concatenated
     assert cond.pooled is not None and cond.pooled.shape == (2, 32)
     with torch.no_grad():
-        embeds, _, pooled, _ = adapter.pipe.encode_prompt(prompt=A, device="cpu", do_classifier_free_guidance=False)
+        embeds, _, pooled, _ = adapter.pipe.encode_prompt(
+            prompt=A, device="cpu", do_classifier_free_guidance=False
+        )
     torch.testing.assert_close(cond.clouds[0][:1], embeds, atol=1e-6, rtol=0)
     torch.testing.assert_close(cond.pooled[:1], pooled, atol=1e-6, rtol=0)
     # force_zeros_for_empty_prompt: no negative prompt -> zeros, as the pipeline does
     assert adapter.pipe.config.force_zeros_for_empty_prompt
     negative = adapter.encode_negative()
-    assert torch.count_nonzero(negative.clouds[0]) == 0 and torch.count_nonzero(negative.pooled) == 0
+    assert (
+        torch.count_nonzero(negative.clouds[0]) == 0 and torch.count_nonzero(negative.pooled) == 0
+    )
     # a negative prompt is encoded like a prompt
     given = adapter.encode_negative("blurry dark photo")
     torch.testing.assert_close(given.clouds[0], adapter.encode(["blurry dark photo"]).clouds[0])
@@ -162,7 +189,9 @@ def test_sdxl_conditioning_and_zero_negative(tiny_adapter):
 def test_long_prompt_warns_with_count_and_cut_text(tiny_adapter, family):
     adapter = tiny_adapter(family)
     prompt = "cat " * 80 + "zebra giraffe"
-    with pytest.warns(PromptTruncatedWarning, match=r"84 tokens but the .* window is 77.*zebra giraffe"):
+    with pytest.warns(
+        PromptTruncatedWarning, match=r"84 tokens but the .* window is 77.*zebra giraffe"
+    ):
         cond = adapter.encode([prompt])
     assert cond.clouds[0].shape[1] == 77
     with warnings.catch_warnings():
@@ -240,7 +269,9 @@ def test_invert_image_is_vae_mean_then_latent_inversion_and_switches_to_ddim(fre
     torch.testing.assert_close(latent, expected, atol=1e-6, rtol=0)
     assert adapter.use_scheduler("default") == "ddim"
     assert adapter.scheduler_name == "PNDMScheduler"
-    with pytest.raises(ValueError, match="unknown scheduler 'euler'; valid choices are: default, ddim"):
+    with pytest.raises(
+        ValueError, match="unknown scheduler 'euler'; valid choices are: default, ddim"
+    ):
         adapter.use_scheduler("euler")
 
 
@@ -251,10 +282,17 @@ def test_ddim_invert_is_exact_for_a_model_that_ignores_its_input(prediction_type
     from diffusers import DDIMScheduler
 
     config = DDIMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-        set_alpha_to_one=False, clip_sample=False, prediction_type=prediction_type,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        steps_offset=1,
+        set_alpha_to_one=False,
+        clip_sample=False,
+        prediction_type=prediction_type,
     ).config
-    table = torch.randn(1000, 2, 4, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    table = torch.randn(
+        1000, 2, 4, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
 
     def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if prediction_type == "epsilon":
@@ -278,9 +316,13 @@ def test_ddim_invert_is_exact_for_a_model_that_ignores_its_input(prediction_type
 
 
 def test_unknown_path_and_offline_hub_id_fail_with_reason(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"could not load model .*no_such_dir.*Check that the hub id or local"):
+    with pytest.raises(
+        ModelLoadError, match=r"could not load model .*no_such_dir.*Check that the hub id or local"
+    ):
         load_adapter(str(tmp_path / "no_such_dir"), device="cpu")
-    with pytest.raises(ModelLoadError, match=r"could not load model 'nobody/no-such-model': .*HF_HUB_OFFLINE"):
+    with pytest.raises(
+        ModelLoadError, match=r"could not load model 'nobody/no-such-model': .*HF_HUB_OFFLINE"
+    ):
         load_adapter("nobody/no-such-model", device="cpu")
     assert issubclass(ModelLoadError, ValueError)
 
@@ -288,8 +330,14 @@ def test_unknown_path_and_offline_hub_id_fail_with_reason(tmp_path):
 def test_missing_variant_and_unsupported_pipeline(tiny_pipeline, tmp_path):
     with pytest.raises(ModelLoadError, match="could not load model"):
         load_adapter(str(tiny_pipeline("sd")), device="cpu", variant="fp16")
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionImg2ImgPipeline"}))
-    with pytest.raises(ValueError, match=r"unsupported pipeline 'StableDiffusionImg2ImgPipeline'.*sd \(StableDiffusionPipeline\).*flux"):
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionImg2ImgPipeline"})
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"unsupported pipeline 'StableDiffusionImg2ImgPipeline'.*"
+        r"sd \(StableDiffusionPipeline\).*flux",
+    ):
         load_adapter(str(tmp_path), device="cpu")
 
 
@@ -306,7 +354,9 @@ def test_device_and_dtype_parsing():
     assert resolve_dtype(None, torch.device("cuda"), gpu_default=torch.bfloat16) is torch.bfloat16
     assert resolve_dtype("float16", torch.device("cpu")) is torch.float16
     assert resolve_dtype(torch.bfloat16, torch.device("cpu")) is torch.bfloat16
-    with pytest.raises(ValueError, match="unknown dtype 'float8'; valid choices are: float32, float16, bfloat16"):
+    with pytest.raises(
+        ValueError, match="unknown dtype 'float8'; valid choices are: float32, float16, bfloat16"
+    ):
         resolve_dtype("float8", torch.device("cpu"))
     with pytest.raises(ValueError, match="unknown device 'tpu:x'"):
         resolve_device("tpu:x")
@@ -318,9 +368,13 @@ def test_render_rejects_bad_inputs(tiny_adapter):
     cond = adapter.encode([A, B])
     latent = adapter.initial_latent(0, SIZE, SIZE)
     with pytest.raises(ValueError, match=r"latents must be \(B, 4, 8, 8\)"):
-        adapter.render(cond, torch.zeros(2, 4, 16, 16), steps=1, guidance=1.0, height=SIZE, width=SIZE)
+        adapter.render(
+            cond, torch.zeros(2, 4, 16, 16), steps=1, guidance=1.0, height=SIZE, width=SIZE
+        )
     with pytest.raises(ValueError, match="latents have 3 rows but cond has 2"):
-        adapter.render(cond, latent.expand(3, -1, -1, -1), steps=1, guidance=1.0, height=SIZE, width=SIZE)
+        adapter.render(
+            cond, latent.expand(3, -1, -1, -1), steps=1, guidance=1.0, height=SIZE, width=SIZE
+        )
     with pytest.raises(ValueError, match="height must be a positive multiple of 8"):
         adapter.render(cond, latent, steps=1, guidance=1.0, height=30, width=SIZE)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
@@ -333,7 +387,15 @@ def test_render_rejects_bad_inputs(tiny_adapter):
     with pytest.raises(ValueError, match="one token group and a pooled vector"):
         tiny_adapter("sdxl").render(cond, latent, steps=1, guidance=1.0, height=SIZE, width=SIZE)
     with pytest.raises(ValueError, match="negative has 3 rows but cond has 2"):
-        adapter.render(cond, latent, steps=1, guidance=5.0, height=SIZE, width=SIZE, negative=adapter.encode_negative(batch=3))
+        adapter.render(
+            cond,
+            latent,
+            steps=1,
+            guidance=5.0,
+            height=SIZE,
+            width=SIZE,
+            negative=adapter.encode_negative(batch=3),
+        )
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         adapter.initial_latent(-1, SIZE, SIZE)
     with pytest.raises(ValueError, match="prompts must be a non-empty sequence of strings"):
@@ -357,7 +419,9 @@ def test_images_and_latent_files(tmp_path):
     for name in ("z.safetensors", "z.pt"):
         save_latent(latent, tmp_path / name, {"prompt": "a cat", "steps": 5})
         loaded, meta = load_latent(tmp_path / name)
-        assert torch.equal(loaded, latent) and meta["prompt"] == "a cat" and str(meta["steps"]) == "5"
+        assert (
+            torch.equal(loaded, latent) and meta["prompt"] == "a cat" and str(meta["steps"]) == "5"
+        )
     with pytest.raises(ValueError, match="must end in one of: .safetensors, .pt, .pth"):
         save_latent(latent, tmp_path / "z.npy")
 
@@ -374,13 +438,38 @@ def test_cli_tiny_model_builds_a_loadable_pipeline(tmp_path, capsys):
     assert "is not empty" in capsys.readouterr().err
 
 
-def test_cli_invert_saves_latent_and_checks_reconstruction(tiny_pipeline, tiny_adapter, tmp_path, capsys):
+def test_cli_invert_saves_latent_and_checks_reconstruction(
+    tiny_pipeline, tiny_adapter, tmp_path, capsys
+):
     adapter = tiny_adapter("sd")
-    image = adapter.render(adapter.encode([B]), adapter.initial_latent(0, SIZE, SIZE), steps=2, guidance=1.0, height=SIZE, width=SIZE)[0]
+    image = adapter.render(
+        adapter.encode([B]),
+        adapter.initial_latent(0, SIZE, SIZE),
+        steps=2,
+        guidance=1.0,
+        height=SIZE,
+        width=SIZE,
+    )[0]
     png = save_image(image, tmp_path / "cat.png")
     out = tmp_path / "inv" / "cat.safetensors"
-    code = main(["invert", str(png), "--prompt", B, "--model", str(tiny_pipeline("sd")), "--device", "cpu",
-                 "--steps", "4", "--out", str(out), "--check", "--quiet"])
+    code = main(
+        [
+            "invert",
+            str(png),
+            "--prompt",
+            B,
+            "--model",
+            str(tiny_pipeline("sd")),
+            "--device",
+            "cpu",
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "--check",
+            "--quiet",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     latent, meta = load_latent(out)
@@ -419,7 +508,9 @@ def test_tiny_vocabulary_reads_every_word_as_one_token():
     tokenizer = tiny_clip_tokenizer()
     ids = tokenizer(" ".join(TINY_WORDS)).input_ids
     assert len(ids) == len(TINY_WORDS) + 2  # start and end tokens
-    with pytest.raises(ValueError, match="unknown family 'sd4'; valid choices are: sd, sdxl, sd3, flux"):
+    with pytest.raises(
+        ValueError, match="unknown family 'sd4'; valid choices are: sd, sdxl, sd3, flux"
+    ):
         from whichway.models.tiny import build_tiny_pipeline
 
         build_tiny_pipeline("sd4", Path("unused"))
@@ -440,7 +531,9 @@ def test_denoise_once_is_the_pipelines_unet_call(tiny_adapter, family, monkeypat
 
     monkeypatch.setattr(unet, "forward", recording_forward)
     cond = adapter.encode([C])
-    adapter.render(cond, adapter.initial_latent(2, SIZE, SIZE), steps=2, guidance=1.0, height=SIZE, width=SIZE)
+    adapter.render(
+        cond, adapter.initial_latent(2, SIZE, SIZE), steps=2, guidance=1.0, height=SIZE, width=SIZE
+    )
     sample, timestep, kwargs, output = calls[-1]
     if family == "sdxl":
         added = kwargs["added_cond_kwargs"]

@@ -31,14 +31,26 @@ def register(subparsers: Any) -> None:
     )
     add_model_options(parser)
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt whose tokens are permuted")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latent and the permutation")
     parser.add_argument(
-        "--timestep", type=float, default=None, help="denoiser timestep (default: half the training range)"
+        "--seed", type=int, default=0, help="seed of the latent and the permutation"
     )
-    parser.add_argument("--height", type=int, default=None, help="image height (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
     parser.add_argument(
-        "--tolerance", type=float, default=None, help="relative tolerance (default by dtype: 1e-4 float32)"
+        "--timestep",
+        type=float,
+        default=None,
+        help="denoiser timestep (default: half the training range)",
+    )
+    parser.add_argument(
+        "--height", type=int, default=None, help="image height (default: the model's)"
+    )
+    parser.add_argument(
+        "--width", type=int, default=None, help="image width (default: the model's)"
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="relative tolerance (default by dtype: 1e-4 float32)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)

@@ -34,28 +34,53 @@ def register(subparsers: Any) -> None:
             "reports the reconstruction error."
         ),
     )
-    parser.add_argument("image", type=Path, metavar="IMAGE", help="image file (PNG, JPEG, WebP, ...)")
-    parser.add_argument("--prompt", required=True, help="a prompt describing the image (e.g. its class name)")
-    add_model_options(parser)
-    parser.add_argument("--steps", type=int, default=50, help="inversion steps = rendering steps (default 50)")
     parser.add_argument(
-        "--guidance", type=float, default=1.0, help="classifier-free guidance during inversion (default 1.0 = none)"
+        "image", type=Path, metavar="IMAGE", help="image file (PNG, JPEG, WebP, ...)"
     )
-    parser.add_argument("--height", type=int, default=None, help="resize to this height (default: the image's, rounded down to a multiple of 8)")
-    parser.add_argument("--width", type=int, default=None, help="resize to this width (default: the image's, rounded down to a multiple of 8)")
+    parser.add_argument(
+        "--prompt", required=True, help="a prompt describing the image (e.g. its class name)"
+    )
+    add_model_options(parser)
+    parser.add_argument(
+        "--steps", type=int, default=50, help="inversion steps = rendering steps (default 50)"
+    )
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance during inversion (default 1.0 = none)",
+    )
+    parser.add_argument(
+        "--height",
+        type=int,
+        default=None,
+        help="resize to this height (default: the image's, rounded down to a multiple of 8)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="resize to this width (default: the image's, rounded down to a multiple of 8)",
+    )
     parser.add_argument(
         "--refine",
         type=int,
         default=0,
-        help="fixed-point refinements per inversion step (default 0; each costs one more denoiser call per step)",
+        help="fixed-point refinements per inversion step (default 0; each costs one more "
+        "denoiser call per step)",
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="latent file, .safetensors or .pt (default: IMAGE's name with .latent.safetensors, in the current directory)",
+        help="latent file, .safetensors or .pt (default: IMAGE's name with "
+        ".latent.safetensors, in the current directory)",
     )
-    parser.add_argument("--check", action="store_true", help="render the latent again and report the reconstruction error")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="render the latent again and report the reconstruction error",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -64,11 +89,19 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from whichway import __version__
-    from whichway.models._common import LATENT_SUFFIXES, load_image, prepare_image, save_image, save_latent
+    from whichway.models._common import (
+        LATENT_SUFFIXES,
+        load_image,
+        prepare_image,
+        save_image,
+        save_latent,
+    )
 
     out: Path = args.out if args.out is not None else Path(f"{args.image.stem}.latent.safetensors")
     if out.suffix not in LATENT_SUFFIXES:
-        raise ValueError(f"--out must end in one of: {', '.join(LATENT_SUFFIXES)}; got {str(out)!r}")
+        raise ValueError(
+            f"--out must end in one of: {', '.join(LATENT_SUFFIXES)}; got {str(out)!r}"
+        )
     if args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
     if args.refine < 0:
@@ -80,7 +113,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.refine:
         raise ValueError(f"--refine is not supported by the {adapter.family} adapter")
 
-    with tqdm(total=args.steps * (args.refine + 1), desc="inverting", unit="step", disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(
+        total=args.steps * (args.refine + 1),
+        desc="inverting",
+        unit="step",
+        disable=args.quiet,
+        file=sys.stderr,
+    ) as bar:
         latent = adapter.invert(
             image,
             args.prompt,
@@ -113,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.check:
         cond = adapter.encode([args.prompt])
-        with tqdm(total=args.steps, desc="re-rendering", unit="step", disable=args.quiet, file=sys.stderr) as bar:
+        with tqdm(
+            total=args.steps, desc="re-rendering", unit="step", disable=args.quiet, file=sys.stderr
+        ) as bar:
             rendered = adapter.render(
                 cond,
                 latent.unsqueeze(0),
@@ -129,5 +170,8 @@ def run(args: argparse.Namespace) -> int:
         psnr = math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
         png = out.with_name(out.name.split(".")[0] + ".reconstruction.png")
         save_image(rendered, png)
-        print(f"reconstruction saved to {png}: mean |error| {error:.4f} (pixels in [0, 1]), PSNR {psnr:.2f} dB")
+        print(
+            f"reconstruction saved to {png}: mean |error| {error:.4f} (pixels in [0, 1]), "
+            f"PSNR {psnr:.2f} dB"
+        )
     return 0

@@ -26,9 +26,13 @@ def register(subparsers: Any) -> None:
             "and save it to DIR with save_pretrained; pass DIR as --model to any command."
         ),
     )
-    parser.add_argument("family", choices=FAMILIES, metavar="FAMILY", help=f"one of: {', '.join(FAMILIES)}")
+    parser.add_argument(
+        "family", choices=FAMILIES, metavar="FAMILY", help=f"one of: {', '.join(FAMILIES)}"
+    )
     parser.add_argument("directory", type=Path, metavar="DIR", help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random weights (default 0)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -39,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{str(directory)!r} exists and is not a directory")
     if directory.is_dir() and any(directory.iterdir()):
-        raise ValueError(f"directory {str(directory)!r} is not empty; choose a new or empty directory")
+        raise ValueError(
+            f"directory {str(directory)!r} is not empty; choose a new or empty directory"
+        )
     path = build_tiny_pipeline(args.family, directory, seed=args.seed)
     print(f"saved a tiny random {args.family} pipeline to {path}")
     print(

@@ -58,7 +58,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def resolve_dtype(
-    dtype: str | torch.dtype | None, device: torch.device, *, gpu_default: torch.dtype = torch.float16
+    dtype: str | torch.dtype | None,
+    device: torch.device,
+    *,
+    gpu_default: torch.dtype = torch.float16,
 ) -> torch.dtype:
     """``dtype`` as a :class:`torch.dtype`.
 
@@ -119,7 +122,9 @@ def check_prompts(prompts: Sequence[str] | str) -> list[str]:
 # --- progress ---------------------------------------------------------------------------------
 
 
-def step_callback(on_step: StepCallback | None, steps: int | None = None) -> Callable[..., dict[str, Any]] | None:
+def step_callback(
+    on_step: StepCallback | None, steps: int | None = None
+) -> Callable[..., dict[str, Any]] | None:
     """A ``callback_on_step_end`` for diffusers pipelines that calls ``on_step()`` once per step.
 
     diffusers calls it as ``fn(pipe, index, timestep, callback_kwargs)`` after every loop
@@ -163,7 +168,8 @@ def check_size(height: int, width: int, multiple: int) -> tuple[int, int]:
     for name, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value % multiple:
             raise ValueError(
-                f"{name} must be a positive multiple of {multiple} pixels for this model, got {value!r}"
+                f"{name} must be a positive multiple of {multiple} pixels for this model, "
+                f"got {value!r}"
             )
     return height, width
 
@@ -255,7 +261,8 @@ def prepare_image(image: Tensor, height: int, width: int) -> Tensor:
         raise ValueError(f"image must be (3, H, W) RGB, got {tuple(image.shape)}")
     if image.min() < -1e-3 or image.max() > 1 + 1e-3:
         raise ValueError(
-            f"image values must lie in [0, 1], got [{float(image.min()):.3g}, {float(image.max()):.3g}]"
+            "image values must lie in [0, 1], got "
+            f"[{float(image.min()):.3g}, {float(image.max()):.3g}]"
         )
     image = image.float()
     if tuple(image.shape[-2:]) != (height, width):
@@ -355,7 +362,8 @@ def _split_prediction(
     if prediction_type == "sample":
         return output, (sample - a * output) / s
     raise ValueError(
-        f"unsupported prediction_type {prediction_type!r}; valid choices are: epsilon, v_prediction, sample"
+        f"unsupported prediction_type {prediction_type!r}; "
+        "valid choices are: epsilon, v_prediction, sample"
     )
 
 
@@ -374,7 +382,8 @@ def ddim_invert(
     eq. 12 with σ = 0, read in reverse; Mokady et al. 2023, "Null-text inversion", eq. 2):
 
     .. math::  x_t = \\sqrt{\\bar\\alpha_t}\\,\\hat x_0 + \\sqrt{1-\\bar\\alpha_t}\\,\\varepsilon,
-               \\quad \\hat x_0 = (x_{prev} - \\sqrt{1-\\bar\\alpha_{prev}}\\,\\varepsilon)/\\sqrt{\\bar\\alpha_{prev}}
+               \\quad \\hat x_0 = (x_{prev} - \\sqrt{1-\\bar\\alpha_{prev}}\\,\\varepsilon)
+                                 / \\sqrt{\\bar\\alpha_{prev}}
 
     with ε = ``predict(x_prev, t)`` evaluated at the *target* timestep t (the usual
     approximation ε(x_t, t) ≈ ε(x_prev, t), exact as steps -> ∞). With ``refine = k > 0`` each
@@ -400,7 +409,9 @@ def ddim_invert(
         for _ in range(refine + 1):
             output = predict(guess, t).to(torch.float64)
             # the model reads its input as a sample at level ᾱ_t
-            _, eps = _split_prediction(output, guess.to(torch.float64), a_t, schedule.prediction_type)
+            _, eps = _split_prediction(
+                output, guess.to(torch.float64), a_t, schedule.prediction_type
+            )
             x0 = (x_prev - (1 - a_prev).sqrt() * eps) / a_prev.sqrt()
             guess = (a_t.sqrt() * x0 + (1 - a_t).sqrt() * eps).to(latent.dtype)
         x = guess
@@ -414,13 +425,18 @@ def is_ddim(scheduler: Any) -> bool:
 
 
 def guided(output: Tensor, guidance: float) -> Tensor:
-    """Classifier-free guidance on a [uncond; cond] batch: ε_u + w (ε_c − ε_u) (Ho & Salimans 2022)."""
+    """Classifier-free guidance on a [uncond; cond] batch: ε_u + w (ε_c − ε_u)
+    (Ho & Salimans 2022)."""
     uncond, cond = output.chunk(2)
     return uncond + guidance * (cond - uncond)
 
 
 def check_guidance(guidance: float) -> float:
-    if not isinstance(guidance, (int, float)) or isinstance(guidance, bool) or not math.isfinite(guidance):
+    if (
+        not isinstance(guidance, (int, float))
+        or isinstance(guidance, bool)
+        or not math.isfinite(guidance)
+    ):
         raise ValueError(f"guidance must be a finite number, got {guidance!r}")
     return float(guidance)
 
@@ -435,7 +451,9 @@ def save_latent(latent: Tensor, path: str | Path, metadata: dict[str, Any] | Non
     or ``.pt``/``.pth`` (a dict ``{"latent": ..., **metadata}``)."""
     path = Path(path)
     if path.suffix not in LATENT_SUFFIXES:
-        raise ValueError(f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}")
+        raise ValueError(
+            f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}"
+        )
     latent = latent.detach().to("cpu", torch.float32).contiguous()
     metadata = dict(metadata or {})
     if path.suffix == ".safetensors":
@@ -454,7 +472,9 @@ def load_latent(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
     if not path.is_file():
         raise ValueError(f"latent file {str(path)!r} does not exist")
     if path.suffix not in LATENT_SUFFIXES:
-        raise ValueError(f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}")
+        raise ValueError(
+            f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open

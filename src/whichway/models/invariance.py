@@ -71,18 +71,24 @@ class InvarianceReport:
     def summary(self) -> str:
         verdict = "INVARIANT to" if self.invariant else "SENSITIVE to"
         lines = [
-            f"{self.model or self.family} ({self.family}, {self.dtype}): {verdict} the order of its text tokens",
-            f"  token groups permuted: {', '.join(map(str, self.n_tokens))} rows; timestep {self.timestep:g}",
+            f"{self.model or self.family} ({self.family}, {self.dtype}): "
+            f"{verdict} the order of its text tokens",
+            f"  token groups permuted: {', '.join(map(str, self.n_tokens))} rows; "
+            f"timestep {self.timestep:g}",
             f"  max |difference|      = {self.max_abs:.3e}",
             f"  relative to output    = {self.max_rel:.3e}  (tolerance {self.tolerance:.0e})",
             f"  text effect (vs uncond) = {self.text_effect:.3e}",
         ]
         if not self.informative:
-            lines.append("  note: the text barely changes this model's output; the verdict says little")
+            lines.append(
+                "  note: the text barely changes this model's output; the verdict says little"
+            )
         return "\n".join(lines)
 
 
-def permute_tokens(cond: Conditioning, generator: torch.Generator) -> tuple[Conditioning, tuple[Tensor, ...]]:
+def permute_tokens(
+    cond: Conditioning, generator: torch.Generator
+) -> tuple[Conditioning, tuple[Tensor, ...]]:
     """Permute the token rows of every group by one random permutation per group.
 
     cond : Conditioning with clouds (B, n_g, d_g); pooled vectors are left alone.
@@ -123,7 +129,9 @@ def check_invariance(
         (float32 1e-4, float16 1e-2, bfloat16 5e-2)
     """
     if not isinstance(adapter, Adapter):
-        raise ValueError(f"adapter must be a whichway Adapter (from load_adapter), got {type(adapter).__name__}")
+        raise ValueError(
+            f"adapter must be a whichway Adapter (from load_adapter), got {type(adapter).__name__}"
+        )
     if tolerance is None:
         tolerance = TOLERANCES.get(adapter.dtype, 1e-2)
     if not tolerance > 0:
@@ -146,7 +154,8 @@ def check_invariance(
     scale = float(reference.abs().max())
     if not torch.isfinite(reference).all() or scale == 0.0:
         raise ValueError(
-            f"the denoiser output is {'not finite' if scale else 'all zeros'}; cannot judge invariance "
+            f"the denoiser output is {'not finite' if scale else 'all zeros'}; "
+            "cannot judge invariance "
             "(try float32 or another timestep)"
         )
     max_abs = float((shuffled - reference).abs().max())

@@ -64,7 +64,9 @@ def family_of(pipeline_class: str) -> str:
 def adapter_class(family: str) -> type[Adapter]:
     """Import the adapter class of ``family`` ("sd" | "sdxl" | "sd3" | "flux")."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; valid choices are: {', '.join(FAMILIES)}")
+        raise ValueError(
+            f"unknown model family {family!r}; valid choices are: {', '.join(FAMILIES)}"
+        )
     module_name, class_name = FAMILIES[family].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -79,7 +81,8 @@ def _gist(exc: BaseException) -> str:
 def _load_error(model: str, exc: BaseException) -> ModelLoadError:
     return ModelLoadError(
         f"could not load model {model!r}: {_gist(exc)}. Check that the hub id or local directory "
-        "is right (a local directory must hold model_index.json and safetensors weights). For a hub "
+        "is right (a local directory must hold model_index.json and safetensors weights). "
+        "For a hub "
         "id the files must be downloaded, or already in the Hugging Face cache when there is no "
         "network or HF_HUB_OFFLINE=1 is set: run `huggingface-cli download "
         f"{model}` once where the network is available, or pass the local directory instead."
@@ -136,7 +139,9 @@ def load_adapter(
     resolved_device = resolve_device(device)
     family = family_of(_pipeline_class_name(model))
     cls = adapter_class(family)
-    resolved_dtype = resolve_dtype(dtype, resolved_device, gpu_default=getattr(cls, "gpu_dtype", torch.float16))
+    resolved_dtype = resolve_dtype(
+        dtype, resolved_device, gpu_default=getattr(cls, "gpu_dtype", torch.float16)
+    )
 
     from diffusers import DiffusionPipeline
 

@@ -85,7 +85,8 @@ class SDAdapter(Adapter):
 
     @property
     def size_multiple(self) -> int:
-        """Height and width must be multiples of this (the pipeline checks 8; the VAE its factor)."""
+        """Height and width must be multiples of this (the pipeline checks 8, the VAE its
+        factor)."""
         return math.lcm(8, self.vae_scale_factor)
 
     @property
@@ -127,7 +128,9 @@ class SDAdapter(Adapter):
         """The unconditional conditioning of the plain pipeline (``""``), or a negative prompt's;
         computed once per negative prompt and repeated ``batch`` times."""
         if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise ValueError(f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}")
+            raise ValueError(
+                f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}"
+            )
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         if negative_prompt not in self._negative_cache:
@@ -144,7 +147,8 @@ class SDAdapter(Adapter):
 
     # --- latents ---------------------------------------------------------------------------
     def initial_latent(self, seed: int, height: int, width: int) -> Tensor:
-        """(C, h, w) float32 CPU: the pipeline's draw for ``torch.Generator("cpu").manual_seed(seed)``
+        """(C, h, w) float32 CPU: the pipeline's draw for
+        ``torch.Generator("cpu").manual_seed(seed)``
         (``randn_tensor`` of shape (1, C, h, w) on the CPU in the pipeline's dtype), before the
         scheduler's ``init_noise_sigma`` scaling."""
         return cpu_normal_latent((1, *self.latent_shape(height, width)), seed, self.dtype)[0]
@@ -159,8 +163,14 @@ class SDAdapter(Adapter):
         betas, spacing and prediction type) or the ``"default"`` loaded scheduler.
         Returns the name of the scheduler that was active before."""
         if name not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {name!r}; valid choices are: {', '.join(SCHEDULERS)}")
-        before = "ddim" if is_ddim(self.pipe.scheduler) and not is_ddim(self._default_scheduler) else "default"
+            raise ValueError(
+                f"unknown scheduler {name!r}; valid choices are: {', '.join(SCHEDULERS)}"
+            )
+        before = (
+            "ddim"
+            if is_ddim(self.pipe.scheduler) and not is_ddim(self._default_scheduler)
+            else "default"
+        )
         if name == "default":
             self.pipe.scheduler = self._default_scheduler
         elif not is_ddim(self.pipe.scheduler):
@@ -172,31 +182,38 @@ class SDAdapter(Adapter):
         return before
 
     # --- conditioning -> pipeline / UNet inputs --------------------------------------------
-    def _pipe_conditioning(self, cond: Conditioning, negative: Conditioning | None) -> dict[str, Tensor]:
+    def _pipe_conditioning(
+        self, cond: Conditioning, negative: Conditioning | None
+    ) -> dict[str, Tensor]:
         """Keyword arguments of ``pipe(...)`` carrying the (negative) conditioning."""
         kwargs = {"prompt_embeds": cond.clouds[0]}
         if negative is not None:
             kwargs["negative_prompt_embeds"] = negative.clouds[0]
         return kwargs
 
-    def _unet_kwargs(self, cond: Conditioning, height: int, width: int, guidance: float) -> dict[str, Any]:
+    def _unet_kwargs(
+        self, cond: Conditioning, height: int, width: int, guidance: float
+    ) -> dict[str, Any]:
         """UNet keyword arguments besides the sample and timestep, for a batch ``cond``."""
         kwargs: dict[str, Any] = {"encoder_hidden_states": cond.clouds[0]}
         proj = self.pipe.unet.config.time_cond_proj_dim
         if proj is not None:  # guidance-embedded UNets (LCM distillations)
             w = torch.full((len(cond),), guidance - 1.0)
-            kwargs["timestep_cond"] = self.pipe.get_guidance_scale_embedding(w, embedding_dim=proj).to(
-                device=self.device, dtype=self.dtype
-            )
+            kwargs["timestep_cond"] = self.pipe.get_guidance_scale_embedding(
+                w, embedding_dim=proj
+            ).to(device=self.device, dtype=self.dtype)
         return kwargs
 
     def _check_cond(self, cond: Conditioning, name: str = "cond") -> None:
         if not isinstance(cond, Conditioning):
-            raise ValueError(f"{name} must be a Conditioning (from adapter.encode), got {type(cond).__name__}")
+            raise ValueError(
+                f"{name} must be a Conditioning (from adapter.encode), got {type(cond).__name__}"
+            )
         if len(cond.clouds) != 1 or cond.pooled is not None:
             raise ValueError(
                 f"{name} must have one token group and no pooled vector for a {self.family} model; "
-                f"got {len(cond.clouds)} group(s){' and a pooled vector' if cond.pooled is not None else ''}"
+                f"got {len(cond.clouds)} group(s)"
+                f"{' and a pooled vector' if cond.pooled is not None else ''}"
             )
 
     def _uses_cfg(self, guidance: float) -> bool:
@@ -241,7 +258,9 @@ class SDAdapter(Adapter):
     ) -> Tensor:
         """As :meth:`render`, but return the denoised latent before the VAE decoder:
         (B, C, h, w) float32 CPU in the UNet's (scaled) latent space."""
-        output = self._run(cond, latents, steps, guidance, height, width, negative, on_step, "latent")
+        output = self._run(
+            cond, latents, steps, guidance, height, width, negative, on_step, "latent"
+        )
         return output.detach().float().cpu()
 
     def _run(
@@ -264,14 +283,18 @@ class SDAdapter(Adapter):
         if latents.shape[0] == 1 and batch > 1:
             latents = latents.expand(batch, -1, -1, -1)
         if latents.shape[0] != batch:
-            raise ValueError(f"latents have {latents.shape[0]} rows but cond has {batch}; give B or 1")
+            raise ValueError(
+                f"latents have {latents.shape[0]} rows but cond has {batch}; give B or 1"
+            )
         if self._uses_cfg(guidance):
             negative = self.encode_negative(None, 1) if negative is None else negative
             self._check_cond(negative, "negative")
             if len(negative) == 1 and batch > 1:
                 negative = negative.expand(batch)
             if len(negative) != batch:
-                raise ValueError(f"negative has {len(negative)} rows but cond has {batch}; give B or 1")
+                raise ValueError(
+                    f"negative has {len(negative)} rows but cond has {batch}; give B or 1"
+                )
             negative = negative.to(self.device, self.dtype)
         else:
             negative = None
@@ -289,7 +312,9 @@ class SDAdapter(Adapter):
         return output.images
 
     # --- inversion -------------------------------------------------------------------------
-    def _inversion_size(self, image: Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+    def _inversion_size(
+        self, image: Tensor, height: int | None, width: int | None
+    ) -> tuple[int, int]:
         m = self.size_multiple
         h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
         w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
@@ -308,7 +333,8 @@ class SDAdapter(Adapter):
         width: int | None = None,
         on_step: StepCallback | None = None,
     ) -> Tensor:
-        """DDIM inversion of an image (3, H, W) in [0, 1] to its initial latent (C, h, w) float32 CPU.
+        """DDIM inversion of an image (3, H, W) in [0, 1] to its initial latent (C, h, w),
+        float32 CPU.
 
         The image is resized to height x width (default: its own size, rounded down to a
         multiple of 8), encoded by the VAE (mean × scaling factor) and inverted by
@@ -321,7 +347,9 @@ class SDAdapter(Adapter):
         height, width = self._inversion_size(image, height, width)
         pixels = prepare_image(image, height, width)
         latent = vae_encode(self.pipe.vae, pixels)
-        return self.invert_latent(latent[0], prompt, steps=steps, guidance=guidance, on_step=on_step)
+        return self.invert_latent(
+            latent[0], prompt, steps=steps, guidance=guidance, on_step=on_step
+        )
 
     @torch.no_grad()
     def invert_latent(
@@ -337,11 +365,12 @@ class SDAdapter(Adapter):
 
         latent : (B, C, h, w) or (C, h, w), e.g. ``render_latent`` output or a VAE latent.
         Returns the initial latents, same shape, float32 CPU, unscaled N(0, I) convention.
-        Runs ``steps`` deterministic DDIM steps backwards (:func:`whichway.models._common.ddim_invert`,
-        with ``self.inversion_refine`` fixed-point refinements per step) conditioned on
-        ``prompt`` with classifier-free guidance ``guidance`` (1.0 = none, the usual choice;
-        Mokady et al. 2023), on the DDIM timesteps the renderer will visit, and switches the
-        pipeline to DDIM so that rendering retraces the path.
+        Runs ``steps`` deterministic DDIM steps backwards
+        (:func:`whichway.models._common.ddim_invert`, with ``self.inversion_refine`` fixed-point
+        refinements per step) conditioned on ``prompt`` with classifier-free guidance
+        ``guidance`` (1.0 = none, the usual choice; Mokady et al. 2023), on the DDIM timesteps
+        the renderer will visit, and switches the pipeline to DDIM so that rendering retraces
+        the path.
         """
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -374,7 +403,11 @@ class SDAdapter(Adapter):
             return guided(out, guidance) if cfg else out
 
         noise = ddim_invert(
-            predict, latent.to(self.device, self.dtype), schedule, refine=self.inversion_refine, on_step=on_step
+            predict,
+            latent.to(self.device, self.dtype),
+            schedule,
+            refine=self.inversion_refine,
+            on_step=on_step,
         )
         # unscaled N(0, I) convention: render multiplies by the (DDIM) scheduler's init_noise_sigma
         noise = (noise / float(self.pipe.scheduler.init_noise_sigma)).float().cpu()
@@ -392,7 +425,9 @@ class SDAdapter(Adapter):
         if latent.ndim == 3:
             latent = latent.unsqueeze(0)
         if latent.ndim != 4 or latent.shape[0] not in (1, len(cond)):
-            raise ValueError(f"latent must be (B, C, h, w) with B = 1 or {len(cond)}, got {tuple(latent.shape)}")
+            raise ValueError(
+                f"latent must be (B, C, h, w) with B = 1 or {len(cond)}, got {tuple(latent.shape)}"
+            )
         if latent.shape[0] == 1 and len(cond) > 1:
             latent = latent.expand(len(cond), -1, -1, -1)
         f = self.vae_scale_factor
@@ -400,7 +435,10 @@ class SDAdapter(Adapter):
         cond = cond.to(self.device, self.dtype)
         t = torch.as_tensor(timestep, device=self.device)
         out = self.pipe.unet(
-            latent.to(self.device, self.dtype), t, **self._unet_kwargs(cond, height, width, 1.0), return_dict=False
+            latent.to(self.device, self.dtype),
+            t,
+            **self._unet_kwargs(cond, height, width, 1.0),
+            return_dict=False,
         )[0]
         return out.float().cpu()
 

@@ -39,7 +39,10 @@ class SDXLAdapter(SDAdapter):
 
     def _encode(self, prompts: list[str]) -> Conditioning:
         embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            prompt=prompts,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
         )
         return Conditioning((embeds.float().cpu(),), pooled.float().cpu())
 
@@ -57,14 +60,19 @@ class SDXLAdapter(SDAdapter):
 
     def _check_cond(self, cond: Conditioning, name: str = "cond") -> None:
         if not isinstance(cond, Conditioning):
-            raise ValueError(f"{name} must be a Conditioning (from adapter.encode), got {type(cond).__name__}")
+            raise ValueError(
+                f"{name} must be a Conditioning (from adapter.encode), got {type(cond).__name__}"
+            )
         if len(cond.clouds) != 1 or cond.pooled is None:
             raise ValueError(
                 f"{name} must have one token group and a pooled vector for an sdxl model; got "
-                f"{len(cond.clouds)} group(s) and {'a' if cond.pooled is not None else 'no'} pooled vector"
+                f"{len(cond.clouds)} group(s) and "
+                f"{'a' if cond.pooled is not None else 'no'} pooled vector"
             )
 
-    def _pipe_conditioning(self, cond: Conditioning, negative: Conditioning | None) -> dict[str, Tensor]:
+    def _pipe_conditioning(
+        self, cond: Conditioning, negative: Conditioning | None
+    ) -> dict[str, Tensor]:
         kwargs = {"prompt_embeds": cond.clouds[0], "pooled_prompt_embeds": cond.pooled}
         if negative is not None:
             kwargs["negative_prompt_embeds"] = negative.clouds[0]
@@ -74,10 +82,14 @@ class SDXLAdapter(SDAdapter):
     def time_ids(self, height: int, width: int, batch: int) -> Tensor:
         """SDXL's micro-conditioning as the pipeline builds it by default: original size,
         crop top-left (0, 0), target size -> (batch, 6)."""
-        ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device)
+        ids = torch.tensor(
+            [[height, width, 0, 0, height, width]], dtype=self.dtype, device=self.device
+        )
         return ids.expand(batch, -1)
 
-    def _unet_kwargs(self, cond: Conditioning, height: int, width: int, guidance: float) -> dict[str, Any]:
+    def _unet_kwargs(
+        self, cond: Conditioning, height: int, width: int, guidance: float
+    ) -> dict[str, Any]:
         kwargs = super()._unet_kwargs(cond, height, width, guidance)
         kwargs["added_cond_kwargs"] = {
             "text_embeds": cond.pooled,

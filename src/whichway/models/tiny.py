@@ -44,7 +44,10 @@ def _bpe(symbols: list[str], merges: list[tuple[str, str]]) -> list[str]:
     ranks = {pair: rank for rank, pair in enumerate(merges)}
     symbols = list(symbols)
     while len(symbols) > 1:
-        pairs = [(ranks.get(pair, len(ranks)), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        pairs = [
+            (ranks.get(pair, len(ranks)), i)
+            for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))
+        ]
         rank, _ = min(pairs)
         if rank == len(ranks):
             break
@@ -95,7 +98,9 @@ def write_tiny_clip_vocab(directory: str | Path, words: Iterable[str] = TINY_WOR
             add(pieces[0] + pieces[1])
             pieces = _bpe(pieces, merges)
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    (directory / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
+    )
     return directory
 
 
@@ -105,7 +110,9 @@ def tiny_clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int 
 
     with tempfile.TemporaryDirectory() as tmp:
         write_tiny_clip_vocab(tmp)
-        return CLIPTokenizer.from_pretrained(tmp, pad_token=pad_token, model_max_length=model_max_length)
+        return CLIPTokenizer.from_pretrained(
+            tmp, pad_token=pad_token, model_max_length=model_max_length
+        )
 
 
 def _clip_config(tokenizer: Any, **overrides: Any) -> Any:
@@ -250,7 +257,9 @@ def build_tiny_pipeline(family: str, path: str | Path, *, seed: int = 0) -> Path
     The result loads with ``whichway.models.load_adapter(path)`` like any hub id.
     """
     if family not in TINY_FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid choices are: {', '.join(TINY_FAMILIES)}")
+        raise ValueError(
+            f"unknown family {family!r}; valid choices are: {', '.join(TINY_FAMILIES)}"
+        )
     path = Path(path)
     if family in ("sd3", "flux"):
         import importlib
@@ -272,7 +281,12 @@ SD15_UNET_CONFIG: dict[str, Any] = dict(
     out_channels=4,
     layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    down_block_types=(
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     cross_attention_dim=768,
     attention_head_dim=8,
@@ -298,11 +312,19 @@ def full_size_pipeline(
     as in SD 1.5. Nothing is saved; wrap it with ``whichway.models.adapter_for(pipe)``.
 
     device : "cpu" (default), "cuda", ... (None: cuda when available)
-    dtype : "float32" | "float16" | "bfloat16" or a torch dtype (None: float32 on CPU, float16 on GPU)
+    dtype : "float32" | "float16" | "bfloat16" or a torch dtype (None: float32 on CPU, float16
+        on GPU)
     """
     if family != "sd":
-        raise ValueError(f"full_size_pipeline supports family 'sd' (SD 1.5 architecture); got {family!r}")
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+        raise ValueError(
+            f"full_size_pipeline supports family 'sd' (SD 1.5 architecture); got {family!r}"
+        )
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
@@ -321,7 +343,13 @@ def full_size_pipeline(
     )
     tokenizer = tiny_clip_tokenizer()
     text_encoder = CLIPTextModel(
-        _clip_config(tokenizer, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=1)
+        _clip_config(
+            tokenizer,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=1,
+        )
     )
     scheduler = PNDMScheduler(
         beta_start=0.00085,
