@@ -327,9 +327,18 @@ def test_unknown_path_and_offline_hub_id_fail_with_reason(tmp_path):
     assert issubclass(ModelLoadError, ValueError)
 
 
-def test_missing_variant_and_unsupported_pipeline(tiny_pipeline, tmp_path):
+def test_missing_files_variant_and_unsupported_pipeline(tiny_pipeline, tmp_path):
+    import shutil
+
     with pytest.raises(ModelLoadError, match="could not load model"):
         load_adapter(str(tiny_pipeline("sd")), device="cpu", variant="fp16")
+    broken = Path(shutil.copytree(tiny_pipeline("sd"), tmp_path / "broken"))
+    for weights in (broken / "unet").glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match=r"could not load model .*broken.*: \w+"):
+        load_adapter(str(broken), device="cpu")
+    tmp_path = tmp_path / "img2img"
+    tmp_path.mkdir()
     (tmp_path / "model_index.json").write_text(
         json.dumps({"_class_name": "StableDiffusionImg2ImgPipeline"})
     )
