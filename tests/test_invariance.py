@@ -36,6 +36,7 @@ def test_cross_attention_unets_are_invariant(tiny_adapter, family):
     report = check_invariance(tiny_adapter(family), height=SIZE, width=SIZE)
     assert isinstance(report, InvarianceReport)
     assert report.family == family and report.dtype == "float32" and report.n_tokens == (77,)
+    assert report.size == (SIZE, SIZE) and report.seed == 0
     assert report.invariant and report.informative
     assert report.max_rel < 1e-5 and report.tolerance == TOLERANCES[torch.float32]
     assert report.text_effect > 1e-2

@@ -42,6 +42,8 @@ class InvarianceReport:
     """What one permuted-token denoiser call showed.
 
     family, model, dtype : what was checked
+    prompt, seed, size : the prompt whose tokens were permuted, the seed of the latent and of the
+        permutations (when no generator was given), the image size (height, width) of the latent
     n_tokens : tuple of int, the number of token rows of each group (all permuted)
     timestep : the denoiser's timestep (scheduler training scale)
     max_abs : max |f(P E) − f(E)| over the output
@@ -56,6 +58,9 @@ class InvarianceReport:
     family: str
     model: str
     dtype: str
+    prompt: str
+    seed: int
+    size: tuple[int, int]
     n_tokens: tuple[int, ...]
     timestep: float
     max_abs: float
@@ -165,6 +170,9 @@ def check_invariance(
         family=adapter.family,
         model=adapter.model_id,
         dtype=str(adapter.dtype).replace("torch.", ""),
+        prompt=prompt,
+        seed=seed,
+        size=(height, width),
         n_tokens=tuple(int(c.shape[1]) for c in cond.clouds),
         timestep=float(timestep),
         max_abs=max_abs,
