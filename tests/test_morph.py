@@ -98,7 +98,35 @@ def test_real_image_morph_inverts_both_images(tiny_pipeline, tmp_path):
                "--image-a", str(tmp_path / "a.png"), "--image-b", str(tmp_path / "b.png"),
                "--inversion-steps", "2", "--format", "none", "--out", str(out), *FAST])
     assert rc == 0
-    assert json.loads((out / "run.json").read_text())["latent_used"] == "cog"
+    info = json.loads((out / "run.json").read_text())
+    assert info["latent_used"] == "cog"
+    assert len(list((out / "latents").glob("inverted-*.pt"))) == 2  # cached for resumed runs
+
+
+def test_real_image_morph_end_frames_are_the_inverted_images(tiny_pipeline, tmp_path):
+    """The end frames of an image morph are exactly what rendering each image's inversion gives,
+    with the DDIM sampler the inversion is for, the morph's steps and guidance; and the adapter
+    gets its own scheduler back. (That inversion reconstructs is tested at latent level in
+    test_models_sd.py: a random tiny VAE cannot round-trip pixels.)"""
+    from whichway.media import load_image, to_pil
+    from whichway.models import load_adapter
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    default = adapter.scheduler_name
+    g = torch.Generator().manual_seed(0)
+    for name in ("a.png", "b.png"):
+        to_pil(torch.rand(3, 32, 32, generator=g)).save(tmp_path / name)
+    prompts = ("a photo of a cat", "a red dog")
+    s = MorphSettings(*prompts, t=(0.0, 0.5, 1.0), steps=4, guidance=1.0, height=32, width=32,
+                      image_a=str(tmp_path / "a.png"), image_b=str(tmp_path / "b.png"), format=None)
+    result = run_morph(adapter, s, tmp_path / "run", progress=False)
+    assert adapter.scheduler_name == default  # given back as it was
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["scheduler"] == "DDIMScheduler"
+    for frame, name, prompt in ((result.frames[0], "a.png", prompts[0]), (result.frames[-1], "b.png", prompts[1])):
+        latent = adapter.invert(load_image(tmp_path / name), prompt, steps=4, guidance=1.0, height=32, width=32)
+        expected = adapter.render(adapter.encode([prompt]), latent[None], steps=4, guidance=1.0, height=32, width=32)[0]
+        assert (load_image(frame) - expected).abs().max() <= 1 / 255 + 1e-6
+        adapter.use_scheduler("default")
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,7 @@ def write_animation(
     if pingpong and len(seq) > 2:
         seq = seq + seq[-2:0:-1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    duration_ms = int(round(1000.0 / fps))
+    duration_ms = round(1000.0 / fps)
     if fmt in ("gif", "webp"):
         seq[0].save(
             path, save_all=True, append_images=seq[1:], duration=duration_ms, loop=0,

@@ -7,11 +7,13 @@ and only the missing ones are rendered.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +54,8 @@ class MorphSettings:
     spacing: str = "uniform"
     image_a: str | None = None
     image_b: str | None = None
-    inversion_steps: int = 50
+    inversion_steps: int | None = None
+    inversion_guidance: float = 1.0
     batch_size: int = 4
     format: str | None = "gif"
     pingpong: bool = False
@@ -103,7 +106,7 @@ def check_times(t: tuple[float, ...] | list[float]) -> None:
         raise ValueError(f"a morph needs at least 2 frames, got {len(t)}; use --frames N with N >= 2")
     if any(not (0.0 <= x <= 1.0) for x in t):
         raise ValueError(f"t values must lie in [0, 1], got {list(t)}")
-    if any(b <= a for a, b in zip(t, t[1:])):
+    if any(b <= a for a, b in itertools.pairwise(t)):
         raise ValueError(f"t values must be strictly increasing, got {list(t)}")
 
 
@@ -162,16 +165,47 @@ def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | Non
     return previous
 
 
-def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int) -> tuple[Tensor, Tensor | None, str]:
-    """(latent A, latent B or None, latent method actually used)."""
+def _inverted_latent(adapter: Adapter, s: MorphSettings, path: str, prompt: str, height: int, width: int, cache: Path) -> Tensor:
+    """Invert one image, cached in the run directory so a resumed run does not invert again."""
+    import hashlib
+
+    import torch
+
     from whichway.media import load_image
 
+    steps = s.inversion_steps or s.steps
+    stat = Path(path).stat() if Path(path).is_file() else None
+    key = hashlib.sha256(
+        json.dumps([adapter.model_id, str(Path(path).resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
+                    prompt, steps, s.inversion_guidance, height, width]).encode()
+    ).hexdigest()[:16]
+    cached = cache / f"inverted-{key}.pt"
+    if cached.is_file():
+        logger.info("using the inverted latent of %s cached in %s", path, cached)
+        return torch.load(cached, weights_only=True)
+    image = load_image(path, size=(height, width))
+    logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, s.inversion_guidance)
+    latent = adapter.invert(image, prompt, steps=steps, guidance=s.inversion_guidance, height=height, width=width)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    torch.save(latent, tmp)
+    os.replace(tmp, cached)
+    return latent
+
+
+def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int, run_dir: Path) -> tuple[Tensor, Tensor | None, str]:
+    """(latent A, latent B or None, latent method actually used)."""
     if s.image_a is not None and s.image_b is not None:
-        latents = []
-        for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b)):
-            image = load_image(path, size=(height, width))
-            logger.info("inverting %s (%d steps)", path, s.inversion_steps)
-            latents.append(adapter.invert(image, prompt, steps=s.inversion_steps, height=height, width=width))
+        if (s.inversion_steps or s.steps) != s.steps or s.inversion_guidance != s.guidance:
+            logger.warning(
+                "inverting with %d steps at guidance %g but rendering with %d steps at guidance %g: "
+                "the end frames will not reproduce the images exactly (use the same values for that)",
+                s.inversion_steps or s.steps, s.inversion_guidance, s.steps, s.guidance,
+            )
+        latents = [
+            _inverted_latent(adapter, s, path, prompt, height, width, run_dir / "latents")
+            for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b))
+        ]
         method = "cog" if s.latent == "fixed" else s.latent
         return latents[0], latents[1], method
     latent_a = adapter.initial_latent(s.seed, height, width)
@@ -179,6 +213,60 @@ def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int
         return latent_a, None, "fixed"
     seed_b = s.seed + 1 if s.seed_b is None else s.seed_b
     return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
+
+
+def _render(
+    adapter: Adapter,
+    s: MorphSettings,
+    run_dir: Path,
+    info: dict[str, Any],
+    todo: list[int],
+    ts: Tensor,
+    path_at: Callable[[Tensor], tuple[Any, Any]],
+    height: int,
+    width: int,
+    progress: bool,
+    meter: Any,
+) -> int:
+    """Render the frames ``todo`` (uniform spacing) or the whole re-spaced path (perceptual),
+    writing PNGs and recording in ``info`` what was chosen. Returns the frames rendered."""
+    import torch
+
+    from whichway.media import save_png
+    from whichway.render import latent_path, render_frames
+
+    frames_dir = run_dir / FRAMES_DIR
+    latent_a, latent_b, method = _initial_latents(adapter, s, height, width, run_dir)
+    info["latent_used"] = method
+    options = {
+        "steps": s.steps, "guidance": s.guidance, "height": height, "width": width, "batch_size": s.batch_size,
+        "negative": adapter.encode_negative(s.negative_prompt, 1), "progress": progress,
+    }
+    if s.spacing == "perceptual":
+        from whichway.metrics import respace
+
+        def render_at(times: Tensor) -> Tensor:
+            latents = latent_path(latent_a, latent_b, times, method=method)
+            return render_frames(adapter, path_at(times)[0], latents, **options)
+
+        spaced = respace(render_at, len(ts), coarse=ts, distance=meter, refine=1)
+        for k, image in enumerate(spaced.frames):
+            save_png(image, frames_dir / f"{k:04d}.png")
+        info["t"] = spaced.t.to(torch.float64).tolist()
+        info["spacing"] = {
+            "t_coarse": spaced.t_coarse.tolist(),
+            "steps_before": spaced.steps_before.tolist(),
+            "steps_after": spaced.steps_after.tolist(),
+            "frames_rendered": spaced.n_rendered,
+        }
+        return spaced.n_rendered
+    index = torch.tensor(todo)
+    render_frames(
+        adapter, path_at(ts[index])[0], latent_path(latent_a, latent_b, ts, method=method)[index],
+        on_frame=lambda i, img: save_png(img, frames_dir / f"{todo[i]:04d}.png"),
+        keep=False, **options,
+    )
+    return len(todo)
 
 
 def run_morph(
@@ -203,8 +291,8 @@ def run_morph(
     import torch
 
     from whichway.clouds import path_length_w2
-    from whichway.media import contact_strip, save_png, write_animation
-    from whichway.render import conditioning_path, latent_path, render_frames
+    from whichway.media import contact_strip, write_animation
+    from whichway.render import conditioning_path
 
     s = settings
     run_dir = Path(out_dir)
@@ -245,44 +333,21 @@ def run_morph(
         )
 
     todo = [k for k in range(n) if k not in done]
-    rendered = 0
     if todo:
-        latent_a, latent_b, method = _initial_latents(adapter, s, height, width)
-        info["latent_used"] = method
-        options = dict(
-            steps=s.steps, guidance=s.guidance, height=height, width=width, batch_size=s.batch_size,
-            negative=adapter.encode_negative(s.negative_prompt, 1), progress=progress,
-        )
-        if s.spacing == "perceptual":
-            from whichway.metrics import respace
-
-            def render_at(times: Tensor) -> Tensor:
-                return render_frames(adapter, path_at(times)[0], latent_path(latent_a, latent_b, times, method=method), **options)
-
-            spaced = respace(render_at, n, coarse=ts, distance=meter, refine=1)
-            ts = spaced.t.to(torch.float64)
-            for k, image in enumerate(spaced.frames):
-                save_png(image, frames_dir / f"{k:04d}.png")
-            rendered = spaced.n_rendered
-            info["t"] = ts.tolist()
-            info["spacing"] = {
-                "t_coarse": spaced.t_coarse.tolist(),
-                "steps_before": spaced.steps_before.tolist(),
-                "steps_after": spaced.steps_after.tolist(),
-                "frames_rendered": rendered,
-            }
-        else:
-            index = torch.tensor(todo)
-            path, _ = path_at(ts[index])
-            render_frames(
-                adapter, path, latent_path(latent_a, latent_b, ts, method=method)[index],
-                on_frame=lambda i, img: save_png(img, frames_dir / f"{todo[i]:04d}.png"),
-                keep=False, **options,
-            )
-            rendered = len(todo)
+        # Inverted latents reconstruct only under the sampler they were inverted for (DDIM for
+        # the diffusion families): switch to it for this run, then give the adapter back as it was.
+        restore = adapter.use_scheduler("ddim") if s.image_a is not None and hasattr(adapter, "use_scheduler") else None
+        try:
+            rendered = _render(adapter, s, run_dir, info, todo, ts, path_at, height, width, progress, meter)
+            info.update(adapter.describe())  # records the scheduler actually used
+        finally:
+            if restore is not None:
+                adapter.use_scheduler(restore)
     else:
         logger.info("all %d frames already rendered in %s", n, run_dir)
+        rendered = 0
         info["latent_used"] = (previous or {}).get("latent_used")
+    ts = torch.tensor(info["t"], dtype=torch.float64)
 
     path, couplings = path_at(ts)
     coupling_info = tuple(

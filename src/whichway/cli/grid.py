@@ -50,11 +50,11 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def _render_options(args: argparse.Namespace) -> dict:
-    return dict(
-        size=args.size, steps=args.steps, guidance=args.guidance, height=args.height,
-        width=args.width, batch_size=args.batch_size, negative_prompt=args.negative_prompt,
-        progress=not args.quiet,
-    )
+    return {
+        "size": args.size, "steps": args.steps, "guidance": args.guidance, "height": args.height,
+        "width": args.width, "batch_size": args.batch_size, "negative_prompt": args.negative_prompt,
+        "progress": not args.quiet,
+    }
 
 
 def run_seeds(args: argparse.Namespace) -> int:

@@ -52,7 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--image-a", default=None, help="real image for prompt A (inverted; latents combined with COG)")
     gen.add_argument("--image-b", default=None, help="real image for prompt B")
-    gen.add_argument("--inversion-steps", type=int, default=50)
+    gen.add_argument(
+        "--inversion-steps", type=int, default=None,
+        help="inversion steps for --image-a/--image-b (default: --steps, needed for exact end frames)",
+    )
+    gen.add_argument(
+        "--inversion-guidance", type=float, default=1.0,
+        help="guidance while inverting (default 1.0; the end frames reproduce the images when "
+        "--guidance equals it)",
+    )
     gen.add_argument("--batch-size", type=int, default=4, help="frames per denoiser batch (default 4)")
     out = p.add_argument_group("output")
     out.add_argument("--out", default=None, help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)")
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         image_a=args.image_a,
         image_b=args.image_b,
         inversion_steps=args.inversion_steps,
+        inversion_guidance=args.inversion_guidance,
         batch_size=args.batch_size,
         format=None if args.format == "none" else args.format,
         pingpong=args.pingpong,
