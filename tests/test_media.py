@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from whichway.media import contact_strip, labelled_grid, load_image, save_png, to_pil, write_animation
+from whichway.media import (
+    contact_strip,
+    labelled_grid,
+    load_image,
+    save_image,
+    to_pil,
+    write_animation,
+)
 
 
 def _frames(n: int = 4, size: int = 24) -> list[Image.Image]:
@@ -17,7 +24,7 @@ def _frames(n: int = 4, size: int = 24) -> list[Image.Image]:
 
 def test_png_round_trip_is_exact_to_8_bits(tmp_path):
     image = torch.rand(3, 17, 23, generator=torch.Generator().manual_seed(1))
-    path = save_png(image, tmp_path / "sub" / "a.png")
+    path = save_image(image, tmp_path / "sub" / "a.png")
     back = load_image(path)
     assert back.shape == (3, 17, 23)
     assert torch.allclose(back, image, atol=0.5 / 255 + 1e-6)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from whichway.cli import main
-from whichway.media import save_png
+from whichway.media import save_image
 from whichway.metrics import LPIPSPath, score_run
 from whichway.metrics.score import load_frames
 
@@ -21,7 +21,7 @@ def _write_frames(folder: Path, n: int, size: tuple[int, int] = (48, 64), seed: 
     paths = []
     for k in range(n):
         w = k / max(n - 1, 1)
-        paths.append(save_png((1 - w) * a + w * b, folder / f"{k:04d}.png"))
+        paths.append(save_image((1 - w) * a + w * b, folder / f"{k:04d}.png"))
     return paths
 
 

@@ -56,14 +56,20 @@ def load_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
-    """Write (3, H, W) in [0, 1] as PNG atomically (a crash never leaves half a file)."""
+def save_image(image: Tensor, path: str | os.PathLike[str]) -> Path:
+    """Write (3, H, W) in [0, 1] as an 8-bit RGB file, atomically (a crash never leaves half a
+    file). The format comes from the suffix (.png, .jpg, .webp, ...)."""
+    from PIL import Image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"unknown image format {path.suffix!r} for {str(path)!r}; use .png, .jpg or .webp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        to_pil(image).save(tmp, format="PNG")
+        to_pil(image).save(tmp, format=fmt)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -232,7 +232,7 @@ def _render(
     writing PNGs and recording in ``info`` what was chosen. Returns the frames rendered."""
     import torch
 
-    from whichway.media import save_png
+    from whichway.media import save_image
     from whichway.render import latent_path, render_frames
 
     frames_dir = run_dir / FRAMES_DIR
@@ -251,7 +251,7 @@ def _render(
 
         spaced = respace(render_at, len(ts), coarse=ts, distance=meter, refine=1)
         for k, image in enumerate(spaced.frames):
-            save_png(image, frames_dir / f"{k:04d}.png")
+            save_image(image, frames_dir / f"{k:04d}.png")
         info["t"] = spaced.t.to(torch.float64).tolist()
         info["spacing"] = {
             "t_coarse": spaced.t_coarse.tolist(),
@@ -263,7 +263,7 @@ def _render(
     index = torch.tensor(todo)
     render_frames(
         adapter, path_at(ts[index])[0], latent_path(latent_a, latent_b, ts, method=method)[index],
-        on_frame=lambda i, img: save_png(img, frames_dir / f"{todo[i]:04d}.png"),
+        on_frame=lambda i, img: save_image(img, frames_dir / f"{todo[i]:04d}.png"),
         keep=False, **options,
     )
     return len(todo)

@@ -89,13 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from whichway import __version__
-    from whichway.models._common import (
-        LATENT_SUFFIXES,
-        load_image,
-        prepare_image,
-        save_image,
-        save_latent,
-    )
+    from whichway.media import load_image, save_image
+    from whichway.models._common import LATENT_SUFFIXES, prepare_image, save_latent
 
     out: Path = args.out if args.out is not None else Path(f"{args.image.stem}.latent.safetensors")
     if out.suffix not in LATENT_SUFFIXES:

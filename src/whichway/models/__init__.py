@@ -28,8 +28,6 @@ _EXPORTS: dict[str, str] = {
     "FAMILIES": "whichway.models.loading",
     "PIPELINE_FAMILIES": "whichway.models.loading",
     "PromptTruncatedWarning": "whichway.models._common",
-    "load_image": "whichway.models._common",
-    "save_image": "whichway.models._common",
     "check_invariance": "whichway.models.invariance",
     "InvarianceReport": "whichway.models.invariance",
     "build_tiny_pipeline": "whichway.models.tiny",

@@ -217,37 +217,6 @@ def images_to_cpu(images: Tensor) -> Tensor:
 # --- images -----------------------------------------------------------------------------------
 
 
-def load_image(path: str | Path) -> Tensor:
-    """Read an image file as (3, H, W) float32 in [0, 1] (RGB; alpha dropped, greyscale expanded).
-
-    Raises ValueError naming the file when it is missing or not a readable image.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image file {str(path)!r} does not exist or is not a file")
-    try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot read image file {str(path)!r}: {exc}") from exc
-    data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    return data.reshape(rgb.height, rgb.width, 3).permute(2, 0, 1).float() / 255.0
-
-
-def save_image(image: Tensor, path: str | Path) -> Path:
-    """Write a (3, H, W) image in [0, 1] as an 8-bit RGB file (format from the suffix)."""
-    from PIL import Image
-
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W), got {tuple(image.shape)}")
-    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    path = Path(path)
-    Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy()).save(path)
-    return path
-
-
 def prepare_image(image: Tensor, height: int, width: int) -> Tensor:
     """(3, H, W) or (1, 3, H, W) image in [0, 1] -> (1, 3, height, width) in [-1, 1].
 
