@@ -12,7 +12,7 @@ and for each the share of a unit's time spent outside the model's render calls (
 geometry, LPIPS, bookkeeping; the driver's Parquet writes are outside the unit and reported as
 the gap between wall time and summed unit time).
 
-    python benchmarks/bench_studies.py            # 12 pairs, 11 frames, 2 steps
+    python benchmarks/bench_studies.py            # 6 pairs, 11 frames, 1 step, 32 px
     python benchmarks/bench_studies.py --quick    # 3 pairs, 3 frames, 1 step
 """
 
@@ -29,12 +29,15 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short run (3 pairs, 3 frames, 1 step)")
-    ap.add_argument("--pairs", type=int, default=12)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--frames", type=int, default=11)
-    ap.add_argument("--size", type=int, default=64, help="image side in pixels")
+    ap.add_argument("--size", type=int, default=32, help="image side in pixels")
     ap.add_argument("--ray-workers", type=int, default=2)
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of the local executor (Ray gives each 1-CPU actor one thread; "
+                    "on a shared, oversubscribed CPU more threads spin-wait and run slower)")
     args = ap.parse_args()
     if args.quick:
         args.pairs, args.steps, args.frames = 3, 1, 3
@@ -42,6 +45,9 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     import pandas as pd
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from whichway.models.tiny import build_tiny_pipeline
     from whichway.studies.config import load_config
@@ -66,7 +72,7 @@ def main() -> None:
 
     def measure(name: str, overrides: list[str], executor) -> dict:
         cfg = load_config("prompts", None, base + overrides)
-        out = tmp / name
+        out = tmp / name.replace(",", "").replace(" ", "-")
         start = time.perf_counter()
         run_prompt_study(cfg, out, executor=executor)
         wall = time.perf_counter() - start
@@ -75,21 +81,23 @@ def main() -> None:
         return {"name": name, "units": len(df), "wall_s": wall, "units_per_s": len(df) / wall,
                 "unit_s": df.unit_seconds.mean(), "outside_model": outside}
 
-    print(f"tiny SD, {n} pairs x 3 couplings, {args.frames} frames, {args.steps} steps, {args.size}px, CPU")
+    print(f"tiny SD, {n} pairs x 3 couplings, {args.frames} frames, {args.steps} steps, {args.size}px, CPU, "
+          f"local executor with {args.threads} torch thread(s)")
     results = []
     local = LocalExecutor()
     # warm-up (model load, first-call kernels) is part of neither measurement
-    # (the same config: an executor keeps its workers only for an identical worker spec)
-    run_prompt_study(load_config("prompts", None, base), tmp / "warmup", executor=local)
+    # (one pair; the worker spec ignores the pair count, so the executor keeps its loaded worker)
+    run_prompt_study(load_config("prompts", None, base + ["pairs.n_per_group=1"]), tmp / "warmup", executor=local)
     results.append(measure("local, shared endpoints", [], local))
     local2 = LocalExecutor()
-    run_prompt_study(load_config("prompts", None, base + ["render.shared_endpoints=false"]),
+    run_prompt_study(load_config("prompts", None, base + ["pairs.n_per_group=1", "render.shared_endpoints=false"]),
                      tmp / "warmup2", executor=local2)
     results.append(measure("local, endpoints per coupling", ["render.shared_endpoints=false"], local2))
     if not args.no_ray:
         t0 = time.perf_counter()
         ray_ex = RayExecutor(workers=args.ray_workers, num_cpus=max(2, args.ray_workers))
-        run_prompt_study(load_config("prompts", None, base), tmp / "warmup3", executor=ray_ex)
+        run_prompt_study(load_config("prompts", None, base + ["pairs.n_per_group=1"]), tmp / "warmup3",
+                         executor=ray_ex)
         print(f"(Ray start + {args.ray_workers} actors loading the model: {time.perf_counter() - t0:.1f} s, not counted)")
         try:
             results.append(measure(f"ray, {args.ray_workers} actors", [], ray_ex))

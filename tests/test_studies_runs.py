@@ -109,7 +109,7 @@ def test_unit_rows_follow_the_geometry_and_match_an_independent_render(tiny_pipe
 
 # --- end to end -------------------------------------------------------------------------------
 def test_cli_run_and_report(full_run):
-    cfg, out = full_run
+    _, out = full_run
     df = ResultStore(out, lock=False).read()
     assert len(df) == 21 and df.unit_id.nunique() == 7
     assert not df.duplicated(["unit_id", "coupling"]).any()

@@ -65,7 +65,7 @@ class PairSet:
     def summary(self) -> dict[str, int]:
         return {
             "pairs_read": self.n_total,
-            "pairs_resolved": int(len(self.pairs)),
+            "pairs_resolved": len(self.pairs),
             "pairs_unresolved": self.n_unresolved,
             "pairs_invalid": self.n_invalid,
         }

@@ -261,7 +261,7 @@ def load_study_pairs(cfg: PromptStudyConfig) -> tuple[Any, dict[str, Any]]:
     sample = stratified_sample(ps.pairs, pc.n_per_group, seed=cfg.study.seed, width=pc.group_width,
                                max_similarity=pc.max_similarity, stratify=pc.stratify)
     summary = ps.summary()
-    summary["pairs_sampled"] = int(len(sample))
+    summary["pairs_sampled"] = len(sample)
     summary["unresolved_examples"] = list(ps.unresolved_ids)
     return sample, summary
 
@@ -388,7 +388,10 @@ def run_prompt_study(
             executor = make_executor(rc.executor, address=rc.address, workers=rc.workers,
                                      cpus_per_worker=rc.cpus_per_worker)
         try:
-            info = run_units(store, executor, WorkerSpec(WORKER, {"config": cfg_dict}), units,
+            # the worker needs neither the pair source nor the run settings: leaving them out keeps
+            # the spec (and an executor's loaded workers) the same across runs that differ only there
+            spec = WorkerSpec(WORKER, {"config": {**cfg_dict, "pairs": {}, "run": {}}})
+            info = run_units(store, executor, spec, units,
                              progress=config.run.progress if progress is None else progress, desc="pairs")
         finally:
             if own:

@@ -180,16 +180,16 @@ def prompt_report(run_dir: str | Path) -> Path:
     lines = [
         "# Prompt-pair study: OT vs CLIP vs random couplings",
         "",
-        f"- model: `{cfg.get('model', {}).get('id', '?')}`; steps {cfg.get('render', {}).get('steps')}, "
-        f"guidance {cfg.get('render', {}).get('guidance')}, t = {cfg.get('render', {}).get('t')}",
-        f"- pairs: {df.pair_id.nunique()} recorded of {manifest.get('units', '?')} sampled; "
-        f"source read {pairs_info.get('pairs_read', '?')} pairs, {pairs_info.get('pairs_unresolved', 0)} "
-        f"unresolved caption ids dropped",
+        (f"- model: `{cfg.get('model', {}).get('id', '?')}`; steps {cfg.get('render', {}).get('steps')}, "
+         f"guidance {cfg.get('render', {}).get('guidance')}, t = {cfg.get('render', {}).get('t')}"),
+        (f"- pairs: {df.pair_id.nunique()} recorded of {manifest.get('units', '?')} sampled; "
+         f"source read {pairs_info.get('pairs_read', '?')} pairs, {pairs_info.get('pairs_unresolved', 0)} "
+         "unresolved caption ids dropped"),
         f"- study seed {manifest.get('seed')}; one seed per pair; couplings: {', '.join(couplings)}",
         *(["- pairs without a similarity score are shown as group 0"] if unstratified else []),
         "",
-        "PPL = Σₖ LPIPS(frameₖ, frameₖ₊₁); coupling cost C(σ) = Σᵢ ‖E_A[i] − E_B[σ(i)]‖². Tests: paired "
-        "one-sided Wilcoxon signed-rank (H1: OT lower), * p < 0.05, ** p < 0.01, *** p < 0.001.",
+        ("PPL = Σₖ LPIPS(frameₖ, frameₖ₊₁); coupling cost C(σ) = Σᵢ ‖E_A[i] − E_B[σ(i)]‖². Tests: paired "
+         "one-sided Wilcoxon signed-rank (H1: OT lower), * p < 0.05, ** p < 0.01, *** p < 0.001."),
         "",
         "## PPL by similarity group (Figure 3)",
         "",
@@ -214,8 +214,8 @@ def prompt_report(run_dir: str | Path) -> Path:
         per_unit = df.drop_duplicates("unit_id")
         share = 1 - (per_unit["unit_render_seconds"].sum() / per_unit["unit_seconds"].sum())
         lines += ["## Time", "",
-                  f"- {per_unit.unit_seconds.mean():.3g} s per pair (median {per_unit.unit_seconds.median():.3g} s), "
-                  f"{share:.1%} of it outside the model's render calls", ""]
+                  (f"- {per_unit.unit_seconds.mean():.3g} s per pair (median {per_unit.unit_seconds.median():.3g} s), "
+                   f"{share:.1%} of it outside the model's render calls"), ""]
     lines += ["Tables: [summary.csv](summary.csv), [significance.csv](significance.csv)", ""]
     md = out / "report.md"
     md.write_text("\n".join(lines), encoding="utf-8")
@@ -265,12 +265,12 @@ def latent_report(run_dir: str | Path) -> Path:
     lines = [
         "# Latent study: COG vs LERP / SLERP / NAO and centroid baselines",
         "",
-        f"- model: `{cfg.get('model', {}).get('id', '?')}`; inversion {cfg.get('inversion', {}).get('steps')} "
-        f"DDIM steps, guidance {cfg.get('inversion', {}).get('guidance')}; render {cfg.get('render', {}).get('steps')} steps",
-        f"- classes: {manifest.get('classes', '?')}; images inverted: {manifest.get('images', '?')}; "
-        f"study seed {manifest.get('seed')}",
-        f"- FID against the {metrics.get('real_images', '?')} real images; accuracy of classifier "
-        f"`{metrics.get('classifier', '?')}` (class = the folder's prompt)",
+        (f"- model: `{cfg.get('model', {}).get('id', '?')}`; inversion {cfg.get('inversion', {}).get('steps')} "
+         f"DDIM steps, guidance {cfg.get('inversion', {}).get('guidance')}; render {cfg.get('render', {}).get('steps')} steps"),
+        (f"- classes: {manifest.get('classes', '?')}; images inverted: {manifest.get('images', '?')}; "
+         f"study seed {manifest.get('seed')}"),
+        (f"- FID against the {metrics.get('real_images', '?')} real images; accuracy of classifier "
+         f"`{metrics.get('classifier', '?')}` (class = the folder's prompt)"),
         "",
     ]
     for kind, title in (("interpolation", "Table 1: interpolation (interior points of within-class paths)"),

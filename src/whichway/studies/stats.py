@@ -135,7 +135,7 @@ def significance_table(
                 "metric": metric,
                 "n": t.n,
                 f"mean_{reference}": t.mean_x,
-                f"mean_other": t.mean_y,
+                "mean_other": t.mean_y,
                 "median_diff": t.median_diff,
                 "win_rate": t.win_rate,
                 "statistic": t.statistic,

@@ -108,7 +108,7 @@ class ResultStore:
         except ImportError:  # pragma: no cover - non-POSIX: no cross-process lock
             log.warning("fcntl unavailable: cannot stop two processes writing %s", self.run_dir)
             return
-        fh = open(self.run_dir / ".lock", "a+")
+        fh = open(self.run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the run's lifetime
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
