@@ -127,6 +127,16 @@ class Adapter:
 
     # --- sizes -----------------------------------------------------------------------------
     @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side."""
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this."""
+        raise NotImplementedError
+
+    @property
     def default_size(self) -> tuple[int, int]:
         """(height, width) in pixels the pipeline renders by default."""
         raise NotImplementedError
@@ -170,6 +180,29 @@ class Adapter:
         draws. Returns (B, 3, H, W) float32 CPU images in [0, 1]."""
         raise NotImplementedError
 
+    def _batch_latents(self, cond: Conditioning, latents: Tensor, height: int, width: int) -> Tensor:
+        """Initial latents (B, C, h, w) or one (1, C, h, w) / (C, h, w) shared by the batch,
+        checked against the size and moved to the pipeline's device and dtype."""
+        from whichway.models._common import check_latents
+
+        latents = check_latents(latents, self.latent_shape(height, width))
+        if latents.shape[0] == 1 and len(cond) > 1:
+            latents = latents.expand(len(cond), -1, -1, -1)
+        if latents.shape[0] != len(cond):
+            raise ValueError(f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1")
+        return latents.to(device=self.device, dtype=self.dtype)
+
+    def _inversion_size(self, image: Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+        """The given size, or the image's own rounded down to a multiple of ``size_multiple``."""
+        from whichway.models._common import check_size
+
+        m = self.size_multiple
+        h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
+        w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
+        check_size(h, w, m)
+        return h, w
+
+    @torch.no_grad()
     def invert(
         self,
         image: Tensor,
@@ -182,8 +215,35 @@ class Adapter:
         on_step: StepCallback | None = None,
     ) -> Tensor:
         """Invert an image (3, H, W) in [0, 1] to its initial latent (C, h, w) float32 CPU, so
-        that rendering it with ``encode([prompt])`` and the same steps/guidance reconstructs it.
-        DDIM inversion for the diffusion families, Euler inversion for flow matching."""
+        that rendering it with ``encode([prompt])`` and the same steps/guidance reconstructs it
+        (up to the VAE's own reconstruction error and the inversion's discretisation error).
+
+        The image is resized to height x width (default: its own size rounded down to a
+        multiple of :attr:`size_multiple`), encoded by the VAE (the latent distribution's mean,
+        shifted and scaled as the pipeline undoes it) and inverted by :meth:`invert_latent`:
+        DDIM inversion for the diffusion families, Euler inversion for flow matching.
+        """
+        from whichway.models._common import prepare_image, vae_encode
+
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
+        if not isinstance(image, Tensor):
+            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")  # noqa: TRY004
+        height, width = self._inversion_size(image, height, width)
+        clean = vae_encode(self.pipe.vae, prepare_image(image, height, width))
+        return self.invert_latent(clean[0], prompt, steps=steps, guidance=guidance, on_step=on_step)
+
+    def invert_latent(
+        self,
+        latent: Tensor,
+        prompt: str,
+        *,
+        steps: int,
+        guidance: float = 1.0,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """Invert clean latents (B, C, h, w) or (C, h, w) in the denoiser's latent space to
+        initial latents of the same shape (float32 CPU, unscaled N(0, I) convention)."""
         raise NotImplementedError
 
     def denoise_once(self, cond: Conditioning, latent: Tensor, timestep: float) -> Tensor:

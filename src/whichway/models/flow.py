@@ -42,8 +42,6 @@ from whichway.models._common import (
     check_steps,
     cpu_normal_latent,
     images_to_cpu,
-    prepare_image,
-    vae_encode,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
 
@@ -250,10 +248,6 @@ class FlowMatchingAdapter(Adapter):
 
     # --- sizes -----------------------------------------------------------------------------
     @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
-
-    @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this (VAE factor x transformer patch)."""
         return self.vae_scale_factor * 2
@@ -305,18 +299,6 @@ class FlowMatchingAdapter(Adapter):
         ``generator=torch.Generator("cpu").manual_seed(seed)``, drawn in the pipeline's dtype
         (so casting back when rendering is exact)."""
         return cpu_normal_latent(self.latent_shape(height, width), seed, dtype=self.dtype)
-
-    def _batch_latents(
-        self, cond: Conditioning, latents: Tensor, height: int, width: int
-    ) -> Tensor:
-        latents = check_latents(latents, self.latent_shape(height, width))
-        if latents.shape[0] == 1 and len(cond) > 1:
-            latents = latents.expand(len(cond), -1, -1, -1)
-        if latents.shape[0] != len(cond):
-            raise ValueError(
-                f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1"
-            )
-        return latents.to(device=self.device, dtype=self.dtype)
 
     # --- rendering -------------------------------------------------------------------------
     def _run(
@@ -380,45 +362,6 @@ class FlowMatchingAdapter(Adapter):
 
     def _velocity(self, cond: Conditioning, guidance: float) -> Velocity:  # pragma: no cover
         raise NotImplementedError
-
-    def _inversion_size(
-        self, image: Tensor, height: int | None, width: int | None
-    ) -> tuple[int, int]:
-        m = self.size_multiple
-        h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
-        w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
-        check_size(h, w, m)
-        return h, w
-
-    @torch.no_grad()
-    def invert(
-        self,
-        image: Tensor,
-        prompt: str,
-        *,
-        steps: int,
-        guidance: float = 1.0,
-        height: int | None = None,
-        width: int | None = None,
-        on_step: StepCallback | None = None,
-    ) -> Tensor:
-        """Euler inversion of an image (3, H, W) in [0, 1] to its initial latent (C, h, w)
-        float32 CPU.
-
-        The image is resized to height x width (default: its own size rounded down to a
-        multiple of :attr:`size_multiple`), encoded by the VAE (mean, shifted and scaled as the
-        pipeline undoes it) and inverted by :meth:`invert_latent`; ``render`` with
-        ``encode([prompt])`` and the same steps, guidance and size then reconstructs the image
-        up to the VAE's own reconstruction error and the inversion's discretisation error.
-        """
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
-        if not isinstance(image, Tensor):
-            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")  # noqa: TRY004
-        height, width = self._inversion_size(image, height, width)
-        pixels = prepare_image(image, height, width)
-        clean = vae_encode(self.pipe.vae, pixels)
-        return self.invert_latent(clean[0], prompt, steps=steps, guidance=guidance, on_step=on_step)
 
     @torch.no_grad()
     def invert_latent(

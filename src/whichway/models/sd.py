@@ -41,10 +41,8 @@ from whichway.models._common import (
     guided,
     images_to_cpu,
     is_ddim,
-    prepare_image,
     step_callback,
     step_generators,
-    vae_encode,
     warn_if_truncated,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
@@ -79,10 +77,6 @@ class SDAdapter(Adapter):
         self._negative_cache: dict[str | None, Conditioning] = {}
 
     # --- sizes -----------------------------------------------------------------------------
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
-
     @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this (the pipeline checks 8, the VAE its
@@ -279,13 +273,7 @@ class SDAdapter(Adapter):
         steps = check_steps(steps)
         guidance = check_guidance(guidance)
         batch = len(cond)
-        latents = check_latents(latents, self.latent_shape(height, width))
-        if latents.shape[0] == 1 and batch > 1:
-            latents = latents.expand(batch, -1, -1, -1)
-        if latents.shape[0] != batch:
-            raise ValueError(
-                f"latents have {latents.shape[0]} rows but cond has {batch}; give B or 1"
-            )
+        latents = self._batch_latents(cond, latents, height, width)
         if self._uses_cfg(guidance):
             negative = self.encode_negative(None, 1) if negative is None else negative
             self._check_cond(negative, "negative")
@@ -300,7 +288,7 @@ class SDAdapter(Adapter):
             negative = None
         output = self.pipe(
             **self._pipe_conditioning(cond.to(self.device, self.dtype), negative),
-            latents=latents.to(self.device, self.dtype),
+            latents=latents,
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=height,
@@ -312,45 +300,6 @@ class SDAdapter(Adapter):
         return output.images
 
     # --- inversion -------------------------------------------------------------------------
-    def _inversion_size(
-        self, image: Tensor, height: int | None, width: int | None
-    ) -> tuple[int, int]:
-        m = self.size_multiple
-        h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
-        w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
-        check_size(h, w, m)
-        return h, w
-
-    @torch.no_grad()
-    def invert(
-        self,
-        image: Tensor,
-        prompt: str,
-        *,
-        steps: int,
-        guidance: float = 1.0,
-        height: int | None = None,
-        width: int | None = None,
-        on_step: StepCallback | None = None,
-    ) -> Tensor:
-        """DDIM inversion of an image (3, H, W) in [0, 1] to its initial latent (C, h, w),
-        float32 CPU.
-
-        The image is resized to height x width (default: its own size, rounded down to a
-        multiple of 8), encoded by the VAE (mean × scaling factor) and inverted by
-        :meth:`invert_latent`. Switches the pipeline to DDIM (:meth:`use_scheduler`), so
-        ``render`` with ``encode([prompt])`` and the same steps, guidance and size reconstructs
-        the image (up to the VAE's own reconstruction error).
-        """
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
-        height, width = self._inversion_size(image, height, width)
-        pixels = prepare_image(image, height, width)
-        latent = vae_encode(self.pipe.vae, pixels)
-        return self.invert_latent(
-            latent[0], prompt, steps=steps, guidance=guidance, on_step=on_step
-        )
-
     @torch.no_grad()
     def invert_latent(
         self,
