@@ -163,6 +163,7 @@ class Adapter:
         raise NotImplementedError
 
     # --- rendering -------------------------------------------------------------------------
+    @torch.no_grad()
     def render(
         self,
         cond: Conditioning,
@@ -177,7 +178,47 @@ class Adapter:
     ) -> Tensor:
         """Render B waypoints in one batched pipeline call (guidance's unconditional and
         conditional halves in the same batch). latents (B, C, h, w) unpacked, unscaled N(0, I)
-        draws. Returns (B, 3, H, W) float32 CPU images in [0, 1]."""
+        draws, or one (C, h, w) shared by the batch; negative: B or 1 rows, default the
+        pipeline's own unconditional. Returns (B, 3, H, W) float32 CPU images in [0, 1]."""
+        from whichway.models._common import check_guidance, check_steps, images_to_cpu
+
+        return images_to_cpu(
+            self._run(cond, latents, check_steps(steps), check_guidance(guidance), height, width, negative, on_step, "pt")
+        )
+
+    @torch.no_grad()
+    def render_latent(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        *,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Tensor:
+        """As :meth:`render`, but return the clean latent before the VAE decoder: (B, C, h, w)
+        float32 CPU, unpacked, in the denoiser's (shifted, scaled) latent space."""
+        from whichway.models._common import check_guidance, check_steps
+
+        out = self._run(cond, latents, check_steps(steps), check_guidance(guidance), height, width, negative, on_step, "latent")
+        return out.detach().to("cpu", torch.float32)
+
+    def _run(
+        self,
+        cond: Conditioning,
+        latents: Tensor,
+        steps: int,
+        guidance: float,
+        height: int,
+        width: int,
+        negative: Conditioning | None,
+        on_step: StepCallback | None,
+        output_type: str,
+    ) -> Tensor:
+        """One batched pipeline call returning ``output_type`` "pt" images or "latent"s."""
         raise NotImplementedError
 
     def _batch_latents(self, cond: Conditioning, latents: Tensor, height: int, width: int) -> Tensor:

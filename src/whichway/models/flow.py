@@ -41,7 +41,6 @@ from whichway.models._common import (
     check_size,
     check_steps,
     cpu_normal_latent,
-    images_to_cpu,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
 
@@ -299,62 +298,6 @@ class FlowMatchingAdapter(Adapter):
         ``generator=torch.Generator("cpu").manual_seed(seed)``, drawn in the pipeline's dtype
         (so casting back when rendering is exact)."""
         return cpu_normal_latent(self.latent_shape(height, width), seed, dtype=self.dtype)
-
-    # --- rendering -------------------------------------------------------------------------
-    def _run(
-        self,
-        cond: Conditioning,
-        latents: Tensor,
-        steps: int,
-        guidance: float,
-        height: int,
-        width: int,
-        negative: Conditioning | None,
-        on_step: StepCallback | None,
-        output_type: str,
-    ) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def render(
-        self,
-        cond: Conditioning,
-        latents: Tensor,
-        *,
-        steps: int,
-        guidance: float,
-        height: int,
-        width: int,
-        negative: Conditioning | None = None,
-        on_step: StepCallback | None = None,
-    ) -> Tensor:
-        """Render B waypoints in one pipeline call with the given unpacked initial latents
-        (B, C, h, w) (or one shared). Returns (B, 3, H, W) float32 CPU in [0, 1]."""
-        check_steps(steps)
-        guidance = check_guidance(guidance)
-        return images_to_cpu(
-            self._run(cond, latents, steps, guidance, height, width, negative, on_step, "pt")
-        )
-
-    @torch.no_grad()
-    def render_latent(
-        self,
-        cond: Conditioning,
-        latents: Tensor,
-        *,
-        steps: int,
-        guidance: float,
-        height: int,
-        width: int,
-        negative: Conditioning | None = None,
-        on_step: StepCallback | None = None,
-    ) -> Tensor:
-        """As :meth:`render`, but return the clean latent before the VAE decoder: (B, C, h, w)
-        float32 CPU, unpacked, in the transformer's (shifted, scaled) latent space."""
-        check_steps(steps)
-        guidance = check_guidance(guidance)
-        out = self._run(cond, latents, steps, guidance, height, width, negative, on_step, "latent")
-        return out.detach().to("cpu", torch.float32)
 
     # --- inversion -------------------------------------------------------------------------
     def schedule(self, steps: int, height: int, width: int) -> FlowSchedule:  # pragma: no cover

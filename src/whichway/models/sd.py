@@ -39,7 +39,6 @@ from whichway.models._common import (
     ddim_schedule,
     ddim_scheduler,
     guided,
-    images_to_cpu,
     is_ddim,
     step_callback,
     step_generators,
@@ -215,48 +214,6 @@ class SDAdapter(Adapter):
         return guidance > 1.0 and self.pipe.unet.config.time_cond_proj_dim is None
 
     # --- rendering -------------------------------------------------------------------------
-    def render(
-        self,
-        cond: Conditioning,
-        latents: Tensor,
-        *,
-        steps: int,
-        guidance: float,
-        height: int,
-        width: int,
-        negative: Conditioning | None = None,
-        on_step: StepCallback | None = None,
-    ) -> Tensor:
-        """Render B waypoints in one pipeline call: ``pipe(prompt_embeds=…, latents=…,
-        output_type="pt")``; diffusers puts the unconditional and conditional halves of
-        classifier-free guidance in one UNet batch of 2B.
-
-        cond : Conditioning with B rows; latents : (B, C, h, w) or (C, h, w) shared, unscaled
-        N(0, I) draws (the pipeline multiplies by ``init_noise_sigma``); negative : B or 1 rows,
-        default the pipeline's unconditional embedding. Returns (B, 3, H, W) float32 CPU in [0, 1].
-        """
-        output = self._run(cond, latents, steps, guidance, height, width, negative, on_step, "pt")
-        return images_to_cpu(output)
-
-    def render_latent(
-        self,
-        cond: Conditioning,
-        latents: Tensor,
-        *,
-        steps: int,
-        guidance: float,
-        height: int,
-        width: int,
-        negative: Conditioning | None = None,
-        on_step: StepCallback | None = None,
-    ) -> Tensor:
-        """As :meth:`render`, but return the denoised latent before the VAE decoder:
-        (B, C, h, w) float32 CPU in the UNet's (scaled) latent space."""
-        output = self._run(
-            cond, latents, steps, guidance, height, width, negative, on_step, "latent"
-        )
-        return output.detach().float().cpu()
-
     def _run(
         self,
         cond: Conditioning,
@@ -270,8 +227,6 @@ class SDAdapter(Adapter):
         output_type: str,
     ) -> Tensor:
         self._check_cond(cond)
-        steps = check_steps(steps)
-        guidance = check_guidance(guidance)
         batch = len(cond)
         latents = self._batch_latents(cond, latents, height, width)
         if self._uses_cfg(guidance):
