@@ -135,13 +135,16 @@ def _examples_figure(run_dir: Path, df: Any, path: Path, max_pairs: int = 4) -> 
                 rows.append((pid, c, sel.iloc[0]))
     if not rows:
         return []
-    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.3 * len(rows) + 0.4), squeeze=False)
+    import textwrap
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.5 * len(rows) + 0.4), squeeze=False)
     for ax, (pid, c, row) in zip(axes[:, 0], rows):
         with Image.open(run_dir / row.strip) as img:
             ax.imshow(img.convert("RGB"))
         ax.set_axis_off()
-        ax.set_title(f"{c}: \"{row.prompt_a}\" -> \"{row.prompt_b}\" (sim {row.similarity:g}, PPL {row.ppl:.3g})",
-                     fontsize=7, loc="left")
+        ax.set_anchor("W")  # strips flush left, under their captions
+        title = f"{c}: \"{row.prompt_a}\" -> \"{row.prompt_b}\" (sim {row.similarity:g}, PPL {row.ppl:.3g})"
+        ax.set_title("\n".join(textwrap.wrap(title, 140)), fontsize=7, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
