@@ -16,8 +16,7 @@ torch-fidelity.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from whichway._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # weights
@@ -58,14 +57,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'whichway.metrics' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

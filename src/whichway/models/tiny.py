@@ -150,9 +150,23 @@ def _tiny_vae(**overrides: Any) -> Any:
     return AutoencoderKL(**settings)
 
 
+def _sd15_scheduler() -> Any:
+    """SD 1.5's sampler as its model repository configures it (PNDM, scaled-linear betas)."""
+    from diffusers import PNDMScheduler
+
+    return PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
 def tiny_sd_pipeline(*, seed: int = 0) -> Any:
     """An in-memory tiny ``StableDiffusionPipeline`` (PNDM scheduler, like SD 1.5)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
@@ -167,14 +181,7 @@ def tiny_sd_pipeline(*, seed: int = 0) -> Any:
         cross_attention_dim=32,
         norm_num_groups=32,
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = _sd15_scheduler()
     torch.manual_seed(seed)
     vae = _tiny_vae()
     torch.manual_seed(seed)
@@ -321,7 +328,6 @@ def full_size_pipeline(
         )
     from diffusers import (
         AutoencoderKL,
-        PNDMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
@@ -351,14 +357,7 @@ def full_size_pipeline(
             num_hidden_layers=1,
         )
     )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = _sd15_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
