@@ -34,23 +34,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _table(metrics: dict) -> str:
     rows = [
         ("frames", f"{metrics['n_frames']}"),
-        ("PPL  sum d_k", f"{metrics['ppl']:.4f}"),
-        ("PPL  sum d_k/dt_k^2", f"{metrics['ppl_normalized']:.4f}"),
-        ("smoothness  1-Gini(d)", f"{metrics['smoothness']:.4f}"),
-        ("consistency  mean d", f"{metrics['consistency']:.4f}"),
-        ("max step", f"{metrics['max_step']:.4f}"),
+        ("PPL  sum d_k", f"{metrics['ppl']:.4g}"),
+        ("PPL  sum d_k/dt_k^2", f"{metrics['ppl_normalized']:.4g}"),
+        ("smoothness  1-Gini(d)", f"{metrics['smoothness']:.4g}"),
+        ("consistency  mean d", f"{metrics['consistency']:.4g}"),
+        ("max step", f"{metrics['max_step']:.4g}"),
     ]
     for c in metrics.get("couplings", []):
         if isinstance(c, dict) and "cost" in c:
-            rows.append((f"coupling cost (group {c.get('group', 0)}, {c.get('method', '?')})", f"{c['cost']:.4f}"))
+            rows.append((f"coupling cost (group {c.get('group', 0)}, {c.get('method', '?')})", f"{c['cost']:.4g}"))
             if c.get("w2_path_length") is not None:
-                rows.append((f"W2 path length (group {c.get('group', 0)})", f"{c['w2_path_length']:.4f}"))
+                rows.append((f"W2 path length (group {c.get('group', 0)})", f"{c['w2_path_length']:.4g}"))
     lp = metrics["lpips"]
     backbone = "pretrained" if lp["pretrained_backbone"] else "RANDOM (not comparable)"
     width = max(len(k) for k, _ in rows)
     lines = [f"LPIPS {lp['net']} v{lp['version']}, backbone {backbone}"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
-    steps = ", ".join(f"{d:.3f}" for d in metrics["steps"])
+    steps = ", ".join(f"{d:.3g}" for d in metrics["steps"])
     lines.append(f"  {'steps':<{width}}  {steps}")
     return "\n".join(lines)
 
