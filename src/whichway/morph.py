@@ -14,7 +14,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,7 +97,6 @@ class MorphResult:
     animation: Path | None
     couplings: tuple[dict[str, Any], ...]
     rendered: int
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def check_times(t: tuple[float, ...] | list[float]) -> None:
@@ -310,14 +309,15 @@ def run_morph(
             ts = torch.tensor(previous["t"], dtype=torch.float64)
         else:
             done = set()
+    library_versions = versions()
     info: dict[str, Any] = {
-        "whichway": versions().get("whichway", ""),
+        "whichway": library_versions.get("whichway", ""),
         "command": "morph",
         **adapter.describe(),
         "settings": record,
         "t": ts.tolist(),
         "frames": [f"{FRAMES_DIR}/{k:04d}.png" for k in range(n)],
-        "versions": versions(),
+        "versions": library_versions,
         "status": "running",
     }
     write_json_atomic(run_dir / RUN_FILE, info)
