@@ -226,6 +226,7 @@ def _render(
     width: int,
     progress: bool,
     meter: Any,
+    hooks: dict[str, Any],
 ) -> int:
     """Render the frames ``todo`` (uniform spacing) or the whole re-spaced path (perceptual),
     writing PNGs and recording in ``info`` what was chosen. Returns the frames rendered."""
@@ -240,7 +241,9 @@ def _render(
     options = {
         "steps": s.steps, "guidance": s.guidance, "height": height, "width": width, "batch_size": s.batch_size,
         "negative": adapter.encode_negative(s.negative_prompt, 1), "progress": progress,
+        "on_step": hooks.get("on_step"), "should_stop": hooks.get("should_stop"),
     }
+    on_frame = hooks.get("on_frame")
     if s.spacing == "perceptual":
         from whichway.metrics import respace
 
@@ -251,6 +254,8 @@ def _render(
         spaced = respace(render_at, len(ts), coarse=ts, distance=meter, refine=1)
         for k, image in enumerate(spaced.frames):
             save_image(image, frames_dir / f"{k:04d}.png")
+            if on_frame is not None:
+                on_frame(k, frames_dir / f"{k:04d}.png")
         info["t"] = spaced.t.to(torch.float64).tolist()
         info["spacing"] = {
             "t_coarse": spaced.t_coarse.tolist(),
@@ -260,10 +265,16 @@ def _render(
         }
         return spaced.n_rendered
     index = torch.tensor(todo)
+
+    def write(i: int, image: Tensor) -> None:
+        target = frames_dir / f"{todo[i]:04d}.png"
+        save_image(image, target)
+        if on_frame is not None:
+            on_frame(todo[i], target)
+
     render_frames(
         adapter, path_at(ts[index])[0], latent_path(latent_a, latent_b, ts, method=method)[index],
-        on_frame=lambda i, img: save_image(img, frames_dir / f"{todo[i]:04d}.png"),
-        keep=False, **options,
+        on_frame=write, keep=False, **options,
     )
     return len(todo)
 
@@ -275,6 +286,9 @@ def run_morph(
     *,
     progress: bool = True,
     meter: Any = None,
+    on_frame: Callable[[int, Path], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> MorphResult:
     """Render the morph of ``settings`` with ``adapter`` into ``out_dir``.
 
@@ -286,12 +300,18 @@ def run_morph(
     per-step LPIPS distances measured with ``meter`` (a :class:`whichway.metrics.LPIPSPath`; an
     AlexNet one by default), and the frames re-rendered at times with equal perceptual steps
     (:func:`whichway.metrics.respace`, one refinement round); the chosen t go into ``run.json``.
+
+    Front ends (the web app) follow a run with ``on_frame(index, png_path)`` after each frame is
+    written, ``on_step(done, total)`` after each denoising step, and stop it with
+    ``should_stop()`` (polled between batches): :class:`whichway.render.RenderCancelled` is then
+    raised, the finished frames stay on disk and ``run.json`` says ``"status": "cancelled"``, so
+    the same settings resume.
     """
     import torch
 
     from whichway.clouds import path_length_w2
     from whichway.media import contact_strip, write_animation
-    from whichway.render import conditioning_path
+    from whichway.render import RenderCancelled, conditioning_path
 
     s = settings
     run_dir = Path(out_dir)
@@ -338,7 +358,13 @@ def run_morph(
         # the diffusion families): switch to it for this run, then give the adapter back as it was.
         restore = adapter.use_scheduler("ddim") if s.image_a is not None and hasattr(adapter, "use_scheduler") else None
         try:
-            rendered = _render(adapter, s, run_dir, info, todo, ts, path_at, height, width, progress, meter)
+            hooks = {"on_frame": on_frame, "on_step": on_step, "should_stop": should_stop}
+            try:
+                rendered = _render(adapter, s, run_dir, info, todo, ts, path_at, height, width, progress, meter, hooks)
+            except RenderCancelled:
+                info["status"] = "cancelled"
+                write_json_atomic(run_dir / RUN_FILE, info)
+                raise
             info.update(adapter.describe())  # records the scheduler actually used
         finally:
             if restore is not None:

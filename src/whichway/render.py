@@ -34,6 +34,16 @@ LATENT_METHODS = ("fixed", "cog", "slerp", "lerp", "nao")
 """How the initial latent varies along a path; ``fixed`` = one seed for every frame."""
 
 
+class RenderCancelled(Exception):
+    """``render_frames`` stopped between batches because ``should_stop()`` returned True; every
+    frame of the finished batches was already handed to ``on_frame`` (and so is kept)."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"cancelled after {done} of {total} frames; finished frames are kept")
+        self.done = done
+        self.total = total
+
+
 def _lerp_exact(a: Tensor, b: Tensor, ts: Tensor) -> Tensor:
     """(1 - t) a + t b for each t in ts (T,), exact at t = 0 and t = 1; returns (T, *a.shape)."""
     t = ts.to(dtype=a.dtype, device=a.device).reshape(-1, *([1] * a.ndim))
@@ -138,6 +148,8 @@ def render_frames(
     on_frame: Callable[[int, Tensor], None] | None = None,
     progress: bool = True,
     keep: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Tensor | None:
     """Render T waypoints in batches.
 
@@ -148,6 +160,10 @@ def render_frames(
     negative : Conditioning with batch 1, or None for the pipeline's own unconditional
     on_frame : called as ``on_frame(index, image (3, H, W) in [0, 1])`` when a batch finishes
     keep : return the frames (T, 3, H, W); with False nothing is kept (streaming to ``on_frame``)
+    on_step : called as ``on_step(done, total)`` after every denoising step of every batch
+        (``total`` = batches x steps), e.g. to drive a web page's progress bar
+    should_stop : polled before each batch; when it returns True, :class:`RenderCancelled` is
+        raised (frames of the finished batches were already handed to ``on_frame``)
 
     Frames rendered in one batch equal the frames rendered one at a time (float tolerance).
     """
@@ -173,7 +189,16 @@ def render_frames(
         disable=not progress,
         leave=False,
     ) as bar:
+        total = len(batches) * steps
+
+        def step() -> None:
+            bar.update(1)
+            if on_step is not None:
+                on_step(int(bar.n), total)
+
         for start, stop in batches:
+            if should_stop is not None and should_stop():
+                raise RenderCancelled(start, n)
             images = adapter.render(
                 cond.select(slice(start, stop)),
                 latents[start:stop],
@@ -182,7 +207,7 @@ def render_frames(
                 height=height,
                 width=width,
                 negative=negative.expand(stop - start),
-                on_step=lambda: bar.update(1),
+                on_step=step,
             )
             for offset, image in enumerate(images):
                 if on_frame is not None:

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from whichway.cli._options import add_model_options, load_model
+from whichway.cli._options import add_generation_options, add_model_options, load_model
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     p.add_argument("--size", type=int, default=5, help="cells per side (default 5)")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--batch-size", type=int, default=4)
+    add_generation_options(p)
     p.add_argument("--out", default="grid.png", help="image file to write (default grid.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

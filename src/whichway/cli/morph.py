@@ -6,7 +6,14 @@ import argparse
 import re
 from pathlib import Path
 
-from whichway.cli._options import add_model_options, load_model, parse_floats
+from whichway.cli._options import (
+    add_generation_options,
+    add_model_options,
+    add_output_options,
+    add_path_options,
+    load_model,
+    parse_floats,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,15 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt_a", metavar="PROMPT_A")
     p.add_argument("prompt_b", metavar="PROMPT_B")
     add_model_options(p)
-    path = p.add_argument_group("path")
-    path.add_argument("--coupling", default="ot", choices=("ot", "clip", "random"), help="token pairing (default ot)")
-    path.add_argument(
-        "--latent",
-        default="fixed",
-        choices=("fixed", "cog", "slerp", "lerp", "nao"),
-        help="initial latent along the path: fixed = one seed for every frame (default); cog/slerp/"
-        "lerp/nao = a latent path from --seed to --seed-b (or between inverted images)",
-    )
+    path = add_path_options(p)
     when = path.add_mutually_exclusive_group()
     when.add_argument("--frames", type=int, default=11, help="number of equally spaced frames (default 11)")
     when.add_argument("--t", type=parse_floats, default=None, help="explicit times, e.g. 0,0.1,0.5,1")
@@ -42,14 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="perceptual: render a coarse pass and re-space t so consecutive frames are equally far "
         "apart in LPIPS (needs the metrics extra)",
     )
-    path.add_argument("--seed", type=int, default=0)
     path.add_argument("--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)")
-    gen = p.add_argument_group("generation")
-    gen.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
-    gen.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    gen.add_argument("--height", type=int, default=None, help="pixels (default: the model's)")
-    gen.add_argument("--width", type=int, default=None, help="pixels (default: the model's)")
-    gen.add_argument("--negative-prompt", default=None)
+    gen = add_generation_options(p)
     gen.add_argument("--image-a", default=None, help="real image for prompt A (inverted; latents combined with COG)")
     gen.add_argument("--image-b", default=None, help="real image for prompt B")
     gen.add_argument(
@@ -61,19 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="guidance while inverting (default 1.0; the end frames reproduce the images when "
         "--guidance equals it)",
     )
-    gen.add_argument("--batch-size", type=int, default=4, help="frames per denoiser batch (default 4)")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", default=None, help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)")
-    out.add_argument("--format", default="gif", choices=("gif", "mp4", "webp", "none"), help="animation (default gif)")
-    out.add_argument("--pingpong", action="store_true", help="loop the animation forth and back")
-    out.add_argument("--fps", type=float, default=8.0)
-    out.add_argument("--no-score", action="store_true", help="skip the PPL/smoothness summary at the end")
-    out.add_argument(
-        "--lpips-random-backbone",
-        action="store_true",
-        help="LPIPS with a random backbone (offline smoke tests only: values are not comparable)",
-    )
-    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_options(p, out_help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)")
     p.set_defaults(func=run)
 
 
