@@ -20,6 +20,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def _whichway_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """whichway's own per-machine state (one-time notices) goes to a temporary folder in tests."""
+    monkeypatch.setenv("WHICHWAY_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "whichway-cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """Factory: family -> directory of a tiny random pipeline of that family (built once)."""

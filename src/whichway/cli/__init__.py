@@ -15,7 +15,19 @@ import sys
 from collections.abc import Sequence
 
 # Sub-command modules, in the order they appear in --help.
-_COMMANDS = ("morph", "grid", "invert", "check_invariance", "score", "study", "couple", "tiny_model")
+_COMMANDS = (
+    "morph",
+    "travel",
+    "grid",
+    "invert",
+    "check_invariance",
+    "score",
+    "study",
+    "couple",
+    "studio",
+    "doctor",
+    "tiny_model",
+)
 
 
 class CLIError(Exception):
