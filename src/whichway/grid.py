@@ -113,9 +113,11 @@ def _render_cells(
     for (i, j), image, label in zip(positions, images, labels):
         cells[i, j] = image
         grid_labels[i][j] = label
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from whichway._files import write_atomic
+
     flat = [to_pil(cells[i, j]) for i in range(rows) for j in range(cols)]
-    labelled_grid(flat, [lab for row in grid_labels for lab in row], columns=cols).save(out)
+    sheet = labelled_grid(flat, [lab for row in grid_labels for lab in row], columns=cols)
+    write_atomic(out, sheet.save)  # temporary name first; an unwritable --out is rescued
     return GridResult(cells, out, tuple(tuple(r) for r in grid_labels))
 
 

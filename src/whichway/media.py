@@ -7,7 +7,6 @@ that turns them into pixels on disk.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +57,8 @@ def load_image(path: str | os.PathLike[str], size: tuple[int, int] | None = None
 
 def save_image(image: Tensor, path: str | os.PathLike[str]) -> Path:
     """Write (3, H, W) in [0, 1] as an 8-bit RGB file, atomically (a crash never leaves half a
-    file). The format comes from the suffix (.png, .jpg, .webp, ...)."""
+    file; an unwritable target is rescued, see :func:`whichway._files.write_atomic`). The format
+    comes from the suffix (.png, .jpg, .webp, ...)."""
     from PIL import Image
 
     path = Path(path)
@@ -66,15 +66,10 @@ def save_image(image: Tensor, path: str | os.PathLike[str]) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"unknown image format {path.suffix!r} for {str(path)!r}; use .png, .jpg or .webp")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        to_pil(image).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    from whichway._files import write_atomic
+
+    picture = to_pil(image)
+    return write_atomic(path, lambda tmp: picture.save(tmp, format=fmt))
 
 
 def _font(size: int):
@@ -139,7 +134,8 @@ def write_animation(
     """Write frames as an animation; the format comes from the suffix (.gif, .mp4, .webp).
 
     ``pingpong`` appends the frames in reverse (without repeating the ends) for a seamless loop.
-    GIF and WebP go through Pillow, MP4 through imageio-ffmpeg (H.264, yuv420p).
+    GIF and WebP go through Pillow, MP4 through imageio-ffmpeg (H.264, yuv420p). Written through a
+    temporary file (see :func:`whichway._files.write_atomic`).
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
@@ -150,11 +146,16 @@ def write_animation(
     seq = list(frames)
     if pingpong and len(seq) > 2:
         seq = seq + seq[-2:0:-1]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from whichway._files import write_atomic
+
+    return write_atomic(path, lambda tmp: _write_frames(seq, tmp, fmt, fps))
+
+
+def _write_frames(seq: list[Image.Image], path: Path, fmt: str, fps: float) -> None:
     duration_ms = round(1000.0 / fps)
     if fmt in ("gif", "webp"):
         seq[0].save(
-            path, save_all=True, append_images=seq[1:], duration=duration_ms, loop=0,
+            path, format=fmt.upper(), save_all=True, append_images=seq[1:], duration=duration_ms, loop=0,
             **({"lossless": False, "quality": 90} if fmt == "webp" else {"optimize": False}),
         )
     else:
@@ -174,4 +175,3 @@ def write_animation(
                 writer.append_data(a)
         finally:
             writer.close()
-    return path

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,16 +129,12 @@ def versions() -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and ``os.replace``: never half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write JSON through a temporary file and ``os.replace``: never half a file (see
+    :func:`whichway._files.write_atomic`)."""
+    from whichway._files import write_atomic
+
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def _pixel_settings(record: dict[str, Any]) -> dict[str, Any]:
@@ -390,10 +385,12 @@ def run_morph(
 
     from PIL import Image
 
+    from whichway._files import write_atomic
+
     frames = tuple(frames_dir / f"{k:04d}.png" for k in range(n))
     pictures = [Image.open(p).convert("RGB") for p in frames]
     strip = run_dir / "strip.png"
-    contact_strip(pictures, ts.tolist()).save(strip)
+    write_atomic(strip, contact_strip(pictures, ts.tolist()).save)
     animation = None
     if s.format is not None:
         animation = write_animation(pictures, run_dir / f"morph.{s.format}", fps=s.fps, pingpong=s.pingpong)

@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as exc:
-        print(f"whichway {args.command}: error: {exc}", file=sys.stderr)
+    except (CLIError, ValueError, OSError) as exc:
+        # one line, whatever the exception carried (OSError: permissions, full disk, rescued output)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"whichway {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept on disk", file=sys.stderr)

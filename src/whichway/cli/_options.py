@@ -201,3 +201,124 @@ def check_input_file(path: str | os.PathLike[str] | None, what: str) -> Path | N
     if not p.is_file():
         raise ValueError(f"{what} {p} does not exist or is not a file")
     return p
+
+
+# --- branch `checks`: model-free checks shared by every command ---------------------------------
+# Each raises ValueError with one line saying what was wrong and what is accepted; commands call
+# them before importing torch/diffusers or loading any model, weights or data.
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+"""Image files whichway writes (grids, strips, reconstructions)."""
+
+ANIMATION_FORMATS = ("gif", "mp4", "webp")
+"""Torch-free twin of :data:`whichway.media.ANIMATION_FORMATS`."""
+
+LATENT_EXTENSIONS = (".safetensors", ".pt", ".pth")
+"""Torch-free twin of :data:`whichway.models._common.LATENT_SUFFIXES`."""
+
+MAX_SEED = 2**64 - 1
+"""Largest seed ``torch.Generator.manual_seed`` takes (seeds are 0 .. 2**64 - 1)."""
+
+
+def check_at_least(name: str, value: float | None, minimum: float) -> float | None:
+    """Refuse ``value < minimum`` (None passes): ``--frames must be >= 2, got 1``."""
+    if value is not None and not value >= minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_positive(name: str, value: float | None) -> float | None:
+    """Refuse a value that is not a finite number > 0 (None passes)."""
+    if value is not None and not (0 < value < float("inf")):
+        raise ValueError(f"{name} must be a number > 0, got {value}")
+    return value
+
+
+def check_size(name: str, value: int | None, multiple: int = SIZE_MULTIPLE) -> int | None:
+    """Refuse an image side that is not a positive multiple of ``multiple`` (None = the model's
+    default, passes)."""
+    if value is not None and (value <= 0 or value % multiple):
+        nearest = max(multiple, round(value / multiple) * multiple)
+        raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value} (e.g. {nearest})")
+    return value
+
+
+def check_seed(name: str, value: int | None) -> int | None:
+    """Refuse a seed outside 0 .. 2**64 - 1 (what ``torch.Generator.manual_seed`` takes)."""
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in 0..{MAX_SEED}, got {value}")
+    return value
+
+
+def check_seeds(name: str, values: Sequence[int], *, minimum: int = 1, distinct: bool = False) -> tuple[int, ...]:
+    """A list of seeds: at least ``minimum`` of them, each valid, all different when ``distinct``."""
+    values = tuple(values)
+    if len(values) < minimum:
+        raise ValueError(f"{name} needs at least {minimum} seeds, got {len(values)} ({','.join(map(str, values))})")
+    for v in values:
+        check_seed(f"each of {name}", v)
+    if distinct and len(set(values)) != len(values):
+        dup = sorted({v for v in values if values.count(v) > 1})
+        raise ValueError(f"{name} must be different seeds, got {dup[0]} more than once")
+    return values
+
+
+def check_t_values(t: Sequence[float], *, name: str = "--t", minimum: int = 2) -> tuple[float, ...]:
+    """Path times: at least ``minimum`` of them, in [0, 1], strictly increasing."""
+    t = tuple(float(x) for x in t)
+    if len(t) < minimum:
+        raise ValueError(f"{name} needs at least {minimum} values, got {len(t)}")
+    bad = [x for x in t if not 0.0 <= x <= 1.0]
+    if bad:
+        raise ValueError(f"{name} values must lie in [0, 1], got {bad[0]:g}")
+    import itertools
+
+    for a, b in itertools.pairwise(t):
+        if not b > a:
+            raise ValueError(f"{name} values must be strictly increasing, got {a:g} then {b:g}")
+    return t
+
+
+def check_animation_format(fmt: str | None, formats: Sequence[str] = ANIMATION_FORMATS) -> str | None:
+    """An animation format (``None`` or ``"none"`` = no animation, passes)."""
+    if fmt is None or fmt == "none":
+        return None
+    if fmt not in formats:
+        raise ValueError(f"unknown animation format {fmt!r}; valid choices are: {', '.join(formats)}, none")
+    return fmt
+
+
+def check_input_image(path: str | os.PathLike[str] | None, what: str) -> Path | None:
+    """An input image that exists and decodes (read fully with Pillow; None passes)."""
+    if path is None:
+        return None
+    p = check_input_file(path, what)
+    assert p is not None
+    from PIL import Image
+
+    try:
+        with Image.open(p) as img:
+            img.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{what} {p} is not a readable image ({reason})") from None
+    return p
+
+
+def out_file_or_folder(
+    path: str | os.PathLike[str], default_name: str, extensions: Sequence[str]
+) -> Path:
+    """Where an output file goes: ``path`` itself when it ends in one of ``extensions``; a
+    folder (``path/default_name``) when it has no extension or is an existing directory.
+    Anything else is refused listing the accepted extensions. The location must be writable."""
+    p = Path(path)
+    if p.is_dir() or not p.suffix:
+        check_out_dir(p)
+        return p / default_name
+    accepted = ", ".join(extensions)
+    if p.suffix.lower() not in {e.lower() for e in extensions}:
+        raise ValueError(
+            f"--out {p} has extension {p.suffix!r}; give a file name ending in one of: {accepted}, "
+            f"or a folder (then {default_name} is written in it)"
+        )
+    return check_out_file(p, extensions)

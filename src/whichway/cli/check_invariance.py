@@ -14,7 +14,14 @@ import argparse
 import json
 from typing import Any
 
-from whichway.cli._options import add_model_options, load_model
+from whichway.cli._options import (
+    add_model_options,
+    check_at_least,
+    check_positive,
+    check_seed,
+    check_size,
+    load_model,
+)
 
 DEFAULT_PROMPT = "a photo of an astronaut riding a horse on the moon"
 
@@ -56,7 +63,18 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument that needs no model."""
+    check_size("--height", args.height)
+    check_size("--width", args.width)
+    check_seed("--seed", args.seed)
+    check_at_least("--timestep", args.timestep, 0)
+    check_positive("--tolerance", args.tolerance)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
+
     from whichway.models.invariance import check_invariance
 
     adapter = load_model(args)

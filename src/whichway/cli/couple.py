@@ -144,19 +144,37 @@ def _compare(a: Any, b: Any, *, seed: int, steps: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument that needs neither torch nor a model: counts, the seed, the clouds' source
+    (an embeddings file must exist and have a known suffix)."""
     from whichway.cli import CLIError
-    from whichway.clouds import wasserstein2
+    from whichway.cli._options import check_at_least, check_input_file, check_seed
 
-    if args.steps < 2:
-        raise ValueError(f"--steps must be >= 2, got {args.steps}")
+    check_at_least("--steps", args.steps, 2)
+    check_seed("--seed", args.seed)
     if args.prompts and len(args.prompts) != 2:
         raise CLIError(f"give exactly two prompts, got {len(args.prompts)}")
     sources = sum(x is not None for x in (args.embeddings, args.model, args.random))
     if sources > 1:
         raise CLIError("give at most one of --embeddings, --model and --random")
+    if args.embeddings is not None:
+        check_input_file(args.embeddings, "--embeddings")
+        if args.embeddings.suffix.lower() not in _EMBEDDING_SUFFIXES:
+            raise ValueError(f"unknown embedding file type {args.embeddings.suffix!r}; valid choices are: "
+                             f"{', '.join(_EMBEDDING_SUFFIXES)}")
+    if args.model is not None and len(args.prompts) != 2:
+        raise CLIError("--model needs two prompts: whichway couple 'prompt A' 'prompt B' --model M")
+    if args.random is not None and min(args.random) < 1:
+        raise ValueError(f"--random N D needs N >= 1 and D >= 1, got {args.random[0]} {args.random[1]}")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)
+
+    import torch
+
+    from whichway.cli import CLIError
+    from whichway.clouds import wasserstein2
 
     if args.embeddings is not None:
         a, b = _load_embeddings(args.embeddings)

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from whichway.cli._options import add_generation_options, add_model_options, load_model
+from whichway.cli._options import (
+    IMAGE_EXTENSIONS,
+    add_generation_options,
+    add_model_options,
+    check_at_least,
+    check_generation,
+    check_seed,
+    check_seeds,
+    load_model,
+    out_file_or_folder,
+)
+
+GRID_FILE = "grid.png"
+"""File name written inside --out when --out is a folder."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     p.add_argument("--size", type=int, default=5, help="cells per side (default 5)")
     add_generation_options(p)
-    p.add_argument("--out", default="grid.png", help="image file to write (default grid.png)")
+    p.add_argument(
+        "--out",
+        default=GRID_FILE,
+        help=f"image file to write ({', '.join(IMAGE_EXTENSIONS)}), or a folder: a path without an "
+        f"extension (or an existing folder) gets {GRID_FILE} inside it (default {GRID_FILE})",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -52,23 +71,35 @@ def _render_options(args: argparse.Namespace) -> dict:
     }
 
 
-def run_seeds(args: argparse.Namespace) -> int:
-    from whichway.grid import seed_grid
+def _check_common(args: argparse.Namespace) -> Path:
+    """The checks both grids share (no model needed); returns the image file to write."""
+    check_at_least("--size", args.size, 2)
+    check_generation(args)
+    return out_file_or_folder(args.out, GRID_FILE, IMAGE_EXTENSIONS)
 
-    seeds = _ints(args.seeds, "--seeds")
+
+def run_seeds(args: argparse.Namespace) -> int:
+    seeds = check_seeds("--seeds", _ints(args.seeds, "--seeds"), minimum=2, distinct=True)
     axes = _ints(args.axes, "--axes")
     if len(axes) != 2 or not all(0 <= a < len(seeds) for a in axes) or axes[0] == axes[1]:
         raise ValueError(f"--axes needs two different coordinates in 0..{len(seeds) - 1}, got {args.axes!r}")
-    result = seed_grid(load_model(args), args.prompt, seeds, args.out, axes=(axes[0], axes[1]), **_render_options(args))
-    print(f"wrote {result.image} ({args.size}x{args.size} cells over seeds {seeds})")
+    out = _check_common(args)
+
+    from whichway.grid import seed_grid
+
+    result = seed_grid(load_model(args), args.prompt, seeds, out, axes=(axes[0], axes[1]), **_render_options(args))
+    print(f"wrote {result.image} ({args.size}x{args.size} cells over seeds {list(seeds)})")
     return 0
 
 
 def run_prompts(args: argparse.Namespace) -> int:
-    from whichway.grid import prompt_grid
-
     if len(args.prompts) not in (3, 4):
         raise ValueError(f"a prompt grid mixes 3 or 4 prompts, got {len(args.prompts)}")
-    result = prompt_grid(load_model(args), args.prompts, args.out, seed=args.seed, **_render_options(args))
+    check_seed("--seed", args.seed)
+    out = _check_common(args)
+
+    from whichway.grid import prompt_grid
+
+    result = prompt_grid(load_model(args), args.prompts, out, seed=args.seed, **_render_options(args))
     print(f"wrote {result.image} ({len(args.prompts)} prompts, {args.size} cells per side)")
     return 0

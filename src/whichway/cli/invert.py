@@ -21,7 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from whichway.cli._options import add_model_options, load_model
+from whichway.cli._options import (
+    LATENT_EXTENSIONS,
+    add_model_options,
+    check_at_least,
+    check_input_image,
+    check_out_file,
+    check_size,
+    load_model,
+    out_file_or_folder,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -73,8 +82,9 @@ def register(subparsers: Any) -> None:
         "--out",
         type=Path,
         default=None,
-        help="latent file, .safetensors or .pt (default: IMAGE's name with "
-        ".latent.safetensors, in the current directory)",
+        help="latent file (.safetensors, .pt or .pth), or a folder: a path without an extension (or "
+        "an existing folder) gets IMAGE's name with .latent.safetensors inside it (default: that "
+        "name in the current directory)",
     )
     parser.add_argument(
         "--check",
@@ -85,22 +95,29 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def check_args(args: argparse.Namespace) -> Path:
+    """Every invert argument that needs no model; returns the latent file to write."""
+    check_input_image(args.image, "IMAGE")
+    check_at_least("--steps", args.steps, 1)
+    check_at_least("--refine", args.refine, 0)
+    check_size("--height", args.height)
+    check_size("--width", args.width)
+    name = f"{args.image.stem}.latent.safetensors"
+    if args.out is None:
+        return check_out_file(Path(name), LATENT_EXTENSIONS)
+    return out_file_or_folder(args.out, name, LATENT_EXTENSIONS)
+
+
 def run(args: argparse.Namespace) -> int:
+    out = check_args(args)
+
     from tqdm import tqdm
 
     from whichway import __version__
+    from whichway._files import write_atomic
     from whichway.media import load_image, save_image
-    from whichway.models._common import LATENT_SUFFIXES, prepare_image, save_latent
+    from whichway.models._common import prepare_image, save_latent
 
-    out: Path = args.out if args.out is not None else Path(f"{args.image.stem}.latent.safetensors")
-    if out.suffix not in LATENT_SUFFIXES:
-        raise ValueError(
-            f"--out must end in one of: {', '.join(LATENT_SUFFIXES)}; got {str(out)!r}"
-        )
-    if args.steps < 1:
-        raise ValueError(f"--steps must be a positive integer, got {args.steps}")
-    if args.refine < 0:
-        raise ValueError(f"--refine must be a non-negative integer, got {args.refine}")
     image = load_image(args.image)  # ValueError naming the file when unreadable
     adapter = load_model(args)
     if hasattr(adapter, "inversion_refine"):
@@ -140,8 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "width": width,
         "scheduler": type(adapter.pipe.scheduler).__name__,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_latent(latent, out, metadata)
+    write_atomic(out, lambda tmp: save_latent(latent, tmp, metadata))  # a finished inversion is never lost
     std = float(latent.std())
     print(f"latent {tuple(latent.shape)} (std {std:.3f}) of {args.image} saved to {out}")
 

@@ -11,9 +11,19 @@ from whichway.cli._options import (
     add_model_options,
     add_output_options,
     add_path_options,
+    check_animation_format,
+    check_at_least,
+    check_generation,
+    check_input_image,
+    check_out_dir,
+    check_seed,
+    check_t_values,
     load_model,
     parse_floats,
 )
+
+LPIPS_MIN_SIDE = 32
+"""Smallest frame side the LPIPS backbones take (whichway.metrics.lpips_path._MIN_SIDE)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +72,40 @@ def _slug(text: str, limit: int = 32) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
+def check_args(args: argparse.Namespace) -> Path:
+    """Every morph argument that needs no model, checked before anything heavy is imported or
+    loaded; returns the run directory."""
+    check_generation(args)
+    if args.t is not None:
+        check_t_values(args.t)
+    elif args.frames < 2:
+        raise ValueError(f"--frames must be >= 2 (a morph needs at least 2 frames), got {args.frames}")
+    check_seed("--seed", args.seed)
+    check_seed("--seed-b", args.seed_b)
+    check_animation_format(args.format)
+    if (args.image_a is None) != (args.image_b is None):
+        raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
+    check_input_image(args.image_a, "--image-a")
+    check_input_image(args.image_b, "--image-b")
+    check_at_least("--inversion-steps", args.inversion_steps, 1)
+    if args.spacing == "perceptual":
+        if args.latent == "nao":
+            raise ValueError(
+                "perceptual spacing moves t, but a NAO latent path is optimised for equally spaced "
+                "points; use --latent cog/slerp/lerp/fixed with --spacing perceptual"
+            )
+        for name in ("height", "width"):
+            value = getattr(args, name)
+            if value is not None and value < LPIPS_MIN_SIDE:
+                raise ValueError(f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
+                                 f"{LPIPS_MIN_SIDE}, got {value}")
+    out = args.out or f"runs/{_slug(args.prompt_a)}--{_slug(args.prompt_b)}--{args.coupling}"
+    return check_out_dir(out)
+
+
 def run(args: argparse.Namespace) -> int:
+    out = check_args(args)
+
     from whichway.morph import MorphSettings, run_morph, uniform_times
 
     ts = args.t if args.t is not None else uniform_times(args.frames)
@@ -89,9 +132,10 @@ def run(args: argparse.Namespace) -> int:
         fps=args.fps,
         spacing=args.spacing,
     )
-    out = Path(args.out or f"runs/{_slug(args.prompt_a)}--{_slug(args.prompt_b)}--{args.coupling}")
+    # perceptual spacing cannot run without LPIPS: load it (and fail) before the model; the
+    # end-of-run summary only builds its LPIPS once the frames are safely on disk
+    meter = _lpips_meter(args) if args.spacing == "perceptual" else None
     adapter = load_model(args)
-    meter = _lpips_meter(args, needed=args.spacing == "perceptual")
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
     print(f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)")
     for c in result.couplings:
@@ -102,28 +146,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"  strip: {result.strip}")
     if result.animation is not None:
         print(f"  animation: {result.animation}")
-    if meter is not None and not args.no_score:
-        from whichway.metrics import score_run
-
-        m = score_run(result.run_dir, meter=meter)
-        print(
-            f"  LPIPS ({m['lpips']['net']}): PPL {m['ppl']:.4f}, smoothness {m['smoothness']:.3f}, "
-            f"max step {m['max_step']:.4f} (stored in run.json)"
-        )
+    if not args.no_score:
+        _print_summary(args, result.run_dir, meter)
     return 0
 
 
-def _lpips_meter(args: argparse.Namespace, *, needed: bool):
-    """The LPIPS model for perceptual spacing and the end-of-run score, loaded once.
-
-    Missing extras or weights are an error when perceptual spacing needs them, and a logged
-    note (the run itself is fine) when only the summary would use them."""
-    import logging
-
+def _lpips_meter(args: argparse.Namespace, *, needed: bool = True):
+    """The LPIPS model that --spacing perceptual needs (``needed``): a CLIError when it cannot be
+    loaded. Not needed: the optional summary meter (:func:`_summary_meter`; None with --no-score)."""
     from whichway.cli import CLIError
 
-    if args.no_score and not needed:
-        return None
+    if not needed:
+        return None if args.no_score else _summary_meter(args)
     try:
         from whichway.metrics import LPIPSPath
 
@@ -132,7 +166,63 @@ def _lpips_meter(args: argparse.Namespace, *, needed: bool):
         reason = f"the metrics extra is not installed ({exc.name}); pip install 'whichway[metrics]'"
     except FileNotFoundError as exc:  # WeightsUnavailableError: says which file and where it goes
         reason = str(exc)
-    if needed:
-        raise CLIError(f"--spacing perceptual needs LPIPS: {reason}")
-    logging.getLogger("whichway.morph").warning("skipping the PPL summary: %s", reason)
+    raise CLIError(f"--spacing perceptual needs LPIPS: {reason}")
+
+
+_NO_WEIGHTS = "morph-summary-lpips-weights-unavailable"
+_NO_EXTRA = "morph-summary-metrics-extra-missing"
+
+
+def _summary_meter(args: argparse.Namespace):
+    """LPIPS for the PPL summary, or None with at most one short note per machine.
+
+    The summary is optional: without the metrics extra, or offline without cached backbone
+    weights, the run is fine and the note is shown once (a marker under whichway's cache dir). After
+    a failed download no further attempt is made while the weights are missing; `whichway score`
+    (which always tries, and says how to provide the file) fetches them for later runs."""
+    import logging
+
+    from whichway._files import first_time, has_marker
+
+    log = logging.getLogger("whichway.morph")
+    try:
+        from whichway.metrics.lpips_path import (
+            LPIPSPath,
+            backbone_weights_cached,
+            backbone_weights_file,
+        )
+
+        if args.lpips_random_backbone:
+            return LPIPSPath("alex", pretrained_backbone=False)
+        if not backbone_weights_cached("alex") and has_marker(_NO_WEIGHTS):
+            log.debug("no PPL summary: LPIPS backbone weights not cached (a download failed before)")
+            return None
+        return LPIPSPath("alex", pretrained_backbone=True)
+    except ImportError as exc:
+        if first_time(_NO_EXTRA):
+            log.warning("no PPL summary: the metrics extra is not installed (%s); pip install 'whichway[metrics]' "
+                        "(shown once)", exc.name)
+    except FileNotFoundError:  # WeightsUnavailableError: not cached, download failed
+        if first_time(_NO_WEIGHTS):
+            log.warning("no PPL summary: LPIPS weights %s not cached and not downloadable; see `whichway score "
+                        "--help` (shown once)", backbone_weights_file("alex"))
     return None
+
+
+def _print_summary(args: argparse.Namespace, run_dir: Path, meter) -> None:
+    import logging
+
+    meter = meter if meter is not None else _summary_meter(args)
+    if meter is None:
+        return
+    from whichway.metrics import score_run
+
+    try:
+        m = score_run(run_dir, meter=meter)
+    except ValueError as exc:  # e.g. frames below LPIPS's 32-pixel minimum: the run itself is fine
+        logging.getLogger("whichway.morph").warning("no PPL summary: %s", exc)
+        return
+    print(
+        f"  LPIPS ({m['lpips']['net']}): PPL {m['ppl']:.4f}, smoothness {m['smoothness']:.3f}, "
+        f"max step {m['max_step']:.4f} (stored in run.json)"
+    )

@@ -16,6 +16,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "PPL = sum_k d_k, the StyleGAN-style sum_k d_k / dt_k^2, smoothness = 1 - Gini(d), "
             "consistency = mean(d) and the largest step. A run's run.json gets them under \"metrics\"."
         ),
+        epilog=(
+            "LPIPS weights: the linear heads ship with the lpips package; the backbone's ImageNet "
+            "weights (alexnet-owt-7be5be79.pth for --net alex, vgg16-397923af.pth for --net vgg) are "
+            "downloaded by torchvision on first use into $TORCH_HOME/hub/checkpoints (default "
+            "~/.cache/torch/hub/checkpoints). Offline, download the file on a connected machine from "
+            "https://download.pytorch.org/models/<file> and copy it there; once it is cached, `whichway "
+            "morph` prints its PPL summary again. --random-backbone runs without them (smoke tests "
+            "only: values not comparable)."
+        ),
     )
     p.add_argument("path", metavar="FRAMES_DIR_OR_RUN", help="run directory (with run.json) or folder of frames")
     p.add_argument("--net", default="alex", choices=("alex", "vgg"), help="LPIPS backbone (default alex)")
@@ -55,7 +64,29 @@ def _table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Everything score can check before the LPIPS weights are loaded: the batch size, that the
+    path holds at least 2 frames, and that run.json can be updated."""
+    import os
+    from pathlib import Path
+
+    from whichway.cli._options import check_at_least
+    from whichway.metrics.score import find_frames
+
+    check_at_least("--batch-size", args.batch_size, 1)
+    files, _, record = find_frames(args.path)  # FileNotFoundError / ValueError naming the path
+    if len(files) < 2:
+        raise ValueError(f"{args.path} holds {len(files)} frame(s); a path needs at least 2 (.png, .jpg, .jpeg, .webp)")
+    root = Path(args.path)
+    if record is not None and not args.no_write and not (
+        os.access(root / "run.json", os.W_OK) and os.access(root, os.W_OK | os.X_OK)
+    ):
+        raise ValueError(f"cannot update {root / 'run.json'} (not writable); pass --no-write to only print the metrics")
+
+
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
+
     import torch
 
     from whichway.metrics.score import score_run

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from whichway.cli._options import check_out_dir, check_out_file
+
 STUDIES = ("prompts", "latents")
 
 
@@ -97,7 +99,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _resolve_paths(cfg, path.parent.resolve())
     if args.no_progress:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
-    out = Path(args.out) if args.out else Path(f"study-{args.study}-{path.stem}")
+    out = check_out_dir(args.out or f"study-{args.study}-{path.stem}")
+    _check_config(cfg)
     try:
         if args.study == "prompts":
             from whichway.studies.prompt_study import run_prompt_study
@@ -115,6 +118,21 @@ def _run(args: argparse.Namespace) -> int:
         md = _write_report(args.study, out)
         print(f"report: {md}")
     return 0
+
+
+def _check_config(cfg) -> None:
+    """What a study config asks for that can be checked before any data or model is loaded:
+    image sizes, and that the pair files exist (paths already resolved). Missing settings and the
+    latent study's image folders are checked by the studies before any model is loaded."""
+    from whichway.cli._options import check_input_file, check_size
+
+    check_size("render.height", cfg.render.height or None)
+    check_size("render.width", cfg.render.width or None)
+    if hasattr(cfg, "pairs"):
+        files = [*cfg.pairs.sts, *cfg.pairs.coco] if cfg.pairs.source == "cxc" else [cfg.pairs.file]
+        for name in files:
+            if name:
+                check_input_file(name, "pairs file")
 
 
 def _write_report(study: str, run_dir: Path) -> Path:
@@ -140,6 +158,7 @@ def _init(args: argparse.Namespace) -> int:
     path = Path(args.config)
     if path.exists() and not args.force:
         raise CLIError(f"{str(path)!r} exists; pass --force to overwrite it")
+    check_out_file(path, (".toml",))
     write_config(load_config(args.study, None, args.overrides), path)
     print(f"wrote {path}")
     return 0

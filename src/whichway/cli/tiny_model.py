@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from whichway.models.tiny import build_tiny_pipeline
+    from whichway.cli._options import check_out_dir, check_seed
 
     directory: Path = args.directory
     if directory.exists() and not directory.is_dir():
@@ -46,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"directory {str(directory)!r} is not empty; choose a new or empty directory"
         )
+    check_out_dir(directory)
+    check_seed("--seed", args.seed)
+
+    from whichway.models.tiny import build_tiny_pipeline
+
     path = build_tiny_pipeline(args.family, directory, seed=args.seed)
     print(f"saved a tiny random {args.family} pipeline to {path}")
     print(

@@ -35,7 +35,15 @@ from whichway.metrics.smoothness import PathMetrics, path_metrics_from_steps
 if TYPE_CHECKING:
     import lpips as _lpips
 
-__all__ = ["LPIPS_NETS", "LPIPSPath", "check_frames", "lpips_distances", "perceptual_path_length"]
+__all__ = [
+    "LPIPS_NETS",
+    "LPIPSPath",
+    "backbone_weights_cached",
+    "backbone_weights_file",
+    "check_frames",
+    "lpips_distances",
+    "perceptual_path_length",
+]
 
 #: Backbones offered (LPIPS v0.1 linear heads ship with the ``lpips`` package for both).
 LPIPS_NETS: tuple[str, ...] = ("alex", "vgg")
@@ -312,3 +320,19 @@ def perceptual_path_length(
     steps = lpips_distances(frames, net=net, pretrained_backbone=pretrained_backbone,
                             batch_size=batch_size, device=device)
     return path_metrics_from_steps(steps, t)
+
+
+def backbone_weights_cached(net: str = "alex") -> bool:
+    """Whether the torchvision ImageNet weights of ``net``'s backbone are already in torch.hub's
+    cache, i.e. whether building a pretrained :class:`LPIPSPath` needs no download."""
+    import os
+
+    check_choice("net", net, LPIPS_NETS)
+    _, filename = _backbone_weights(net)
+    return os.path.isfile(os.path.join(hub_checkpoint_dir(), filename))
+
+
+def backbone_weights_file(net: str = "alex") -> str:
+    """File name of ``net``'s torchvision backbone weights (e.g. ``alexnet-owt-7be5be79.pth``)."""
+    check_choice("net", net, LPIPS_NETS)
+    return _backbone_weights(net)[1]
