@@ -368,3 +368,15 @@ def test_first_time_is_once_per_cache_dir(tmp_path, monkeypatch):
     assert first_time("some note") is False and has_marker("some note")
     monkeypatch.setenv("WHICHWAY_CACHE_DIR", str(tmp_path / "other"))
     assert first_time("some note") is True
+
+
+def test_score_help_says_where_the_lpips_weights_go(capsys):
+    """The once-per-machine note points at `whichway score --help`: it must name the file and
+    the folder."""
+    from whichway.metrics.lpips_path import backbone_weights_file
+
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert backbone_weights_file("alex") in text and backbone_weights_file("vgg") in text
+    assert "$TORCH_HOME/hub/checkpoints" in text

@@ -145,9 +145,7 @@ def check_generation(args: argparse.Namespace) -> None:
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
     for name in ("height", "width"):
-        value = getattr(args, name, None)
-        if value is not None and (value <= 0 or value % SIZE_MULTIPLE):
-            raise ValueError(f"--{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}")
+        check_size(f"--{name}", getattr(args, name, None))
     batch = getattr(args, "batch_size", None)
     if isinstance(batch, int) and batch < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch}")
