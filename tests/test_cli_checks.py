@@ -335,12 +335,16 @@ def test_small_checks():
 
 
 def test_write_atomic(tmp_path, monkeypatch):
+    import os
     import tempfile
 
     from whichway._files import OutputRescuedError, write_atomic
 
     target = write_atomic(tmp_path / "a" / "b.txt", lambda p: p.write_text("done"))
     assert target.read_text() == "done" and [p.name for p in target.parent.iterdir()] == ["b.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual mode, not a private temp file's
 
     def broken(p: Path) -> None:
         p.write_text("half")

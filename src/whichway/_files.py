@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -44,10 +45,10 @@ def rescue_dir() -> Path:
 def _via_temp(path: Path, write: Callable[[Path], None]) -> Path:
     # the temporary name keeps the suffix: writers that pick a format by extension (Pillow,
     # imageio, safetensors) see the real one; the leading dot keeps it out of frame listings
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
+    # (not mkstemp: its files are private (0600); the writer creates this one with the usual mode)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}"
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -78,9 +79,7 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         try:
             folder = rescue_dir()
             folder.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=folder, prefix=f"{path.stem}-", suffix=path.suffix)
-            os.close(fd)
-            rescued = Path(name)
+            rescued = folder / f"{path.stem}-{secrets.token_hex(4)}{path.suffix}"
             try:
                 write(rescued)
             except BaseException:

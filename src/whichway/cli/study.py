@@ -147,6 +147,7 @@ def _report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise CLIError(f"run directory {str(run_dir)!r} not found")
+    check_out_dir(run_dir)  # the report is written into it
     print(f"report: {_write_report(args.study, run_dir)}")
     return 0
 
