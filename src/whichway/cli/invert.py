@@ -16,6 +16,7 @@ The module's top level imports only the standard library.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -103,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--refine must be a non-negative integer, got {args.refine}")
     image = load_image(args.image)  # ValueError naming the file when unreadable
     adapter = load_model(args)
+    if adapter.sampler not in (None, adapter.inversion_sampler):
+        import logging
+
+        logging.getLogger("whichway.invert").warning(
+            "inversion is the exact inverse of %s, so it and --check use %s; --sampler %s is not used",
+            adapter.inversion_sampler, adapter.inversion_sampler, adapter.sampler,
+        )
     if hasattr(adapter, "inversion_refine"):
         adapter.inversion_refine = args.refine
     elif args.refine:
@@ -140,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         "width": width,
         "scheduler": type(adapter.pipe.scheduler).__name__,
     }
+    if adapter.runtime is not None:
+        metadata["runtime"] = json.dumps(adapter.runtime.describe())
     out.parent.mkdir(parents=True, exist_ok=True)
     save_latent(latent, out, metadata)
     std = float(latent.std())
