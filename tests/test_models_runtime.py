@@ -48,7 +48,10 @@ REFERENCE = {
     "ddim": ("DDIMScheduler", {"clip_sample": False, "thresholding": False}),
     "euler": ("EulerDiscreteScheduler", {}),
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
-    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpm++2m": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+    ),
     "dpm++2m-karras": (
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
@@ -125,7 +128,9 @@ def _render(adapter, family: str, seed: int = 3, prompt: str = A) -> torch.Tenso
 @pytest.mark.parametrize(
     ("family", "sampler"), [(f, s) for f, names in SAMPLERS.items() for s in names]
 )
-def test_sampler_render_equals_plain_pipeline_with_that_scheduler(samplers_adapter, family, sampler):
+def test_sampler_render_equals_plain_pipeline_with_that_scheduler(
+    samplers_adapter, family, sampler
+):
     """The t = 0 frame (encode(A) + the seed's latent) rendered with --sampler equals the plain
     pipeline run with the same scheduler built from the model's config. Euler ancestral draws
     step noise: the adapter gives every row a generator seeded STEP_NOISE_SEED, so the plain
@@ -136,7 +141,9 @@ def test_sampler_render_equals_plain_pipeline_with_that_scheduler(samplers_adapt
     assert type(adapter.pipe.scheduler).__name__ == cls_name
     assert adapter.describe()["sampler"] == sampler
     image = _render(adapter, family)
-    reference_scheduler = _diffusers(cls_name).from_config(adapter._loaded_scheduler.config, **kwargs)
+    reference_scheduler = _diffusers(cls_name).from_config(
+        adapter._loaded_scheduler.config, **kwargs
+    )
     adapter.pipe.scheduler = reference_scheduler
     try:
         if sampler == "euler-a":
@@ -176,9 +183,13 @@ def test_samplers_differ_and_keep_the_models_schedule(samplers_adapter):
 def test_invalid_sampler_lists_the_familys_choices(tiny_pipeline, monkeypatch):
     with pytest.raises(ValueError, match=r"unknown sampler 'dpm\+\+3m'.*sd: ddim, euler"):
         RuntimeOptions(sampler="dpm++3m")
-    with pytest.raises(ValueError, match=r"'flow-euler' does not apply to a sd model.*ddim, euler, "):
+    with pytest.raises(
+        ValueError, match=r"'flow-euler' does not apply to a sd model.*ddim, euler, "
+    ):
         check_sampler("flow-euler", "sd")
-    with pytest.raises(ValueError, match=r"'flow-heun' does not apply to a flux model.*flow-euler, flow-unipc"):
+    with pytest.raises(
+        ValueError, match=r"'flow-heun' does not apply to a flux model.*flow-euler, flow-unipc"
+    ):
         check_sampler("flow-heun", "flux")
     # checked from the model's config, before any weight is loaded
     from diffusers import DiffusionPipeline
@@ -188,7 +199,9 @@ def test_invalid_sampler_lists_the_familys_choices(tiny_pipeline, monkeypatch):
 
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", no_weights)
     with pytest.raises(ValueError, match=r"'euler' does not apply to a sd3 model.*flow-heun"):
-        load_adapter(str(tiny_pipeline("sd3")), device="cpu", runtime=RuntimeOptions(sampler="euler"))
+        load_adapter(
+            str(tiny_pipeline("sd3")), device="cpu", runtime=RuntimeOptions(sampler="euler")
+        )
 
 
 def test_real_image_morph_renders_with_the_inversion_sampler(tiny_pipeline, tmp_path, caplog):
@@ -197,15 +210,25 @@ def test_real_image_morph_renders_with_the_inversion_sampler(tiny_pipeline, tmp_
     from whichway.media import save_image
     from whichway.morph import MorphSettings, run_morph
 
-    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu", runtime=RuntimeOptions(sampler="euler"))
+    adapter = load_adapter(
+        str(tiny_pipeline("sd")), device="cpu", runtime=RuntimeOptions(sampler="euler")
+    )
     images = []
     for k in range(2):
         path = tmp_path / f"{k}.png"
         save_image(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(k)), path)
         images.append(str(path))
     settings = MorphSettings(
-        A, B, (0.0, 1.0), steps=STEPS, guidance=1.0, height=16, width=16, image_a=images[0],
-        image_b=images[1], format=None,
+        A,
+        B,
+        (0.0, 1.0),
+        steps=STEPS,
+        guidance=1.0,
+        height=16,
+        width=16,
+        image_a=images[0],
+        image_b=images[1],
+        format=None,
     )
     with caplog.at_level(logging.WARNING, logger="whichway.morph"):
         result = run_morph(adapter, settings, tmp_path / "run", progress=False)
@@ -223,8 +246,14 @@ def test_flow_inversion_keeps_euler_under_another_sampler(samplers_adapter):
     set_sampler(adapter, "flow-unipc")
     size = SIZE["sd3"]
     cond = adapter.encode([A])
-    clean = adapter.render_latent(cond, adapter.initial_latent(1, size, size), steps=STEPS, guidance=1.0,
-                                  height=size, width=size)
+    clean = adapter.render_latent(
+        cond,
+        adapter.initial_latent(1, size, size),
+        steps=STEPS,
+        guidance=1.0,
+        height=size,
+        width=size,
+    )
     noise = adapter.invert_latent(clean, A, steps=STEPS)
     assert type(adapter.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     again = adapter.render_latent(cond, noise, steps=STEPS, guidance=1.0, height=size, width=size)
@@ -237,25 +266,36 @@ def test_flow_inversion_keeps_euler_under_another_sampler(samplers_adapter):
 # --- LoRA --------------------------------------------------------------------------------------
 
 
-def _make_lora(model: Path, out: Path, seed: int, *, text_encoder: bool) -> Path:
-    """A random LoRA (rank 4) for the tiny UNet (and its text encoder), saved by diffusers."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+def _make_lora(family: str, model: Path, out: Path, seed: int, *, text_encoder: bool) -> Path:
+    """A random LoRA (rank 4) for the tiny model's denoiser (and its first text encoder, a CLIP
+    model in every family), saved with the pipeline class's own ``save_lora_weights``."""
+    import diffusers
     from peft import LoraConfig, inject_adapter_in_model
     from peft.utils import get_peft_model_state_dict
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    denoiser, denoiser_cls, pipe_cls, encoder_cls = {
+        "sd": ("unet", "UNet2DConditionModel", "StableDiffusionPipeline", CLIPTextModel),
+        "sd3": (
+            "transformer",
+            "SD3Transformer2DModel",
+            "StableDiffusion3Pipeline",
+            CLIPTextModelWithProjection,
+        ),
+        "flux": ("transformer", "FluxTransformer2DModel", "FluxPipeline", CLIPTextModel),
+    }[family]
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
     config = {"r": 4, "lora_alpha": 4, "init_lora_weights": False}
-    unet.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v", "to_out.0"], **config))
-    layers = {"unet_lora_layers": get_peft_model_state_dict(unet)}
+    net = getattr(diffusers, denoiser_cls).from_pretrained(model, subfolder=denoiser)
+    net.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v", "to_out.0"], **config))
+    layers = {f"{denoiser}_lora_layers": get_peft_model_state_dict(net)}
     if text_encoder:
-        encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder")
+        encoder = encoder_cls.from_pretrained(model, subfolder="text_encoder")
         # peft directly (transformers' own add_adapter wants a newer peft than diffusers does)
         lora = LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], **config)
         inject_adapter_in_model(lora, encoder)
         layers["text_encoder_lora_layers"] = get_peft_model_state_dict(encoder)
-    StableDiffusionPipeline.save_lora_weights(out, safe_serialization=True, **layers)
+    getattr(diffusers, pipe_cls).save_lora_weights(out, safe_serialization=True, **layers)
     return out / "pytorch_lora_weights.safetensors"
 
 
@@ -264,8 +304,8 @@ def loras(tiny_pipeline, tmp_path_factory):
     model = tiny_pipeline("sd")
     root = tmp_path_factory.mktemp("loras")
     return (
-        _make_lora(model, root / "style", 1, text_encoder=True),
-        _make_lora(model, root / "unet_only", 2, text_encoder=False),
+        _make_lora("sd", model, root / "style", 1, text_encoder=True),
+        _make_lora("sd", model, root / "unet_only", 2, text_encoder=False),
     )
 
 
@@ -278,11 +318,17 @@ def test_lora_render_and_clouds_equal_a_pipeline_with_the_same_loras(tiny_pipeli
 
     model = str(tiny_pipeline("sd"))
     adapter = load_adapter(
-        model, device="cpu", runtime=RuntimeOptions(loras=(f"{loras[0]}:0.7", LoraSpec(str(loras[1].parent), 0.4)))
+        model,
+        device="cpu",
+        runtime=RuntimeOptions(loras=(f"{loras[0]}:0.7", LoraSpec(str(loras[1].parent), 0.4))),
     )
     report = adapter.runtime
-    assert [x.sha256 for x in report.loras] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in loras]
-    assert report.loras[0].components == ("unet", "text_encoder") and report.loras[1].components == ("unet",)
+    assert [x.sha256 for x in report.loras] == [
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in loras
+    ]
+    assert report.loras[0].components == ("unet", "text_encoder") and report.loras[
+        1
+    ].components == ("unet",)
     assert [x.scale for x in report.loras] == [0.7, 0.4]
 
     plain = DiffusionPipeline.from_pretrained(model)
@@ -294,10 +340,34 @@ def test_lora_render_and_clouds_equal_a_pipeline_with_the_same_loras(tiny_pipeli
     plain.set_adapters(["a", "b"], adapter_weights=[0.7, 0.4])
 
     clouds = adapter.encode([A]).clouds[0]
-    torch.testing.assert_close(clouds, plain.encode_prompt([A], "cpu", 1, False)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        clouds, plain.encode_prompt([A], "cpu", 1, False)[0], rtol=0, atol=1e-5
+    )
     assert (clouds - without_clouds).abs().max() > 1e-3
     image = _render(adapter, "sd")
     torch.testing.assert_close(image, _plain(plain, "sd", seed=3), rtol=0, atol=1e-5)
+    assert (image - without).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_transformer_lora_equals_a_pipeline_with_the_same_lora(tiny_pipeline, tmp_path, family):
+    """SD3 / Flux: a LoRA on the transformer and the CLIP text encoder at 0.6 gives the frame of
+    a plain pipeline that loaded it at 0.6, and changes the model's output."""
+    from diffusers import DiffusionPipeline
+
+    model = str(tiny_pipeline(family))
+    file = _make_lora(family, tiny_pipeline(family), tmp_path, 3, text_encoder=True)
+    adapter = load_adapter(
+        model, device="cpu", runtime=RuntimeOptions(loras=(LoraSpec(str(file), 0.6),))
+    )
+    assert adapter.runtime.loras[0].components == ("transformer", "text_encoder")
+    plain = DiffusionPipeline.from_pretrained(model)
+    plain.set_progress_bar_config(disable=True)
+    without = _plain(plain, family, seed=3)
+    plain.load_lora_weights(str(file), adapter_name="x")
+    plain.set_adapters(["x"], adapter_weights=[0.6])
+    image = _render(adapter, family)
+    torch.testing.assert_close(image, _plain(plain, family, seed=3), rtol=0, atol=1e-5)
     assert (image - without).abs().max() > 1e-3
 
 
@@ -312,9 +382,33 @@ def test_cli_morph_with_lora_sampler_and_slicing(tiny_pipeline, loras, tmp_path)
     model = str(tiny_pipeline("sd"))
     out = tmp_path / "run"
     argv = [
-        "morph", A, B, "--model", model, "--device", "cpu", "--steps", str(STEPS), "--guidance", "1",
-        "--frames", "2", "--height", "16", "--width", "16", "--format", "none", "--no-score",
-        "--quiet", "--out", str(out), "--lora", f"{loras[0]}:0.7", "--sampler", "dpm++2m",
+        "morph",
+        A,
+        B,
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--steps",
+        str(STEPS),
+        "--guidance",
+        "1",
+        "--frames",
+        "2",
+        "--height",
+        "16",
+        "--width",
+        "16",
+        "--format",
+        "none",
+        "--no-score",
+        "--quiet",
+        "--out",
+        str(out),
+        "--lora",
+        f"{loras[0]}:0.7",
+        "--sampler",
+        "dpm++2m",
         "--vae-slicing",
     ]
     assert main(argv) == 0
@@ -325,6 +419,7 @@ def test_cli_morph_with_lora_sampler_and_slicing(tiny_pipeline, loras, tmp_path)
     assert runtime["loras"][0]["scale"] == 0.7
     assert run["settings"]["runtime"]["loras"] == [[runtime["loras"][0]["sha256"], 0.7]]
     assert run["scheduler"] == "DPMSolverMultistepScheduler"
+    assert run["timings"]["render_seconds"] > 0 and "compile_seconds" not in run["timings"]
 
     plain = DiffusionPipeline.from_pretrained(model)
     plain.set_progress_bar_config(disable=True)
@@ -340,7 +435,9 @@ def test_cli_morph_with_lora_sampler_and_slicing(tiny_pipeline, loras, tmp_path)
     assert main([*argv[:-4], f"{loras[0]}:0.3", "--sampler", "dpm++2m", "--vae-slicing"]) == 0
     again = json.loads((out / "run.json").read_text())
     assert again["settings"]["runtime"]["loras"][0][1] == 0.3
-    assert not np.array_equal(np.asarray(Image.open(out / "frames" / "0000.png")), frame.astype(np.uint8))
+    assert not np.array_equal(
+        np.asarray(Image.open(out / "frames" / "0000.png")), frame.astype(np.uint8)
+    )
 
 
 def test_lora_sources_are_checked_before_loading(tmp_path):
@@ -358,11 +455,15 @@ def test_lora_sources_are_checked_before_loading(tmp_path):
         LoraSpec.parse("style.safetensors:nan")
     assert LoraSpec.parse("owner/name:0.5") == LoraSpec("owner/name", 0.5)
     assert LoraSpec.parse("C:\\loras\\x.safetensors") == LoraSpec("C:\\loras\\x.safetensors", 1.0)
-    assert LoraSpec.parse("owner/name/dir/x.safetensors") == LoraSpec("owner/name/dir/x.safetensors")
+    assert LoraSpec.parse("owner/name/dir/x.safetensors") == LoraSpec(
+        "owner/name/dir/x.safetensors"
+    )
     # a hub id with no network and no cached copy (HF_HUB_OFFLINE=1 in tests) fails clearly
     from whichway.models.runtime import resolve_lora_file
 
-    with pytest.raises(ValueError, match=r"could not fetch LoRA 'nobody/no-such-lora'.*local \.safetensors"):
+    with pytest.raises(
+        ValueError, match=r"could not fetch LoRA 'nobody/no-such-lora'.*local \.safetensors"
+    ):
         resolve_lora_file("nobody/no-such-lora")
 
 
@@ -380,7 +481,9 @@ def test_vae_swap_tiling_and_slicing(tiny_pipeline, tmp_path):
     model = str(tiny_pipeline("sd"))
     torch.manual_seed(5)
     _tiny_vae().save_pretrained(tmp_path / "vae", safe_serialization=True)
-    adapter = load_adapter(model, device="cpu", runtime=RuntimeOptions(vae=str(tmp_path / "vae"), vae_slicing=True))
+    adapter = load_adapter(
+        model, device="cpu", runtime=RuntimeOptions(vae=str(tmp_path / "vae"), vae_slicing=True)
+    )
     other = AutoencoderKL.from_pretrained(tmp_path / "vae")
     for name, value in other.state_dict().items():
         assert torch.equal(adapter.pipe.vae.state_dict()[name], value)
@@ -408,7 +511,11 @@ def test_vae_swap_tiling_and_slicing(tiny_pipeline, tmp_path):
 
 def test_vae_that_does_not_fit_or_is_not_safetensors(tiny_pipeline, tmp_path):
     with pytest.raises(ValueError, match=r"does not fit this model: 16 latent channels"):
-        load_adapter(str(tiny_pipeline("sd")), device="cpu", runtime=RuntimeOptions(vae=str(tiny_pipeline("sd3"))))
+        load_adapter(
+            str(tiny_pipeline("sd")),
+            device="cpu",
+            runtime=RuntimeOptions(vae=str(tiny_pipeline("sd3"))),
+        )
     from whichway.models.tiny import _tiny_vae
 
     _tiny_vae().save_pretrained(tmp_path / "pickled", safe_serialization=False)
@@ -438,9 +545,11 @@ def test_offload_on_cpu_is_a_clear_error_before_loading(tiny_pipeline, monkeypat
 
 
 def test_cli_sampler_of_another_family_fails_before_loading(tiny_pipeline, monkeypatch, capsys):
-    import whichway.models.loading as loading
+    from whichway.models import loading
 
-    monkeypatch.setattr(loading, "load_adapter", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(
+        loading, "_pipeline_class_name", lambda *a: pytest.fail("the model was opened")
+    )
     model = str(tiny_pipeline("flux"))
     rc = main(["grid", "prompts", A, B, "a dog", "--model", model, "--sampler", "euler-a"])
     assert rc == 2
@@ -454,12 +563,19 @@ def test_attention_backend(samplers_adapter, tiny_pipeline):
 
     active = _AttentionBackendRegistry._active_backend
     try:
-        adapter = load_adapter(str(tiny_pipeline("flux")), device="cpu",
-                               runtime=RuntimeOptions(attention="_native_math"))
+        adapter = load_adapter(
+            str(tiny_pipeline("flux")),
+            device="cpu",
+            runtime=RuntimeOptions(attention="_native_math"),
+        )
         assert adapter.runtime.attention_layers > 0
-        processors = [m.processor for m in adapter.pipe.transformer.modules() if hasattr(m, "processor")]
+        processors = [
+            m.processor for m in adapter.pipe.transformer.modules() if hasattr(m, "processor")
+        ]
         assert {p._attention_backend for p in processors} == {AttentionBackendName._NATIVE_MATH}
-        torch.testing.assert_close(_render(adapter, "flux"), _plain(adapter.pipe, "flux", seed=3), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            _render(adapter, "flux"), _plain(adapter.pipe, "flux", seed=3), rtol=0, atol=1e-5
+        )
         with pytest.raises(ValueError, match=r"unknown attention backend 'fast'.*flash.*native"):
             RuntimeOptions(attention="fast").check()
         with pytest.raises(ValueError, match="UNet2DConditionModel does not route attention"):
@@ -474,7 +590,9 @@ def test_compile_traces_the_denoiser_and_keeps_the_frames(tiny_pipeline, sampler
     from whichway.models.runtime import compile_seconds
 
     adapter = load_adapter(
-        str(tiny_pipeline("sd3")), device="cpu", runtime=RuntimeOptions(compile=True, compile_backend="eager")
+        str(tiny_pipeline("sd3")),
+        device="cpu",
+        runtime=RuntimeOptions(compile=True, compile_backend="eager"),
     )
     assert adapter.runtime.compiled == "transformer"
     assert adapter.describe()["runtime"]["compiled"] == "transformer"
@@ -489,9 +607,16 @@ def test_compile_traces_the_denoiser_and_keeps_the_frames(tiny_pipeline, sampler
 def test_study_config_takes_the_runtime_keys(tmp_path):
     from whichway.studies.config import ModelConfig, from_dict
 
-    m = from_dict(ModelConfig, {"id": "x", "sampler": "euler", "lora": ["a.safetensors:0.5"], "vae_tiling": True})
+    m = from_dict(
+        ModelConfig,
+        {"id": "x", "sampler": "euler", "lora": ["a.safetensors:0.5"], "vae_tiling": True},
+    )
     options = m.runtime_options()
-    assert options.sampler == "euler" and options.loras == (LoraSpec("a.safetensors", 0.5),) and options.vae_tiling
+    assert (
+        options.sampler == "euler"
+        and options.loras == (LoraSpec("a.safetensors", 0.5),)
+        and options.vae_tiling
+    )
     assert from_dict(ModelConfig, {"id": "x"}).runtime_options() is None
     with pytest.raises(ValueError, match="unknown offload mode 'cpu'"):
         from_dict(ModelConfig, {"id": "x", "offload": "cpu"})

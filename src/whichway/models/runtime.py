@@ -594,6 +594,7 @@ def load_vae(source: str, pipe: Any) -> Any:
             f"could not load the VAE {source!r} ({type(exc).__name__}: {first_line}); give a "
             "directory or hub id of a diffusers AutoencoderKL with safetensors weights"
         ) from exc
+    vae.to(pipe.vae.device)  # where the VAE it replaces is (placement or offload comes later)
     old = pipe.vae.config
     new = vae.config
     if int(new.latent_channels) != int(old.latent_channels) or len(new.block_out_channels) != len(
