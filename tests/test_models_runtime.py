@@ -240,26 +240,20 @@ def test_real_image_morph_renders_with_the_inversion_sampler(tiny_pipeline, tmp_
 
 
 def test_flow_inversion_keeps_euler_under_another_sampler(samplers_adapter):
-    """SD3 with flow-unipc: inversion walks the loaded Euler grid back and switches rendering to
-    it, so the inverted latent renders to the same clean latent as with the plain sampler."""
+    """SD3 with flow-unipc: inversion is the loaded Euler sampler's, exactly the latent it gives
+    without --sampler, and it switches rendering to that Euler sampler (use_scheduler("default")
+    goes back to UniPC)."""
     adapter = samplers_adapter("sd3")
-    set_sampler(adapter, "flow-unipc")
     size = SIZE["sd3"]
-    cond = adapter.encode([A])
-    clean = adapter.render_latent(
-        cond,
-        adapter.initial_latent(1, size, size),
-        steps=STEPS,
-        guidance=1.0,
-        height=size,
-        width=size,
-    )
+    clean = torch.randn(1, 16, size // 8, size // 8, generator=torch.Generator().manual_seed(0))
+    set_sampler(adapter, None)
+    plain = adapter.invert_latent(clean, A, steps=STEPS)
+    set_sampler(adapter, "flow-unipc")
     noise = adapter.invert_latent(clean, A, steps=STEPS)
+    torch.testing.assert_close(noise, plain, rtol=0, atol=0)
     assert type(adapter.pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
-    again = adapter.render_latent(cond, noise, steps=STEPS, guidance=1.0, height=size, width=size)
     assert adapter.use_scheduler("default") == "inversion"
     assert type(adapter.pipe.scheduler).__name__ == "UniPCMultistepScheduler"
-    assert float((again - clean).norm() / clean.norm()) < 0.5  # 2-step explicit inversion
     set_sampler(adapter, None)
 
 
@@ -534,13 +528,15 @@ def test_offload_on_cpu_is_a_clear_error_before_loading(tiny_pipeline, monkeypat
 
     monkeypatch.setattr(DiffusionPipeline, "from_pretrained", no_weights)
     model = str(tiny_pipeline("sd"))
-    with pytest.raises(ValueError, match=r"--offload model .* runs on the CPU"):
+    with pytest.raises(
+        ValueError, match=r"--offload model needs an accelerator .* runs on the CPU"
+    ):
         load_adapter(model, device="cpu", runtime=RuntimeOptions(offload="model"))
     rc = main(["check-invariance", "--model", model, "--device", "cpu", "--offload", "sequential"])
     assert rc == 2
-    assert "error: --offload sequential moves components" in capsys.readouterr().err
+    assert "error: --offload sequential needs an accelerator" in capsys.readouterr().err
     if not torch.cuda.is_available():  # the default device is the CPU here
-        with pytest.raises(ValueError, match="needs|runs on the CPU"):
+        with pytest.raises(ValueError, match="needs an accelerator"):
             load_adapter(model, runtime=RuntimeOptions(offload="model"))
 
 

@@ -200,9 +200,9 @@ class RuntimeOptions:
             check_sampler(self.sampler, family)
         if self.offload != "none" and device is not None and _device_type(device) == "cpu":
             raise ValueError(
-                f"--offload {self.offload} moves components between CPU memory and an accelerator, "
-                "but the model runs on the CPU; use --offload none (the default) or run on a GPU "
-                "(--device cuda)"
+                f"--offload {self.offload} needs an accelerator (it moves components between CPU "
+                "memory and the GPU) but the model runs on the CPU; use --offload none (the "
+                "default) or run on a GPU (--device cuda)"
             )
         if attention and self.attention is not None:
             check_attention_backend(self.attention)
