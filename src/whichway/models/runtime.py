@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -703,7 +703,6 @@ class RuntimeReport:
     device: str = ""
     attention_layers: int = 0
     compiled: str | None = None
-    vae_class: str | None = field(default=None)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able record: the options, with each LoRA's file and SHA-256."""
@@ -813,7 +812,6 @@ def apply_runtime(
         device=str(execution),
         attention_layers=routed,
         compiled=compiled,
-        vae_class=type(pipe.vae).__name__ if pipe.vae is not None else None,
     )
     if adapter is not None:
         adapter.device = execution
