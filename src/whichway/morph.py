@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,6 +160,16 @@ def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | Non
     return previous
 
 
+def _timings(wall: float, compiled_before: float | None, compiled_after: float | None) -> dict[str, float]:
+    """Seconds of this call's rendering (inversion included), split into the one-off
+    ``torch.compile`` time (when the denoiser is compiled and torch reports it) and the rest."""
+    compiled = 0.0 if compiled_before is None or compiled_after is None else max(0.0, compiled_after - compiled_before)
+    out = {"render_seconds": round(wall - compiled, 3)}
+    if compiled > 0:
+        out["compile_seconds"] = round(compiled, 3)
+    return out
+
+
 def _inverted_latent(adapter: Adapter, s: MorphSettings, path: str, prompt: str, height: int, width: int, cache: Path) -> Tensor:
     """Invert one image, cached in the run directory so a resumed run does not invert again."""
     import hashlib
@@ -169,10 +180,14 @@ def _inverted_latent(adapter: Adapter, s: MorphSettings, path: str, prompt: str,
 
     steps = s.inversion_steps or s.steps
     stat = Path(path).stat() if Path(path).is_file() else None
-    key = hashlib.sha256(
-        json.dumps([adapter.model_id, str(Path(path).resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
-                    prompt, steps, s.inversion_guidance, height, width]).encode()
-    ).hexdigest()[:16]
+    from whichway.models.runtime import runtime_pixel_settings
+
+    key_parts = [adapter.model_id, str(Path(path).resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
+                 prompt, steps, s.inversion_guidance, height, width]
+    runtime = runtime_pixel_settings(adapter)
+    if runtime is not None:  # a LoRA or another VAE inverts to another latent
+        key_parts.append(runtime)
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
     cached = cache / f"inverted-{key}.pt"
     if cached.is_file():
         logger.info("using the inverted latent of %s cached in %s", path, cached)
@@ -314,6 +329,11 @@ def run_morph(
     frames_dir.mkdir(parents=True, exist_ok=True)
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
     record = {**asdict(s), "t": list(s.t), "height": height, "width": width}
+    from whichway.models.runtime import compile_seconds, runtime_pixel_settings
+
+    runtime = runtime_pixel_settings(adapter)
+    if runtime is not None:  # LoRAs (by SHA-256), VAE, sampler, attention change the pixels
+        record["runtime"] = runtime
     previous = _previous_run(run_dir, record)
     n = len(s.t)
     done = set() if previous is None else {k for k in range(n) if (frames_dir / f"{k:04d}.png").is_file()}
@@ -350,10 +370,22 @@ def run_morph(
     todo = [k for k in range(n) if k not in done]
     if todo:
         # Inverted latents reconstruct only under the sampler they were inverted for (DDIM for
-        # the diffusion families): switch to it for this run, then give the adapter back as it was.
-        restore = adapter.use_scheduler("ddim") if s.image_a is not None and hasattr(adapter, "use_scheduler") else None
+        # the diffusion families, flow Euler for SD3/Flux): switch to it for this run, then give
+        # the adapter back as it was.
+        restore = None
+        if s.image_a is not None and hasattr(adapter, "use_scheduler"):
+            asked = getattr(adapter, "sampler", None)
+            inversion = getattr(adapter, "inversion_sampler", "") or "its inversion's sampler"
+            if asked is not None and asked != inversion:
+                logger.warning(
+                    "a real-image morph renders with %s, the sampler its inversion is exact for; "
+                    "--sampler %s applies to prompt-only morphs", inversion, asked,
+                )
+            restore = adapter.use_scheduler("inversion")
         try:
             hooks = {"on_frame": on_frame, "on_step": on_step, "should_stop": should_stop}
+            compiled_before = compile_seconds()
+            started = time.perf_counter()
             try:
                 rendered = _render(adapter, s, run_dir, info, todo, ts, path_at, height, width, progress, meter, hooks)
             except RenderCancelled:
@@ -361,6 +393,7 @@ def run_morph(
                 write_json_atomic(run_dir / RUN_FILE, info)
                 raise
             info.update(adapter.describe())  # records the scheduler actually used
+            info["timings"] = _timings(time.perf_counter() - started, compiled_before, compile_seconds())
         finally:
             if restore is not None:
                 adapter.use_scheduler(restore)

@@ -23,7 +23,7 @@ model is known)."""
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --variant."""
+    """--model, --device, --dtype, --variant, and the runtime options (:func:`add_runtime_options`)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -40,13 +40,18 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="default float32 on CPU, float16 on GPU (bfloat16 for Flux)",
     )
     group.add_argument("--variant", default=None, help="weights variant to load, e.g. fp16")
+    add_runtime_options(parser)
 
 
 def load_model(args: argparse.Namespace) -> Any:
-    """Load the adapter named by the model options (imports diffusers)."""
+    """Load the adapter named by the model options, with the runtime options applied (imports
+    diffusers; the model-free checks run first)."""
     from whichway.models import load_adapter
 
-    return load_adapter(args.model, device=args.device, dtype=args.dtype, variant=args.variant)
+    check_model_options(args)
+    return load_adapter(
+        args.model, device=args.device, dtype=args.dtype, variant=args.variant, runtime=runtime_options(args)
+    )
 
 
 def add_generation_options(
@@ -320,3 +325,102 @@ def out_file_or_folder(
             f"or a folder (then {default_name} is written in it)"
         )
     return check_out_file(p, extensions)
+
+
+# --- runtime branch: offload, VAE, LoRA, sampler, compile, attention ----------------------------
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--offload, --vae-tiling, --vae-slicing, --vae, --lora, --sampler, --compile, --attention
+    (added by :func:`add_model_options`, so every command that loads a model takes them)."""
+    from whichway.models.runtime import OFFLOAD_MODES, SAMPLERS
+
+    group = parser.add_argument_group("runtime (memory, LoRA, sampler, speed)")
+    group.add_argument(
+        "--offload",
+        default="none",
+        choices=OFFLOAD_MODES,
+        help="keep components in CPU memory and move them to the GPU when used: model = one "
+        "component at a time, sequential = one layer at a time (least memory, slowest); needs a "
+        "GPU (default none)",
+    )
+    group.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (large images)")
+    group.add_argument("--vae-slicing", action="store_true", help="decode the VAE one image at a time")
+    group.add_argument(
+        "--vae",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="use this AutoencoderKL instead of the model's (hub id or directory, safetensors), e.g. "
+        "madebyollin/sdxl-vae-fp16-fix",
+    )
+    group.add_argument(
+        "--lora",
+        action="append",
+        default=[],
+        metavar="PATH_OR_ID[:SCALE]",
+        help="load a LoRA (.safetensors file, directory or hub id) at SCALE (default 1); repeat for "
+        "several. It changes the denoiser and, when the file has them, the text encoders",
+    )
+    group.add_argument(
+        "--sampler",
+        default=None,
+        metavar="NAME",
+        help="sampler built from the model's own scheduler config (default: the model's); "
+        + "; ".join(f"{family}: {', '.join(names)}" for family, names in SAMPLERS.items()),
+    )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the denoiser (a one-off compile time, reported apart, then faster steps)",
+    )
+    group.add_argument(
+        "--attention",
+        default=None,
+        metavar="BACKEND",
+        help="diffusers attention backend of the denoiser, e.g. native, flash, sage (SD3/Flux)",
+    )
+    return group
+
+
+def runtime_options(args: argparse.Namespace) -> Any:
+    """The :class:`whichway.models.runtime.RuntimeOptions` of the parsed runtime flags (None when
+    the command has none or every flag is at its default)."""
+    from whichway.models.runtime import RuntimeOptions
+
+    if not hasattr(args, "offload"):
+        return None
+    options = RuntimeOptions(
+        offload=args.offload,
+        vae_tiling=args.vae_tiling,
+        vae_slicing=args.vae_slicing,
+        vae=args.vae,
+        loras=tuple(args.lora or ()),
+        sampler=args.sampler,
+        compile=args.compile,
+        attention=args.attention,
+    )
+    return None if options.is_default else options
+
+
+def check_model_options(args: argparse.Namespace) -> None:
+    """Refuse bad runtime flags before any model is loaded (ValueError, one line): LoRA and VAE
+    paths, a sampler unknown or (for a local model directory) not of the model's family,
+    --offload with --device cpu. Needs no torch; hub models' families are checked by
+    ``load_adapter`` from their config, still before any weight is loaded."""
+    import json
+
+    options = runtime_options(args)
+    if options is None:
+        return
+    device = getattr(args, "device", None)
+    family = None
+    index = Path(str(getattr(args, "model", "") or "")).expanduser() / "model_index.json"
+    if options.sampler is not None and index.is_file():
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name")
+        except (OSError, ValueError):
+            class_name = None
+        from whichway.models.runtime import family_of_pipeline_class
+
+        family = family_of_pipeline_class(class_name)
+    options.check(family=family, device=device if device == "cpu" else None, attention=False)

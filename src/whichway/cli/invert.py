@@ -16,6 +16,7 @@ The module's top level imports only the standard library.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -120,6 +121,13 @@ def run(args: argparse.Namespace) -> int:
 
     image = load_image(args.image)  # ValueError naming the file when unreadable
     adapter = load_model(args)
+    if adapter.sampler not in (None, adapter.inversion_sampler):
+        import logging
+
+        logging.getLogger("whichway.invert").warning(
+            "inversion is the exact inverse of %s, so it and --check use %s; --sampler %s is not used",
+            adapter.inversion_sampler, adapter.inversion_sampler, adapter.sampler,
+        )
     if hasattr(adapter, "inversion_refine"):
         adapter.inversion_refine = args.refine
     elif args.refine:
@@ -157,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         "width": width,
         "scheduler": type(adapter.pipe.scheduler).__name__,
     }
+    if adapter.runtime is not None:
+        metadata["runtime"] = json.dumps(adapter.runtime.describe())
     write_atomic(out, lambda tmp: save_latent(latent, tmp, metadata))  # a finished inversion is never lost
     std = float(latent.std())
     print(f"latent {tuple(latent.shape)} (std {std:.3f}) of {args.image} saved to {out}")

@@ -144,11 +144,27 @@ def run(args: argparse.Namespace) -> int:
             f"W2 path length {c['w2_path_length']:.4g}"
         )
     print(f"  strip: {result.strip}")
+    _print_timings(result.run_dir)
     if result.animation is not None:
         print(f"  animation: {result.animation}")
     if not args.no_score:
         _print_summary(args, result.run_dir, meter)
     return 0
+
+
+def _print_timings(run_dir: Path) -> None:
+    """The one-off compile time apart from the render time, when the denoiser was compiled."""
+    import json
+
+    try:
+        timings = json.loads((run_dir / "run.json").read_text()).get("timings", {})
+    except (OSError, ValueError):
+        return
+    if "compile_seconds" in timings:
+        print(
+            f"  time: torch.compile {timings['compile_seconds']:.1f} s (one-off), "
+            f"rendering {timings['render_seconds']:.1f} s"
+        )
 
 
 def _lpips_meter(args: argparse.Namespace, *, needed: bool = True):

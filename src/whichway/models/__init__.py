@@ -4,7 +4,9 @@
 family's :class:`Adapter` (the contract in :mod:`whichway.models.base`); ``adapter_for(pipe)``
 wraps a pipeline already built in memory. ``check_invariance(adapter)`` measures whether the
 denoiser sees the order of the text tokens. ``whichway.models.tiny.build_tiny_pipeline`` saves
-tiny random pipelines for offline tests and demos.
+tiny random pipelines for offline tests and demos. ``RuntimeOptions`` / ``apply_runtime`` (or
+``load_adapter(..., runtime=...)``) add offload, a swapped VAE, tiling, LoRAs, a sampler,
+compilation and an attention backend.
 
 Names are imported lazily so that ``import whichway.models`` does not import diffusers.
 """
@@ -30,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "check_invariance": "whichway.models.invariance",
     "InvarianceReport": "whichway.models.invariance",
     "build_tiny_pipeline": "whichway.models.tiny",
+    "RuntimeOptions": "whichway.models.runtime",
+    "LoraSpec": "whichway.models.runtime",
+    "RuntimeReport": "whichway.models.runtime",
+    "apply_runtime": "whichway.models.runtime",
 }
 
 __all__ = sorted(_EXPORTS)

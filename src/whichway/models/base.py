@@ -119,11 +119,23 @@ class Adapter:
     #: "ddim" (epsilon/v prediction) or "flow" (flow matching)
     inversion: ClassVar[str] = ""
 
+    #: the sampler an inversion is the exact inverse of ("ddim" or "flow-euler"): what a
+    #: real-image morph renders with
+    inversion_sampler: ClassVar[str] = ""
+
     def __init__(self, pipe: DiffusionPipeline, model_id: str = "") -> None:
         self.pipe = pipe
         self.model_id = model_id
         self.device = pipe.device
         self.dtype = pipe.dtype
+        # the scheduler the model was loaded with: inversion builds its integrator from it
+        self._loaded_scheduler = pipe.scheduler
+        # what render uses (``--sampler``, :func:`whichway.models.runtime.set_sampler`)
+        self._default_scheduler = pipe.scheduler
+        #: the ``--sampler`` name rendering uses; None = the loaded scheduler
+        self.sampler: str | None = None
+        #: what :func:`whichway.models.runtime.apply_runtime` did (None: the model as loaded)
+        self.runtime: Any = None
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -300,4 +312,7 @@ class Adapter:
             "pipeline": type(self.pipe).__name__,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "scheduler": type(self.pipe.scheduler).__name__,
+            "sampler": self.sampler or "default",
+            **({"runtime": self.runtime.describe()} if self.runtime is not None else {}),
         }

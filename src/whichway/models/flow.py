@@ -212,6 +212,7 @@ class FlowMatchingAdapter(Adapter):
     """
 
     inversion = "flow"
+    inversion_sampler = "flow-euler"
     #: default dtype on an accelerator (read by ``load_adapter``): both families are trained in
     #: bfloat16, and SD3.5 / Flux activations overflow float16
     gpu_dtype = torch.bfloat16
@@ -299,6 +300,24 @@ class FlowMatchingAdapter(Adapter):
         (so casting back when rendering is exact)."""
         return cpu_normal_latent(self.latent_shape(height, width), seed, dtype=self.dtype)
 
+    # --- schedulers ------------------------------------------------------------------------
+    def use_scheduler(self, name: str) -> str:
+        """Render with ``"inversion"`` (the flow-matching Euler scheduler the model was loaded
+        with, whose σ grid Euler inversion walks back) or the ``"default"`` scheduler (the
+        loaded one, or the ``--sampler`` choice). Returns the name active before."""
+        if name not in ("default", "inversion"):
+            raise ValueError(f"unknown scheduler {name!r}; valid choices are: default, inversion")
+        before = (
+            "inversion"
+            if self.pipe.scheduler is self._loaded_scheduler
+            and self._default_scheduler is not self._loaded_scheduler
+            else "default"
+        )
+        self.pipe.scheduler = (
+            self._loaded_scheduler if name == "inversion" else self._default_scheduler
+        )
+        return before
+
     # --- inversion -------------------------------------------------------------------------
     def schedule(self, steps: int, height: int, width: int) -> FlowSchedule:  # pragma: no cover
         raise NotImplementedError
@@ -322,7 +341,8 @@ class FlowMatchingAdapter(Adapter):
         latent. Integrates the prompt's velocity (with the same guidance the render will use)
         from σ = 0 back to σ = 1 on the pipeline's own σ grid (:func:`euler_invert`, with
         :attr:`inversion_refine` fixed-point refinements). Returns the initial latents, same
-        shape, float32 CPU, unscaled N(0, I) convention.
+        shape, float32 CPU, unscaled N(0, I) convention. Switches rendering to the loaded Euler
+        scheduler (``use_scheduler("inversion")``) so that rendering retraces the path.
         """
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
@@ -336,6 +356,7 @@ class FlowMatchingAdapter(Adapter):
         height, width = int(latent.shape[-2]) * f, int(latent.shape[-1]) * f
         check_latents(latent, self.latent_shape(height, width))
         cond = self.encode([prompt]).expand(latent.shape[0])
+        self.use_scheduler("inversion")
         noise = euler_invert(
             self._velocity(cond, guidance),
             latent.to(self.device),

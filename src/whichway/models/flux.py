@@ -181,7 +181,7 @@ class FluxAdapter(FlowMatchingAdapter):
             height=height,
             width=width,
             output_type=output_type,
-            callback_on_step_end=step_callback(on_step),
+            callback_on_step_end=step_callback(on_step, steps),
             max_sequence_length=self.max_sequence_length,
             **kwargs,
         )
@@ -195,7 +195,7 @@ class FluxAdapter(FlowMatchingAdapter):
         import numpy as np
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-        config = self.pipe.scheduler.config
+        config = self._loaded_scheduler.config
         _, h, w = self.latent_shape(height, width)
         sigmas = (
             None if config.get("use_flow_sigmas", False) else np.linspace(1.0, 1 / steps, steps)
@@ -207,7 +207,7 @@ class FluxAdapter(FlowMatchingAdapter):
             config.get("base_shift", 0.5),
             config.get("max_shift", 1.15),
         )
-        return flow_schedule(self.pipe.scheduler, steps, sigmas=sigmas, mu=mu)
+        return flow_schedule(self._loaded_scheduler, steps, sigmas=sigmas, mu=mu)
 
     def _transformer(
         self, x: Tensor, t: Tensor, embeds: Tensor, pooled: Tensor, guidance: float

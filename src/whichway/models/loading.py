@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
 
     from whichway.models.base import Adapter
+    from whichway.models.runtime import RuntimeOptions
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def load_adapter(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     variant: str | None = None,
+    runtime: RuntimeOptions | None = None,
 ) -> Adapter:
     """Load a pipeline and wrap it in its family's adapter.
 
@@ -130,6 +132,10 @@ def load_adapter(
     dtype : "float32" | "float16" | "bfloat16" or a torch dtype; default float32 on CPU, the
         family's accelerator dtype (float16; bfloat16 for Flux) elsewhere
     variant : weight file variant, e.g. "fp16" (``diffusion_pytorch_model.fp16.safetensors``)
+    runtime : offload, VAE, LoRA, sampler, compile, attention
+        (:class:`~whichway.models.runtime.RuntimeOptions`), checked against the family and
+        device before any weight is loaded and applied by
+        :func:`~whichway.models.runtime.apply_runtime`
 
     Raises :class:`ModelLoadError` when the model cannot be loaded, ValueError for an
     unsupported pipeline or bad device/dtype.
@@ -138,6 +144,8 @@ def load_adapter(
         raise ValueError("model must be a non-empty hub id or local directory path")
     resolved_device = resolve_device(device)
     family = family_of(_pipeline_class_name(model))
+    if runtime is not None:
+        runtime.check(family=family, device=resolved_device)
     cls = adapter_class(family)
     resolved_dtype = resolve_dtype(
         dtype, resolved_device, gpu_default=getattr(cls, "gpu_dtype", torch.float16)
@@ -156,8 +164,13 @@ def load_adapter(
         )
     except Exception as exc:  # missing files, wrong variant, corrupted weights, network
         raise _load_error(model, exc) from exc
-    pipe = pipe.to(resolved_device)
-    return adapter_for(pipe, model_id=model)
+    if runtime is None:
+        return adapter_for(pipe.to(resolved_device), model_id=model)
+    from whichway.models.runtime import apply_runtime
+
+    adapter = adapter_for(pipe, model_id=model)
+    apply_runtime(adapter, runtime, device=resolved_device)  # places (or offloads) the pipeline
+    return adapter
 
 
 def adapter_for(pipe: DiffusionPipeline, model_id: str = "") -> Adapter:

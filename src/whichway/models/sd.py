@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-SCHEDULERS = ("default", "ddim")
+SCHEDULERS = ("default", "ddim", "inversion")
 
 
 class SDAdapter(Adapter):
@@ -64,6 +64,7 @@ class SDAdapter(Adapter):
     family: ClassVar[str] = "sd"
     pipeline_classes: ClassVar[tuple[str, ...]] = ("StableDiffusionPipeline",)
     inversion: ClassVar[str] = "ddim"
+    inversion_sampler: ClassVar[str] = "ddim"
     gpu_dtype: ClassVar[torch.dtype] = torch.float16
     #: fixed-point refinements per DDIM inversion step (0 = plain DDIM inversion; k costs k
     #: extra UNet calls per step and tightens the reconstruction)
@@ -72,7 +73,6 @@ class SDAdapter(Adapter):
     def __init__(self, pipe: DiffusionPipeline, model_id: str = "") -> None:
         super().__init__(pipe, model_id)
         pipe.set_progress_bar_config(disable=True)
-        self._default_scheduler = pipe.scheduler
         self._negative_cache: dict[str | None, Conditioning] = {}
 
     # --- sizes -----------------------------------------------------------------------------
@@ -153,7 +153,8 @@ class SDAdapter(Adapter):
 
     def use_scheduler(self, name: str) -> str:
         """Render with ``"ddim"`` (a DDIMScheduler from the loaded scheduler's config: same
-        betas, spacing and prediction type) or the ``"default"`` loaded scheduler.
+        betas, spacing and prediction type; ``"inversion"`` is the same) or the ``"default"``
+        scheduler (the loaded one, or the ``--sampler`` choice).
         Returns the name of the scheduler that was active before."""
         if name not in SCHEDULERS:
             raise ValueError(
@@ -167,7 +168,7 @@ class SDAdapter(Adapter):
         if name == "default":
             self.pipe.scheduler = self._default_scheduler
         elif not is_ddim(self.pipe.scheduler):
-            self.pipe.scheduler = ddim_scheduler(self._default_scheduler.config)
+            self.pipe.scheduler = ddim_scheduler(self._loaded_scheduler.config)
             logger.info(
                 "rendering with DDIMScheduler instead of %s so that inverted latents reconstruct",
                 type(self._default_scheduler).__name__,
@@ -289,7 +290,7 @@ class SDAdapter(Adapter):
         check_latents(latent, self.latent_shape(height, width))
         batch = latent.shape[0]
         self.use_scheduler("ddim")
-        scheduler = ddim_scheduler(self._default_scheduler.config)
+        scheduler = ddim_scheduler(self._loaded_scheduler.config)
         schedule = ddim_schedule(scheduler, steps)
 
         cond = self.encode([prompt]).expand(batch)
@@ -345,8 +346,3 @@ class SDAdapter(Adapter):
             return_dict=False,
         )[0]
         return out.float().cpu()
-
-    def describe(self) -> dict[str, Any]:
-        info = super().describe()
-        info["scheduler"] = self.scheduler_name
-        return info

@@ -141,7 +141,7 @@ class SD3Adapter(FlowMatchingAdapter):
             height=height,
             width=width,
             output_type=output_type,
-            callback_on_step_end=step_callback(on_step),
+            callback_on_step_end=step_callback(on_step, steps),
             max_sequence_length=self.max_sequence_length,
             **kwargs,
         )
@@ -151,7 +151,7 @@ class SD3Adapter(FlowMatchingAdapter):
     def schedule(self, steps: int, height: int, width: int) -> FlowSchedule:
         """The σ grid the pipeline samples on (with SD3.5's resolution shift μ when the scheduler
         has ``use_dynamic_shifting``, computed as the pipeline computes it)."""
-        config = self.pipe.scheduler.config
+        config = self._loaded_scheduler.config
         kwargs: dict[str, Any] = {}
         if config.get("use_dynamic_shifting", False):
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import (
@@ -167,7 +167,7 @@ class SD3Adapter(FlowMatchingAdapter):
                 config.get("base_shift", 0.5),
                 config.get("max_shift", 1.16),
             )
-        return flow_schedule(self.pipe.scheduler, steps, **kwargs)
+        return flow_schedule(self._loaded_scheduler, steps, **kwargs)
 
     def _velocity(self, cond: Conditioning, guidance: float) -> Velocity:
         """The sampler's velocity field: the transformer on [negative; cond] in one batch when

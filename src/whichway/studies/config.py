@@ -62,12 +62,42 @@ def _positive(name: str, value: float, minimum: float = 1) -> None:
 # --- sections shared by both studies -----------------------------------------------------------
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which diffusers pipeline to load (hub id or local directory) and where."""
+    """Which diffusers pipeline to load (hub id or local directory), where, and how it runs (the
+    runtime keys mirror the CLI's --offload, --vae-tiling, ..., see
+    :class:`whichway.models.runtime.RuntimeOptions`)."""
 
     id: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     device: str = ""  # "" = cuda when available, else cpu
     dtype: str = ""  # "" = float32 on CPU, float16 on GPU
     variant: str = ""
+    offload: str = "none"  # none | model | sequential (needs a GPU)
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    vae: str = ""  # "" = the model's own VAE
+    lora: tuple[str, ...] = ()  # "PATH_OR_ID[:SCALE]" each
+    sampler: str = ""  # "" = the model's own scheduler
+    compile: bool = False
+    attention: str = ""  # "" = the model's default attention
+
+    def __post_init__(self) -> None:
+        self.runtime_options()  # unknown offload mode / sampler, bad LoRA scale: error at load
+
+    def runtime_options(self) -> Any:
+        """The :class:`~whichway.models.runtime.RuntimeOptions` of this section (None when every
+        runtime key is at its default)."""
+        from whichway.models.runtime import RuntimeOptions
+
+        options = RuntimeOptions(
+            offload=self.offload,
+            vae_tiling=self.vae_tiling,
+            vae_slicing=self.vae_slicing,
+            vae=self.vae or None,
+            loras=tuple(self.lora),
+            sampler=self.sampler or None,
+            compile=self.compile,
+            attention=self.attention or None,
+        )
+        return None if options.is_default else options
 
 
 @dataclass(frozen=True)

@@ -139,14 +139,18 @@ class LatentStudyWorker:
 
         self.cfg: LatentStudyConfig = from_dict(LatentStudyConfig, config)
         m = self.cfg.model
-        self.adapter = load_adapter(m.id, device=m.device or None, dtype=m.dtype or None, variant=m.variant or None)
+        self.adapter = load_adapter(
+            m.id, device=m.device or None, dtype=m.dtype or None, variant=m.variant or None,
+            runtime=m.runtime_options(),
+        )
         dh, dw = self.adapter.default_size
         self.height = self.cfg.render.height or dh
         self.width = self.cfg.render.width or dw
         self._cond: dict[str, Any] = {}
-        if getattr(self.adapter, "inversion", "") == "ddim" and hasattr(self.adapter, "use_scheduler"):
-            # inverted latents reconstruct only under DDIM; a resumed run may not invert anything
-            self.adapter.use_scheduler("ddim")
+        if hasattr(self.adapter, "use_scheduler"):
+            # inverted latents reconstruct only under the sampler they were inverted for (DDIM,
+            # flow Euler); a resumed run may not invert anything
+            self.adapter.use_scheduler("inversion")
         self.negative = self.adapter.encode_negative(None, 1)
 
     def _encode(self, prompt: str) -> Any:

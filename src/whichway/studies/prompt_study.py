@@ -78,7 +78,10 @@ class PromptStudyWorker:
 
         self.cfg: PromptStudyConfig = from_dict(PromptStudyConfig, config)
         m = self.cfg.model
-        self.adapter = load_adapter(m.id, device=m.device or None, dtype=m.dtype or None, variant=m.variant or None)
+        self.adapter = load_adapter(
+            m.id, device=m.device or None, dtype=m.dtype or None, variant=m.variant or None,
+            runtime=m.runtime_options(),
+        )
         r = self.cfg.render
         dh, dw = self.adapter.default_size
         self.height, self.width = r.height or dh, r.width or dw
