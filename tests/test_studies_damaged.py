@@ -309,3 +309,16 @@ def test_damaged_cached_latents_are_set_aside_and_recomputed(tiny_pipeline, tmp_
     pd.testing.assert_frame_equal(_table(part, LATENT_COLUMNS), ref, check_exact=True)
     assert json.loads((part / "metrics.json").read_text()) == json.loads((full / "metrics.json").read_text())
     assert main(["study", "latents", "verify", str(part)]) == 0
+
+
+def test_files_of_an_older_whichway_are_read_but_reported_unchecked(tmp_path):
+    (tmp_path / "results").mkdir()
+    pq.write_table(pa.table({"unit_id": ["a", "b"], "v": [1.0, 2.0]}), tmp_path / "results" / "shard-0123.parquet")
+    (tmp_path / "manifest.json").write_text(json.dumps({"study": "prompts", "units": 2, "status": "complete"}))
+    with ResultStore(tmp_path) as st:
+        assert st.completed() == {"a", "b"} and not st.damaged
+        st.write({"c": [{"v": 3.0}]})
+        with pytest.raises(ValueError, match="do not match the columns this run records: v: string"):
+            st.write({"d": [{"v": "text"}]})
+    rep = verify_run(tmp_path)
+    assert rep.unchecked == ("shard-0123.parquet",) and len(rep.files) == 1 and rep.units_recorded == 3

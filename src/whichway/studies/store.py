@@ -201,14 +201,18 @@ class DamagedFile:
     moved_to: str | None = None
 
     def message(self) -> str:
-        where = f"moved to {self.moved_to}" if self.moved_to else "left in place (read-only: not moved)"
         if self.units is None:
-            held = "the units it held (count unknown) will be computed again"
-        elif self.units == 0:
-            held = "every unit it held is recorded in another file, so none is lost"
+            held = "the units it held (count unknown)"
         else:
-            held = f"the {self.units} unit(s) it held will be computed again"
-        return f"damaged results file {RESULTS_DIR}/{self.name}: {self.reason}; {where}; {held}"
+            held = f"the {self.units} unit(s) it held"
+        if self.units == 0:
+            fate = "every unit it held is recorded in another file, so none is lost"
+        elif self.moved_to:
+            fate = f"{held} will be computed again"
+        else:
+            fate = f"{held} are left out until the study is run again, which sets it aside and computes them again"
+        where = f"moved to {self.moved_to}" if self.moved_to else "left in place (read-only)"
+        return f"damaged results file {RESULTS_DIR}/{self.name}: {self.reason}; {where}; {fate}"
 
 
 @dataclass
@@ -217,6 +221,7 @@ class _Scan:
     superseded: set[str] = field(default_factory=set)
     damaged: list[DamagedFile] = field(default_factory=list)
     tables: dict[str, Any] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)  # units of the live files
 
 
 class RunLockedError(RuntimeError):
@@ -338,6 +343,7 @@ class ResultStore:
             table = pq.read_table(pa.BufferReader(data))
         except Exception as exc:  # noqa: BLE001 - any reader error means the file is unusable
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = re.sub(r"^Could not open Parquet input source '<Buffer>': ", "", first)
             unreadable = f"not readable as Parquet ({first})"
             return None, f"{bad_sum}; {unreadable}" if bad_sum else unreadable, None, known_units, []
         if bad_sum:
@@ -402,7 +408,7 @@ class ResultStore:
             for _, _, cols in good.values():
                 merged, _ = _merge_schema(merged, cols)
             meta[SCHEMA_KEY] = merged
-        recorded = set().union(*(f.units for f in scan.live.values())) if scan.live else set()
+        recorded = scan.done = set().union(*(f.units for f in scan.live.values())) if scan.live else set()
         for f, reason, held in bad:
             if f.name in scan.superseded:
                 continue
@@ -433,8 +439,7 @@ class ResultStore:
 
     def completed(self) -> set[str]:
         """Ids of the units recorded so far (read from the files)."""
-        scan = self._scan()
-        return set().union(*(f.units for f in scan.live.values())) if scan.live else set()
+        return set(self._scan().done)
 
     def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """All readable rows, in file order (damaged files are left out, see the module docstring);
@@ -498,7 +503,7 @@ class ResultStore:
         self._require_writable("write")
         if not rows_by_unit:
             raise ValueError("nothing to write: give at least one unit's rows")
-        done = self.completed()
+        done = self._scan().done
         again = [u for u in rows_by_unit if u in done]
         if again:
             raise ValueError(f"unit(s) already recorded, refusing to record them twice: {again[:5]}")
@@ -512,7 +517,9 @@ class ResultStore:
         self._record_schema(table, f"the rows of unit(s) {list(rows_by_unit)[:3]}")
         key = hashlib.blake2b("\x1f".join(sorted(rows_by_unit)).encode(), digest_size=10).hexdigest()
         rec = self._put("shard", key, table)
-        self._scan().live[rec.name] = rec
+        scan = self._scan()
+        scan.live[rec.name] = rec
+        scan.done.update(rec.units)
         return self.results_dir / rec.name
 
     def compact(self) -> Path | None:

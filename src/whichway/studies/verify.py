@@ -133,7 +133,7 @@ def format_report(r: VerifyReport) -> str:
                      "(absent ones are computed again only when needed)")
         lines += [f"  damaged: {p}: {why}" for p, why in r.latents_damaged]
     if r.set_aside:
-        lines.append(f"set aside earlier ({len(r.set_aside)}; kept for inspection, their units were computed again):")
+        lines.append(f"set aside earlier ({len(r.set_aside)}, kept for inspection; what they held was computed again):")
         lines += [f"  {p}" for p in r.set_aside]
     if not r.complete:
         lines.append(f"to complete it, run the study again with the same config and --out {r.run_dir}: it sets "
