@@ -561,7 +561,15 @@ class ResultStore:
         path = self.run_dir / MANIFEST
         if not path.is_file():
             raise ValueError(f"{str(self.run_dir)!r} is not a study run directory: {MANIFEST} is missing")
-        return json.loads(path.read_text())
+        try:
+            manifest = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{str(path)!r} is damaged (not JSON: {exc}); restore it from a copy or start the "
+                             "run in a new directory") from exc
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{str(path)!r} is damaged (not a JSON object); restore it from a copy or start "  # noqa: TRY004
+                             "the run in a new directory")
+        return manifest
 
 
 def versions() -> dict[str, str]:
