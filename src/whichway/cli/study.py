@@ -1,4 +1,4 @@
-"""``whichway study``: paper-scale prompt-pair and latent studies (run, resume, report)."""
+"""``whichway study``: paper-scale prompt-pair and latent studies (run, resume, verify, report)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
     for study in STUDIES:
         sp = studies.add_parser(study, help=f"the {study} study",
-                                description=f"Run, resume or report the {study} study.")
+                                description=f"Run, resume, verify or report the {study} study.")
         actions = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
 
         run = actions.add_parser("run", help="run or resume a study from a config file")
@@ -46,6 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         rep = actions.add_parser("report", help="write the Markdown/CSV/PNG report of a run")
         rep.add_argument("run_dir", metavar="RUN_DIR")
         rep.set_defaults(func=_report)
+
+        ver = actions.add_parser(
+            "verify", help="check a run's results files: complete, missing and damaged units",
+            description=("Read every results file of a run directory and check it against its recorded "
+                         "SHA-256 (and the cached latents of a latent study). Prints what is complete, "
+                         "missing and damaged; exits 0 only when the run is complete, 1 otherwise. "
+                         "Only reads: running the study again sets damaged files aside and "
+                         "computes their units again."))
+        ver.add_argument("run_dir", metavar="RUN_DIR")
+        ver.set_defaults(func=_verify)
 
         init = actions.add_parser("init", help="write a config file with every default setting")
         init.add_argument("config", metavar="CONFIG", help="path of the TOML file to write")
@@ -150,6 +160,19 @@ def _report(args: argparse.Namespace) -> int:
     check_out_dir(run_dir)  # the report is written into it
     print(f"report: {_write_report(args.study, run_dir)}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from whichway.cli import CLIError
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise CLIError(f"run directory {str(run_dir)!r} not found")
+    from whichway.studies.verify import format_report, verify_run
+
+    report = verify_run(run_dir, args.study)
+    print(format_report(report))
+    return 0 if report.complete else 1
 
 
 def _init(args: argparse.Namespace) -> int:

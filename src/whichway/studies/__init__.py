@@ -3,7 +3,9 @@
 * :mod:`~whichway.studies.pairs` -- prompt-pair sources (Crisscrossed Captions + COCO, plain
   CSV/JSONL/Parquet files) and stratified, seeded sampling into similarity groups.
 * :mod:`~whichway.studies.config` -- TOML study configs with ``--set section.key=value`` overrides.
-* :mod:`~whichway.studies.store` -- resumable, atomic Parquet result store and run manifest.
+* :mod:`~whichway.studies.store` -- resumable, atomic Parquet result store and run manifest;
+  damaged results files are set aside and their units computed again.
+* :mod:`~whichway.studies.verify` -- what a run directory holds: complete, missing, damaged.
 * :mod:`~whichway.studies.executors` -- local and Ray executors over units of work.
 * :mod:`~whichway.studies.prompt_study` / :mod:`~whichway.studies.latent_study` -- paper A's
   prompt-pair study and paper B's latent study.
@@ -44,6 +46,8 @@ _EXPORTS: dict[str, str] = {
     "run_latent_study": "whichway.studies.latent_study",
     "prompt_report": "whichway.studies.report",
     "latent_report": "whichway.studies.report",
+    "verify_run": "whichway.studies.verify",
+    "VerifyReport": "whichway.studies.verify",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -263,19 +263,72 @@ def png_bytes(image: Any) -> bytes:
     return buf.getvalue()
 
 
+_SHA_KEY = "whichway.sha256"
+
+
+class DamagedTensorError(ValueError):
+    """A cached tensor file is unreadable or fails its checksum (never to be loaded)."""
+
+
+def _safetensors_split(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """(header, data section) of a safetensors file's bytes; ValueError / TypeError if the header
+    is unreadable."""
+    import json
+
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes, shorter than a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ValueError("header length points past the end of the file")
+    header = json.loads(data[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise TypeError("header is not a JSON object")
+    return header, data[8 + n :]
+
+
 def save_tensor(path: Any, tensor: Any) -> None:
-    """Save one tensor atomically with safetensors (key ``"tensor"``)."""
+    """Save one tensor atomically with safetensors (key ``"tensor"``); its header's metadata
+    records the SHA-256 of the data section (``whichway.sha256``), checked by :func:`load_tensor`."""
+    import hashlib
+
     from safetensors.torch import save
 
     from whichway.studies.store import atomic_write_bytes
 
-    atomic_write_bytes(path, save({"tensor": tensor.detach().cpu().contiguous()}))
+    t = {"tensor": tensor.detach().cpu().contiguous()}
+    _, body = _safetensors_split(save(t))
+    atomic_write_bytes(path, save(t, metadata={_SHA_KEY: hashlib.sha256(body).hexdigest()}))
 
 
 def load_tensor(path: Any) -> Any:
-    from safetensors.torch import load_file
+    """Load a tensor saved by :func:`save_tensor`, checking it first.
 
-    return load_file(str(path))["tensor"]
+    Raises FileNotFoundError when the file is missing and :class:`DamagedTensorError` (saying
+    why) when it is truncated, not safetensors, or its data section does not match the recorded
+    SHA-256 (files without a recorded checksum are only checked by the reader).
+    """
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.torch import load
+
+    data = Path(path).read_bytes()
+    try:
+        header, body = _safetensors_split(data)
+    except (ValueError, TypeError) as exc:
+        raise DamagedTensorError(f"not a safetensors file ({exc})") from exc
+    want = (header.get("__metadata__") or {}).get(_SHA_KEY)
+    if want and hashlib.sha256(body).hexdigest() != want:
+        raise DamagedTensorError(f"checksum mismatch (SHA-256 recorded {want[:16]}…, the data has "
+                                 f"{hashlib.sha256(body).hexdigest()[:16]}…)")
+    try:
+        tensors = load(data)
+    except Exception as exc:  # any reader error means the file is unusable
+        raise DamagedTensorError(f"not readable ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})") \
+            from exc
+    if "tensor" not in tensors:
+        raise DamagedTensorError(f"holds {sorted(tensors)[:3]}, not a cached tensor")
+    return tensors["tensor"]
 
 
 def run_units(

@@ -13,7 +13,10 @@ method takes per path or centroid is reported (paper B's Tables 1 and 2).
 Three phases, all resumable in one run directory:
 
 1. **inversion** -- one unit per image; the latent is cached as
-   ``latents/<class>/<image>.safetensors`` (written atomically before the unit is recorded);
+   ``latents/<class>/<image>.safetensors`` (written atomically before the unit is recorded, with
+   the SHA-256 of its data in the header). On a resume every recorded inversion's cached latent is
+   checked: a damaged one is moved to ``latents/<class>/damaged/`` and inverted again (never
+   loaded); a missing one is inverted again only when a unit still to run needs it;
 2. **combination** -- one unit per pair (``interp:...``) or group (``centroid:...``): every method's
    latents rendered in one batch; images saved under ``images/<kind>/<method>/<class>/``;
 3. **scoring** -- in the driver, streaming the saved images through the FID accumulators and the
@@ -244,6 +247,26 @@ class LatentStudyWorker:
 
 
 # --- driver --------------------------------------------------------------------------------------
+def check_cached_latent(path: Path, *, needed: bool = True) -> bool:
+    """Whether the cached latent at ``path`` can be used; a damaged one (unreadable, truncated or
+    failing its checksum) is moved to a ``damaged/`` folder next to it (a suffix is added on a name
+    collision) with one warning line. A missing one is fine unless ``needed``."""
+    from whichway.studies.executors import DamagedTensorError, load_tensor
+    from whichway.studies.store import set_aside
+
+    try:
+        load_tensor(path)
+        return True
+    except FileNotFoundError:
+        if needed:
+            log.warning("cached latent %s is missing; it will be computed again", path)
+        return not needed
+    except DamagedTensorError as exc:
+        moved = set_aside(path, path.parent / "damaged")
+        log.warning("damaged cached latent %s: %s; moved to %s; it will be computed again", path, exc, moved)
+        return False
+
+
 def _load_real(path: Path, size: tuple[int, int] | None = None) -> Any:
     """An image (3, H, W) in [0, 1], resized to size = (height, width) when given."""
     from whichway.media import load_image
@@ -261,7 +284,7 @@ def run_latent_study(
     """Run (or resume) paper B's latent study of ``config`` into ``run_dir`` (all three phases)."""
     import datetime
 
-    from whichway.studies.executors import load_tensor, make_executor, run_units
+    from whichway.studies.executors import load_tensor, make_executor, run_units, save_outputs
     from whichway.studies.pairs import derive_seed
     from whichway.studies.store import ResultStore
 
@@ -272,45 +295,56 @@ def run_latent_study(
     own = executor is None
     spec = WorkerSpec(WORKER, {"config": cfg_dict})
     t_start = time.perf_counter()
+    # the units (ids and members) depend only on the classes and the config
+    cache: dict[tuple[str, int], str] = {}
+    inv: list[tuple[str, str, ClassImages, int]] = []  # (unit id, cache path, class, image index)
+    for c in classes:
+        for i, f in enumerate(c.files):
+            rel = f"latents/{safe_name(c.name)}/{safe_name(f.stem)}.safetensors"
+            cache[(c.name, i)] = rel
+            inv.append((f"invert:{c.name}/{f.name}", rel, c, i))
+    combo: list[Unit] = []
+    for c in classes:
+        n = len(c.files)
+        if config.interpolation.methods:
+            for i, j in within_class_pairs(n, config.interpolation.pairs_per_class, config.study.seed, c.name):
+                uid = f"interp:{c.name}:{c.files[i].name}|{c.files[j].name}"
+                combo.append(Unit(uid, {"kind": "interpolation", "members": f"{c.files[i].name}|{c.files[j].name}",
+                                        "idx": (i, j), "class": c}))
+        if config.centroids.methods:
+            for k, gi, members in centroid_groups(n, config.centroids.sizes, config.centroids.groups,
+                                                  config.study.seed, c.name):
+                uid = f"centroid:{c.name}:k{k}:{gi}"
+                combo.append(Unit(uid, {"kind": "centroids", "members": "|".join(c.files[m].name for m in members),
+                                        "idx": members, "class": c}))
+    n_units = len(inv) + len(combo)
+
+    def inversion_payload(c: ClassImages, i: int, rel: str) -> dict[str, Any]:
+        f = c.files[i]
+        return {"kind": "inversion", "image": _load_real(f), "prompt": c.prompt, "class_name": c.name,
+                "name": f.name, "cache": rel}
+
     with ResultStore(run_dir) as store:
         manifest = prepare_run(store, STUDY, cfg_dict, {
-            "classes": [c.name for c in classes], "images": sum(len(c.files) for c in classes)})
+            "classes": [c.name for c in classes], "images": sum(len(c.files) for c in classes), "units": n_units})
         if own:
             rc = config.run
             executor = make_executor(rc.executor, address=rc.address, workers=rc.workers,
                                      cpus_per_worker=rc.cpus_per_worker)
         try:
-            # phase 1: inversion (images are read here, in the driver, only for units still to run)
-            cache: dict[tuple[str, int], str] = {}
-            inv_units = []
+            # phase 1: inversion (images are read here, in the driver, only for units still to run).
+            # A recorded inversion's cached latent is checked first: a damaged one is set aside and
+            # computed again; a missing one only when a path or centroid still to run needs it.
             done = store.completed()
-            for c in classes:
-                for i, f in enumerate(c.files):
-                    uid = f"invert:{c.name}/{f.name}"
-                    rel = f"latents/{safe_name(c.name)}/{safe_name(f.stem)}.safetensors"
-                    cache[(c.name, i)] = rel
-                    payload = None
-                    if uid not in done:
-                        payload = {"kind": "inversion", "image": _load_real(f), "prompt": c.prompt,
-                                   "class_name": c.name, "name": f.name, "cache": rel}
-                    inv_units.append(Unit(uid, payload))
+            need = {(u.payload["class"].name, i) for u in combo if u.unit_id not in done for i in u.payload["idx"]}
+            redo = [Unit(uid, inversion_payload(c, i, rel)) for uid, rel, c, i in inv
+                    if uid in done and not check_cached_latent(run_dir / rel, needed=(c.name, i) in need)]
+            for result in (executor.map(spec, redo) if redo else ()):
+                save_outputs(run_dir, result)  # the unit's rows are recorded already
+            inv_units = [Unit(uid, None if uid in done else inversion_payload(c, i, rel)) for uid, rel, c, i in inv]
             total = run_units(store, executor, spec, inv_units, progress=show, desc="inversions")["ran"]
 
             # phase 2: interpolation paths and centroids
-            combo: list[Unit] = []
-            for c in classes:
-                n = len(c.files)
-                if config.interpolation.methods:
-                    for i, j in within_class_pairs(n, config.interpolation.pairs_per_class, config.study.seed, c.name):
-                        uid = f"interp:{c.name}:{c.files[i].name}|{c.files[j].name}"
-                        combo.append(Unit(uid, {"kind": "interpolation", "members": f"{c.files[i].name}|{c.files[j].name}",
-                                                "idx": (i, j), "class": c}))
-                if config.centroids.methods:
-                    for k, gi, members in centroid_groups(n, config.centroids.sizes, config.centroids.groups,
-                                                          config.study.seed, c.name):
-                        uid = f"centroid:{c.name}:k{k}:{gi}"
-                        combo.append(Unit(uid, {"kind": "centroids", "members": "|".join(c.files[m].name for m in members),
-                                                "idx": members, "class": c}))
             done = store.completed()
             units = []
             for u in combo:  # load cached latents only for units still to run
@@ -337,7 +371,6 @@ def run_latent_study(
 
         atomic_write_json(run_dir / "metrics.json", metrics)
         store.compact()  # one file instead of one shard per unit (crash-safe, see store.py)
-        n_units = len(inv_units) + len(combo)
         manifest.update(status="complete", units=n_units, finished=datetime.datetime.now(datetime.timezone.utc)
                         .isoformat(timespec="seconds"), units_recorded=len(store.completed()))
         store.write_manifest(manifest)

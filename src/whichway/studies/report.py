@@ -32,15 +32,36 @@ COUPLING_ORDER: tuple[str, ...] = ("ot", "clip", "random")
 COUPLING_COLORS: dict[str, str] = {"ot": "#1b9e77", "clip": "#d95f02", "random": "#7570b3"}
 
 
-def _read(run_dir: Path, study: str) -> tuple[Any, dict[str, Any]]:
+def _read(run_dir: Path, study: str) -> tuple[Any, dict[str, Any], list[str]]:
+    """(readable rows, manifest, lines to put at the top of report.md).
+
+    Damaged results files (see :mod:`whichway.studies.store`) are left out with one warning each
+    and named in the report; with nothing readable the report is refused with the ``verify`` hint.
+    """
     store = ResultStore(run_dir, lock=False)
     manifest = store.read_manifest()
     if manifest.get("study") != study:
         raise ValueError(f"{str(run_dir)!r} holds a {manifest.get('study')!r} study, not a {study!r} study")
     df = store.read()
+    damaged = store.damaged
+    names = ", ".join(f"results/{d.name}" for d in damaged)
+    if df.empty and damaged:
+        raise ValueError(
+            f"{str(run_dir)!r} has no readable results: {len(damaged)} damaged results file(s) ({names}); "
+            f"see `whichway study {study} verify {run_dir}`, then run the study again to set them aside and "
+            "compute their units again"
+        )
     if df.empty:
         raise ValueError(f"{str(run_dir)!r} has no recorded results yet; run the study first")
-    return df, manifest
+    note: list[str] = []
+    if damaged:
+        units = df["unit_id"].nunique()
+        of = f" of {manifest['units']}" if isinstance(manifest.get("units"), int) else ""
+        log.warning("the report covers the readable results only (%d%s units); damaged: %s", units, of, names)
+        note = [(f"> **Partial report:** {len(damaged)} damaged results file(s) left out ({names}); it covers "
+                 f"{units}{of} units. Run `whichway study {study} verify {run_dir}` for details; running the "
+                 "study again sets the damaged files aside and computes their units again."), ""]
+    return df, manifest, note
 
 
 def _md_table(df: Any, floatfmt: str = ".4g") -> str:
@@ -158,7 +179,7 @@ def prompt_report(run_dir: str | Path) -> Path:
     from whichway.studies.stats import significance_table
 
     run_dir = Path(run_dir)
-    df, manifest = _read(run_dir, "prompts")
+    df, manifest, note = _read(run_dir, "prompts")
     unstratified = bool(df["group"].isna().any())
     df["group"] = df["group"].fillna(0.0)  # pairs without a similarity score: one group "0"
     out = run_dir / REPORT_DIR
@@ -183,6 +204,7 @@ def prompt_report(run_dir: str | Path) -> Path:
     lines = [
         "# Prompt-pair study: OT vs CLIP vs random couplings",
         "",
+        *note,
         (f"- model: `{cfg.get('model', {}).get('id', '?')}`; steps {cfg.get('render', {}).get('steps')}, "
          f"guidance {cfg.get('render', {}).get('guidance')}, t = {cfg.get('render', {}).get('t')}"),
         (f"- pairs: {df.pair_id.nunique()} recorded of {manifest.get('units', '?')} sampled; "
@@ -256,7 +278,7 @@ def latent_report(run_dir: str | Path) -> Path:
     import json
 
     run_dir = Path(run_dir)
-    df, manifest = _read(run_dir, "latents")
+    df, manifest, note = _read(run_dir, "latents")
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
         raise ValueError(f"{str(run_dir)!r} has no metrics.json; the scoring phase of the run did not finish")
@@ -268,6 +290,7 @@ def latent_report(run_dir: str | Path) -> Path:
     lines = [
         "# Latent study: COG vs LERP / SLERP / NAO and centroid baselines",
         "",
+        *note,
         (f"- model: `{cfg.get('model', {}).get('id', '?')}`; inversion {cfg.get('inversion', {}).get('steps')} "
          f"DDIM steps, guidance {cfg.get('inversion', {}).get('guidance')}; render {cfg.get('render', {}).get('steps')} steps"),
         (f"- classes: {manifest.get('classes', '?')}; images inverted: {manifest.get('images', '?')}; "
