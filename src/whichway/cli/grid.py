@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from whichway.cli._options import add_generation_options, add_model_options, load_model
+from whichway.cli._options import (
+    add_generation_options,
+    add_model_options,
+    load_model,
+    print_run_estimate,
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -59,7 +64,9 @@ def run_seeds(args: argparse.Namespace) -> int:
     axes = _ints(args.axes, "--axes")
     if len(axes) != 2 or not all(0 <= a < len(seeds) for a in axes) or axes[0] == axes[1]:
         raise ValueError(f"--axes needs two different coordinates in 0..{len(seeds) - 1}, got {args.axes!r}")
-    result = seed_grid(load_model(args), args.prompt, seeds, args.out, axes=(axes[0], axes[1]), **_render_options(args))
+    adapter = load_model(args)
+    print_run_estimate(adapter, args, args.size * args.size)
+    result = seed_grid(adapter, args.prompt, seeds, args.out, axes=(axes[0], axes[1]), **_render_options(args))
     print(f"wrote {result.image} ({args.size}x{args.size} cells over seeds {seeds})")
     return 0
 
@@ -69,6 +76,9 @@ def run_prompts(args: argparse.Namespace) -> int:
 
     if len(args.prompts) not in (3, 4):
         raise ValueError(f"a prompt grid mixes 3 or 4 prompts, got {len(args.prompts)}")
-    result = prompt_grid(load_model(args), args.prompts, args.out, seed=args.seed, **_render_options(args))
+    adapter = load_model(args)
+    cells = args.size * (args.size + 1) // 2 if len(args.prompts) == 3 else args.size * args.size
+    print_run_estimate(adapter, args, cells)
+    result = prompt_grid(adapter, args.prompts, args.out, seed=args.seed, **_render_options(args))
     print(f"wrote {result.image} ({len(args.prompts)} prompts, {args.size} cells per side)")
     return 0

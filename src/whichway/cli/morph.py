@@ -13,6 +13,7 @@ from whichway.cli._options import (
     add_path_options,
     load_model,
     parse_floats,
+    print_run_estimate,
 )
 
 
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"runs/{_slug(args.prompt_a)}--{_slug(args.prompt_b)}--{args.coupling}")
     adapter = load_model(args)
+    print_run_estimate(adapter, args, len(ts))
     meter = _lpips_meter(args, needed=args.spacing == "perceptual")
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
     print(f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)")
