@@ -33,7 +33,9 @@ def test_doctor_prints_the_weights_and_the_batch_table(tiny_pipeline, tiny_adapt
         parts = line.split()
         if len(parts) >= 4 and parts[0] in {"unet", "vae", "text_encoder", "total"}:
             rows[parts[0]] = (int(parts[1]), int(parts[2]))
-    expected = {name: _weights(getattr(adapter.pipe, name)) for name in ("unet", "vae", "text_encoder")}
+    expected = {
+        name: _weights(getattr(adapter.pipe, name)) for name in ("unet", "vae", "text_encoder")
+    }
     assert {k: rows[k] for k in expected} == expected
     assert rows["total"] == tuple(sum(v[i] for v in expected.values()) for i in range(2))
     assert "at 32x32, guidance 7.5 (2 denoiser rows per frame)" in out
@@ -52,17 +54,25 @@ def test_plan_is_linear_in_the_batch_and_finds_the_largest_that_fits(tiny_adapte
     from whichway.models.memory import decoder_elements, denoiser_elements, plan_memory
 
     adapter = tiny_adapter("sd")
-    weights = sum(_weights(m)[1] for m in (adapter.pipe.unet, adapter.pipe.vae, adapter.pipe.text_encoder))
+    weights = sum(
+        _weights(m)[1] for m in (adapter.pipe.unet, adapter.pipe.vae, adapter.pipe.text_encoder)
+    )
     den = 2 * denoiser_elements(adapter, 32, 32) * 4  # two CFG rows, float32
     dec = decoder_elements(adapter.pipe.vae, 32, 32) * 4
     per_frame = max(den, dec)
     cap = math.ceil((weights + 3.5 * per_frame) / 0.9)  # room for 3.5 frames
     plan = plan_memory(adapter, 32, 32, 7.5, capacity_bytes=cap)
-    assert (plan.weights_bytes, plan.base_bytes, plan.per_frame_bytes) == (weights, weights, per_frame)
+    assert (plan.weights_bytes, plan.base_bytes, plan.per_frame_bytes) == (
+        weights,
+        weights,
+        per_frame,
+    )
     assert (plan.denoise_frame_bytes, plan.decode_frame_bytes, plan.rows_per_frame) == (den, dec, 2)
     assert plan.max_batch == 3 and plan.advice == ""
     assert [(e.batch, e.bytes, e.fits) for e in plan.estimates[:3]] == [
-        (1, weights + per_frame, True), (2, weights + 2 * per_frame, True), (4, weights + 4 * per_frame, False)
+        (1, weights + per_frame, True),
+        (2, weights + 2 * per_frame, True),
+        (4, weights + 4 * per_frame, False),
     ]
     no_cfg = plan_memory(adapter, 32, 32, 1.0, capacity_bytes=cap)
     assert no_cfg.rows_per_frame == 1 and no_cfg.denoise_frame_bytes == den // 2
@@ -78,8 +88,17 @@ def test_auto_batch_halves_after_out_of_memory_and_frames_match(
     from whichway.morph import MorphSettings, run_morph, uniform_times
 
     reference = tmp_path / "reference"
-    settings = MorphSettings("a photo of a cat", "a red dog", t=uniform_times(5), steps=2, guidance=4.0,
-                             height=32, width=32, batch_size=2, format=None)
+    settings = MorphSettings(
+        "a photo of a cat",
+        "a red dog",
+        t=uniform_times(5),
+        steps=2,
+        guidance=4.0,
+        height=32,
+        width=32,
+        batch_size=2,
+        format=None,
+    )
     run_morph(tiny_adapter("sd"), settings, reference, progress=False)
 
     seen: list[int] = []
@@ -94,15 +113,40 @@ def test_auto_batch_halves_after_out_of_memory_and_frames_match(
     monkeypatch.setattr(UNet2DConditionModel, "forward", limited)
     auto = tmp_path / "auto"
     with caplog.at_level(logging.WARNING, logger="whichway.render"):
-        assert main(["morph", "a photo of a cat", "a red dog", "--model", str(tiny_pipeline("sd")), "--device",
-                     "cpu", "--frames", "5", "--steps", "2", "--guidance", "4", "--format", "none", "--no-score",
-                     *SIZE, "--batch-size", "auto", "--out", str(auto)]) == 0
+        assert (
+            main(
+                [
+                    "morph",
+                    "a photo of a cat",
+                    "a red dog",
+                    "--model",
+                    str(tiny_pipeline("sd")),
+                    "--device",
+                    "cpu",
+                    "--frames",
+                    "5",
+                    "--steps",
+                    "2",
+                    "--guidance",
+                    "4",
+                    "--format",
+                    "none",
+                    "--no-score",
+                    *SIZE,
+                    "--batch-size",
+                    "auto",
+                    "--out",
+                    str(auto),
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "expected run time on cpu" in out and "denoiser calls" in out
     assert 10 in seen  # auto chose all 5 frames (two CFG rows each)
     assert any("retrying with 2 frames per batch" in r.message for r in caplog.records)
     last_oom = len(seen) - 1 - seen[::-1].index(10)
-    assert max(seen[last_oom + 1:]) == 4
+    assert max(seen[last_oom + 1 :]) == 4
     info = json.loads((auto / "run.json").read_text())
     assert info["status"] == "done" and info["settings"]["batch_size"] == "auto"
     for k in range(5):
@@ -124,7 +168,17 @@ def test_unreachable_hub_fails_within_seconds_with_the_load_message(tmp_path, ca
 
     monkeypatch.setattr(DiffusionPipeline, "load_config", no_retries)
     start = time.perf_counter()
-    rc = main(["morph", "a", "b", "--model", "whichway-tests/not-cached-anywhere", "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "morph",
+            "a",
+            "b",
+            "--model",
+            "whichway-tests/not-cached-anywhere",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     elapsed = time.perf_counter() - start
     err = capsys.readouterr().err
     assert rc == 2
@@ -136,7 +190,9 @@ def test_unreachable_hub_fails_within_seconds_with_the_load_message(tmp_path, ca
 def test_run_time_estimate_adds_up(tiny_adapter):
     from whichway.models.timing import estimate_run_time
 
-    est = estimate_run_time(tiny_adapter("sd"), frames=5, steps=3, guidance=4.0, height=32, width=32, batch_size=2)
+    est = estimate_run_time(
+        tiny_adapter("sd"), frames=5, steps=3, guidance=4.0, height=32, width=32, batch_size=2
+    )
     assert est.denoiser_calls == 3 * 3 and est.batch_size == 2
     assert est.seconds == pytest.approx(9 * est.call_seconds + 5 * est.decode_seconds, rel=1e-12)
     assert est.message.startswith("expected run time on cpu") and "9 denoiser calls" in est.message

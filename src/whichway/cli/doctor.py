@@ -28,18 +28,25 @@ def register(sub: argparse._SubParsersAction) -> None:
             "batch that fits (what --batch-size auto uses) and the option needed when none does."
         ),
     )
-    p.add_argument("--model", default=None, help="hub id or local directory of a diffusers pipeline")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument(
+        "--model", default=None, help="hub id or local directory of a diffusers pipeline"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)"
+    )
     p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))
     p.add_argument("--variant", default=None, help="weights variant to load, e.g. fp16")
     p.add_argument("--height", type=int, default=None, help="pixels (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: the model's)")
     p.add_argument(
-        "--guidance", type=float, default=7.5,
+        "--guidance",
+        type=float,
+        default=7.5,
         help="guidance of the planned run (default 7.5; above 1 the denoiser runs two rows per frame)",
     )
     p.add_argument(
-        "--measure", action="store_true",
+        "--measure",
+        action="store_true",
         help="on CUDA, measure the peak of one-step renders of 1 and 2 frames instead of estimating",
     )
     p.set_defaults(func=run)
@@ -49,7 +56,9 @@ def _check(args: argparse.Namespace) -> None:
     for name in ("height", "width"):
         value = getattr(args, name)
         if value is not None and (value <= 0 or value % SIZE_MULTIPLE):
-            raise ValueError(f"--{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}")
+            raise ValueError(
+                f"--{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}"
+            )
     if (args.height is None) != (args.width is None) and args.model is None:
         raise ValueError("--height/--width describe a model's render: give --model too")
 
@@ -92,7 +101,9 @@ def plan_lines(plan: Any, adapter: Any) -> list[str]:
         f"  {'component':<16}{'elements':>14}{'bytes':>16}  {'dtype':<10}{'size':>11}",
     ]
     for c in plan.components:
-        lines.append(f"  {c.name:<16}{c.elements:>14}{c.bytes:>16}  {c.dtype:<10}{format_bytes(c.bytes):>11}")
+        lines.append(
+            f"  {c.name:<16}{c.elements:>14}{c.bytes:>16}  {c.dtype:<10}{format_bytes(c.bytes):>11}"
+        )
     total_elements = sum(c.elements for c in plan.components)
     lines.append(
         f"  {'total':<16}{total_elements:>14}{plan.weights_bytes:>16}  {'':<10}{format_bytes(plan.weights_bytes):>11}"

@@ -76,7 +76,9 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
             get_session().head(url, timeout=timeout)
             result.append("")
         except Exception as exc:  # noqa: BLE001 - connection refused, DNS failure, timeout, proxy
-            result.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+            result.append(
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            )
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
@@ -100,12 +102,18 @@ def check_hub(model: str, timeout: float = PROBE_TIMEOUT_S) -> HubCheck:
     if offline_mode():
         if cached:
             return HubCheck(True)
-        return HubCheck(True, "offline mode (HF_HUB_OFFLINE=1) and no copy in the Hugging Face cache")
+        return HubCheck(
+            True, "offline mode (HF_HUB_OFFLINE=1) and no copy in the Hugging Face cache"
+        )
     url = endpoint()
     reason = probe(url, timeout)
     if not reason:
         return HubCheck(False)
     if cached:
-        logger.info("the hub (%s) is not reachable (%s); loading %s from the cache", url, reason, model)
+        logger.info(
+            "the hub (%s) is not reachable (%s); loading %s from the cache", url, reason, model
+        )
         return HubCheck(True)
-    return HubCheck(True, f"no connection to {url} ({reason}) and no copy in the Hugging Face cache")
+    return HubCheck(
+        True, f"no connection to {url} ({reason}) and no copy in the Hugging Face cache"
+    )

@@ -61,7 +61,12 @@ AUTO_BATCH_CAP = 16
 TABLE_BATCHES = (1, 2, 4, 8, 16, 32)
 """Batch sizes listed by ``whichway doctor``."""
 
-OFFLOAD_OPTIONS = ("--vae-tiling", "--offload model", "--offload model --vae-tiling", "--offload sequential")
+OFFLOAD_OPTIONS = (
+    "--vae-tiling",
+    "--offload model",
+    "--offload model --vae-tiling",
+    "--offload sequential",
+)
 """Options the plan may advise, in order of the speed they cost."""
 
 
@@ -166,7 +171,9 @@ def component_memory(pipe: Any) -> tuple[ComponentMemory, ...]:
         if first is None:
             continue
         out.append(
-            ComponentMemory(name, elements, size, str(first.dtype).replace("torch.", ""), str(first.device))
+            ComponentMemory(
+                name, elements, size, str(first.dtype).replace("torch.", ""), str(first.device)
+            )
         )
     return tuple(out)
 
@@ -198,10 +205,14 @@ def device_memory(device: str | torch.device) -> DeviceMemory:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         free, total = torch.cuda.mem_get_info(index)
-        return DeviceMemory(f"cuda:{index}", torch.cuda.get_device_name(index), int(total), int(free))
+        return DeviceMemory(
+            f"cuda:{index}", torch.cuda.get_device_name(index), int(total), int(free)
+        )
     if device.type == "mps":
         total = int(torch.mps.recommended_max_memory())
-        return DeviceMemory("mps", "Apple GPU", total, total - int(torch.mps.driver_allocated_memory()))
+        return DeviceMemory(
+            "mps", "Apple GPU", total, total - int(torch.mps.driver_allocated_memory())
+        )
     total, free = _cpu_memory()
     return DeviceMemory(str(device), "CPU", total, free)
 
@@ -216,7 +227,9 @@ def list_devices() -> tuple[DeviceMemory, ...]:
     return tuple(devices)
 
 
-def capacity(device: str | torch.device, components: tuple[ComponentMemory, ...] = ()) -> int | None:
+def capacity(
+    device: str | torch.device, components: tuple[ComponentMemory, ...] = ()
+) -> int | None:
     """Bytes a run on ``device`` may use in total, counting what the model already holds there:
     CUDA: free + reserved by this process's allocator; CPU/MPS: free + the weights of
     ``components`` resident on that device."""
@@ -317,7 +330,9 @@ def _measure(adapter: Adapter, height: int, width: int, guidance: float) -> tupl
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        adapter.render(cond.expand(batch), latents, steps=1, guidance=guidance, height=height, width=width)
+        adapter.render(
+            cond.expand(batch), latents, steps=1, guidance=guidance, height=height, width=width
+        )
         torch.cuda.synchronize(device)
         peaks.append(int(torch.cuda.max_memory_allocated(device)))
     per_frame = max(peaks[1] - peaks[0], 1)
@@ -346,7 +361,9 @@ def _advice(
     vae_w = by_name.get("vae", 0)
     total = sum(by_name.values())
     vae = adapter.pipe.vae
-    tile = int(getattr(vae, "tile_sample_min_size", 0) or getattr(vae.config, "sample_size", 512) or 512)
+    tile = int(
+        getattr(vae, "tile_sample_min_size", 0) or getattr(vae.config, "sample_size", 512) or 512
+    )
     tile = min(tile, height, width)
     dec_tiled = min(dec_frame, decoder_elements(vae, tile, tile) * dec_size)
     accelerator = torch.device(adapter.device).type != "cpu"
@@ -409,16 +426,29 @@ def plan_memory(
     else:
         method, base, per_frame = "analytic", weights + upcast_copy, max(den_frame, dec_frame)
     estimates = tuple(
-        PeakEstimate(b, base + b * per_frame, _fits(base + b * per_frame, cap, headroom)) for b in TABLE_BATCHES
+        PeakEstimate(b, base + b * per_frame, _fits(base + b * per_frame, cap, headroom))
+        for b in TABLE_BATCHES
     )
     if cap is None:
         max_batch = TABLE_BATCHES[-1]
     else:
-        max_batch = max(0, int((headroom * cap - base) // per_frame)) if per_frame > 0 else TABLE_BATCHES[-1]
+        max_batch = (
+            max(0, int((headroom * cap - base) // per_frame))
+            if per_frame > 0
+            else TABLE_BATCHES[-1]
+        )
     advice = ""
     if max_batch == 0:
         advice = _advice(
-            adapter, components, den_frame or per_frame, dec_frame or per_frame, dec_size, height, width, cap, headroom
+            adapter,
+            components,
+            den_frame or per_frame,
+            dec_frame or per_frame,
+            dec_size,
+            height,
+            width,
+            cap,
+            headroom,
         )
     return MemoryPlan(
         device=str(device),
@@ -469,8 +499,11 @@ def resolve_batch_size(
             logger.warning("the memory estimate says one frame may not fit: %s", plan.advice)
         logger.info(
             "--batch-size auto: %d (estimated peak %s of %s usable)",
-            chosen, format_bytes(plan.peak(chosen)),
-            "unknown" if plan.capacity_bytes is None else format_bytes(int(plan.headroom * plan.capacity_bytes)),
+            chosen,
+            format_bytes(plan.peak(chosen)),
+            "unknown"
+            if plan.capacity_bytes is None
+            else format_bytes(int(plan.headroom * plan.capacity_bytes)),
         )
         return chosen
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
