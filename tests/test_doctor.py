@@ -187,15 +187,18 @@ def test_unreachable_hub_fails_within_seconds_with_the_load_message(tmp_path, ca
     assert elapsed < 10  # the probe's own timeout is 3 s; diffusers' retries took ~30 s
 
 
-def test_run_time_estimate_adds_up(tiny_adapter):
-    from whichway.models.timing import estimate_run_time
+def test_run_time_estimate_adds_up_and_hints_at_faster_choices(tiny_adapter, monkeypatch):
+    from whichway.models import timing
 
-    est = estimate_run_time(
+    monkeypatch.setattr(timing, "SLOW_RUN_S", 0.0)  # every run counts as slow: the hint shows
+    est = timing.estimate_run_time(
         tiny_adapter("sd"), frames=5, steps=3, guidance=4.0, height=32, width=32, batch_size=2
     )
     assert est.denoiser_calls == 3 * 3 and est.batch_size == 2
     assert est.seconds == pytest.approx(9 * est.call_seconds + 5 * est.decode_seconds, rel=1e-12)
     assert est.message.startswith("expected run time on cpu") and "9 denoiser calls" in est.message
+    assert "--model stabilityai/sd-turbo --steps 1 --guidance 0" in est.hint
+    assert "fewer --steps (now 3)" in est.hint and "--height 16 --width 16" in est.hint
 
 
 def test_batch_size_option_accepts_auto_and_refuses_zero(capsys):

@@ -516,7 +516,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     if isinstance(exc, (oom, torch.cuda.OutOfMemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "not enough memory" in text
+    )
 
 
 def release_cached_memory(device: str | torch.device) -> None:

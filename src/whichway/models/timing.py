@@ -132,9 +132,14 @@ def estimate_run_time(
     )
     hint = ""
     if seconds > SLOW_RUN_S:
-        hint = (
-            f"for a faster run: --model {FAST_MODEL} --steps 1 --guidance 0 (one step, no "
-            f"guidance), fewer --steps (now {steps}), or a smaller size (e.g. --height "
-            f"{max(adapter.size_multiple, height // 2)} --width {max(adapter.size_multiple, width // 2)})"
+        smaller = (
+            f"a smaller size (e.g. --height {max(adapter.size_multiple, height // 2)} "
+            f"--width {max(adapter.size_multiple, width // 2)})"
         )
+        choices = [f"fewer --steps (now {steps})", smaller]
+        if adapter.model_id != FAST_MODEL:
+            choices.insert(
+                0, f"--model {FAST_MODEL} --steps 1 --guidance 0 (one step, no guidance)"
+            )
+        hint = "for a faster run: " + ", ".join(choices[:-1]) + ", or " + choices[-1]
     return RunTimeEstimate(seconds, call, decode, n_calls, frames, steps, batch, message, hint)
