@@ -260,9 +260,14 @@ def full_size_pipeline(family: str, device: str | torch.device = "cpu") -> Any:
 
 
 def check_configs(families: list[str]) -> None:
-    """Build every architecture on the meta device (no memory, no weights) and print its size."""
-    from whichway.models.memory import component_memory, format_bytes
+    """Build every architecture on the meta device (no memory, no weights), print its size and
+    the analytic peak-memory estimate of ``whichway doctor`` at the family's size and dtype."""
+    from diffusers.utils import logging as diffusers_logging
 
+    from whichway.models import adapter_for
+    from whichway.models.memory import component_memory, format_bytes, plan_memory
+
+    diffusers_logging.set_verbosity_error()
     print(f"{'family':<7}{'component':<16}{'parameters':>16}{'bf16/fp16 weights':>20}")
     for family in families:
         pipe = full_size_pipeline(family, "meta")
@@ -271,6 +276,16 @@ def check_configs(families: list[str]) -> None:
             if c.name in ("unet", "transformer"):
                 note = f"   (published ~{PUBLISHED[family] / 1e9:.2f}B)"
             print(f"{family:<7}{c.name:<16}{c.elements:>16,}{format_bytes(c.bytes // 2):>20}{note}")
+        size, dtype, guidance = SIZES[family], DTYPES[family], GUIDANCE[family]
+        plan = plan_memory(
+            adapter_for(pipe.to(dtype=dtype), family), size, size, guidance, capacity_bytes=None
+        )
+        print(
+            f"{family:<7}doctor estimate at {size}x{size}, {str(dtype)[6:]}, guidance {guidance:g}: weights "
+            f"{format_bytes(plan.weights_bytes)}, per frame: denoising {format_bytes(plan.denoise_frame_bytes)}, "
+            f"VAE decoding {format_bytes(plan.decode_frame_bytes)}; peak batch 1 {format_bytes(plan.peak(1))}, "
+            f"batch 4 {format_bytes(plan.peak(4))}"
+        )
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
