@@ -246,6 +246,10 @@ def capacity(
 # --- activations ----------------------------------------------------------------------------
 
 
+def _modules(pipe: Any) -> list[torch.nn.Module]:
+    return [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
 def denoiser(pipe: Any) -> torch.nn.Module:
     """The pipeline's denoiser: ``unet`` (SD, SDXL) or ``transformer`` (SD3, Flux)."""
     module = getattr(pipe, "unet", None)
@@ -360,20 +364,26 @@ def _advice(
     den_w = by_name.get(den_name, 0)
     vae_w = by_name.get("vae", 0)
     total = sum(by_name.values())
+    others = max([b for n, b in by_name.items() if n not in (den_name, "vae")] or [0])
     vae = adapter.pipe.vae
     tile = int(
         getattr(vae, "tile_sample_min_size", 0) or getattr(vae.config, "sample_size", 512) or 512
     )
     tile = min(tile, height, width)
     dec_tiled = min(dec_frame, decoder_elements(vae, tile, tile) * dec_size)
+    # sequential offload holds one layer's weights at a time: the largest parameter tensor, x2
+    layer = 2 * max(
+        (p.numel() * p.element_size() for m in _modules(adapter.pipe) for p in m.parameters()),
+        default=0,
+    )
     accelerator = torch.device(adapter.device).type != "cpu"
     candidates = [("--vae-tiling", max(total + den_frame, total + dec_tiled))]
     if accelerator:
+        # model offload moves one component at a time to the device (text encoders one by one)
         candidates += [
-            ("--offload model", max(den_w + den_frame, vae_w + dec_frame, total - den_w - vae_w)),
-            ("--offload model --vae-tiling", max(den_w + den_frame, vae_w + dec_tiled)),
-            # sequential offload keeps one layer at a time on the device: activations dominate
-            ("--offload sequential", max(den_frame, dec_tiled) + max(den_w, vae_w) // 8),
+            ("--offload model", max(den_w + den_frame, vae_w + dec_frame, others)),
+            ("--offload model --vae-tiling", max(den_w + den_frame, vae_w + dec_tiled, others)),
+            ("--offload sequential", max(den_frame, dec_tiled) + layer),
         ]
     for option, need in candidates:
         if _fits(need, cap, headroom):
