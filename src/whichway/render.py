@@ -206,6 +206,7 @@ def render_frames(
                 raise RenderCancelled(start, n)
             stop = min(start + batch_size, n)
             counted = bar.n
+            out_of_memory = False
             try:
                 images = adapter.render(
                     cond.select(slice(start, stop)),
@@ -218,7 +219,7 @@ def render_frames(
                     on_step=step,
                 )
             except Exception as exc:
-                if not is_out_of_memory(exc) or batch_size == 1:
+                if not is_out_of_memory(exc) or stop - start == 1:
                     if is_out_of_memory(exc):
                         logger.error(
                             "out of memory with one frame per batch; run `whichway doctor --model "
@@ -226,9 +227,10 @@ def render_frames(
                             getattr(adapter, "model_id", "") or "MODEL",
                         )
                     raise
-                del exc  # drop the traceback's references to the failed batch's tensors
+                out_of_memory = True
+            if out_of_memory:  # outside the handler: the traceback's tensors are released first
                 release_cached_memory(adapter.device)
-                batch_size //= 2
+                batch_size = (stop - start) // 2
                 logger.warning(
                     "out of memory at frames %d-%d; retrying with %d frames per batch (frames "
                     "already finished are kept)", start, stop - 1, batch_size,
