@@ -96,7 +96,7 @@ def _render_cells(
     guidance: float,
     height: int,
     width: int,
-    batch_size: int,
+    batch_size: int | str | None,
     negative_prompt: str | None,
     progress: bool,
 ) -> GridResult:
@@ -134,7 +134,7 @@ def seed_grid(
     guidance: float = 7.5,
     height: int | None = None,
     width: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | str | None = 4,
     negative_prompt: str | None = None,
     progress: bool = True,
 ) -> GridResult:
@@ -168,7 +168,7 @@ def prompt_grid(
     guidance: float = 7.5,
     height: int | None = None,
     width: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | str | None = 4,
     negative_prompt: str | None = None,
     progress: bool = True,
 ) -> GridResult:

@@ -56,7 +56,7 @@ class MorphSettings:
     image_b: str | None = None
     inversion_steps: int | None = None
     inversion_guidance: float = 1.0
-    batch_size: int = 4
+    batch_size: int | str | None = 4
     format: str | None = "gif"
     pingpong: bool = False
     fps: float = 8.0
@@ -79,8 +79,10 @@ class MorphSettings:
             )
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not (self.batch_size is None or self.batch_size == "auto" or (
+            isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1
+        )):
+            raise ValueError(f"batch size must be >= 1 or 'auto', got {self.batch_size!r}")
         if (self.image_a is None) != (self.image_b is None):
             raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
 

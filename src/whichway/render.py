@@ -143,7 +143,7 @@ def render_frames(
     guidance: float,
     height: int,
     width: int,
-    batch_size: int = 4,
+    batch_size: int | str | None = 4,
     negative: Conditioning | None = None,
     on_frame: Callable[[int, Tensor], None] | None = None,
     progress: bool = True,
@@ -157,6 +157,10 @@ def render_frames(
     ----------
     cond : Conditioning with T rows
     latents : Tensor (T, C, h, w), or (C, h, w) shared by every frame
+    batch_size : frames per denoiser batch; ``"auto"``: the largest that the memory estimate
+        fits (:func:`whichway.models.memory.resolve_batch_size`); None: auto on an accelerator,
+        4 on a CPU. On an out-of-memory error the batch is halved and retried (finished frames
+        are kept; every frame is rendered as it would be at the smaller batch size)
     negative : Conditioning with batch 1, or None for the pipeline's own unconditional
     on_frame : called as ``on_frame(index, image (3, H, W) in [0, 1])`` when a batch finishes
     keep : return the frames (T, 3, H, W); with False nothing is kept (streaming to ``on_frame``)
@@ -169,49 +173,77 @@ def render_frames(
     """
     from tqdm.auto import tqdm
 
+    from whichway.models.memory import is_out_of_memory, release_cached_memory, resolve_batch_size
+
     n = len(cond)
     if n == 0:
         raise ValueError("nothing to render: the conditioning has no rows")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if latents.ndim == 3:
         latents = latents.unsqueeze(0).expand(n, *latents.shape)
     if latents.shape[0] != n:
         raise ValueError(f"got {n} conditionings but {latents.shape[0]} latents; give one per frame or one shared")
+    batch_size = resolve_batch_size(batch_size, adapter, n, height, width, guidance)
     if negative is None:
         negative = adapter.encode_negative(None, 1)
-    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     kept: list[Tensor] = []
+    n_batches = -(-n // batch_size)
     with tqdm(
-        total=len(batches) * steps,
+        total=n_batches * steps,
         desc=f"rendering {n} frame{'s' * (n != 1)}",
         unit="step",
         disable=not progress,
         leave=False,
     ) as bar:
-        total = len(batches) * steps
 
         def step() -> None:
             bar.update(1)
             if on_step is not None:
-                on_step(int(bar.n), total)
+                on_step(int(bar.n), int(bar.total))
 
-        for start, stop in batches:
+        start = 0
+        while start < n:
             if should_stop is not None and should_stop():
                 raise RenderCancelled(start, n)
-            images = adapter.render(
-                cond.select(slice(start, stop)),
-                latents[start:stop],
-                steps=steps,
-                guidance=guidance,
-                height=height,
-                width=width,
-                negative=negative.expand(stop - start),
-                on_step=step,
-            )
+            stop = min(start + batch_size, n)
+            counted = bar.n
+            out_of_memory = False
+            try:
+                images = adapter.render(
+                    cond.select(slice(start, stop)),
+                    latents[start:stop],
+                    steps=steps,
+                    guidance=guidance,
+                    height=height,
+                    width=width,
+                    negative=negative.expand(stop - start),
+                    on_step=step,
+                )
+            except Exception as exc:
+                if not is_out_of_memory(exc) or stop - start == 1:
+                    if is_out_of_memory(exc):
+                        logger.error(
+                            "out of memory with one frame per batch; run `whichway doctor --model "
+                            "%s` for the options that fit (offloading, VAE tiling, a smaller size)",
+                            getattr(adapter, "model_id", "") or "MODEL",
+                        )
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # outside the handler: the traceback's tensors are released first
+                release_cached_memory(adapter.device)
+                batch_size = (stop - start) // 2
+                logger.warning(
+                    "out of memory at frames %d-%d; retrying with %d frames per batch (frames "
+                    "already finished are kept)", start, stop - 1, batch_size,
+                )
+                # the failed batch's steps are redone: rebase the bar on the batches left
+                bar.total = counted + (-(-(n - start) // batch_size)) * steps
+                bar.n = counted
+                bar.refresh()
+                continue
             for offset, image in enumerate(images):
                 if on_frame is not None:
                     on_frame(start + offset, image)
             if keep:
                 kept.append(images)
+            start = stop
     return torch.cat(kept) if keep else None

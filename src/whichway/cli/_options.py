@@ -75,7 +75,11 @@ def add_generation_options(
     if negative:
         gen.add_argument("--negative-prompt", default=None)
     if batch_size:
-        gen.add_argument("--batch-size", type=int, default=4, help="frames per denoiser batch (default 4)")
+        gen.add_argument(
+            "--batch-size", type=parse_batch_size, default=None,
+            help="frames per denoiser batch, or auto: the largest the memory estimate fits, halved on "
+            "an out-of-memory error (default: auto on a GPU, 4 on a CPU)",
+        )
     return gen
 
 
@@ -424,3 +428,36 @@ def check_model_options(args: argparse.Namespace) -> None:
 
         family = family_of_pipeline_class(class_name)
     options.check(family=family, device=device if device == "cpu" else None, attention=False)
+
+
+# --- branch doctor: memory planning -------------------------------------------------------------
+
+
+def parse_batch_size(text: str) -> int | str:
+    """--batch-size: a positive integer or "auto" (argparse type)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value}")
+    return value
+
+
+def print_run_estimate(adapter: Any, args: argparse.Namespace, frames: int) -> None:
+    """On a CPU (and without --quiet), time one denoiser step and print the run's expected
+    duration with a hint for a faster choice (:func:`whichway.models.timing.estimate_run_time`)."""
+    import torch
+
+    if torch.device(adapter.device).type != "cpu" or getattr(args, "quiet", False):
+        return
+    from whichway.models.timing import estimate_run_time
+
+    estimate = estimate_run_time(
+        adapter, frames, args.steps, args.guidance, args.height, args.width, getattr(args, "batch_size", None)
+    )
+    print(estimate.message, flush=True)
+    if estimate.hint:
+        print(f"  {estimate.hint}", flush=True)

@@ -15,6 +15,7 @@ from whichway.cli._options import (
     check_seeds,
     load_model,
     out_file_or_folder,
+    print_run_estimate,
 )
 
 GRID_FILE = "grid.png"
@@ -87,7 +88,9 @@ def run_seeds(args: argparse.Namespace) -> int:
 
     from whichway.grid import seed_grid
 
-    result = seed_grid(load_model(args), args.prompt, seeds, out, axes=(axes[0], axes[1]), **_render_options(args))
+    adapter = load_model(args)
+    print_run_estimate(adapter, args, args.size * args.size)
+    result = seed_grid(adapter, args.prompt, seeds, out, axes=(axes[0], axes[1]), **_render_options(args))
     print(f"wrote {result.image} ({args.size}x{args.size} cells over seeds {list(seeds)})")
     return 0
 
@@ -100,6 +103,9 @@ def run_prompts(args: argparse.Namespace) -> int:
 
     from whichway.grid import prompt_grid
 
-    result = prompt_grid(load_model(args), args.prompts, out, seed=args.seed, **_render_options(args))
+    adapter = load_model(args)
+    cells = args.size * (args.size + 1) // 2 if len(args.prompts) == 3 else args.size * args.size
+    print_run_estimate(adapter, args, cells)
+    result = prompt_grid(adapter, args.prompts, out, seed=args.seed, **_render_options(args))
     print(f"wrote {result.image} ({len(args.prompts)} prompts, {args.size} cells per side)")
     return 0

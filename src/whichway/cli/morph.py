@@ -20,6 +20,7 @@ from whichway.cli._options import (
     check_t_values,
     load_model,
     parse_floats,
+    print_run_estimate,
 )
 
 LPIPS_MIN_SIDE = 32
@@ -136,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     # end-of-run summary only builds its LPIPS once the frames are safely on disk
     meter = _lpips_meter(args) if args.spacing == "perceptual" else None
     adapter = load_model(args)
+    print_run_estimate(adapter, args, len(ts))
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
     print(f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)")
     for c in result.couplings:

@@ -99,12 +99,12 @@ def _dtype_keyword() -> str:
     return "dtype"
 
 
-def _pipeline_class_name(model: str) -> str:
+def _pipeline_class_name(model: str, local_files_only: bool = False) -> str:
     """Read ``_class_name`` from the model's ``model_index.json`` (cheap; no weights)."""
     from diffusers import DiffusionPipeline
 
     try:
-        config = DiffusionPipeline.load_config(model)
+        config = DiffusionPipeline.load_config(model, local_files_only=local_files_only)
     except Exception as exc:  # hub / filesystem errors come in many types; all mean "cannot load"
         raise _load_error(model, exc) from exc
     name = config.get("_class_name") if isinstance(config, dict) else None
@@ -143,7 +143,12 @@ def load_adapter(
     if not isinstance(model, str) or not model.strip():
         raise ValueError("model must be a non-empty hub id or local directory path")
     resolved_device = resolve_device(device)
-    family = family_of(_pipeline_class_name(model))
+    from whichway.models.hub import check_hub
+
+    hub = check_hub(model)  # seconds, instead of diffusers' retries when there is no network
+    if hub.error:
+        raise _load_error(model, ConnectionError(hub.error))
+    family = family_of(_pipeline_class_name(model, hub.local_files_only))
     if runtime is not None:
         runtime.check(family=family, device=resolved_device)
     cls = adapter_class(family)
@@ -161,6 +166,7 @@ def load_adapter(
             variant=variant,
             use_safetensors=True,
             trust_remote_code=False,
+            local_files_only=hub.local_files_only,
         )
     except Exception as exc:  # missing files, wrong variant, corrupted weights, network
         raise _load_error(model, exc) from exc
