@@ -201,7 +201,10 @@ def test_run_time_estimate_adds_up_and_hints_at_faster_choices(tiny_adapter, mon
     assert "fewer --steps (now 3)" in est.hint and "--height 16 --width 16" in est.hint
 
 
-def test_batch_size_option_accepts_auto_and_refuses_zero(capsys):
+def test_batch_size_option_accepts_auto_and_refuses_zero(capsys, tmp_path):
+    assert main(["morph", "a", "b", "--batch-size", "0", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch-size must be a positive integer or 'auto', got 0" in err[0]
     with pytest.raises(SystemExit):
-        main(["morph", "a", "b", "--batch-size", "0"])
+        main(["morph", "a", "b", "--batch-size", "many"])
     assert "positive integer or 'auto'" in capsys.readouterr().err

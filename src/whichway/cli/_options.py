@@ -157,7 +157,7 @@ def check_generation(args: argparse.Namespace) -> None:
         check_size(f"--{name}", getattr(args, name, None))
     batch = getattr(args, "batch_size", None)
     if isinstance(batch, int) and batch < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch}")
+        raise ValueError(f"--batch-size must be a positive integer or 'auto', got {batch}")
     fps = getattr(args, "fps", None)
     if fps is not None and not fps > 0:
         raise ValueError(f"--fps must be > 0, got {fps}")
@@ -441,9 +441,7 @@ def parse_batch_size(text: str) -> int | str:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value}")
-    return value
+    return value  # < 1 is refused by check_generation, with the one-line message of every check
 
 
 def print_run_estimate(adapter: Any, args: argparse.Namespace, frames: int) -> None:
