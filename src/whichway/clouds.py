@@ -225,6 +225,9 @@ _TINY32 = 2.0**-149
 # Bellman-Ford rounds spent on certifying one chunk before the remaining pairs are solved again in
 # float64 (a certificate that needs more is rare; giving up early is always safe)
 _CERTIFY_ROUNDS = 32
+# batches smaller than this take the float64 matrix directly: for one or two pairs the
+# certificate's fixed cost (a few dozen small tensor operations) outweighs the cheaper product
+_FAST_MIN_PAIRS = 4
 # entries per row a pair may have recomputed exactly in the second certification round
 _EXACT_ENTRIES = 8
 
@@ -451,7 +454,8 @@ def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[
     *certified* exactly optimal for the exact float64 problem by :func:`_certify` (no cycle of
     reassignments can lower the cost even at the float32 matrix's worst-case error); the pairs it
     cannot certify (near-ties below float32 resolution, duplicate rows) are solved again on the
-    float64 matrix, so the result is the float64 optimum either way. Pairs are processed in
+    float64 matrix, so the result is the float64 optimum either way (batches of fewer than
+    :data:`_FAST_MIN_PAIRS` pairs use the float64 matrix directly). Pairs are processed in
     chunks with work buffers allocated once per call, on up to ``torch.get_num_threads()``
     threads (SciPy's solver and torch's kernels release the GIL).
     """
@@ -461,6 +465,7 @@ def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[
     starts = list(range(0, bsz, chunk))
     fast = (
         perm is None
+        and bsz >= _FAST_MIN_PAIRS
         and n > 1
         and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
         and d * _U32 < 0.01
