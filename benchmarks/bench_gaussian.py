@@ -13,6 +13,9 @@ on average: far less is "too typical", far more off-distribution), and the eleme
     python benchmarks/bench_gaussian.py            # full run (NAO to convergence)
     python benchmarks/bench_gaussian.py --quick    # NAO capped at 200 iterations
     python benchmarks/bench_gaussian.py --device cuda
+
+Times are warm (closed forms: medians after a warm-up call; NAO: whole optimisation runs in the
+same process, after the closed forms).
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _result import WARM, Result, add_arguments, report, seconds
 
 from whichway.gaussian import (
     cog_centroid,
@@ -89,6 +98,7 @@ def main() -> None:
         default=None,
         help="torch CPU threads (1 gives stable timings on a shared machine)",
     )
+    add_arguments(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,6 +153,7 @@ def main() -> None:
         )
     )
     _report("per interpolation path (3 interior points)", rows)
+    results = [_result("an interpolation path (3 interior points)", rows, device, max_iter, args.quick)]
 
     # ---------------------------------------------------------------- centroids
     rows = []
@@ -178,6 +189,20 @@ def main() -> None:
         )
     )
     _report("per centroid (K = 5)", rows)
+    results.append(_result("a centroid of K = 5 latents", rows, device, max_iter, args.quick))
+    report(results, args.json)
+
+
+def _result(what: str, rows: list[Row], device: torch.device, max_iter: int, quick: bool) -> Result:
+    cog = next(r for r in rows if r[0] == "COG")
+    nao = rows[-1]
+    cap = f"NAO capped at {max_iter} iterations (--quick); " if quick else ""
+    return Result(
+        bench="gaussian",
+        compared=f"{what} at D = {D}: COG (closed form) vs NAO (norm-aware optimisation, Samuel et al. 2024)",
+        ours=seconds(cog[1]), baseline=seconds(nao[1]), ratio=nao[1] / cog[1], regime=WARM, device=str(device),
+        notes=f"{cap}NAO {nao[4]}; mean |norm - sqrt(D)|: COG {cog[3][0]:.2f}, NAO {nao[3][0]:.2f}",
+    )
 
 
 def _report(title: str, rows: list[Row]) -> None:

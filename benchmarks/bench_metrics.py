@@ -14,18 +14,26 @@ with pretrained weights (same architecture, same operations).
 Usage::
 
     python benchmarks/bench_metrics.py            # 256x256 and 512x512, alex and vgg
-    python benchmarks/bench_metrics.py --quick    # 256x256, alex, fewer repeats
+    python benchmarks/bench_metrics.py --quick    # 256x256 and 512x512, alex, 3 repeats
     python benchmarks/bench_metrics.py --device cuda --net vgg
+
+Times are warm: medians of interleaved repeats after one warm-up call of each method.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _result import WARM, Result, add_arguments, report, seconds
 
 
 def _timed(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, device: torch.device
@@ -47,7 +55,7 @@ def _timed(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, device: tor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="256x256 and alex only, 2 repeats")
+    parser.add_argument("--quick", action="store_true", help="alex only, 3 repeats")
     parser.add_argument("--frames", type=int, default=11)
     parser.add_argument("--sizes", default="256,512")
     parser.add_argument("--net", default=None, choices=("alex", "vgg"), help="default: both (alex only with --quick)")
@@ -55,15 +63,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=11, help="frames per backbone pass for whichway")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_arguments(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     from whichway.metrics import LPIPSPath
 
-    sizes = [256] if args.quick else [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",")]
     nets = [args.net] if args.net else (["alex"] if args.quick else ["alex", "vgg"])
-    repeats = 2 if args.quick else args.repeats
+    repeats = 3 if args.quick else args.repeats
+    results: list[Result] = []
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"PPL of a {args.frames}-frame path; device: {name}; median of {repeats} runs")
@@ -98,6 +108,16 @@ def main() -> None:
             diff = float((d_ours - d_loop.double()).abs().max())
             print(f"{net:<5} {size:>4}x{size:<3} {t_loop * 1e3:>12.1f}ms {t_batch * 1e3:>13.1f}ms "
                   f"{t_ours * 1e3:>8.1f}ms {t_loop / t_ours:>7.2f}x {t_batch / t_ours:>8.2f}x {diff:>11.1e}")
+            results.append(Result(
+                bench="metrics",
+                compared=f"PPL of an {args.frames}-frame path at {size}x{size}, {net}: LPIPSPath (once-per-frame "
+                         "features) vs a loop of pairwise lpips calls",
+                ours=seconds(t_ours), baseline=seconds(t_loop), ratio=t_loop / t_ours, regime=WARM,
+                device=str(device),
+                notes=f"median of {repeats}; vs one batched lpips call on all pairs ({seconds(t_batch)}): "
+                      f"{t_batch / t_ours:.2f}x; values equal to {diff:.0e}",
+            ))
+    report(results, args.json)
 
 
 if __name__ == "__main__":

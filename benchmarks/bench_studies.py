@@ -14,16 +14,23 @@ the gap between wall time and summed unit time).
 
     python benchmarks/bench_studies.py            # 6 pairs, 11 frames, 1 step, 32 px
     python benchmarks/bench_studies.py --quick    # 3 pairs, 3 frames, 1 step
+
+Times are warm: each executor first runs a one-pair warm-up study (model load, first kernels).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _result import WARM, Result, add_arguments, report
 
 
 def main() -> None:
@@ -38,7 +45,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of the local executor (Ray gives each 1-CPU actor one thread; "
                     "on a shared, oversubscribed CPU more threads spin-wait and run slower)")
+    add_arguments(ap)
     args = ap.parse_args()
+    if args.device != "cpu":
+        ap.error("the study benchmark runs the tiny model on the CPU only (--device cpu)")
     if args.quick:
         args.pairs, args.steps, args.frames = 3, 1, 3
     warnings.simplefilter("ignore")
@@ -108,6 +118,20 @@ def main() -> None:
     for r in results:
         print(f"{r['name']:34s} {r['units']:5d} {r['wall_s']:8.2f} {r['units_per_s']:8.3f} {r['unit_s']:8.3f} "
               f"{r['units_per_s'] / ref:14.2f}x {r['outside_model']:12.1%}")
+    base = results[1]
+    figures = [
+        Result(
+            bench="studies",
+            compared=f"prompt-study throughput, tiny SD ({n} pairs x 3 couplings, {args.frames} frames, {args.steps} "
+                     f"step(s), {args.size}px): {r['name']} vs local, endpoints rendered per coupling",
+            ours=f"{r['units_per_s']:.2f} pairs/s", baseline=f"{base['units_per_s']:.2f} pairs/s",
+            ratio=r["units_per_s"] / base["units_per_s"], regime=WARM, device="cpu",
+            notes=f"{r['outside_model']:.0%} of a pair's time outside model calls",
+        )
+        for r in results
+        if r is not base
+    ]
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -547,3 +547,81 @@ def test_property_unequal_sizes_match_pot(n: int, m: int, d: int, seed: int) -> 
     np.testing.assert_allclose(c.plan.sum(1).numpy(), a, rtol=0, atol=1e-14)
     np.testing.assert_allclose(c.plan.sum(0).numpy(), b, rtol=0, atol=1e-14)
     assert c.cost == pytest.approx(n * ot.emd2(a, b, ot.dist(x.numpy(), y.numpy())), rel=1e-9, abs=1e-12)
+
+
+# ---------------------------------------------------------------------------- float32 certificate
+
+
+def _padded_clouds(b: int, n: int, d: int, k: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """b pairs of float32 clouds whose last k rows are one vector plus ``noise`` (padding-like
+    near-ties; noise 0 gives exact duplicates)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def one() -> torch.Tensor:
+        c = torch.randn(b, n, d, generator=g)
+        c[:, n - k :] = torch.randn(b, 1, d, generator=g) + noise * torch.randn(b, k, d, generator=g)
+        return c
+
+    return one(), one()
+
+
+def float64_loop(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """The reference: per pair, the float64 squared-distance matrix and SciPy's assignment."""
+    out = []
+    for x, y in zip(xb, yb):
+        _, cols = linear_sum_assignment((torch.cdist(x.double(), y.double()) ** 2).numpy())
+        out.append(exact_cost(x, y, torch.from_numpy(cols)))
+    return torch.tensor(out, dtype=F64)
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-6, 1e-3, 1e-1])
+def test_ot_exact_with_padding_ties(noise: float) -> None:
+    xb, yb = _padded_clouds(4, 77, 768, 60, noise, seed=20)
+    c = couple(xb, yb)
+    torch.testing.assert_close(c.cost, float64_loop(xb, yb), rtol=1e-9, atol=0)
+    for k in range(4):
+        assert is_permutation(c.perm[k], 77)
+        assert float(c.cost[k]) == pytest.approx(exact_cost(xb[k], yb[k], c.perm[k]), rel=1e-12)
+
+
+def test_certificate_is_sound_and_uncertified_pairs_are_solved_in_float64(monkeypatch) -> None:
+    from whichway import clouds as module
+
+    # near-ties at float32 resolution: the float32 matrix's optimum is often not the exact one
+    xb, yb = _padded_clouds(24, 30, 768, 24, 2e-4, seed=21)
+    a = xb.mean(dim=1, keepdim=True)
+    b = yb.mean(dim=1, keepdim=True)
+    xc, yc = xb - a, b - yb
+    mat = torch.bmm(xc, yc.transpose(1, 2))
+    perm = torch.from_numpy(np.stack([linear_sum_assignment(m.numpy())[1] for m in mat]))
+    ok = module._certify(mat, perm, xc, yc, (xb, yb, a, b), module._float32_margins(768))
+    reference = float64_loop(xb, yb)
+    approx = torch.tensor([exact_cost(x, y, p) for x, y, p in zip(xb, yb, perm)], dtype=F64)
+    wrong = (approx - reference) / reference > 1e-12
+    assert wrong.any()  # the case has teeth: some float32 solutions are suboptimal
+    assert not (ok & wrong).any()  # ... and none of those is certified
+    # couple() gives the exact optimum for all of them, solving the uncertified ones in float64
+    solved = []
+    original = module._assign_exact64
+    monkeypatch.setattr(module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y))
+    c = couple(xb, yb)
+    assert sum(solved) >= int(wrong.sum())
+    torch.testing.assert_close(c.cost, reference, rtol=1e-9, atol=0)
+
+
+def test_certificate_accepts_generic_clouds(monkeypatch) -> None:
+    from whichway import clouds as module
+
+    g = torch.Generator().manual_seed(22)
+    xb = torch.randn(12, 77, 768, generator=g)
+    yb = torch.randn(12, 77, 768, generator=g) + 0.5
+    solved = []
+    original = module._assign_exact64
+    monkeypatch.setattr(module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y))
+    c = couple(xb, yb)
+    # typical float32 errors are ~1000x below the worst-case margin: no pair needs float64
+    assert solved == []
+    torch.testing.assert_close(c.cost, float64_loop(xb, yb), rtol=1e-9, atol=0)
+    # float64 inputs take the float64 matrix: same optimum
+    ref = couple(xb.double(), yb.double())
+    assert torch.equal(ref.perm, c.perm)

@@ -52,15 +52,32 @@ def test_once_per_frame_equals_naive_pairwise_vgg(vgg):
 
 def test_backbone_runs_once_per_frame(alex, monkeypatch):
     seen = []
-    original = alex.model.net.forward
+    original = alex.backbone.forward
 
     def counting(x):
         seen.append(x.shape[0])
         return original(x)
 
-    monkeypatch.setattr(alex.model.net, "forward", counting)
+    monkeypatch.setattr(alex.backbone, "forward", counting)
     alex.distances(_frames(t=11), batch_size=4)
     assert sum(seen) == 11 and seen == [4, 4, 3]
+
+
+def test_equals_an_independent_lpips_model():
+    """Against a separately built lpips.LPIPS (same seeded random backbone, lpips' own layout and
+    forward), on a larger frame size where the spatial averages run over many positions."""
+    import lpips
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        reference = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False).eval()
+    meter = LPIPSPath("alex", pretrained_backbone=False, seed=3)
+    frames = _frames(t=4, size=96, seed=4)
+    with torch.no_grad():
+        expected = torch.stack(
+            [reference(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0] for k in range(3)]
+        ).double()
+    torch.testing.assert_close(meter.distances(frames, batch_size=4), expected, atol=1e-6, rtol=0)
 
 
 def test_identical_frames_have_zero_ppl(alex):
