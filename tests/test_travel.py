@@ -120,6 +120,22 @@ def test_snap_beats_moves_keyframes_onto_beats(click_track):
     assert np.min(np.abs(env.beats - middle)) <= 0.5 / 24
 
 
+@pytest.mark.parametrize("suffix", [".flac", ".ogg", ".mp3"])
+def test_audio_files_decode_to_mono(tmp_path, suffix):
+    import soundfile as sf
+
+    from whichway.audio import file_sha256, load_audio
+
+    stereo = np.zeros((SR, 2), np.float32)
+    stereo[SR // 2: SR // 2 + 64, 0] = 0.9
+    path = tmp_path / f"clicks{suffix}"
+    sf.write(path, stereo, SR)
+    track = load_audio(path)
+    assert track.samples.ndim == 1 and track.sample_rate == SR
+    assert track.duration == pytest.approx(1.0, abs=0.06)  # mp3 frames pad the end a little
+    assert track.sha256 == file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 # --- rendering ----------------------------------------------------------------------------------
 
 
@@ -204,6 +220,21 @@ def test_rerun_renders_only_missing_frames(journey, tmp_path):
     assert gif.rendered == 0
     with Image.open(gif.video) as anim:
         assert anim.n_frames == 8
+
+
+def test_cancelled_run_keeps_its_frames_and_resumes(tiny_adapter, tmp_path):
+    from whichway.render import RenderCancelled
+
+    adapter = tiny_adapter("sd")
+    settings = TravelSettings((Keyframe("a photo of a cat", seed=7), Keyframe("a red dog", seed=7)), fps=2,
+                              seconds=2, batch_size=2, format=None, **FAST)
+    written: list[int] = []
+    with pytest.raises(RenderCancelled):
+        run_travel(adapter, settings, tmp_path, progress=False, on_frame=lambda i, p: written.append(i),
+                   should_stop=lambda: len(written) >= 2)
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "cancelled"
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["00000.png", "00001.png"]
+    assert run_travel(adapter, settings, tmp_path, progress=False).rendered == 2
 
 
 def test_perceptual_pacing_respaces_the_whole_journey(tiny_adapter, tmp_path):
