@@ -326,6 +326,7 @@ def _schedule(tmp_path, text: str) -> str:
         (lambda d, a: [_schedule(d, 'fps = 4\n[[keyframe]]\npromt = "a"\n')], "unknown key(s) 'promt'"),
         (lambda d, a: [_schedule(d, 'frames = 4\n[[keyframe]]\nprompt = "a"\n')], "valid keys are: fps"),
         (lambda d, a: [str(d / "nothing.toml")], "does not exist"),
+        (lambda d, a: [_schedule(d, 'steps = "2"\n[[keyframe]]\nprompt = "a"\n')], "steps must be an integer"),
     ],
 )
 def test_bad_input_is_one_line_before_any_model(no_model, tmp_path, click_track, capsys, args, message):

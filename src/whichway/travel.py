@@ -49,6 +49,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from whichway.audio import Audio, Envelope
     from whichway.models.base import Adapter, Conditioning
 
+__all__ = [
+    "KEYFRAME_KEYS", "PACINGS", "SCHEDULE_KEYS", "TRAVEL_LATENTS", "Keyframe", "Prepared", "Schedule",
+    "TravelPlan", "TravelResult", "TravelSettings", "frame_name", "plan_travel", "prepare_travel",
+    "read_schedule", "run_travel",
+]
+
 logger = logging.getLogger(__name__)
 
 PACINGS = ("uniform", "perceptual", "audio")
@@ -921,6 +927,13 @@ SCHEDULE_KEYS = (
 )
 """Valid top-level keys of a schedule file: settings, then ``[[keyframe]]`` or ``[prompts]``."""
 KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "coupling", "latent")
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("fps", "seconds", "guidance", "inversion_guidance", "audio_start", "audio_floor"), (int, float)),
+    **dict.fromkeys(("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse",
+                     "batch_size"), (int,)),
+    **dict.fromkeys(("pacing", "coupling", "latent", "negative_prompt", "audio", "audio_feature", "format"), (str,)),
+    "snap_beats": (bool,),
+}
 """Valid keys of one ``[[keyframe]]`` entry (``at`` in seconds or ``frame``, not both)."""
 
 
@@ -1002,6 +1015,11 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
         data = {"prompts": data}  # a bare Deforum table {frame: prompt}
     _unknown(f"schedule {p.name}", list(data), SCHEDULE_KEYS)
     settings = {k: v for k, v in data.items() if k not in ("keyframe", "prompts")}
+    for key, value in settings.items():
+        kinds = _SETTING_TYPES[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            what = {int: "an integer", str: "text", bool: "true or false"}.get(kinds[0], "a number")
+            raise ValueError(f"schedule {p.name}: {key} must be {what}, got {value!r}")
     if "keyframe" in data and "prompts" in data:
         raise ValueError(f"schedule {p.name}: give [[keyframe]] tables or a [prompts] table, not both")
     entries: list[dict[str, Any]] = []

@@ -149,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_travel(settings)  # images, audio, times: all before any model loads
     meter = None
     if settings.pacing == "perceptual":
-        args.no_score = False
         meter = _lpips_meter(args, needed=True, what="--pacing perceptual")
     adapter = load_model(args)
     result = run_travel(adapter, settings, out, progress=not args.quiet, meter=meter, prepared=prepared)
