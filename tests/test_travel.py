@@ -237,6 +237,22 @@ def test_cancelled_run_keeps_its_frames_and_resumes(tiny_adapter, tmp_path):
     assert run_travel(adapter, settings, tmp_path, progress=False).rendered == 2
 
 
+def test_image_keyframe_is_inverted_once_and_the_sampler_restored(tiny_pipeline, tmp_path):
+    from whichway.models import load_adapter
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")  # its own copy: the sampler changes
+    before = adapter.describe()["scheduler"]
+    Image.new("RGB", (32, 32), "blue").save(tmp_path / "blue.png")
+    settings = TravelSettings((Keyframe("a photo of a cat", image=str(tmp_path / "blue.png")),
+                               Keyframe("a red dog", seed=3)), fps=2, seconds=1.5, format=None,
+                              **{**FAST, "guidance": 1.0})
+    result = run_travel(adapter, settings, tmp_path / "run", progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["scheduler"] == "DDIMScheduler" and info["segments"][0]["latent"] == "cog"
+    assert len(list((tmp_path / "run" / "latents").glob("inverted-*.pt"))) == 1
+    assert adapter.describe()["scheduler"] == before and result.rendered == 3
+
+
 def test_perceptual_pacing_respaces_the_whole_journey(tiny_adapter, tmp_path):
     from whichway.metrics import LPIPSPath
 
