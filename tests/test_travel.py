@@ -304,6 +304,8 @@ def test_deforum_table_reads_as_frame_keyed_keyframes(tmp_path):
     toml = tmp_path / "deforum.toml"
     toml.write_text('[prompts]\n0 = "a cat"\n12 = "a dog"\n')
     assert plan_travel(read_schedule(toml).keyframes(fps=12), fps=12).n_frames == 13
+    settings = read_schedule(toml).to_settings(fps=6, steps=None)
+    assert settings.fps == 6 and settings.steps == 30 and settings.keyframes[1].at == 2.0
 
 
 # --- bad input: one line, before any model, nothing written ----------------------------------------

@@ -903,7 +903,7 @@ def run_travel(
     blank = Image.new("RGB", picture(0).size, "white")
     keys = [picture(i) for i in plan.keyframe_frames]
     images = keys + [blank] * (columns - len(keys)) + [picture(i) for i in sample]
-    labels = [f"{i / s.fps:.2f}s {kf.prompt[:16]}" for i, kf in zip(plan.keyframe_frames, s.keyframes)]
+    labels = [f"K{k + 1} {i / s.fps:.2f}s" for k, i in enumerate(plan.keyframe_frames)]  # prompts: run.json
     labels += [""] * (columns - len(keys)) + [f"{i / s.fps:.2f}s" for i in sample]
     strip = run_dir / "strip.png"
     labelled_grid(images, labels, columns=columns).save(strip)
@@ -959,6 +959,13 @@ class Schedule:
             except ValueError as exc:
                 raise ValueError(f"{self.path}: keyframe {k + 1}: {exc}") from None
         return tuple(out)
+
+    def to_settings(self, **overrides: Any) -> TravelSettings:
+        """TravelSettings of this schedule; ``overrides`` that are not None win over its values
+        (e.g. a front end's fields), the rest take :class:`TravelSettings`' defaults."""
+        values = {**self.settings, **{k: v for k, v in overrides.items() if v is not None}}
+        fps = values.get("fps", 24.0)
+        return TravelSettings(keyframes=self.keyframes(fps), **values)
 
 
 def _unknown(where: str, got: Sequence[str], valid: Sequence[str]) -> None:
