@@ -169,7 +169,7 @@ def _print_timings(run_dir: Path) -> None:
         )
 
 
-def _lpips_meter(args: argparse.Namespace, *, needed: bool = True):
+def _lpips_meter(args: argparse.Namespace, *, needed: bool = True, what: str = "--spacing perceptual"):
     """The LPIPS model that --spacing perceptual needs (``needed``): a CLIError when it cannot be
     loaded. Not needed: the optional summary meter (:func:`_summary_meter`; None with --no-score)."""
     from whichway.cli import CLIError
@@ -184,7 +184,7 @@ def _lpips_meter(args: argparse.Namespace, *, needed: bool = True):
         reason = f"the metrics extra is not installed ({exc.name}); pip install 'whichway[metrics]'"
     except FileNotFoundError as exc:  # WeightsUnavailableError: says which file and where it goes
         reason = str(exc)
-    raise CLIError(f"--spacing perceptual needs LPIPS: {reason}")
+    raise CLIError(f"{what} needs LPIPS: {reason}")
 
 
 _NO_WEIGHTS = "morph-summary-lpips-weights-unavailable"
