@@ -37,7 +37,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import KW_ONLY, dataclass, fields
+from dataclasses import KW_ONLY, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -374,7 +374,7 @@ class TravelSettings:
     audio_floor: float = DEFAULT_AUDIO_FLOOR
     snap_beats: bool = False
     coarse: int = 5
-    batch_size: int = 4
+    batch_size: int | str | None = None
     format: str | None = "mp4"
 
     def __post_init__(self) -> None:
@@ -401,8 +401,8 @@ class TravelSettings:
             check_choice("video format", self.format, ANIMATION_FORMATS)
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not (self.batch_size in (None, "auto") or (isinstance(self.batch_size, int) and self.batch_size >= 1)):
+            raise ValueError(f"--batch-size must be a positive integer or 'auto', got {self.batch_size!r}")
         if self.coarse < 2:
             raise ValueError(f"perceptual pacing needs at least 2 coarse frames per segment, got {self.coarse}")
         if self.audio_start < 0:
@@ -776,6 +776,10 @@ def run_travel(
     frames_dir = run_dir / FRAMES_DIR
     frames_dir.mkdir(parents=True, exist_ok=True)
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
+    if not isinstance(s.batch_size, int):  # "auto" / None: what the memory estimate fits
+        from whichway.models.memory import resolve_batch_size
+
+        s = replace(s, batch_size=resolve_batch_size(s.batch_size, adapter, prep.n_frames, height, width, s.guidance))
     record = {**s.record(), "height": height, "width": width, "model": adapter.model_id}
     previous = previous_run(run_dir, record, _PRESENTATION_KEYS)
     n = prep.n_frames
@@ -802,8 +806,16 @@ def run_travel(
     hooks = {"on_step": on_step, "should_stop": should_stop}
     restore = None
     if any(kf.image is not None for kf in s.keyframes) and hasattr(adapter, "use_scheduler"):
-        # inverted latents reconstruct only under the sampler they were inverted for (DDIM)
-        restore = adapter.use_scheduler("ddim")
+        # inverted latents reconstruct only under the sampler they were inverted for (DDIM for
+        # the diffusion families, flow Euler for SD3/Flux)
+        asked = getattr(adapter, "sampler", None)
+        inversion = getattr(adapter, "inversion_sampler", "") or "its inversion's sampler"
+        if asked is not None and asked != inversion:
+            logger.warning(
+                "a journey with image keyframes renders with %s, the sampler its inversion is exact "
+                "for; --sampler %s applies to prompt-only journeys", inversion, asked,
+            )
+        restore = adapter.use_scheduler("inversion")
     renderer = None
     rendered = 0
     try:
@@ -929,8 +941,9 @@ SCHEDULE_KEYS = (
 KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "coupling", "latent")
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("fps", "seconds", "guidance", "inversion_guidance", "audio_start", "audio_floor"), (int, float)),
-    **dict.fromkeys(("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse",
-                     "batch_size"), (int,)),
+    **dict.fromkeys(("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse"),
+                    (int,)),
+    "batch_size": (int, str),
     **dict.fromkeys(("pacing", "coupling", "latent", "negative_prompt", "audio", "audio_feature", "format"), (str,)),
     "snap_beats": (bool,),
 }

@@ -15,6 +15,7 @@ from whichway.cli._options import (
     check_out_dir,
     load_model,
     parse_floats,
+    print_run_estimate,
     parse_ints,
 )
 
@@ -151,6 +152,10 @@ def run(args: argparse.Namespace) -> int:
     if settings.pacing == "perceptual":
         meter = _lpips_meter(args, needed=True, what="--pacing perceptual")
     adapter = load_model(args)
+    print_run_estimate(adapter, argparse.Namespace(
+        steps=settings.steps, guidance=settings.guidance, height=settings.height, width=settings.width,
+        batch_size=settings.batch_size, quiet=args.quiet,
+    ), prepared.n_frames)
     result = run_travel(adapter, settings, out, progress=not args.quiet, meter=meter, prepared=prepared)
     plan = result.plan
     print(
