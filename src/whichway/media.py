@@ -175,3 +175,115 @@ def write_animation(
         finally:
             writer.close()
     return path
+
+
+# --- video with sound (travel) ------------------------------------------------------------------
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary that imageio-ffmpeg ships (no system ffmpeg needed)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise ValueError("writing video needs imageio-ffmpeg; pip install imageio-ffmpeg") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def write_video(
+    frames: str | os.PathLike[str] | Sequence[Image.Image],
+    path: str | os.PathLike[str],
+    *,
+    fps: float,
+    audio: str | os.PathLike[str] | None = None,
+    audio_start: float = 0.0,
+    pattern: str = "%05d.png",
+) -> Path:
+    """Write an MP4 (H.264, yuv420p, ``fps``) with optional sound (AAC), atomically.
+
+    ``frames`` is a folder of numbered PNGs (``pattern``, read by ffmpeg one at a time, so a long
+    video is never held in memory) or a sequence of PIL images (piped as raw RGB). ``audio`` is cut
+    from ``audio_start`` seconds for the video's duration, N / fps, and muxed in. Odd sides are
+    padded by one pixel (yuv420p needs even sides).
+    """
+    import subprocess
+
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    if audio_start < 0:
+        raise ValueError(f"audio_start must be >= 0 seconds, got {audio_start}")
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"write_video writes .mp4 files, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-nostdin"]
+    stdin = None
+    if isinstance(frames, (str, os.PathLike)):
+        folder = Path(frames)
+        n = len(list(folder.glob("*" + Path(pattern).suffix)))
+        if n == 0:
+            raise ValueError(f"no frames in {folder}")
+        cmd += ["-framerate", f"{fps}", "-start_number", "0", "-i", str(folder / pattern)]
+    else:
+        images = list(frames)
+        if not images:
+            raise ValueError("no frames to write")
+        n = len(images)
+        w, h = images[0].size
+        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{fps}", "-i", "pipe:0"]
+        stdin = b"".join(np.asarray(im.convert("RGB"), dtype=np.uint8).tobytes() for im in images)
+    duration = n / fps
+    if audio is not None:
+        cmd += ["-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i", str(audio)]
+    cmd += ["-map", "0:v:0"] + (["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k"] if audio is not None else [])
+    cmd += [
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18",
+        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-r", f"{fps}", "-movflags", "+faststart",
+    ]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.mp4")
+    os.close(fd)
+    try:
+        cmd += ["-f", "mp4", tmp]
+        done = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+        if done.returncode != 0:
+            message = done.stderr.decode(errors="replace").strip().splitlines()
+            raise ValueError(f"ffmpeg could not write {path}: {message[-1] if message else done.returncode}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _clock(text: str) -> float:
+    h, m, s = text.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def probe_streams(path: str | os.PathLike[str]) -> list[dict[str, object]]:
+    """The streams of a media file, read with the bundled ffmpeg: one dict per stream with
+    ``index``, ``type`` ("video" | "audio" | ...), ``codec``, ``duration`` in seconds (each
+    stream decoded on its own to a null muxer: the end time of its last decoded frame, edit
+    lists such as AAC priming applied) and, for video, ``frames`` (frames decoded)."""
+    import re
+    import subprocess
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"media file {str(p)!r} does not exist")
+    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)], capture_output=True, check=False)
+    text = info.stderr.decode(errors="replace")
+    streams: list[dict[str, object]] = []
+    for m in re.finditer(r"Stream #0:(\d+)[^:]*: (\w+): (\w+)", text):
+        streams.append({"index": int(m.group(1)), "type": m.group(2).lower(), "codec": m.group(3)})
+    for s in streams:
+        run = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p), "-map", f"0:{s['index']}", "-f", "null", "-"],
+            capture_output=True, check=False,
+        )
+        log = run.stderr.decode(errors="replace")
+        times = re.findall(r"time=\s*(\d+:\d+:\d+(?:\.\d+)?)", log)
+        s["duration"] = _clock(times[-1]) if times else None
+        if s["type"] == "video":
+            counts = re.findall(r"frame=\s*(\d+)", log)
+            s["frames"] = int(counts[-1]) if counts else None
+    return streams

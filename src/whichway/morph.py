@@ -142,13 +142,16 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
-def _pixel_settings(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in _PRESENTATION_KEYS}
-
-
 def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    return previous_run(run_dir, record)
+
+
+def previous_run(
+    run_dir: Path, record: dict[str, Any], presentation: frozenset[str] = _PRESENTATION_KEYS
+) -> dict[str, Any] | None:
     """The run.json already in ``run_dir`` if it was written with the same pixel-defining
-    settings (so its frames can be kept), else None."""
+    settings (``record`` without the ``presentation`` keys), so its frames can be kept; else None.
+    Shared by morph and travel."""
     run_file = run_dir / RUN_FILE
     if not run_file.is_file():
         return None
@@ -157,7 +160,11 @@ def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | Non
     except (OSError, json.JSONDecodeError):
         logger.warning("ignoring unreadable %s; rendering every frame again", run_file)
         return None
-    if _pixel_settings(previous.get("settings", {})) != _pixel_settings(record):
+
+    def pixels(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings.items() if k not in presentation}
+
+    if pixels(previous.get("settings", {})) != pixels(record):
         if any((run_dir / FRAMES_DIR).glob("*.png")):
             logger.warning("%s holds frames of different settings; they will be overwritten", run_dir)
         return None
@@ -165,26 +172,35 @@ def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def _inverted_latent(adapter: Adapter, s: MorphSettings, path: str, prompt: str, height: int, width: int, cache: Path) -> Tensor:
-    """Invert one image, cached in the run directory so a resumed run does not invert again."""
+    return inverted_latent(
+        adapter, path, prompt, steps=s.inversion_steps or s.steps, guidance=s.inversion_guidance,
+        height=height, width=width, cache=cache,
+    )
+
+
+def inverted_latent(
+    adapter: Adapter, path: str, prompt: str, *, steps: int, guidance: float, height: int, width: int, cache: Path
+) -> Tensor:
+    """Invert one image to its initial latent (C, h, w), cached in ``cache`` (a run directory's
+    ``latents/``) so a resumed run does not invert again. Shared by morph and travel."""
     import hashlib
 
     import torch
 
     from whichway.media import load_image
 
-    steps = s.inversion_steps or s.steps
     stat = Path(path).stat() if Path(path).is_file() else None
     key = hashlib.sha256(
         json.dumps([adapter.model_id, str(Path(path).resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
-                    prompt, steps, s.inversion_guidance, height, width]).encode()
+                    prompt, steps, guidance, height, width]).encode()
     ).hexdigest()[:16]
     cached = cache / f"inverted-{key}.pt"
     if cached.is_file():
         logger.info("using the inverted latent of %s cached in %s", path, cached)
         return torch.load(cached, weights_only=True)
     image = load_image(path, size=(height, width))
-    logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, s.inversion_guidance)
-    latent = adapter.invert(image, prompt, steps=steps, guidance=s.inversion_guidance, height=height, width=width)
+    logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, guidance)
+    latent = adapter.invert(image, prompt, steps=steps, guidance=guidance, height=height, width=width)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     torch.save(latent, tmp)

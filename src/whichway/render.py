@@ -57,6 +57,7 @@ def conditioning_path(
     *,
     coupling: str = "ot",
     generator: torch.Generator | None = None,
+    couplings: Sequence[Coupling] | None = None,
 ) -> tuple[Conditioning, tuple[Coupling, ...]]:
     """Conditionings of T waypoints between two single-prompt conditionings.
 
@@ -68,6 +69,9 @@ def conditioning_path(
         Waypoint times in [0, 1].
     coupling : "ot" | "clip" | "random"
         How token rows of A are paired with token rows of B, per token group.
+    couplings : one Coupling per token group, optional
+        Couplings computed by an earlier call (reused as they are; ``coupling`` is then ignored),
+        so a path rendered in pieces pairs its tokens once.
 
     Returns
     -------
@@ -86,16 +90,18 @@ def conditioning_path(
         raise ValueError("the two conditionings come from different model families")
     first = cond_a.clouds[0]
     times, _ = as_times(ts, dtype=first.dtype, device=first.device)
+    if couplings is not None and len(couplings) != len(cond_a.clouds):
+        raise ValueError(f"got {len(couplings)} couplings for {len(cond_a.clouds)} token groups")
     groups: list[Tensor] = []
-    couplings: list[Coupling] = []
-    for xa, xb in zip(cond_a.clouds, cond_b.clouds):
-        c = couple(xa[0], xb[0], coupling, generator=generator)
-        couplings.append(c)
+    used: list[Coupling] = []
+    for g, (xa, xb) in enumerate(zip(cond_a.clouds, cond_b.clouds)):
+        c = couple(xa[0], xb[0], coupling, generator=generator) if couplings is None else couplings[g]
+        used.append(c)
         groups.append(interpolate_clouds(xa[0], xb[0], times, coupling=c))
     pooled = None
     if cond_a.pooled is not None and cond_b.pooled is not None:
         pooled = _lerp_exact(cond_a.pooled[0], cond_b.pooled[0], times)
-    return Conditioning(tuple(groups), pooled), tuple(couplings)
+    return Conditioning(tuple(groups), pooled), tuple(used)
 
 
 def latent_path(
@@ -157,7 +163,8 @@ def render_frames(
     ----------
     cond : Conditioning with T rows
     latents : Tensor (T, C, h, w), or (C, h, w) shared by every frame
-    negative : Conditioning with batch 1, or None for the pipeline's own unconditional
+    negative : Conditioning with batch 1 (shared) or T rows (one per frame), or None for the
+        pipeline's own unconditional
     on_frame : called as ``on_frame(index, image (3, H, W) in [0, 1])`` when a batch finishes
     keep : return the frames (T, 3, H, W); with False nothing is kept (streaming to ``on_frame``)
     on_step : called as ``on_step(done, total)`` after every denoising step of every batch
@@ -180,6 +187,8 @@ def render_frames(
         raise ValueError(f"got {n} conditionings but {latents.shape[0]} latents; give one per frame or one shared")
     if negative is None:
         negative = adapter.encode_negative(None, 1)
+    if len(negative) not in (1, n):
+        raise ValueError(f"got {n} conditionings but {len(negative)} negatives; give one per frame or one shared")
     batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     kept: list[Tensor] = []
     with tqdm(
@@ -206,7 +215,7 @@ def render_frames(
                 guidance=guidance,
                 height=height,
                 width=width,
-                negative=negative.expand(stop - start),
+                negative=negative.expand(stop - start) if len(negative) == 1 else negative.select(slice(start, stop)),
                 on_step=step,
             )
             for offset, image in enumerate(images):
