@@ -245,6 +245,61 @@ def test_api_endpoints_with_gradio_client(studio_app):
     assert settings["settings"]["coupling"] == "clip" and settings["status"] == "done"
 
 
+def test_travel_tab_plays_the_video(studio_app, browser, screens):
+    from selenium.webdriver.common.by import By
+
+    studio, _ = studio_app
+    _tab(browser, "Travel")  # the default table: three keyframes, seeds 0, 1, 2
+    _type(browser, "#ww-travel-fps input", 4)
+    _type(browser, "#ww-travel-per-segment input", 2)
+    _type(browser, "#ww-travel-steps input", SMALL["steps"])
+    _type(browser, "#ww-travel-guidance input", SMALL["guidance"])
+    _type(browser, "#ww-travel-h input", SMALL["height"])
+    _type(browser, "#ww-travel-w input", SMALL["width"])
+    _css(browser, "#ww-travel-go").click()
+    _wait(browser, lambda d: "Done:" in d.find_element(By.CSS_SELECTOR, "#ww-travel-status").text)
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#ww-travel-video video"))
+    browser.save_screenshot(str(screens / "travel.png"))
+    run = studio.open_run("travel-a-photo-of-a-cat--a-red-fox")
+    assert run.kind == "travel" and run.status == "done" and len(run.frames) == 5
+    assert run.file("video").suffix == ".mp4"
+
+
+def test_travel_api_with_sound_equals_the_library_run(studio_app, tmp_path):
+    import soundfile
+    from gradio_client import Client, handle_file
+
+    from whichway.media import probe_streams
+    from whichway.travel import Keyframe, TravelSettings, run_travel
+
+    studio, url = studio_app
+    song = tmp_path / "song.wav"
+    rate = 22050
+    tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate) * (np.arange(2 * rate) % 5512 < 800)
+    soundfile.write(song, tone.astype(np.float32), rate)
+    keys = {"headers": ["prompt", "seed", "time (s)"], "data": [["a cat", 3, None], ["a dog", 4, None]]}
+    client = Client(url, verbose=False)
+    _gallery, status, files, video = client.predict(
+        keys, handle_file(str(song)), "audio", "ot", "cog", 4, 1.0, 0, 0, 2, 4, 32, 32, "mp4", "",
+        api_name="/travel",
+    )
+    assert status.startswith("Done: 4 frames") and len(files) == 3 and str(video).endswith(".mp4")
+    run = studio.runs()[0]
+    assert run.kind == "travel" and {s["type"] for s in probe_streams(run.file("video"))} == {"video", "audio"}
+
+    settings = TravelSettings((Keyframe("a cat", seed=3), Keyframe("a dog", seed=4)), fps=4, seconds=1.0,
+                              pacing="audio", audio=run.info["settings"]["audio"], steps=2, guidance=4.0, height=32,
+                              width=32)
+    direct = run_travel(studio.adapter(), settings, tmp_path / "direct", progress=False)
+    assert json.loads((direct.run_dir / "run.json").read_text())["settings"] == run.info["settings"]
+    for ours, theirs in zip(run.frames, direct.frames, strict=True):
+        assert np.array_equal(_pixels(ours), _pixels(theirs))
+
+    with pytest.raises(Exception, match="at least 2 keyframes"):
+        client.predict({"headers": ["prompt", "seed", "time (s)"], "data": [["a cat", 0, None]]}, None, "uniform",
+                       "ot", "cog", 4, 1.0, 0, 0, 2, 4, 32, 32, "mp4", "", api_name="/travel")
+
+
 def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
     from whichway.render import RenderCancelled
 

@@ -426,4 +426,4 @@ def can_resume(run_dir: str | os.PathLike[str], settings: MorphSettings, height:
     if not (run_dir / RUN_FILE).is_file() and not any((run_dir / FRAMES_DIR).glob("*.png")):
         return True
     record = {**asdict(settings), "t": list(settings.t), "height": height, "width": width}
-    return _previous_run(run_dir, record) is not None
+    return previous_run(run_dir, record) is not None

@@ -1,4 +1,4 @@
-"""The studio's page: a ``gr.Blocks`` with the Morph, Compare, Coupling and Runs tabs.
+"""The studio's page: a ``gr.Blocks`` with the Morph, Travel, Compare, Coupling and Runs tabs.
 
 A thin layer over :class:`whichway.studio.session.Studio`: each handler turns the page's values
 into one call of the controller and its result into components. Errors become a one-line
@@ -62,32 +62,43 @@ def _frame_items(frames: dict[int, Path], ts: tuple[float, ...]) -> list[tuple[s
     return [(str(frames[k]), f"t={ts[k]:.3f}" if k < len(ts) else f"#{k}") for k in sorted(frames)]
 
 
-def _stream_morph(studio: Studio, job: Callable[..., Any], ts: tuple[float, ...], progress: Any) -> Iterator[tuple]:
-    """Yield (gallery, status, files) while a morph job runs; frames appear as batches finish."""
+def _finished(result: Any) -> tuple[list[tuple[str, str]], str, list[str], str | None]:
+    """(gallery, status, download files, video) of a finished morph or travel run."""
+    if hasattr(result, "plan"):  # a travel
+        frames = {k: p for k, p in enumerate(result.frames)}
+        items = [(str(p), f"{k / result.plan.fps:.2f}s") for k, p in frames.items()]
+        files = [str(p) for p in (result.video, result.run_dir / "run.json", result.strip) if p is not None]
+        status = (f"Done: {len(result.frames)} frames in `{result.run_dir.name}` ({result.rendered} rendered now).")
+        video = str(result.video) if result.video is not None and result.video.suffix == ".mp4" else None
+        return items, status, files, video
+    files = [str(p) for p in (result.animation, result.run_dir / "run.json", result.strip) if p is not None]
+    costs = "; ".join(
+        f"group {c['group']}: {c['method']} cost {c['cost']:.4g}, W2 path length {c['w2_path_length']:.4g}"
+        for c in result.couplings
+    )
+    status = f"Done: {len(result.frames)} frames in `{result.run_dir.name}` ({result.rendered} rendered now). {costs}"
+    return _frame_items(dict(enumerate(result.frames)), result.t), status, files, None
+
+
+def _stream_run(studio: Studio, job: Callable[..., Any], n_frames: int | None, progress: Any,
+                caption: Callable[[int], str]) -> Iterator[tuple]:
+    """Yield (gallery, status, files, video) while a morph or travel job runs; frames appear as
+    their batch finishes."""
     frames: dict[int, Path] = {}
     for kind, value in studio.stream(job):
         if kind == "frame":
             k, path = value
             frames[k] = Path(path)
-            yield _frame_items(frames, ts), f"Rendering: {len(frames)} of {len(ts)} frames done.", None
+            items = [(str(frames[i]), caption(i)) for i in sorted(frames)]
+            of = f" of {n_frames}" if n_frames else ""
+            yield items, f"Rendering: {len(frames)}{of} frames done.", None, None
         elif kind == "step":
             done, total = value
             progress((done, total), desc="denoising", unit="steps")
         elif kind == "error":
             raise _error(value)
         elif kind == "done":
-            result = value
-            done_frames = {k: p for k, p in enumerate(result.frames)}
-            files = [str(p) for p in (result.animation, result.run_dir / "run.json", result.strip) if p is not None]
-            costs = "; ".join(
-                f"group {c['group']}: {c['method']} cost {c['cost']:.4g}, W2 path length {c['w2_path_length']:.4g}"
-                for c in result.couplings
-            )
-            status = (
-                f"Done: {len(result.frames)} frames in `{result.run_dir.name}` "
-                f"({result.rendered} rendered now). {costs}"
-            )
-            yield _frame_items(done_frames, result.t), status, files
+            yield _finished(value)
 
 
 def _token_table(matching: Any) -> str:
@@ -206,7 +217,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                 except Exception as exc:  # noqa: BLE001 - shown in the page as one line
                     raise _error(exc) from None
                 yield [], "Starting…", None
-                yield from _stream_morph(studio, studio.morph_job(settings), settings.t, progress)
+                ts = settings.t
+                for gallery, status, files, _video in _stream_run(studio, studio.morph_job(settings), len(ts), progress,
+                                                                  lambda k: f"t={ts[k]:.3f}" if k < len(ts) else ""):
+                    yield gallery, status, files
 
             m_inputs = [m_a, m_b, m_neg, m_coupling, m_latent, m_spacing, m_frames, m_t, m_seed, m_seed_b, m_steps,
                         m_guidance, m_height, m_width, m_img_a, m_img_b, m_batch, m_format, m_fps, m_pingpong]
@@ -218,6 +232,68 @@ def build_app(studio: Studio) -> gr.Blocks:
             return "Cancelling after the current batch; finished frames are kept (run it again to resume)."
 
         m_cancel.click(cancel, None, m_status, api_name="cancel", queue=False)
+
+        # --- Travel ----------------------------------------------------------------------------
+        with gr.Tab("Travel", id="travel", elem_id="ww-tab-travel"):
+            gr.Markdown(
+                "A journey through the keyframes below: each segment follows the OT path between its prompts and "
+                "a COG path between their seeds. Empty seed = the seed below; empty time = spread evenly. With "
+                "an audio track the MP4 carries it, and audio pacing moves on its beats."
+            )
+            v_keys = gr.Dataframe(
+                headers=["prompt", "seed", "time (s)"], datatype=["str", "number", "number"],
+                value=[["a photo of a cat", 0, None], ["a photo of a dog", 1, None], ["a red fox", 2, None]],
+                row_count=(3, "dynamic"), column_count=(3, "fixed"), type="array", interactive=True,
+                label="Keyframes", elem_id="ww-travel-keys",
+            )
+            with gr.Row():
+                v_audio = gr.Audio(type="filepath", sources=["upload"], label="Audio (optional)")
+                with gr.Column():
+                    v_pacing = gr.Radio(["uniform", "perceptual", "audio"], value="uniform", label="Pacing")
+                    v_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
+                    v_latent = gr.Dropdown(["cog", "slerp", "lerp", "fixed"], value="cog", label="Latent path")
+            with gr.Row():
+                v_fps = gr.Number(value=24, label="fps", elem_id="ww-travel-fps")
+                v_seconds = gr.Number(value=0, label="Seconds (0 = from frames per segment or the last time)",
+                                      elem_id="ww-travel-seconds")
+                v_fps_seg = gr.Number(value=0, precision=0, label="Frames per segment (0 = from seconds)",
+                                      elem_id="ww-travel-per-segment")
+                v_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="ww-travel-seed")
+            with gr.Row():
+                v_steps = gr.Number(value=30, precision=0, label="Steps", elem_id="ww-travel-steps")
+                v_guidance = gr.Number(value=7.5, label="Guidance", elem_id="ww-travel-guidance")
+                v_height = gr.Number(value=0, precision=0, label="Height (0 = default)", elem_id="ww-travel-h")
+                v_width = gr.Number(value=0, precision=0, label="Width (0 = default)", elem_id="ww-travel-w")
+                v_format = gr.Dropdown(["mp4", "gif", "webp", "none"], value="mp4", label="Video")
+            v_neg = gr.Textbox(label="Negative prompt")
+            with gr.Row():
+                v_go = gr.Button("Travel", variant="primary", elem_id="ww-travel-go")
+                v_cancel = gr.Button("Cancel", elem_id="ww-travel-cancel")
+            v_status = gr.Markdown(elem_id="ww-travel-status")
+            v_video = gr.Video(label="Video", elem_id="ww-travel-video")
+            v_gallery = gr.Gallery(label="Frames", columns=8, elem_id="ww-travel-gallery")
+            v_files = gr.File(label="Video, run.json, strip", file_count="multiple", elem_id="ww-travel-files")
+
+            def travel(keys, audio, pacing, coupling, latent, fps, seconds, per_segment, seed, steps, guidance,
+                       height, width, fmt, neg, progress=gr.Progress()):  # noqa: B008 (gradio injects it)
+                try:
+                    settings = studio.travel_settings(
+                        keys, audio=audio, fps=fps, seconds=seconds, frames_per_segment=per_segment, pacing=pacing,
+                        coupling=coupling, latent=latent, seed=seed, steps=steps, guidance=guidance, height=height,
+                        width=width, negative_prompt=neg, format=fmt,
+                    )
+                except Exception as exc:  # noqa: BLE001 - shown in the page as one line
+                    raise _error(exc) from None
+                yield [], "Starting…", None, None
+                rate = settings.fps
+                yield from _stream_run(studio, studio.travel_job(settings), None, progress, lambda k: f"{k / rate:.2f}s")
+
+            travel_event = v_go.click(
+                travel, [v_keys, v_audio, v_pacing, v_coupling, v_latent, v_fps, v_seconds, v_fps_seg, v_seed,
+                         v_steps, v_guidance, v_height, v_width, v_format, v_neg],
+                [v_gallery, v_status, v_files, v_video], api_name="travel", concurrency_id=JOB,
+            )
+            v_cancel.click(cancel, None, v_status, api_visibility="private", queue=False)
 
         # --- Compare ---------------------------------------------------------------------------
         with gr.Tab("Compare", id="compare", elem_id="ww-tab-compare"):
@@ -314,7 +390,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 strip = run.file("strip")
                 if strip is None and run.kind == "compare":
                     strip = next((run.path / s for s in run.info.get("strips", {}).values()), None)
-                anim = run.file("animation")
+                anim = run.file("animation") or run.file("video")
                 is_video = anim is not None and anim.suffix == ".mp4"
                 status = f"`{run.name}`: {run.kind}, {run.status}, {len(run.frames)} frames on disk."
                 return (
@@ -333,10 +409,10 @@ def build_app(studio: Studio) -> gr.Blocks:
                     if not name:
                         raise ValueError("pick a run to resume")
                     job = studio.resume_job(name)
-                    ts = tuple(studio.open_run(name).info["settings"]["t"])
+                    n = len(studio.open_run(name).info.get("frames", [])) or None
                 except Exception as exc:  # noqa: BLE001 - shown in the page as one line
                     raise _error(exc) from None
-                for _gallery, status, _files in _stream_morph(studio, job, ts, progress):
+                for _gallery, status, _files, _video in _stream_run(studio, job, n, progress, lambda k: ""):
                     yield status
 
             r_resume.click(resume, r_pick, r_status, api_name="resume", concurrency_id=JOB).then(
@@ -344,6 +420,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             )
 
         morph_event.then(refresh, None, r_pick, api_visibility="private")
+        travel_event.then(refresh, None, r_pick, api_visibility="private")
     return demo
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import re
 import threading
@@ -352,12 +353,126 @@ class Studio:
         from whichway.morph import MorphSettings
 
         run = self.open_run(name)
+        if run.kind == "travel":
+            return self._resume_travel(run)
         if run.kind != "morph":
-            raise ValueError(f"{name} is a {run.kind} run; only morph runs resume from the page")
+            raise ValueError(f"{name} is a {run.kind} run; only morph and travel runs resume from the page")
         settings = dict(run.info.get("settings", {}))
         settings.pop("out", None)
         settings["t"] = tuple(settings.get("t", ()))
         return self.morph_job(MorphSettings(**settings), run.path)
+
+    def _resume_travel(self, run: RunInfo) -> Callable[..., Any]:
+        from whichway.travel import Keyframe, TravelSettings
+
+        settings = dict(run.info.get("settings", {}))
+        for key in ("model", "out"):
+            settings.pop(key, None)
+        times = settings.pop("keyframe_times", None) or [None] * len(settings.get("keyframes", []))
+        settings["keyframes"] = tuple(Keyframe(**kf, at=at) for kf, at in zip(settings.get("keyframes", []), times))
+        return self.travel_job(TravelSettings(**settings), run.path)
+
+    # --- travel --------------------------------------------------------------------------------
+    def travel_settings(
+        self,
+        keyframes: Any,
+        *,
+        audio: str | None = None,
+        fps: Any = 24,
+        seconds: Any = 0,
+        frames_per_segment: Any = 0,
+        pacing: str = "uniform",
+        coupling: str = "ot",
+        latent: str = "cog",
+        seed: Any = 0,
+        steps: Any = 30,
+        guidance: Any = 7.5,
+        height: Any = 0,
+        width: Any = 0,
+        negative_prompt: str = "",
+        batch_size: Any = 4,
+        format: str = "mp4",
+    ) -> Any:
+        """Page values -> :class:`whichway.travel.TravelSettings`: ``keyframes`` are the table's
+        rows (prompt, seed, time in seconds; empty seed/time = the defaults, rows without a prompt
+        are skipped). Checks what needs no model (:func:`whichway.travel.prepare_travel`)."""
+        from whichway.travel import Keyframe, TravelSettings, prepare_travel
+
+        rows = keyframes.values.tolist() if hasattr(keyframes, "values") else list(keyframes or [])
+        frames = []
+        for n, row in enumerate(rows, start=1):
+            cells = list(row) + [None] * (3 - len(row))
+            prompt = "" if cells[0] is None else str(cells[0]).strip()
+            if not prompt:
+                continue
+            at = cells[2]
+            if at is not None and not (isinstance(at, str) and not at.strip()):
+                try:
+                    at = float(at)
+                except (TypeError, ValueError):
+                    raise ValueError(f"keyframe {n}: time must be seconds, got {at!r}") from None
+                if math.isnan(at):  # an empty cell of a numeric column
+                    at = None
+            else:
+                at = None
+            kf_seed = cells[1]
+            kf_seed = None if kf_seed is None or (isinstance(kf_seed, float) and math.isnan(kf_seed)) else kf_seed
+            frames.append(Keyframe(prompt, seed=_int(f"keyframe {n} seed", kf_seed, optional=True), at=at))
+        if len(frames) < 2:
+            raise ValueError(f"a travel needs at least 2 keyframes with a prompt, got {len(frames)}")
+        try:
+            fps_value, guidance_value = float(fps), float(guidance)
+            secs = float(seconds or 0)
+        except (TypeError, ValueError):
+            raise ValueError(f"fps, seconds and guidance must be numbers, got {fps!r}, {seconds!r}, {guidance!r}") from None
+        settings = TravelSettings(
+            keyframes=tuple(frames),
+            fps=fps_value,
+            seconds=secs or None,
+            frames_per_segment=_int("frames per segment", frames_per_segment, optional=True) or None,
+            pacing=pacing,
+            coupling=coupling,
+            latent=latent,
+            seed=_int("seed", seed) or 0,
+            steps=_int("steps", steps, minimum=1) or 1,
+            guidance=guidance_value,
+            height=_size("height", height),
+            width=_size("width", width),
+            negative_prompt=(negative_prompt or "").strip() or None,
+            audio=audio or None,
+            batch_size=_int("batch size", batch_size, minimum=1) or 1,
+            format=None if format in (None, "none") else format,
+        )
+        prepare_travel(settings)
+        return settings
+
+    def travel_job(self, settings: Any, run_dir: Path | None = None) -> Callable[..., Any]:
+        """A job for :meth:`stream`: :func:`whichway.travel.run_travel` into ``run_dir`` (default
+        ``<out>/travel-<first prompt>--<last prompt>``, as ``whichway travel`` names it, with
+        ``-2``, ``-3``, ... when that folder is taken)."""
+        from whichway.travel import run_travel
+
+        def job(on_frame: Callable[[int, Path], None], on_step: Callable[[int, int], None],
+                should_stop: Callable[[], bool]) -> Any:
+            adapter = self.adapter()
+            meter = None
+            if settings.pacing == "perceptual":
+                meter, note = self.meter()
+                if meter is None:
+                    raise ValueError(f"perceptual pacing needs LPIPS: {note}")
+            target = run_dir
+            if target is None:
+                first, last = settings.keyframes[0].prompt, settings.keyframes[-1].prompt
+                base = self.out_dir / f"travel-{slug(first, 24)}--{slug(last, 24)}"
+                target, k = base, 1
+                while target.exists():
+                    k += 1
+                    target = base.with_name(f"{base.name}-{k}")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            return run_travel(adapter, settings, target, progress=False, meter=meter, on_frame=on_frame,
+                              on_step=on_step, should_stop=should_stop)
+
+        return job
 
     # --- compare and coupling -------------------------------------------------------------------
     def compare_job(
