@@ -42,7 +42,9 @@ def _pixels(path) -> np.ndarray:
 def studio_app(tiny_pipeline, tmp_path_factory):
     from whichway.studio.app import launch
 
-    studio = Studio(tmp_path_factory.mktemp("studio") / "runs", str(tiny_pipeline("sd")), device="cpu")
+    # LPIPS on a random backbone (no download): Compare then shows PPL and smoothness too
+    studio = Studio(tmp_path_factory.mktemp("studio") / "runs", str(tiny_pipeline("sd")), device="cpu",
+                    lpips_random_backbone=True)
     studio.adapter()  # loaded once for the module, as `whichway studio --model` does
     port = _free_port()
     demo = launch(studio, port=port, block=False, quiet=True)
@@ -113,6 +115,14 @@ def _fill_morph(driver, a: str, b: str, *, frames=3, t="", seed=0) -> None:
     _type(driver, "#ww-morph-w input", SMALL["width"])
 
 
+def _close_errors(driver) -> None:
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.CSS_SELECTOR, ".toast-close"):
+        button.click()
+    _wait(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, ".toast-body"), timeout=10)
+
+
 def _body(driver) -> str:
     from selenium.webdriver.common.by import By
 
@@ -149,6 +159,7 @@ def test_invalid_t_shows_an_error_in_the_page(studio_app, browser):
     _css(browser, "#ww-morph-go").click()
     _wait(browser, lambda d: "strictly increasing" in _body(d), timeout=30)
     assert "Traceback" not in _body(browser)
+    _close_errors(browser)
 
 
 def test_compare_shows_three_strips_and_three_costs(studio_app, browser, screens):
@@ -171,7 +182,9 @@ def test_compare_shows_three_strips_and_three_costs(studio_app, browser, screens
     saved = json.loads(next(studio.out_dir.glob("compare--a-photo-of-a-cat--a-red-dog*/compare.json")).read_text())
     assert [r.text.split()[0] for r in rows] == ["ot", "clip", "random"]
     for row, figures in zip(rows, saved["couplings"]):
-        assert row.text.split()[1] == f"{figures['cost']:.6g}"
+        cells = row.text.split()
+        assert cells[1] == f"{figures['cost']:.6g}" and cells[3] == f"{figures['ppl']:.4g}"
+        assert figures["ppl"] >= 0 and 0 <= figures["smoothness"] <= 1
     costs = {r["coupling"]: r["cost"] for r in saved["couplings"]}
     assert costs["ot"] <= costs["clip"] and costs["ot"] <= costs["random"]
 
@@ -298,6 +311,25 @@ def test_travel_api_with_sound_equals_the_library_run(studio_app, tmp_path):
     with pytest.raises(Exception, match="at least 2 keyframes"):
         client.predict({"headers": ["prompt", "seed", "time (s)"], "data": [["a cat", 0, None]]}, None, "uniform",
                        "ot", "cog", 4, 1.0, 0, 0, 2, 4, 32, 32, "mp4", "", api_name="/travel")
+
+
+def test_only_the_run_folder_is_served(studio_app):
+    import urllib.error
+    import urllib.request
+
+    studio, url = studio_app
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={path}") as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    run = studio.runs()[0]
+    assert status(run.path / run.info.get("strip", "strip.png")) == 200
+    assert status(Path(studio.loaded_model) / "model_index.json") in (403, 404)
+    assert status(Path(__file__)) in (403, 404)
 
 
 def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):

@@ -136,7 +136,7 @@ def _compare_table(result: Any, note: str | None) -> str:
         smooth = "-" if row["smoothness"] is None else f"{row['smoothness']:.3f}"
         lines.append(f"| {row['coupling']} | {row['cost']:.6g} | {row['w2_path_length']:.6g} | {ppl} | {smooth} |")
     if note:
-        lines.append(f"\n{note}")
+        lines.append(f"\n<details><summary>Why PPL and smoothness are missing</summary>\n\n{note}\n</details>")
     return "\n".join(lines)
 
 
