@@ -397,3 +397,24 @@ def test_cli_checks_before_loading(tmp_path, capsys, monkeypatch):
     assert "is a file" in capsys.readouterr().err
     assert main(["studio", "--port", "0"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_page_values_are_checked_before_any_model(tmp_path):
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="could not read .*broken.png"):
+        studio.morph_settings("a cat", "a dog", image_a=str(broken), image_b=str(broken))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        studio.morph_settings("a cat", "a dog", t="0, 0.5, 0.4, 1")
+    with pytest.raises(ValueError, match="not a number"):
+        studio.morph_settings("a cat", "a dog", t="0, half, 1")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        studio.morph_settings("a cat", "a dog", height=100)
+    with pytest.raises(ValueError, match="at least 2 keyframes"):
+        studio.travel_settings([["a cat", 1, None], ["", None, None]])
+    with pytest.raises(ValueError, match="unknown run"):
+        studio.open_run("../etc")
+    settings = studio.morph_settings("a cat", "a dog", frames=4, seed_b="7", latent="cog", format="none")
+    assert settings.t == (0.0, 0.333333, 0.666667, 1.0) and settings.seed_b == 7 and settings.format is None
+    assert studio.loaded_model is None  # nothing was loaded

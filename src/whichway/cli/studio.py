@@ -48,9 +48,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from whichway.cli import CLIError
 
     check_args(args)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool does not phone home
     try:
         import gradio  # noqa: F401
     except ImportError as exc:

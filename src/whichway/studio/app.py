@@ -427,6 +427,9 @@ def build_app(studio: Studio) -> gr.Blocks:
 def launch(studio: Studio, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            block: bool = True, quiet: bool = False) -> gr.Blocks:
     """Build and serve the page. Only the run folder (and Gradio's own upload folder) is served."""
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool does not phone home
     studio.out_dir.mkdir(parents=True, exist_ok=True)
     demo = build_app(studio)
     demo.queue(default_concurrency_limit=1)
