@@ -145,10 +145,11 @@ def test_morph_in_the_browser_writes_the_cli_run(studio_app, browser, screens, t
     cli = tmp_path / "cli"
     assert main(["morph", "a photo of a cat", "a red dog", "--model", studio.loaded_model, "--frames", "3",
                  "--seed", "3", "--steps", "2", "--guidance", "4", "--height", "32", "--width", "32",
-                 "--out", str(cli), "--no-score", "--quiet"]) == 0
+                 "--out", str(cli), "--lpips-random-backbone", "--quiet"]) == 0
     expected = json.loads((cli / "run.json").read_text())
     assert info["settings"] == expected["settings"] and info["frames"] == expected["frames"]
     assert info["couplings"] == expected["couplings"]
+    assert info["metrics"] == expected["metrics"]  # the same PPL summary, same LPIPS meter
     for name in expected["frames"]:
         assert np.array_equal(_pixels(run / name), _pixels(cli / name)), name
     assert {p.name for p in run.iterdir()} == {p.name for p in cli.iterdir()}
@@ -229,8 +230,8 @@ def test_runs_tab_lists_runs_newest_first(studio_app, browser, screens):
     browser.save_screenshot(str(screens / "runs.png"))
 
 
-def test_api_endpoints_with_gradio_client(studio_app):
-    from gradio_client import Client
+def test_api_endpoints_with_gradio_client(studio_app, tmp_path):
+    from gradio_client import Client, handle_file
 
     studio, url = studio_app
     client = Client(url, verbose=False)
@@ -256,6 +257,20 @@ def test_api_endpoints_with_gradio_client(studio_app):
     run = studio.open_run("a-cat--a-dog--clip")
     _status, _strip, _anim, _video, settings = client.predict(run.name, api_name="/open_run")
     assert settings["settings"]["coupling"] == "clip" and settings["status"] == "done"
+
+    # a real-image morph: the uploads are kept in the run folder, so run.json and a resume find them
+    images = []
+    for k, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+        images.append(tmp_path / f"img{k}.png")
+        Image.new("RGB", (32, 32), colour).save(images[-1])
+    gallery, status, _files = client.predict(
+        "a cat", "a dog", "", "ot", "fixed", "uniform", 3, "", 0, "", 2, 1, 32, 32, handle_file(str(images[0])),
+        handle_file(str(images[1])), 4, "none", 8, False, api_name="/morph",
+    )
+    assert len(gallery) == 3 and status.startswith("Done")
+    real = json.loads((studio.out_dir / "a-cat--a-dog--ot" / "run.json").read_text())
+    assert Path(real["settings"]["image_a"]).parent == studio.out_dir / "uploads"
+    assert real["latent_used"] == "cog"
 
 
 def test_travel_tab_plays_the_video(studio_app, browser, screens):

@@ -20,7 +20,6 @@ import math
 import queue
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,9 +275,10 @@ class Studio:
         times = parse_times(t or "")
         if not times:
             times = uniform_times(_int("frames", frames, minimum=2) or 2)
-        for label, path in (("image A", image_a), ("image B", image_b)):
+        for path in (image_a, image_b):
             if path:
                 load_image(path)  # ValueError naming the file when it is not a readable image
+        image_a, image_b = self.keep_upload(image_a), self.keep_upload(image_b)
         try:
             fps_value = float(fps)
             guidance_value = float(guidance)
@@ -307,6 +307,23 @@ class Studio:
             pingpong=bool(pingpong),
             fps=fps_value,
         )
+
+    def keep_upload(self, path: str | None) -> str | None:
+        """Copy an uploaded file into ``<out>/uploads/<content hash><suffix>`` (once) and return
+        that path: uploads live in a temporary folder, and a run (its run.json, its inversion
+        cache, a later resume) must keep finding its images."""
+        if not path:
+            return None
+        import hashlib
+        import shutil
+
+        source = Path(path)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        target = self.out_dir / "uploads" / f"{digest}{source.suffix.lower()}"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        return str(target)
 
     def run_dir_for(self, settings: MorphSettings, adapter: Adapter) -> Path:
         """``<out>/<prompt-a>--<prompt-b>--<coupling>``, the name ``whichway morph`` gives a run
@@ -343,8 +360,15 @@ class Studio:
                     raise ValueError(f"perceptual spacing needs LPIPS: {note}")
             target = run_dir or self.run_dir_for(settings, adapter)
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            return run_morph(adapter, settings, target, progress=False, meter=meter, on_frame=on_frame,
-                             on_step=on_step, should_stop=should_stop)
+            result = run_morph(adapter, settings, target, progress=False, meter=meter, on_frame=on_frame,
+                               on_step=on_step, should_stop=should_stop)
+            # the PPL summary `whichway morph` adds to run.json when LPIPS is available
+            scorer, _note = self.meter()
+            if scorer is not None:
+                from whichway.metrics import score_run
+
+                score_run(result.run_dir, meter=scorer)
+            return result
 
         return job
 
@@ -439,7 +463,7 @@ class Studio:
             height=_size("height", height),
             width=_size("width", width),
             negative_prompt=(negative_prompt or "").strip() or None,
-            audio=audio or None,
+            audio=self.keep_upload(audio),
             batch_size=_int("batch size", batch_size, minimum=1) or 1,
             format=None if format in (None, "none") else format,
         )
@@ -558,13 +582,3 @@ class Studio:
                 return RunInfo(path.name, path, str(info.get("command", default_kind)), str(info.get("status", "?")),
                                f.stat().st_mtime, info)
         return None
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.05) -> bool:
-    """Poll ``predicate`` until it is True or ``timeout`` seconds pass (server start-up)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
