@@ -370,6 +370,7 @@ def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
     run = studio.run_dir_for(settings, studio.adapter())
     assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
     assert len(list((run / "frames").glob("*.png"))) == 1 and events.count("frame") == 1
+    assert events.count("step") == SMALL["steps"]  # the progress bar's ticks: one batch of 2 steps
 
     result = studio.run_sync(studio.resume_job(run.name))
     assert result.rendered == 2 and json.loads((run / "run.json").read_text())["status"] == "done"

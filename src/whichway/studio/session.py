@@ -224,12 +224,16 @@ class Studio:
 
             worker = threading.Thread(target=work, name="whichway-studio-job", daemon=True)
             worker.start()
-            while True:
-                kind, value = events.get()
-                yield kind, value
-                if kind in ("done", "error"):
-                    break
-            worker.join()
+            try:
+                while True:
+                    kind, value = events.get()
+                    yield kind, value
+                    if kind in ("done", "error"):
+                        break
+            finally:
+                if worker.is_alive():  # the page went away mid-job: stop after this batch
+                    self._cancel.set()
+                worker.join()
 
     def run_sync(self, job: Callable[..., Any]) -> Any:
         """Run a job to the end (API callers and tests): its result, or its exception raised."""
