@@ -56,13 +56,15 @@ class CouplingComparison:
         rows = []
         for m in self.frames:
             pm = None if self.metrics is None else self.metrics[m]
-            rows.append({
-                "coupling": m,
-                "cost": self.costs[m],
-                "w2_path_length": self.w2_path_length[m],
-                "ppl": None if pm is None else pm.ppl,
-                "smoothness": None if pm is None else pm.smoothness,
-            })
+            rows.append(
+                {
+                    "coupling": m,
+                    "cost": self.costs[m],
+                    "w2_path_length": self.w2_path_length[m],
+                    "ppl": None if pm is None else pm.ppl,
+                    "smoothness": None if pm is None else pm.smoothness,
+                }
+            )
         return rows
 
 
@@ -102,7 +104,9 @@ def compare_couplings(
     ts = tuple(float(x) for x in t)
     check_times(ts)
     if ts[0] != 0.0 or ts[-1] != 1.0:
-        raise ValueError(f"a comparison shares its end frames: t must start at 0 and end at 1, got {list(ts)}")
+        raise ValueError(
+            f"a comparison shares its end frames: t must start at 0 and end at 1, got {list(ts)}"
+        )
     if not methods:
         raise ValueError("give at least one coupling to compare")
     for m in methods:
@@ -133,9 +137,17 @@ def compare_couplings(
         index[m] = [0, *range(n, n + T - 2), 1]
         n += T - 2
     frames = render_frames(
-        adapter, Conditioning.cat(parts), adapter.initial_latent(seed, height, width), steps=steps,
-        guidance=guidance, height=height, width=width, batch_size=batch_size,
-        negative=adapter.encode_negative(negative_prompt, 1), progress=False, on_step=on_step,
+        adapter,
+        Conditioning.cat(parts),
+        adapter.initial_latent(seed, height, width),
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        negative=adapter.encode_negative(negative_prompt, 1),
+        progress=False,
+        on_step=on_step,
         should_stop=should_stop,
     )
     assert frames is not None
@@ -152,14 +164,24 @@ def compare_couplings(
                 d = meter.pair_distances([f[idx[:-1]] for f in feats], [f[idx[1:]] for f in feats])
                 metrics[m] = path_metrics_from_steps(d.to(torch.float64).cpu(), times)
     settings = {
-        "prompt_a": prompt_a, "prompt_b": prompt_b, "t": list(ts), "methods": list(methods), "seed": seed,
-        "steps": steps, "guidance": guidance, "height": height, "width": width,
-        "negative_prompt": negative_prompt, "batch_size": batch_size,
+        "prompt_a": prompt_a,
+        "prompt_b": prompt_b,
+        "t": list(ts),
+        "methods": list(methods),
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "height": height,
+        "width": width,
+        "negative_prompt": negative_prompt,
+        "batch_size": batch_size,
     }
     return CouplingComparison(ts, per_method, costs, lengths, metrics, settings)
 
 
-def save_comparison(result: CouplingComparison, out_dir: str | os.PathLike[str], adapter: Adapter | None = None) -> dict[str, Path]:
+def save_comparison(
+    result: CouplingComparison, out_dir: str | os.PathLike[str], adapter: Adapter | None = None
+) -> dict[str, Path]:
     """Write ``<method>.png`` (t-labelled strip per coupling) and ``compare.json`` (settings and
     figures) into ``out_dir``; returns method -> strip path."""
     from whichway.media import contact_strip, to_pil

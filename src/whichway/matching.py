@@ -146,7 +146,9 @@ def match_clouds(
     labels_a = labels_a or TokenLabels(tuple(f"row {i}" for i in range(n)), (False,) * n)
     labels_b = labels_b or TokenLabels(tuple(f"row {i}" for i in range(n)), (False,) * n)
     if len(labels_a.tokens) != n or len(labels_b.tokens) != n:
-        raise ValueError(f"labels must name all {n} rows, got {len(labels_a.tokens)} and {len(labels_b.tokens)}")
+        raise ValueError(
+            f"labels must name all {n} rows, got {len(labels_a.tokens)} and {len(labels_b.tokens)}"
+        )
     costs: dict[str, float] = {}
     ot = None
     for method in COUPLING_METHODS:
@@ -171,12 +173,17 @@ def match_clouds(
     if collapsed:
         rows.append(
             MatchRow(
-                tuple(collapsed), _pad_label(len(collapsed)), tuple(perm[i] for i in collapsed),
-                _pad_label(len(collapsed)), float(sum(sq[i] for i in collapsed)),
+                tuple(collapsed),
+                _pad_label(len(collapsed)),
+                tuple(perm[i] for i in collapsed),
+                _pad_label(len(collapsed)),
+                float(sum(sq[i] for i in collapsed)),
                 sum(int(perm[i] != i) for i in collapsed),
             )
         )
-    return GroupMatching(group, labels_a, labels_b, tuple(perm), tuple(float(x) for x in sq), tuple(rows), costs)
+    return GroupMatching(
+        group, labels_a, labels_b, tuple(perm), tuple(float(x) for x in sq), tuple(rows), costs
+    )
 
 
 def _group_tokenizers(adapter: Adapter) -> list[Any]:
@@ -207,12 +214,17 @@ def token_labels(adapter: Adapter, prompt: str, sizes: Sequence[int]) -> list[To
         mask = list(enc.attention_mask)[:n]
         ids += [tok.pad_token_id] * (n - len(ids))
         mask += [0] * (n - len(mask))
-        names = [str(t).replace("</w>", "").replace("\u2581", "") or str(t) for t in tok.convert_ids_to_tokens(ids)]
+        names = [
+            str(t).replace("</w>", "").replace("\u2581", "") or str(t)
+            for t in tok.convert_ids_to_tokens(ids)
+        ]
         out.append(TokenLabels(tuple(names), tuple(m == 0 for m in mask)))
     return out
 
 
-def token_matching(adapter: Adapter, prompt_a: str, prompt_b: str, *, seed: int = 0) -> TokenMatching:
+def token_matching(
+    adapter: Adapter, prompt_a: str, prompt_b: str, *, seed: int = 0
+) -> TokenMatching:
     """Encode two prompts with ``adapter`` and lay out the OT pairing of every token group."""
     if not prompt_a.strip() or not prompt_b.strip():
         raise ValueError("give both prompts (A and B) to see how their tokens are matched")
@@ -221,7 +233,8 @@ def token_matching(adapter: Adapter, prompt_a: str, prompt_b: str, *, seed: int 
     labels_a = token_labels(adapter, prompt_a, sizes)
     labels_b = token_labels(adapter, prompt_b, sizes)
     groups = tuple(
-        match_clouds(c[0], c[1], labels_a[g], labels_b[g], group=g, seed=seed) for g, c in enumerate(cond.clouds)
+        match_clouds(c[0], c[1], labels_a[g], labels_b[g], group=g, seed=seed)
+        for g, c in enumerate(cond.clouds)
     )
     return TokenMatching(prompt_a, prompt_b, groups)
 
@@ -268,8 +281,12 @@ def matching_figure(matching: TokenMatching, group: int = 0) -> Any:
         drawn.add(key)
         moved = i != j
         ax.plot(
-            [0.0, 1.0], [-at_a[i], -at_b[j]], color="#e8590c" if moved else "#adb5bd",
-            lw=0.8 + 2.2 * g.sq_distances[i] / top, alpha=0.9, zorder=2 if moved else 1,
+            [0.0, 1.0],
+            [-at_a[i], -at_b[j]],
+            color="#e8590c" if moved else "#adb5bd",
+            lw=0.8 + 2.2 * g.sq_distances[i] / top,
+            alpha=0.9,
+            zorder=2 if moved else 1,
         )
     for k, name in enumerate(left):
         ax.text(-0.03, -k, name, ha="right", va="center", fontsize=9)

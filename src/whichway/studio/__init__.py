@@ -10,6 +10,10 @@ __all__ = ["Studio", "build_app", "launch"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
-    {"Studio": "whichway.studio.session", "build_app": "whichway.studio.app", "launch": "whichway.studio.app"},
+    {
+        "Studio": "whichway.studio.session",
+        "build_app": "whichway.studio.app",
+        "launch": "whichway.studio.app",
+    },
     globals(),
 )

@@ -72,11 +72,15 @@ def parse_times(text: str) -> tuple[float, ...]:
         try:
             out.append(float(part))
         except ValueError:
-            raise ValueError(f"t must be comma-separated numbers such as 0, 0.25, 1; {part!r} is not a number") from None
+            raise ValueError(
+                f"t must be comma-separated numbers such as 0, 0.25, 1; {part!r} is not a number"
+            ) from None
     return tuple(out)
 
 
-def _int(name: str, value: Any, *, minimum: int | None = None, optional: bool = False) -> int | None:
+def _int(
+    name: str, value: Any, *, minimum: int | None = None, optional: bool = False
+) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         if optional:
             return None
@@ -98,7 +102,9 @@ def _size(name: str, value: Any) -> int | None:
     if not number:
         return None
     if number < 0 or number % SIZE_MULTIPLE:
-        raise ValueError(f"{name} must be a positive multiple of {SIZE_MULTIPLE} (or 0 for the model's default), got {number}")
+        raise ValueError(
+            f"{name} must be a positive multiple of {SIZE_MULTIPLE} (or 0 for the model's default), got {number}"
+        )
     return number
 
 
@@ -173,14 +179,20 @@ class Studio:
 
         wanted = (model or "").strip() or self.model_id
         if not wanted:
-            raise ValueError("no model chosen: enter a hub id or a local pipeline folder in Model and press Load")
+            raise ValueError(
+                "no model chosen: enter a hub id or a local pipeline folder in Model and press Load"
+            )
         with self._load_lock:
             if self._adapter is None or self._loaded != wanted:
                 logger.info("studio: loading %s", wanted)
                 try:
-                    adapter = load_adapter(wanted, device=self.device, dtype=self.dtype, variant=self.variant)
+                    adapter = load_adapter(
+                        wanted, device=self.device, dtype=self.dtype, variant=self.variant
+                    )
                 except (ValueError, OSError, ImportError) as exc:
-                    raise ValueError(f"could not load model {wanted!r}: {' '.join(str(exc).split())}") from exc
+                    raise ValueError(
+                        f"could not load model {wanted!r}: {' '.join(str(exc).split())}"
+                    ) from exc
                 self._adapter, self._loaded, self.model_id = adapter, wanted, wanted
             assert self._adapter is not None
             return self._adapter
@@ -193,7 +205,9 @@ class Studio:
 
                 self._meter = LPIPSPath("alex", pretrained_backbone=not self.lpips_random_backbone)
             except ImportError as exc:
-                self._meter_note = f"PPL needs the metrics extra ({exc.name}): pip install 'whichway[metrics]'"
+                self._meter_note = (
+                    f"PPL needs the metrics extra ({exc.name}): pip install 'whichway[metrics]'"
+                )
             except FileNotFoundError as exc:  # WeightsUnavailableError says which file is missing
                 self._meter_note = f"PPL unavailable: {' '.join(str(exc).split())}"
         return self._meter, self._meter_note
@@ -216,8 +230,11 @@ class Studio:
 
             def work() -> None:
                 try:
-                    result = job(lambda k, p: events.put(("frame", (k, p))), lambda d, t: events.put(("step", (d, t))),
-                                 self.should_stop)
+                    result = job(
+                        lambda k, p: events.put(("frame", (k, p))),
+                        lambda d, t: events.put(("step", (d, t))),
+                        self.should_stop,
+                    )
                     events.put(("done", result))
                 except BaseException as exc:  # noqa: BLE001 - handed to the page as a message
                     events.put(("error", exc))
@@ -287,7 +304,9 @@ class Studio:
             fps_value = float(fps)
             guidance_value = float(guidance)
         except (TypeError, ValueError):
-            raise ValueError(f"guidance and fps must be numbers, got {guidance!r} and {fps!r}") from None
+            raise ValueError(
+                f"guidance and fps must be numbers, got {guidance!r} and {fps!r}"
+            ) from None
         if not fps_value > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         return MorphSettings(
@@ -345,18 +364,27 @@ class Studio:
                 return candidate
             k += 1
 
-    def morph_job(self, settings: MorphSettings, run_dir: Path | None = None) -> Callable[..., MorphResult]:
+    def morph_job(
+        self, settings: MorphSettings, run_dir: Path | None = None
+    ) -> Callable[..., MorphResult]:
         """A job for :meth:`stream`: load the model, then :func:`run_morph` into ``run_dir``
         (default :meth:`run_dir_for`)."""
         from whichway.morph import run_morph
 
-        def job(on_frame: Callable[[int, Path], None], on_step: Callable[[int, int], None],
-                should_stop: Callable[[], bool]) -> MorphResult:
+        def job(
+            on_frame: Callable[[int, Path], None],
+            on_step: Callable[[int, int], None],
+            should_stop: Callable[[], bool],
+        ) -> MorphResult:
             adapter = self.adapter()
             if settings.height is not None and settings.height % adapter.size_multiple:
-                raise ValueError(f"height must be a multiple of {adapter.size_multiple} for this model, got {settings.height}")
+                raise ValueError(
+                    f"height must be a multiple of {adapter.size_multiple} for this model, got {settings.height}"
+                )
             if settings.width is not None and settings.width % adapter.size_multiple:
-                raise ValueError(f"width must be a multiple of {adapter.size_multiple} for this model, got {settings.width}")
+                raise ValueError(
+                    f"width must be a multiple of {adapter.size_multiple} for this model, got {settings.width}"
+                )
             meter = None
             if settings.spacing == "perceptual":
                 meter, note = self.meter()
@@ -364,8 +392,16 @@ class Studio:
                     raise ValueError(f"perceptual spacing needs LPIPS: {note}")
             target = run_dir or self.run_dir_for(settings, adapter)
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            result = run_morph(adapter, settings, target, progress=False, meter=meter, on_frame=on_frame,
-                               on_step=on_step, should_stop=should_stop)
+            result = run_morph(
+                adapter,
+                settings,
+                target,
+                progress=False,
+                meter=meter,
+                on_frame=on_frame,
+                on_step=on_step,
+                should_stop=should_stop,
+            )
             # the PPL summary `whichway morph` adds to run.json when LPIPS is available
             scorer, _note = self.meter()
             if scorer is not None:
@@ -384,7 +420,9 @@ class Studio:
         if run.kind == "travel":
             return self._resume_travel(run)
         if run.kind != "morph":
-            raise ValueError(f"{name} is a {run.kind} run; only morph and travel runs resume from the page")
+            raise ValueError(
+                f"{name} is a {run.kind} run; only morph and travel runs resume from the page"
+            )
         settings = dict(run.info.get("settings", {}))
         settings.pop("out", None)
         settings["t"] = tuple(settings.get("t", ()))
@@ -397,7 +435,9 @@ class Studio:
         for key in ("model", "out"):
             settings.pop(key, None)
         times = settings.pop("keyframe_times", None) or [None] * len(settings.get("keyframes", []))
-        settings["keyframes"] = tuple(Keyframe(**kf, at=at) for kf, at in zip(settings.get("keyframes", []), times))
+        settings["keyframes"] = tuple(
+            Keyframe(**kf, at=at) for kf, at in zip(settings.get("keyframes", []), times)
+        )
         return self.travel_job(TravelSettings(**settings), run.path)
 
     # --- travel --------------------------------------------------------------------------------
@@ -444,20 +484,31 @@ class Studio:
             else:
                 at = None
             kf_seed = cells[1]
-            kf_seed = None if kf_seed is None or (isinstance(kf_seed, float) and math.isnan(kf_seed)) else kf_seed
-            frames.append(Keyframe(prompt, seed=_int(f"keyframe {n} seed", kf_seed, optional=True), at=at))
+            kf_seed = (
+                None
+                if kf_seed is None or (isinstance(kf_seed, float) and math.isnan(kf_seed))
+                else kf_seed
+            )
+            frames.append(
+                Keyframe(prompt, seed=_int(f"keyframe {n} seed", kf_seed, optional=True), at=at)
+            )
         if len(frames) < 2:
-            raise ValueError(f"a travel needs at least 2 keyframes with a prompt, got {len(frames)}")
+            raise ValueError(
+                f"a travel needs at least 2 keyframes with a prompt, got {len(frames)}"
+            )
         try:
             fps_value, guidance_value = float(fps), float(guidance)
             secs = float(seconds or 0)
         except (TypeError, ValueError):
-            raise ValueError(f"fps, seconds and guidance must be numbers, got {fps!r}, {seconds!r}, {guidance!r}") from None
+            raise ValueError(
+                f"fps, seconds and guidance must be numbers, got {fps!r}, {seconds!r}, {guidance!r}"
+            ) from None
         settings = TravelSettings(
             keyframes=tuple(frames),
             fps=fps_value,
             seconds=secs or None,
-            frames_per_segment=_int("frames per segment", frames_per_segment, optional=True) or None,
+            frames_per_segment=_int("frames per segment", frames_per_segment, optional=True)
+            or None,
             pacing=pacing,
             coupling=coupling,
             latent=latent,
@@ -480,8 +531,11 @@ class Studio:
         ``-2``, ``-3``, ... when that folder is taken)."""
         from whichway.travel import run_travel
 
-        def job(on_frame: Callable[[int, Path], None], on_step: Callable[[int, int], None],
-                should_stop: Callable[[], bool]) -> Any:
+        def job(
+            on_frame: Callable[[int, Path], None],
+            on_step: Callable[[int, int], None],
+            should_stop: Callable[[], bool],
+        ) -> Any:
             adapter = self.adapter()
             meter = None
             if settings.pacing == "perceptual":
@@ -497,15 +551,34 @@ class Studio:
                     k += 1
                     target = base.with_name(f"{base.name}-{k}")
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            return run_travel(adapter, settings, target, progress=False, meter=meter, on_frame=on_frame,
-                              on_step=on_step, should_stop=should_stop)
+            return run_travel(
+                adapter,
+                settings,
+                target,
+                progress=False,
+                meter=meter,
+                on_frame=on_frame,
+                on_step=on_step,
+                should_stop=should_stop,
+            )
 
         return job
 
     # --- compare and coupling -------------------------------------------------------------------
     def compare_job(
-        self, prompt_a: str, prompt_b: str, *, t: str = "", frames: Any = 5, seed: Any = 0, steps: Any = 30,
-        guidance: Any = 7.5, height: Any = 0, width: Any = 0, negative_prompt: str = "", batch_size: Any = 4,
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        *,
+        t: str = "",
+        frames: Any = 5,
+        seed: Any = 0,
+        steps: Any = 30,
+        guidance: Any = 7.5,
+        height: Any = 0,
+        width: Any = 0,
+        negative_prompt: str = "",
+        batch_size: Any = 4,
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
         """A job rendering the pair with ot, clip and random couplings (shared end frames); the
         strips and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
@@ -520,17 +593,30 @@ class Studio:
 
         check_times(times)
         options = {
-            "seed": _int("seed", seed) or 0, "steps": _int("steps", steps, minimum=1) or 1,
-            "guidance": float(guidance), "height": _size("height", height), "width": _size("width", width),
+            "seed": _int("seed", seed) or 0,
+            "steps": _int("steps", steps, minimum=1) or 1,
+            "guidance": float(guidance),
+            "height": _size("height", height),
+            "width": _size("width", width),
             "negative_prompt": (negative_prompt or "").strip() or None,
             "batch_size": _int("batch size", batch_size, minimum=1) or 1,
         }
 
-        def job(on_frame: Any, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]):
+        def job(
+            on_frame: Any, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
+        ):
             adapter = self.adapter()
             meter, note = self.meter()
-            result = compare_couplings(adapter, prompt_a, prompt_b, times, meter=meter, on_step=on_step,
-                                       should_stop=should_stop, **options)
+            result = compare_couplings(
+                adapter,
+                prompt_a,
+                prompt_b,
+                times,
+                meter=meter,
+                on_step=on_step,
+                should_stop=should_stop,
+                **options,
+            )
             base = self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}"
             target, k = base, 1
             while target.exists():
@@ -583,6 +669,12 @@ class Studio:
                     info = json.loads(f.read_text())
                 except (OSError, json.JSONDecodeError):
                     info = {"status": "unreadable"}
-                return RunInfo(path.name, path, str(info.get("command", default_kind)), str(info.get("status", "?")),
-                               f.stat().st_mtime, info)
+                return RunInfo(
+                    path.name,
+                    path,
+                    str(info.get("command", default_kind)),
+                    str(info.get("status", "?")),
+                    f.stat().st_mtime,
+                    info,
+                )
         return None
