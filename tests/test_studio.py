@@ -348,6 +348,7 @@ def test_only_the_run_folder_is_served(studio_app):
 
 
 def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
+    from whichway.morph import run_morph
     from whichway.render import RenderCancelled
 
     studio, _ = studio_app
@@ -374,10 +375,8 @@ def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
 
     result = studio.run_sync(studio.resume_job(run.name))
     assert result.rendered == 2 and json.loads((run / "run.json").read_text())["status"] == "done"
-    cli = tmp_path / "cli"
-    assert main(["morph", "a cat", "a red dog", "--model", studio.loaded_model, "--frames", "3", "--seed", "2",
-                 "--steps", "2", "--guidance", "4", "--height", "32", "--width", "32", "--batch-size", "1",
-                 "--format", "none", "--out", str(cli), "--no-score", "--quiet"]) == 0
+    # the same settings in one go, through the library call `whichway morph` makes
+    cli = run_morph(studio.adapter(), settings, tmp_path / "cli", progress=False).run_dir
     for k in range(3):
         assert np.array_equal(_pixels(run / f"frames/{k:04d}.png"), _pixels(cli / f"frames/{k:04d}.png"))
 
