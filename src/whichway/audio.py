@@ -57,12 +57,13 @@ class Audio:
 class Envelope:
     """An envelope of a track and its beats, on the track's own clock (seconds from its start).
 
-    times : (F,) sample times; values : (F,) e ≥ 0 at those times; beats : (B,) beat times.
+    times : (F,) sample times; values : (F,) e ≥ 0 at those times; beats : (B,) beat times, or
+    None when they were not tracked.
     """
 
     times: np.ndarray
     values: np.ndarray
-    beats: np.ndarray
+    beats: np.ndarray | None
     feature: str
     duration: float
 
@@ -103,9 +104,10 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = DEFAUL
     return Audio(str(p), np.ascontiguousarray(samples, dtype=np.float32), int(sr), file_sha256(p))
 
 
-def envelope(audio: Audio, feature: str = "onset", *, hop_length: int = DEFAULT_HOP) -> Envelope:
-    """The ``onset`` strength or ``rms`` envelope of ``audio`` and its beats (librosa's tracker
-    on the onset strength), with times in seconds from the start of the track."""
+def envelope(audio: Audio, feature: str = "onset", *, beats: bool = False, hop_length: int = DEFAULT_HOP) -> Envelope:
+    """The ``onset`` strength or ``rms`` envelope of ``audio``, with times in seconds from the
+    start of the track; with ``beats``, also its beats (librosa's tracker on the onset strength;
+    its first call compiles, so it runs only when asked)."""
     import librosa
 
     check_choice("audio feature", feature, AUDIO_FEATURES)
@@ -113,11 +115,13 @@ def envelope(audio: Audio, feature: str = "onset", *, hop_length: int = DEFAULT_
     onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length)
     values = onset if feature == "onset" else librosa.feature.rms(y=y, hop_length=hop_length)[0]
     times = librosa.times_like(values, sr=sr, hop_length=hop_length)
-    _, beats = librosa.beat.beat_track(onset_envelope=onset, sr=sr, hop_length=hop_length, units="time")
+    found = None
+    if beats:
+        _, found = librosa.beat.beat_track(onset_envelope=onset, sr=sr, hop_length=hop_length, units="time")
     return Envelope(
         times=np.asarray(times, dtype=np.float64),
         values=np.maximum(np.asarray(values, dtype=np.float64), 0.0),
-        beats=np.asarray(beats, dtype=np.float64),
+        beats=None if found is None else np.asarray(found, dtype=np.float64),
         feature=feature,
         duration=audio.duration,
     )
@@ -163,6 +167,8 @@ def paced_times(env: Envelope, times: np.ndarray, *, mean: float, floor: float) 
 
 def nearest_beat(env: Envelope, time: float) -> float:
     """The detected beat closest to ``time`` (track clock); ``time`` itself when no beat was found."""
+    if env.beats is None:
+        raise ValueError("the envelope has no beats: compute it with envelope(..., beats=True)")
     if env.beats.size == 0:
         return time
     return float(env.beats[np.argmin(np.abs(env.beats - time))])

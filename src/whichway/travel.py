@@ -49,6 +49,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from whichway.audio import Audio, Envelope
     from whichway.models.base import Adapter, Conditioning
 
+__all__ = [
+    "KEYFRAME_KEYS", "PACINGS", "SCHEDULE_KEYS", "TRAVEL_LATENTS", "Keyframe", "Prepared", "Schedule",
+    "TravelPlan", "TravelResult", "TravelSettings", "frame_name", "plan_travel", "prepare_travel",
+    "read_schedule", "run_travel",
+]
+
 logger = logging.getLogger(__name__)
 
 PACINGS = ("uniform", "perceptual", "audio")
@@ -449,6 +455,7 @@ class Prepared:
     envelope: Envelope | None
     plan: TravelPlan | None  # None under perceptual pacing (known after the coarse pass)
     n_frames: int
+    seconds: float | None = None  # the video's length when the track set it
 
 
 def prepare_travel(settings: TravelSettings) -> Prepared:
@@ -464,26 +471,35 @@ def prepare_travel(settings: TravelSettings) -> Prepared:
                 load_image(kf.image, size=(8, 8))
             except ValueError as exc:
                 raise ValueError(f"keyframe {k + 1}: {exc}") from None
-    n = _frame_count(s.keyframes, s.fps, s.seconds, s.frames_per_segment)
     track = env = None
+    seconds = s.seconds
     if s.audio is not None:
         from whichway.audio import envelope, load_audio
 
         track = load_audio(s.audio)
+        if seconds is None and s.frames_per_segment is None and s.keyframes[-1].at is None:
+            seconds = math.floor((track.duration - s.audio_start) * s.fps) / s.fps  # the rest of the track
+            if seconds * s.fps < 1:
+                raise ValueError(
+                    f"the audio {s.audio} lasts {track.duration:.2f} s: nothing is left after --audio-start "
+                    f"{s.audio_start:g}; use an earlier --audio-start"
+                )
+    n = _frame_count(s.keyframes, s.fps, seconds, s.frames_per_segment)
+    if track is not None:
         need = s.audio_start + n / s.fps
         if track.duration + 0.5 / track.sample_rate < need:
             raise ValueError(
                 f"the audio {s.audio} lasts {track.duration:.2f} s, but --audio-start {s.audio_start:g} plus the "
                 f"video's {n / s.fps:.2f} s needs {need:.2f} s; use a shorter video or an earlier --audio-start"
             )
-        env = envelope(track, s.audio_feature)
-    common = {"fps": s.fps, "seconds": s.seconds, "frames_per_segment": s.frames_per_segment,
+        env = envelope(track, s.audio_feature, beats=s.snap_beats)
+    common = {"fps": s.fps, "seconds": seconds, "frames_per_segment": s.frames_per_segment,
               "audio": env, "audio_start": s.audio_start, "audio_floor": s.audio_floor, "snap_beats": s.snap_beats}
     if s.pacing == "perceptual":
         plan_travel(s.keyframes, pacing="uniform", **common)  # the keyframe times must be placeable
-        return Prepared(track, env, None, n)
+        return Prepared(track, env, None, n, seconds)
     plan = plan_travel(s.keyframes, pacing=s.pacing, **common)
-    return Prepared(track, env, plan, plan.n_frames)
+    return Prepared(track, env, plan, plan.n_frames, seconds)
 
 
 @dataclass(frozen=True)
@@ -591,6 +607,7 @@ class _Renderer:
         self.hooks = hooks
         self.chunk = s.batch_size * max(1, 32 // s.batch_size)
         self.total = 0
+        self.done = 0  # steps finished (a disabled tqdm bar does not count)
         self.bar = tqdm(total=0, desc=f"travel: {n_frames} frames", unit="step", disable=not progress)
 
     def set_total(self, steps: int) -> None:
@@ -606,9 +623,10 @@ class _Renderer:
         return (full * per_chunk + -(-rest // self.s.batch_size)) * self.s.steps
 
     def step(self, *_: int) -> None:
+        self.done += 1
         self.bar.update(1)
         if self.hooks.get("on_step") is not None:
-            self.hooks["on_step"](int(self.bar.n), self.total)
+            self.hooks["on_step"](self.done, self.total)
 
     def render(
         self,
@@ -817,7 +835,7 @@ def run_travel(
             if s.pacing == "perceptual":
                 assert measured is not None
                 plan = plan_travel(
-                    s.keyframes, fps=s.fps, seconds=s.seconds, frames_per_segment=s.frames_per_segment,
+                    s.keyframes, fps=s.fps, seconds=prep.seconds, frames_per_segment=s.frames_per_segment,
                     pacing="perceptual", audio=prep.envelope, audio_start=s.audio_start, snap_beats=s.snap_beats,
                     distances=measured,
                 )
@@ -839,7 +857,7 @@ def run_travel(
             for i in todo:
                 targets.setdefault(plan.position(i), []).append(i)
             unique = list(targets)
-            renderer.set_total(int(renderer.bar.n) + renderer.steps_for(len(unique)))
+            renderer.set_total(renderer.done + renderer.steps_for(len(unique)))
 
             def write(j: int, image: Tensor) -> None:
                 for i in targets[unique[j]]:
@@ -898,3 +916,143 @@ def run_travel(
     info.update(status="done", strip=strip.name, video=None if video is None else video.name)
     write_json_atomic(run_dir / RUN_FILE, info)
     return TravelResult(run_dir, plan, frames, strip, video, tuple(info["segments"]), rendered, spread)
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+SCHEDULE_KEYS = (
+    "fps", "seconds", "frames_per_segment", "pacing", "coupling", "latent", "seed", "steps", "guidance",
+    "height", "width", "negative_prompt", "inversion_steps", "inversion_guidance", "audio", "audio_start",
+    "audio_feature", "audio_floor", "snap_beats", "coarse", "batch_size", "format", "keyframe", "prompts",
+)
+"""Valid top-level keys of a schedule file: settings, then ``[[keyframe]]`` or ``[prompts]``."""
+KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "coupling", "latent")
+_SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("fps", "seconds", "guidance", "inversion_guidance", "audio_start", "audio_floor"), (int, float)),
+    **dict.fromkeys(("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse",
+                     "batch_size"), (int,)),
+    **dict.fromkeys(("pacing", "coupling", "latent", "negative_prompt", "audio", "audio_feature", "format"), (str,)),
+    "snap_beats": (bool,),
+}
+"""Valid keys of one ``[[keyframe]]`` entry (``at`` in seconds or ``frame``, not both)."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule file, read: its settings (keys of :class:`TravelSettings`, paths resolved
+    against the file's folder) and its keyframe entries (``frame`` numbers not yet converted)."""
+
+    path: Path
+    settings: dict[str, Any]
+    entries: tuple[dict[str, Any], ...]
+
+    def keyframes(self, fps: float) -> tuple[Keyframe, ...]:
+        """The keyframes, ``frame = n`` entries placed at n / fps seconds (frame n exactly)."""
+        out = []
+        for k, entry in enumerate(self.entries):
+            entry = dict(entry)
+            frame = entry.pop("frame", None)
+            if frame is not None:
+                entry["at"] = frame / fps
+            try:
+                out.append(Keyframe(**entry))
+            except ValueError as exc:
+                raise ValueError(f"{self.path}: keyframe {k + 1}: {exc}") from None
+        return tuple(out)
+
+
+def _unknown(where: str, got: Sequence[str], valid: Sequence[str]) -> None:
+    unknown = [k for k in got if k not in valid]
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(repr(k) for k in unknown)} in {where}; valid keys are: {', '.join(valid)}"
+        )
+
+
+def read_schedule(path: str | os.PathLike[str]) -> Schedule:
+    """Read a travel schedule (TOML, or JSON with the same structure).
+
+    Either a list of keyframe tables::
+
+        fps = 24
+        audio = "song.mp3"
+        [[keyframe]]
+        prompt = "a cat"
+        seed = 1
+        [[keyframe]]
+        prompt = "a dog"
+        at = 4.0              # seconds (or frame = 96)
+        coupling = "clip"     # for the segment leaving this keyframe
+
+    or a Deforum-style table of prompts keyed by frame number (``[prompts]`` with ``0 = "a cat"``,
+    ``48 = "a dog"``; a JSON file may be that table alone). Unknown keys (typos) are a ValueError
+    listing the valid ones. Relative ``image`` and ``audio`` paths are resolved against the file's
+    folder.
+    """
+    import json
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"schedule file {str(p)!r} does not exist")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(p.read_text(encoding="utf-8"))
+        else:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"could not read schedule {str(p)!r}: {exc}") from exc
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"schedule {str(p)!r} is not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"schedule {str(p)!r} must be a table of settings and keyframes")  # noqa: TRY004
+    if data and all(str(k).strip().isdigit() for k in data):
+        data = {"prompts": data}  # a bare Deforum table {frame: prompt}
+    _unknown(f"schedule {p.name}", list(data), SCHEDULE_KEYS)
+    settings = {k: v for k, v in data.items() if k not in ("keyframe", "prompts")}
+    for key, value in settings.items():
+        kinds = _SETTING_TYPES[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            what = {int: "an integer", str: "text", bool: "true or false"}.get(kinds[0], "a number")
+            raise ValueError(f"schedule {p.name}: {key} must be {what}, got {value!r}")
+    if "keyframe" in data and "prompts" in data:
+        raise ValueError(f"schedule {p.name}: give [[keyframe]] tables or a [prompts] table, not both")
+    entries: list[dict[str, Any]] = []
+    if "prompts" in data:
+        table = data["prompts"]
+        if not isinstance(table, dict):
+            raise ValueError(f"schedule {p.name}: [prompts] must map frame numbers to prompts, e.g. 0 = \"a cat\"")
+        for key, prompt in table.items():
+            if not str(key).strip().isdigit():
+                raise ValueError(f"schedule {p.name}: [prompts] keys must be frame numbers, got {key!r}")
+            entries.append({"prompt": prompt, "frame": int(str(key).strip())})
+        entries.sort(key=lambda e: e["frame"])
+    elif "keyframe" in data:
+        items = data["keyframe"]
+        if not isinstance(items, list) or any(not isinstance(e, dict) for e in items):
+            raise ValueError(f"schedule {p.name}: keyframe must be a list of tables ([[keyframe]])")
+        for k, entry in enumerate(items):
+            _unknown(f"keyframe {k + 1} of schedule {p.name}", list(entry), KEYFRAME_KEYS)
+            if "prompt" not in entry:
+                raise ValueError(f"schedule {p.name}: keyframe {k + 1} has no prompt")
+            if "at" in entry and "frame" in entry:
+                raise ValueError(f"schedule {p.name}: keyframe {k + 1} gives both at (seconds) and frame; keep one")
+            frame = entry.get("frame")
+            if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+                raise ValueError(f"schedule {p.name}: keyframe {k + 1} frame must be an integer >= 0, got {frame!r}")
+            entries.append(dict(entry))
+    else:
+        raise ValueError(f"schedule {p.name} has no keyframes: add [[keyframe]] tables or a [prompts] table")
+    for entry in entries:
+        if isinstance(entry.get("image"), str):
+            entry["image"] = str((p.parent / entry["image"]).expanduser())
+    if isinstance(settings.get("audio"), str):
+        settings["audio"] = str((p.parent / settings["audio"]).expanduser())
+    if settings.get("format") == "none":
+        settings["format"] = None
+    return Schedule(p, settings, tuple(entries))

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lpips_meter(args: argparse.Namespace, *, needed: bool):
+def _lpips_meter(args: argparse.Namespace, *, needed: bool, what: str = "--spacing perceptual"):
     """The LPIPS model for perceptual spacing and the end-of-run score, loaded once.
 
     Missing extras or weights are an error when perceptual spacing needs them, and a logged
@@ -133,6 +133,6 @@ def _lpips_meter(args: argparse.Namespace, *, needed: bool):
     except FileNotFoundError as exc:  # WeightsUnavailableError: says which file and where it goes
         reason = str(exc)
     if needed:
-        raise CLIError(f"--spacing perceptual needs LPIPS: {reason}")
+        raise CLIError(f"{what} needs LPIPS: {reason}")
     logging.getLogger("whichway.morph").warning("skipping the PPL summary: %s", reason)
     return None
