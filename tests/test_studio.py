@@ -293,12 +293,11 @@ def test_travel_tab_plays_the_video(studio_app, browser, screens):
     assert run.file("video").suffix == ".mp4"
 
 
-def test_travel_api_with_sound_equals_the_library_run(studio_app, tmp_path):
+def test_travel_api_with_sound_writes_the_cli_run(studio_app, tmp_path):
     import soundfile
     from gradio_client import Client, handle_file
 
     from whichway.media import probe_streams
-    from whichway.travel import Keyframe, TravelSettings, run_travel
 
     studio, url = studio_app
     song = tmp_path / "song.wav"
@@ -315,12 +314,14 @@ def test_travel_api_with_sound_equals_the_library_run(studio_app, tmp_path):
     run = studio.runs()[0]
     assert run.kind == "travel" and {s["type"] for s in probe_streams(run.file("video"))} == {"video", "audio"}
 
-    settings = TravelSettings((Keyframe("a cat", seed=3), Keyframe("a dog", seed=4)), fps=4, seconds=1.0,
-                              pacing="audio", audio=run.info["settings"]["audio"], steps=2, guidance=4.0, height=32,
-                              width=32)
-    direct = run_travel(studio.adapter(), settings, tmp_path / "direct", progress=False)
-    assert json.loads((direct.run_dir / "run.json").read_text())["settings"] == run.info["settings"]
-    for ours, theirs in zip(run.frames, direct.frames, strict=True):
+    cli = tmp_path / "cli"
+    assert main(["travel", "a cat", "a dog", "--seeds", "3,4", "--fps", "4", "--seconds", "1", "--pacing", "audio",
+                 "--audio", run.info["settings"]["audio"], "--steps", "2", "--guidance", "4", "--height", "32",
+                 "--width", "32", "--model", studio.loaded_model, "--out", str(cli), "--quiet"]) == 0
+    expected = json.loads((cli / "run.json").read_text())
+    assert expected["settings"] == run.info["settings"] and expected["segments"] == run.info["segments"]
+    assert {p.name for p in cli.iterdir()} == {p.name for p in run.path.iterdir()}
+    for ours, theirs in zip(run.frames, sorted((cli / "frames").glob("*.png")), strict=True):
         assert np.array_equal(_pixels(ours), _pixels(theirs))
 
     with pytest.raises(Exception, match="at least 2 keyframes"):

@@ -161,7 +161,7 @@ def _compare_table(result: Any, note: str | None) -> str:
         )
     if note:
         lines.append(
-            f"\n<details><summary>Why PPL and smoothness are missing</summary>\n\n{note}\n</details>"
+            f"\n<details><summary>About PPL and smoothness</summary>\n\n{note}\n</details>"
         )
     return "\n".join(lines)
 

@@ -198,12 +198,18 @@ class Studio:
             return self._adapter
 
     def meter(self) -> tuple[Any, str | None]:
-        """(LPIPS meter or None, why it is None), built once."""
+        """(LPIPS meter or None, a note: why it is None, or that its backbone is random), built
+        once."""
         if self._meter is None and self._meter_note is None:
             try:
                 from whichway.metrics import LPIPSPath
 
                 self._meter = LPIPSPath("alex", pretrained_backbone=not self.lpips_random_backbone)
+                if self.lpips_random_backbone:
+                    self._meter_note = (
+                        "PPL and smoothness use LPIPS on a random backbone (--lpips-random-backbone): "
+                        "values are comparable with each other, not with published LPIPS numbers."
+                    )
             except ImportError as exc:
                 self._meter_note = (
                     f"PPL needs the metrics extra ({exc.name}): pip install 'whichway[metrics]'"
