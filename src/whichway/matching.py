@@ -239,52 +239,43 @@ def token_matching(
     return TokenMatching(prompt_a, prompt_b, groups)
 
 
-def matching_figure(matching: TokenMatching, group: int = 0) -> Any:
-    """A matplotlib figure of one group's OT pairing: A's tokens down the left, B's down the right
-    (row order, padding as one node each side), a line from each A token to its partner in B.
-    Orange lines left row order, grey ones stayed; line width grows with the squared distance."""
-    import matplotlib
+def _node_layout(labels: TokenLabels) -> tuple[list[str], list[int]]:
+    """Plot rows of one prompt: each real token its own row, every padding row one shared row.
+    Returns (row names, row of each token)."""
+    n = len(labels.tokens)
+    names: list[str] = []
+    where = [0] * n
+    pad_node = None
+    for i in range(n):
+        if labels.padding[i]:
+            if pad_node is None:
+                pad_node = len(names)
+                names.append(_pad_label(sum(labels.padding)))
+            where[i] = pad_node
+        else:
+            where[i] = len(names)
+            names.append(labels.tokens[i])
+    return names, where
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
 
-    g = matching.groups[group]
-    n = len(g.perm)
-
-    def nodes(labels: TokenLabels) -> tuple[list[str], list[int]]:
-        names, where = [], [0] * n
-        pad_node = None
-        for i in range(n):
-            if labels.padding[i]:
-                if pad_node is None:
-                    pad_node = len(names)
-                    names.append("")
-                where[i] = pad_node
-            else:
-                where[i] = len(names)
-                names.append(labels.tokens[i])
-        if pad_node is not None:
-            names[pad_node] = _pad_label(sum(labels.padding))
-        return names, where
-
-    left, at_a = nodes(g.labels_a)
-    right, at_b = nodes(g.labels_b)
+def _draw_group(ax: Any, g: GroupMatching) -> None:
+    left, at_a = _node_layout(g.labels_a)
+    right, at_b = _node_layout(g.labels_b)
     rows = max(len(left), len(right))
-    fig = Figure(figsize=(7.5, 0.34 * rows + 1.3), dpi=100)
-    ax = fig.add_subplot()
-    top = max(g.sq_distances) or 1.0
-    drawn = set()
+    # one line per (A row, B row) of the plot; padding rows share a line, orange if any left row order
+    lines: dict[tuple[int, int], list[float]] = {}
     for i, j in enumerate(g.perm):
-        key = (at_a[i], at_b[j])
-        if key in drawn:
-            continue
-        drawn.add(key)
-        moved = i != j
+        entry = lines.setdefault((at_a[i], at_b[j]), [0.0, 0.0, 0.0])
+        entry[0] += g.sq_distances[i]
+        entry[1] += 1
+        entry[2] += float(i != j)
+    top = max(v[0] / v[1] for v in lines.values()) or 1.0
+    for (ya, yb), (total, count, moved) in lines.items():
         ax.plot(
             [0.0, 1.0],
-            [-at_a[i], -at_b[j]],
+            [-ya, -yb],
             color="#e8590c" if moved else "#adb5bd",
-            lw=0.8 + 2.2 * g.sq_distances[i] / top,
+            lw=0.8 + 2.2 * (total / count) / top,
             alpha=0.9,
             zorder=2 if moved else 1,
         )
@@ -297,9 +288,29 @@ def matching_figure(matching: TokenMatching, group: int = 0) -> Any:
     ax.axis("off")
     costs = ", ".join(f"{m} {c:.4g}" for m, c in g.costs.items())
     ax.set_title(
-        f"group {g.group}: A (left) -> B (right), {g.moved} of {n} rows leave row order (orange)\n"
-        f"coupling cost {costs}",
+        f"group {g.group}: A (left) -> B (right), {g.moved} of {len(g.perm)} rows leave row order "
+        f"(orange)\ncoupling cost {costs}",
         fontsize=9,
     )
+
+
+def matching_figure(matching: TokenMatching, group: int | None = None) -> Any:
+    """A matplotlib figure of the OT pairing, one panel per token group (or only ``group``): A's
+    tokens down the left, B's down the right (row order, padding as one row each side), a line
+    from each A token to its partner in B. Orange lines left row order, grey ones stayed; line
+    width grows with the squared distance."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    groups = matching.groups if group is None else (matching.groups[group],)
+    heights = [
+        max(len(_node_layout(g.labels_a)[0]), len(_node_layout(g.labels_b)[0])) + 3 for g in groups
+    ]
+    fig = Figure(figsize=(7.5, 0.34 * sum(heights) + 0.4), dpi=100)
+    axes = fig.subplots(len(groups), 1, squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, g in zip(axes[:, 0], groups):
+        _draw_group(ax, g)
     fig.tight_layout()
     return fig

@@ -591,7 +591,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 from whichway.matching import matching_figure
 
                 matching = studio.token_matching(a, b, seed)
-                return _cost_table(matching), matching_figure(matching, 0), _token_table(matching)
+                return _cost_table(matching), matching_figure(matching), _token_table(matching)
 
             k_go.click(
                 coupling,
