@@ -77,3 +77,24 @@ def test_token_labels_follow_the_tokenizer(tiny_adapter):
     assert list(m.groups[0].perm) == ot.perm.tolist()
     with pytest.raises(ValueError, match="both prompts"):
         token_matching(adapter, "a cat", " ")
+
+
+def test_figure_draws_one_line_per_plotted_pair_and_one_panel_per_group():
+    from whichway.matching import TokenMatching, matching_figure
+
+    a, b = _clouds()
+    la = TokenLabels(tuple(f"a{i}" for i in range(9)), (False,) * 4 + (True,) * 5)
+    lb = TokenLabels(tuple(f"b{i}" for i in range(9)), (False,) * 6 + (True,) * 3)
+    groups = (match_clouds(a, b, la, lb, group=0), match_clouds(b, a, lb, la, group=1))
+    fig = matching_figure(TokenMatching("A", "B", groups))
+    assert len(fig.axes) == 2
+    for ax, g in zip(fig.axes, groups):
+        # real tokens come first here, so a real row is its own plot row and padding shares one
+        pad_a, pad_b = g.labels_a.padding.index(True), g.labels_b.padding.index(True)
+        moved: dict[tuple[int, int], bool] = {}
+        for i, j in enumerate(g.perm):
+            key = (min(i, pad_a), min(j, pad_b))
+            moved[key] = moved.get(key, False) or i != j
+        assert len(ax.lines) == len(moved)
+        assert sum(line.get_color() == "#e8590c" for line in ax.lines) == sum(moved.values())
+        assert ax.get_title().startswith(f"group {g.group}:")
