@@ -329,6 +329,31 @@ def test_travel_api_with_sound_writes_the_cli_run(studio_app, tmp_path):
                        "ot", "cog", 4, 1.0, 0, 0, 2, 4, 32, 32, "mp4", "", api_name="/travel")
 
 
+def test_the_model_loads_once_and_reloads_when_another_is_chosen(studio_app, monkeypatch):
+    from gradio_client import Client
+
+    import whichway.models
+
+    studio, url = studio_app
+    real_loader, loads = whichway.models.load_adapter, []
+
+    def counting_loader(model, **kw):
+        loads.append(model)
+        return real_loader(model, **kw)
+
+    monkeypatch.setattr(whichway.models, "load_adapter", counting_loader)
+    client = Client(url, verbose=False)
+    first = studio.loaded_model
+    client.predict("a cat", "a dog", 0, api_name="/coupling")
+    client.predict(first, api_name="/load_model")
+    assert loads == []  # jobs and re-choosing the loaded model reuse it
+    other = first.rstrip("/") + "/"  # the same pipeline under another name: a different choice
+    assert "Model: `" + other in client.predict(other, api_name="/load_model")
+    assert loads == [other] and studio.loaded_model == other
+    client.predict(first, api_name="/load_model")
+    assert loads == [other, first] and studio.loaded_model == first
+
+
 def test_only_the_run_folder_is_served(studio_app):
     import urllib.error
     import urllib.request
