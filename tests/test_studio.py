@@ -221,8 +221,13 @@ def test_runs_tab_lists_runs_newest_first(studio_app, browser, screens):
     _tab(browser, "Runs")
     _css(browser, "#ww-runs-refresh").click()
     _css(browser, "#ww-runs-pick input").click()
-    options = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "ul[role='listbox'] li"))
     names = [r.name for r in studio.runs()]
+
+    def listed(d):  # the open list, once every option is drawn with its label
+        items = d.find_elements(By.CSS_SELECTOR, "ul[role='listbox'] li")
+        return items if len(items) == len(names) and all(o.text.strip() for o in items) else None
+
+    options = _wait(browser, listed, timeout=30)
     assert [o.text.split()[0] for o in options] == names
     options[names.index("a-photo-of-a-cat--a-red-dog--ot")].click()
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#ww-runs-strip img"))
