@@ -448,3 +448,14 @@ def run_morph(
     info.update(status="done", strip=strip.name, animation=None if animation is None else animation.name)
     write_json_atomic(run_dir / RUN_FILE, info)
     return MorphResult(run_dir, tuple(ts.tolist()), frames, strip, animation, coupling_info, rendered=rendered)
+
+
+def can_resume(run_dir: str | os.PathLike[str], settings: MorphSettings, height: int, width: int) -> bool:
+    """True when ``run_dir`` holds no run yet, or a run of the same pixel-defining settings (at
+    ``height`` x ``width``) whose finished frames :func:`run_morph` would keep; False when it
+    holds a run of other settings (whose frames a run of ``settings`` would overwrite)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).is_file() and not any((run_dir / FRAMES_DIR).glob("*.png")):
+        return True
+    record = {**asdict(settings), "t": list(settings.t), "height": height, "width": width}
+    return previous_run(run_dir, record) is not None

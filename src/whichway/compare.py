@@ -1,0 +1,206 @@
+"""One prompt pair rendered with each coupling (ot, clip, random) side by side.
+
+The three paths share their end frames: at t = 0 every coupling conditions on E_A and at t = 1 on
+E_B (up to a row permutation the model cannot see, DESIGN 1.1), so t = 0 and t = 1 are rendered
+once and only the interior frames of each coupling are rendered, all in one batched call, with
+the same initial latent (seed) for every frame, as paper A's protocol and the prompt study do.
+The random coupling draws its permutation from ``torch.Generator().manual_seed(seed)``, as
+``whichway morph --coupling random --seed S`` does, so each strip is the morph of that coupling.
+
+For each coupling: the coupling cost C(sigma) = sum_i ||E_A[i] - E_B[sigma(i)]||^2 (summed over
+token groups), the W2 length of the conditioning path, and with an LPIPS meter the perceptual path
+length PPL = sum_k LPIPS(frame_k, frame_k+1) and smoothness (:mod:`whichway.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
+    from whichway.metrics.smoothness import PathMetrics
+    from whichway.models.base import Adapter
+
+__all__ = ["CouplingComparison", "compare_couplings", "save_comparison"]
+
+
+@dataclass(frozen=True)
+class CouplingComparison:
+    """Frames and figures of one pair under each coupling.
+
+    t : waypoint times (T,)
+    frames : method -> Tensor (T, 3, H, W) in [0, 1]; frames 0 and T-1 are the same tensors for
+        every method (shared end frames)
+    costs : method -> coupling cost summed over token groups
+    w2_path_length : method -> W2 length of the conditioning path summed over token groups
+    metrics : method -> PathMetrics (PPL, smoothness, ...), or None without an LPIPS meter
+    settings : what was rendered (prompts, seed, steps, guidance, size)
+    """
+
+    t: tuple[float, ...]
+    frames: dict[str, Tensor]
+    costs: dict[str, float]
+    w2_path_length: dict[str, float]
+    metrics: dict[str, PathMetrics] | None
+    settings: dict[str, Any]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per coupling: method, cost, W2 path length, PPL and smoothness (None without
+        LPIPS)."""
+        rows = []
+        for m in self.frames:
+            pm = None if self.metrics is None else self.metrics[m]
+            rows.append(
+                {
+                    "coupling": m,
+                    "cost": self.costs[m],
+                    "w2_path_length": self.w2_path_length[m],
+                    "ppl": None if pm is None else pm.ppl,
+                    "smoothness": None if pm is None else pm.smoothness,
+                }
+            )
+        return rows
+
+
+def compare_couplings(
+    adapter: Adapter,
+    prompt_a: str,
+    prompt_b: str,
+    t: Sequence[float],
+    *,
+    methods: Sequence[str] = ("ot", "clip", "random"),
+    seed: int = 0,
+    steps: int = 30,
+    guidance: float = 7.5,
+    height: int | None = None,
+    width: int | None = None,
+    negative_prompt: str | None = None,
+    batch_size: int = 4,
+    meter: Any = None,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CouplingComparison:
+    """Render the path of ``prompt_a`` -> ``prompt_b`` under each coupling in ``methods``.
+
+    ``t`` are the waypoint times (strictly increasing, first 0 and last 1: the end frames are
+    shared). ``meter`` is a :class:`whichway.metrics.LPIPSPath` for PPL and smoothness (None: no
+    perceptual figures). ``on_step``/``should_stop`` as in :func:`whichway.render.render_frames`.
+    Renders 2 + len(methods) x (T - 2) frames.
+    """
+    import torch
+
+    from whichway._checks import check_choice
+    from whichway.clouds import COUPLING_METHODS, path_length_w2
+    from whichway.models.base import Conditioning
+    from whichway.morph import check_times
+    from whichway.render import conditioning_path, render_frames
+
+    ts = tuple(float(x) for x in t)
+    check_times(ts)
+    if ts[0] != 0.0 or ts[-1] != 1.0:
+        raise ValueError(
+            f"a comparison shares its end frames: t must start at 0 and end at 1, got {list(ts)}"
+        )
+    if not methods:
+        raise ValueError("give at least one coupling to compare")
+    for m in methods:
+        check_choice("coupling", m, COUPLING_METHODS)
+    if not prompt_a.strip() or not prompt_b.strip():
+        raise ValueError("give both prompts (A and B)")
+    height = height or adapter.default_size[0]
+    width = width or adapter.default_size[1]
+    T = len(ts)
+    times = torch.tensor(ts, dtype=torch.float64)
+
+    both = adapter.encode([prompt_a, prompt_b])
+    cond_a, cond_b = both.select(0), both.select(1)
+    parts = [Conditioning.cat([cond_a, cond_b])]
+    index: dict[str, list[int]] = {}
+    costs: dict[str, float] = {}
+    lengths: dict[str, float] = {}
+    n = 2
+    for m in methods:
+        path, couplings = conditioning_path(
+            cond_a, cond_b, times, coupling=m, generator=torch.Generator().manual_seed(seed)
+        )
+        costs[m] = float(sum(float(c.cost) for c in couplings))
+        lengths[m] = float(sum(float(path_length_w2(g.double())) for g in path.clouds))
+        inner = path.select(slice(1, T - 1))
+        if len(inner):
+            parts.append(inner)
+        index[m] = [0, *range(n, n + T - 2), 1]
+        n += T - 2
+    frames = render_frames(
+        adapter,
+        Conditioning.cat(parts),
+        adapter.initial_latent(seed, height, width),
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        negative=adapter.encode_negative(negative_prompt, 1),
+        progress=False,
+        on_step=on_step,
+        should_stop=should_stop,
+    )
+    assert frames is not None
+    per_method = {m: frames[index[m]] for m in methods}
+    metrics = None
+    if meter is not None:
+        from whichway.metrics.smoothness import path_metrics_from_steps
+
+        with torch.inference_mode():
+            feats = meter.features(frames)
+            metrics = {}
+            for m in methods:
+                idx = torch.tensor(index[m], device=feats[0].device)
+                d = meter.pair_distances([f[idx[:-1]] for f in feats], [f[idx[1:]] for f in feats])
+                metrics[m] = path_metrics_from_steps(d.to(torch.float64).cpu(), times)
+    settings = {
+        "prompt_a": prompt_a,
+        "prompt_b": prompt_b,
+        "t": list(ts),
+        "methods": list(methods),
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "height": height,
+        "width": width,
+        "negative_prompt": negative_prompt,
+        "batch_size": batch_size,
+    }
+    return CouplingComparison(ts, per_method, costs, lengths, metrics, settings)
+
+
+def save_comparison(
+    result: CouplingComparison, out_dir: str | os.PathLike[str], adapter: Adapter | None = None
+) -> dict[str, Path]:
+    """Write ``<method>.png`` (t-labelled strip per coupling) and ``compare.json`` (settings and
+    figures) into ``out_dir``; returns method -> strip path."""
+    from whichway.media import contact_strip, to_pil
+    from whichway.morph import versions, write_json_atomic
+
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    strips = {}
+    for m, frames in result.frames.items():
+        strips[m] = run_dir / f"{m}.png"
+        contact_strip([to_pil(f) for f in frames], list(result.t)).save(strips[m])
+    info = {
+        "command": "compare",
+        **({} if adapter is None else adapter.describe()),
+        "settings": result.settings,
+        "couplings": result.summary(),
+        "strips": {m: p.name for m, p in strips.items()},
+        "versions": versions(),
+        "status": "done",
+    }
+    write_json_atomic(run_dir / "compare.json", json.loads(json.dumps(info)))
+    return strips

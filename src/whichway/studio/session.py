@@ -1,0 +1,686 @@
+"""The studio's controller: one loaded model, one job at a time, a cancel flag, and the run folder.
+
+A :class:`Studio` is what the web page talks to. It holds the adapter (loaded once per process,
+reloaded only when another model is chosen), runs one job at a time, and calls the same library
+functions the command line does: :func:`whichway.morph.run_morph` (the Morph tab; a run started
+here is a normal run directory, written and resumed exactly as ``whichway morph`` writes and
+resumes it), :func:`whichway.compare.compare_couplings` (Compare) and
+:func:`whichway.matching.token_matching` (Coupling). No geometry or rendering happens here.
+
+Page values arrive as plain strings and numbers; :meth:`Studio.morph_settings` turns them into a
+:class:`~whichway.morph.MorphSettings`, refusing bad input with a one-line ValueError before
+anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whichway.compare import CouplingComparison
+    from whichway.matching import TokenMatching
+    from whichway.models.base import Adapter
+    from whichway.morph import MorphResult, MorphSettings
+
+logger = logging.getLogger(__name__)
+
+SIZE_MULTIPLE = 8
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for the page: the message of a user error (bad input, a model that fails to
+    load, a cancelled run); the type and message of anything else (its traceback goes to the
+    server log only)."""
+    from whichway.render import RenderCancelled
+
+    if isinstance(exc, RenderCancelled):
+        return f"Cancelled: {exc}."
+    try:
+        from whichway.cli import CLIError
+
+        known: tuple[type[BaseException], ...] = (*USER_ERRORS, CLIError)
+    except ImportError:  # pragma: no cover
+        known = USER_ERRORS
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, known):
+        return text
+    logger.error("studio job failed", exc_info=exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def slug(text: str, limit: int = 32) -> str:
+    """The folder-name form of a prompt, as ``whichway morph`` names its default run directory."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
+
+
+def parse_times(text: str) -> tuple[float, ...]:
+    """'0, 0.25, 1' -> (0.0, 0.25, 1.0); ValueError naming the bad entry."""
+    out = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise ValueError(
+                f"t must be comma-separated numbers such as 0, 0.25, 1; {part!r} is not a number"
+            ) from None
+    return tuple(out)
+
+
+def _int(
+    name: str, value: Any, *, minimum: int | None = None, optional: bool = False
+) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if optional:
+            return None
+        raise ValueError(f"{name} is required")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {int(number)}")
+    return int(number)
+
+
+def _size(name: str, value: Any) -> int | None:
+    """Height/width: 0 or empty = the model's default; else a positive multiple of 8."""
+    number = _int(name, value, optional=True)
+    if not number:
+        return None
+    if number < 0 or number % SIZE_MULTIPLE:
+        raise ValueError(
+            f"{name} must be a positive multiple of {SIZE_MULTIPLE} (or 0 for the model's default), got {number}"
+        )
+    return number
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run directory under the studio's folder: ``kind`` is "morph"/"travel" (run.json) or
+    "compare" (compare.json); ``info`` is that file's content."""
+
+    name: str
+    path: Path
+    kind: str
+    status: str
+    modified: float
+    info: dict[str, Any]
+
+    def file(self, key: str) -> Path | None:
+        """A file the run names in its JSON (``strip``, ``animation``), if it exists."""
+        name = self.info.get(key)
+        p = self.path / name if isinstance(name, str) else None
+        return p if p is not None and p.is_file() else None
+
+    @property
+    def frames(self) -> list[Path]:
+        return sorted((self.path / "frames").glob("*.png"))
+
+
+class Studio:
+    """Model, jobs and run folder of one studio process.
+
+    Parameters
+    ----------
+    out_dir : the run folder: every run the page starts is written under it, and the Runs tab
+        lists it
+    model : hub id or local pipeline directory, loaded on first use (None: choose one in the page)
+    device, dtype, variant : as ``whichway morph --device/--dtype/--variant``
+    lpips_random_backbone : LPIPS with a random backbone (offline demos and tests; PPL values are
+        then not comparable with published ones)
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        variant: str | None = None,
+        lpips_random_backbone: bool = False,
+    ) -> None:
+        self.out_dir = Path(out_dir).resolve()
+        self.model_id = model
+        self.device, self.dtype, self.variant = device, dtype, variant
+        self.lpips_random_backbone = lpips_random_backbone
+        self._adapter: Adapter | None = None
+        self._loaded: str | None = None
+        self._meter: Any = None
+        self._meter_note: str | None = None
+        self._load_lock = threading.Lock()
+        self._job_lock = threading.Lock()
+        self._cancel = threading.Event()
+
+    # --- model ---------------------------------------------------------------------------------
+    @property
+    def loaded_model(self) -> str | None:
+        return self._loaded
+
+    def adapter(self, model: str | None = None) -> Adapter:
+        """The adapter of ``model`` (default: the current one), loading it only when it is not
+        the one already loaded. A model that fails to load raises ValueError and leaves the
+        previous one in place."""
+        from whichway.models import load_adapter
+
+        wanted = (model or "").strip() or self.model_id
+        if not wanted:
+            raise ValueError(
+                "no model chosen: enter a hub id or a local pipeline folder in Model and press Load"
+            )
+        with self._load_lock:
+            if self._adapter is None or self._loaded != wanted:
+                logger.info("studio: loading %s", wanted)
+                try:
+                    adapter = load_adapter(
+                        wanted, device=self.device, dtype=self.dtype, variant=self.variant
+                    )
+                except (ValueError, OSError, ImportError) as exc:
+                    raise ValueError(
+                        f"could not load model {wanted!r}: {' '.join(str(exc).split())}"
+                    ) from exc
+                self._adapter, self._loaded, self.model_id = adapter, wanted, wanted
+            assert self._adapter is not None
+            return self._adapter
+
+    def meter(self) -> tuple[Any, str | None]:
+        """(LPIPS meter or None, a note: why it is None, or that its backbone is random), built
+        once."""
+        if self._meter is None and self._meter_note is None:
+            try:
+                from whichway.metrics import LPIPSPath
+
+                self._meter = LPIPSPath("alex", pretrained_backbone=not self.lpips_random_backbone)
+                if self.lpips_random_backbone:
+                    self._meter_note = (
+                        "PPL and smoothness use LPIPS on a random backbone (--lpips-random-backbone): "
+                        "values are comparable with each other, not with published LPIPS numbers."
+                    )
+            except ImportError as exc:
+                self._meter_note = (
+                    f"PPL needs the metrics extra ({exc.name}): pip install 'whichway[metrics]'"
+                )
+            except FileNotFoundError as exc:  # WeightsUnavailableError says which file is missing
+                self._meter_note = f"PPL unavailable: {' '.join(str(exc).split())}"
+        return self._meter, self._meter_note
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the running job to stop after its current batch (finished frames are kept)."""
+        self._cancel.set()
+
+    def should_stop(self) -> bool:
+        return self._cancel.is_set()
+
+    def stream(self, job: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
+        """Run ``job(on_frame, on_step, should_stop)`` in a worker thread, one job at a time, and
+        yield its events as they happen: ("frame", (index, path)), ("step", (done, total)), then
+        ("done", result) or ("error", exception)."""
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        with self._job_lock:
+            self._cancel.clear()
+
+            def work() -> None:
+                try:
+                    result = job(
+                        lambda k, p: events.put(("frame", (k, p))),
+                        lambda d, t: events.put(("step", (d, t))),
+                        self.should_stop,
+                    )
+                    events.put(("done", result))
+                except BaseException as exc:  # noqa: BLE001 - handed to the page as a message
+                    events.put(("error", exc))
+
+            worker = threading.Thread(target=work, name="whichway-studio-job", daemon=True)
+            worker.start()
+            try:
+                while True:
+                    kind, value = events.get()
+                    yield kind, value
+                    if kind in ("done", "error"):
+                        break
+            finally:
+                if worker.is_alive():  # the page went away mid-job: stop after this batch
+                    self._cancel.set()
+                worker.join()
+
+    def run_sync(self, job: Callable[..., Any]) -> Any:
+        """Run a job to the end (API callers and tests): its result, or its exception raised."""
+        for kind, value in self.stream(job):
+            if kind == "done":
+                return value
+            if kind == "error":
+                raise value
+        raise RuntimeError("job ended without a result")  # pragma: no cover
+
+    # --- morph ---------------------------------------------------------------------------------
+    def morph_settings(
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        *,
+        negative_prompt: str = "",
+        coupling: str = "ot",
+        latent: str = "fixed",
+        frames: Any = 11,
+        t: str = "",
+        spacing: str = "uniform",
+        seed: Any = 0,
+        seed_b: Any = None,
+        steps: Any = 30,
+        guidance: Any = 7.5,
+        height: Any = 0,
+        width: Any = 0,
+        image_a: str | None = None,
+        image_b: str | None = None,
+        batch_size: Any = 4,
+        format: str = "gif",
+        fps: Any = 8.0,
+        pingpong: bool = False,
+    ) -> MorphSettings:
+        """Page values -> MorphSettings, with the checks ``whichway morph`` makes (no model)."""
+        from whichway.media import load_image
+        from whichway.morph import MorphSettings, uniform_times
+
+        prompt_a, prompt_b = (prompt_a or "").strip(), (prompt_b or "").strip()
+        if not prompt_a or not prompt_b:
+            raise ValueError("prompt A and prompt B must not be empty")
+        times = parse_times(t or "")
+        if not times:
+            times = uniform_times(_int("frames", frames, minimum=2) or 2)
+        for path in (image_a, image_b):
+            if path:
+                load_image(path)  # ValueError naming the file when it is not a readable image
+        image_a, image_b = self.keep_upload(image_a), self.keep_upload(image_b)
+        try:
+            fps_value = float(fps)
+            guidance_value = float(guidance)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"guidance and fps must be numbers, got {guidance!r} and {fps!r}"
+            ) from None
+        if not fps_value > 0:
+            raise ValueError(f"fps must be > 0, got {fps!r}")
+        return MorphSettings(
+            prompt_a=prompt_a,
+            prompt_b=prompt_b,
+            t=tuple(times),
+            coupling=coupling,
+            latent=latent,
+            seed=_int("seed", seed) or 0,
+            seed_b=_int("seed B", seed_b, optional=True),
+            steps=_int("steps", steps, minimum=1) or 1,
+            guidance=guidance_value,
+            height=_size("height", height),
+            width=_size("width", width),
+            negative_prompt=(negative_prompt or "").strip() or None,
+            spacing=spacing,
+            image_a=image_a or None,
+            image_b=image_b or None,
+            batch_size=_int("batch size", batch_size, minimum=1) or 1,
+            format=None if format in (None, "none") else format,
+            pingpong=bool(pingpong),
+            fps=fps_value,
+        )
+
+    def keep_upload(self, path: str | None) -> str | None:
+        """Copy an uploaded file into ``<out>/uploads/<content hash><suffix>`` (once) and return
+        that path: uploads live in a temporary folder, and a run (its run.json, its inversion
+        cache, a later resume) must keep finding its images."""
+        if not path:
+            return None
+        import hashlib
+        import shutil
+
+        source = Path(path)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        target = self.out_dir / "uploads" / f"{digest}{source.suffix.lower()}"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+        return str(target)
+
+    def run_dir_for(self, settings: MorphSettings, adapter: Adapter) -> Path:
+        """``<out>/<prompt-a>--<prompt-b>--<coupling>``, the name ``whichway morph`` gives a run
+        by default; when that folder holds a run of other settings, the first free ``-2``,
+        ``-3``, ... (a page never overwrites another run's frames)."""
+        from whichway.morph import can_resume
+
+        height = settings.height or adapter.default_size[0]
+        width = settings.width or adapter.default_size[1]
+        base = f"{slug(settings.prompt_a)}--{slug(settings.prompt_b)}--{settings.coupling}"
+        k = 1
+        while True:
+            candidate = self.out_dir / (base if k == 1 else f"{base}-{k}")
+            if can_resume(candidate, settings, height, width):
+                return candidate
+            k += 1
+
+    def morph_job(
+        self, settings: MorphSettings, run_dir: Path | None = None
+    ) -> Callable[..., MorphResult]:
+        """A job for :meth:`stream`: load the model, then :func:`run_morph` into ``run_dir``
+        (default :meth:`run_dir_for`)."""
+        from whichway.morph import run_morph
+
+        def job(
+            on_frame: Callable[[int, Path], None],
+            on_step: Callable[[int, int], None],
+            should_stop: Callable[[], bool],
+        ) -> MorphResult:
+            adapter = self.adapter()
+            if settings.height is not None and settings.height % adapter.size_multiple:
+                raise ValueError(
+                    f"height must be a multiple of {adapter.size_multiple} for this model, got {settings.height}"
+                )
+            if settings.width is not None and settings.width % adapter.size_multiple:
+                raise ValueError(
+                    f"width must be a multiple of {adapter.size_multiple} for this model, got {settings.width}"
+                )
+            meter = None
+            if settings.spacing == "perceptual":
+                meter, note = self.meter()
+                if meter is None:
+                    raise ValueError(f"perceptual spacing needs LPIPS: {note}")
+            target = run_dir or self.run_dir_for(settings, adapter)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            result = run_morph(
+                adapter,
+                settings,
+                target,
+                progress=False,
+                meter=meter,
+                on_frame=on_frame,
+                on_step=on_step,
+                should_stop=should_stop,
+            )
+            # the PPL summary `whichway morph` adds to run.json when LPIPS is available
+            scorer, _note = self.meter()
+            if scorer is not None:
+                from whichway.metrics import score_run
+
+                score_run(result.run_dir, meter=scorer)
+            return result
+
+        return job
+
+    def resume_job(self, name: str) -> Callable[..., MorphResult]:
+        """A job that finishes the morph run ``name`` with the settings in its run.json."""
+        from whichway.morph import MorphSettings
+
+        run = self.open_run(name)
+        if run.kind == "travel":
+            return self._resume_travel(run)
+        if run.kind != "morph":
+            raise ValueError(
+                f"{name} is a {run.kind} run; only morph and travel runs resume from the page"
+            )
+        settings = dict(run.info.get("settings", {}))
+        settings.pop("out", None)
+        settings["t"] = tuple(settings.get("t", ()))
+        return self.morph_job(MorphSettings(**settings), run.path)
+
+    def _resume_travel(self, run: RunInfo) -> Callable[..., Any]:
+        from whichway.travel import Keyframe, TravelSettings
+
+        settings = dict(run.info.get("settings", {}))
+        for key in ("model", "out"):
+            settings.pop(key, None)
+        times = settings.pop("keyframe_times", None) or [None] * len(settings.get("keyframes", []))
+        settings["keyframes"] = tuple(
+            Keyframe(**kf, at=at) for kf, at in zip(settings.get("keyframes", []), times)
+        )
+        return self.travel_job(TravelSettings(**settings), run.path)
+
+    # --- travel --------------------------------------------------------------------------------
+    def travel_settings(
+        self,
+        keyframes: Any,
+        *,
+        audio: str | None = None,
+        fps: Any = 24,
+        seconds: Any = 0,
+        frames_per_segment: Any = 0,
+        pacing: str = "uniform",
+        coupling: str = "ot",
+        latent: str = "cog",
+        seed: Any = 0,
+        steps: Any = 30,
+        guidance: Any = 7.5,
+        height: Any = 0,
+        width: Any = 0,
+        negative_prompt: str = "",
+        batch_size: Any = 4,
+        format: str = "mp4",
+    ) -> Any:
+        """Page values -> :class:`whichway.travel.TravelSettings`: ``keyframes`` are the table's
+        rows (prompt, seed, time in seconds; empty seed/time = the defaults, rows without a prompt
+        are skipped). Checks what needs no model (:func:`whichway.travel.prepare_travel`)."""
+        from whichway.travel import Keyframe, TravelSettings, prepare_travel
+
+        rows = keyframes.values.tolist() if hasattr(keyframes, "values") else list(keyframes or [])
+        frames = []
+        for n, row in enumerate(rows, start=1):
+            cells = list(row) + [None] * (3 - len(row))
+            prompt = "" if cells[0] is None else str(cells[0]).strip()
+            if not prompt:
+                continue
+            at = cells[2]
+            if at is not None and not (isinstance(at, str) and not at.strip()):
+                try:
+                    at = float(at)
+                except (TypeError, ValueError):
+                    raise ValueError(f"keyframe {n}: time must be seconds, got {at!r}") from None
+                if math.isnan(at):  # an empty cell of a numeric column
+                    at = None
+            else:
+                at = None
+            kf_seed = cells[1]
+            kf_seed = (
+                None
+                if kf_seed is None or (isinstance(kf_seed, float) and math.isnan(kf_seed))
+                else kf_seed
+            )
+            frames.append(
+                Keyframe(prompt, seed=_int(f"keyframe {n} seed", kf_seed, optional=True), at=at)
+            )
+        if len(frames) < 2:
+            raise ValueError(
+                f"a travel needs at least 2 keyframes with a prompt, got {len(frames)}"
+            )
+        try:
+            fps_value, guidance_value = float(fps), float(guidance)
+            secs = float(seconds or 0)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"fps, seconds and guidance must be numbers, got {fps!r}, {seconds!r}, {guidance!r}"
+            ) from None
+        settings = TravelSettings(
+            keyframes=tuple(frames),
+            fps=fps_value,
+            seconds=secs or None,
+            frames_per_segment=_int("frames per segment", frames_per_segment, optional=True)
+            or None,
+            pacing=pacing,
+            coupling=coupling,
+            latent=latent,
+            seed=_int("seed", seed) or 0,
+            steps=_int("steps", steps, minimum=1) or 1,
+            guidance=guidance_value,
+            height=_size("height", height),
+            width=_size("width", width),
+            negative_prompt=(negative_prompt or "").strip() or None,
+            audio=self.keep_upload(audio),
+            batch_size=_int("batch size", batch_size, minimum=1) or 1,
+            format=None if format in (None, "none") else format,
+        )
+        prepare_travel(settings)
+        return settings
+
+    def travel_job(self, settings: Any, run_dir: Path | None = None) -> Callable[..., Any]:
+        """A job for :meth:`stream`: :func:`whichway.travel.run_travel` into ``run_dir`` (default
+        ``<out>/travel-<first prompt>--<last prompt>``, as ``whichway travel`` names it, with
+        ``-2``, ``-3``, ... when that folder is taken)."""
+        from whichway.travel import run_travel
+
+        def job(
+            on_frame: Callable[[int, Path], None],
+            on_step: Callable[[int, int], None],
+            should_stop: Callable[[], bool],
+        ) -> Any:
+            adapter = self.adapter()
+            meter = None
+            if settings.pacing == "perceptual":
+                meter, note = self.meter()
+                if meter is None:
+                    raise ValueError(f"perceptual pacing needs LPIPS: {note}")
+            target = run_dir
+            if target is None:
+                first, last = settings.keyframes[0].prompt, settings.keyframes[-1].prompt
+                base = self.out_dir / f"travel-{slug(first, 24)}--{slug(last, 24)}"
+                target, k = base, 1
+                while target.exists():
+                    k += 1
+                    target = base.with_name(f"{base.name}-{k}")
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            return run_travel(
+                adapter,
+                settings,
+                target,
+                progress=False,
+                meter=meter,
+                on_frame=on_frame,
+                on_step=on_step,
+                should_stop=should_stop,
+            )
+
+        return job
+
+    # --- compare and coupling -------------------------------------------------------------------
+    def compare_job(
+        self,
+        prompt_a: str,
+        prompt_b: str,
+        *,
+        t: str = "",
+        frames: Any = 5,
+        seed: Any = 0,
+        steps: Any = 30,
+        guidance: Any = 7.5,
+        height: Any = 0,
+        width: Any = 0,
+        negative_prompt: str = "",
+        batch_size: Any = 4,
+    ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
+        """A job rendering the pair with ot, clip and random couplings (shared end frames); the
+        strips and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
+        from whichway.compare import compare_couplings, save_comparison
+        from whichway.morph import uniform_times
+
+        prompt_a, prompt_b = (prompt_a or "").strip(), (prompt_b or "").strip()
+        if not prompt_a or not prompt_b:
+            raise ValueError("prompt A and prompt B must not be empty")
+        times = parse_times(t or "") or uniform_times(_int("frames", frames, minimum=2) or 2)
+        from whichway.morph import check_times
+
+        check_times(times)
+        options = {
+            "seed": _int("seed", seed) or 0,
+            "steps": _int("steps", steps, minimum=1) or 1,
+            "guidance": float(guidance),
+            "height": _size("height", height),
+            "width": _size("width", width),
+            "negative_prompt": (negative_prompt or "").strip() or None,
+            "batch_size": _int("batch size", batch_size, minimum=1) or 1,
+        }
+
+        def job(
+            on_frame: Any, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
+        ):
+            adapter = self.adapter()
+            meter, note = self.meter()
+            result = compare_couplings(
+                adapter,
+                prompt_a,
+                prompt_b,
+                times,
+                meter=meter,
+                on_step=on_step,
+                should_stop=should_stop,
+                **options,
+            )
+            base = self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}"
+            target, k = base, 1
+            while target.exists():
+                k += 1
+                target = base.with_name(f"{base.name}-{k}")
+            strips = save_comparison(result, target, adapter)
+            return result, target, strips, note
+
+        return job
+
+    def token_matching(self, prompt_a: str, prompt_b: str, seed: Any = 0) -> TokenMatching:
+        """The OT token matching of two prompts under the current model."""
+        from whichway.matching import token_matching
+
+        prompt_a, prompt_b = (prompt_a or "").strip(), (prompt_b or "").strip()
+        if not prompt_a or not prompt_b:
+            raise ValueError("prompt A and prompt B must not be empty")
+        seed_value = _int("seed", seed) or 0
+        with self._job_lock:
+            return token_matching(self.adapter(), prompt_a, prompt_b, seed=seed_value)
+
+    # --- runs ----------------------------------------------------------------------------------
+    def runs(self) -> list[RunInfo]:
+        """Run directories directly under the run folder, newest first."""
+        found = []
+        if not self.out_dir.is_dir():
+            return found
+        for child in self.out_dir.iterdir():
+            run = self._read_run(child)
+            if run is not None:
+                found.append(run)
+        found.sort(key=lambda r: r.modified, reverse=True)
+        return found
+
+    def open_run(self, name: str) -> RunInfo:
+        """The run ``name`` (a folder name directly under the run folder, nothing else)."""
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"unknown run {name!r}; pick one from the list")
+        run = self._read_run(self.out_dir / name)
+        if run is None:
+            raise ValueError(f"unknown run {name!r}; pick one from the list (press Refresh)")
+        return run
+
+    @staticmethod
+    def _read_run(path: Path) -> RunInfo | None:
+        for file, default_kind in (("run.json", "morph"), ("compare.json", "compare")):
+            f = path / file
+            if f.is_file():
+                try:
+                    info = json.loads(f.read_text())
+                except (OSError, json.JSONDecodeError):
+                    info = {"status": "unreadable"}
+                return RunInfo(
+                    path.name,
+                    path,
+                    str(info.get("command", default_kind)),
+                    str(info.get("status", "?")),
+                    f.stat().st_mtime,
+                    info,
+                )
+        return None

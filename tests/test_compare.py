@@ -1,0 +1,55 @@
+"""compare_couplings: shared end frames, each strip the morph of its coupling, the costs morph
+records, and a comparison saved as strips + compare.json."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from whichway.compare import compare_couplings, save_comparison
+from whichway.media import to_pil
+from whichway.morph import MorphSettings, run_morph
+
+
+def test_each_strip_is_the_morph_of_its_coupling(tiny_adapter, tmp_path):
+    adapter = tiny_adapter("sd")
+    t = (0.0, 0.5, 1.0)
+    kw = {"steps": 2, "guidance": 4.0, "height": 32, "width": 32, "seed": 7}
+    result = compare_couplings(adapter, "a photo of a cat", "a red dog", t, **kw)
+    frames = result.frames
+    assert list(frames) == ["ot", "clip", "random"]
+    for m in frames:
+        assert frames[m].shape == (3, 3, 32, 32)
+        assert torch.equal(frames[m][0], frames["ot"][0]) and torch.equal(frames[m][-1], frames["ot"][-1])
+    assert result.metrics is None
+
+    for m in ("ot", "random"):
+        run = run_morph(adapter, MorphSettings("a photo of a cat", "a red dog", t=t, coupling=m, format=None, **kw),
+                        tmp_path / m, progress=False)
+        assert result.costs[m] == pytest.approx(sum(c["cost"] for c in run.couplings), rel=1e-12)
+        assert result.w2_path_length[m] == pytest.approx(sum(c["w2_path_length"] for c in run.couplings), rel=1e-9)
+        for k, path in enumerate(run.frames):
+            ours = np.asarray(to_pil(frames[m][k])).astype(int)
+            theirs = np.asarray(_read(path)).astype(int)
+            assert np.abs(ours - theirs).max() <= 1  # same frames, other batch layout
+    assert result.costs["ot"] <= result.costs["clip"] and result.costs["ot"] <= result.costs["random"]
+
+    strips = save_comparison(result, tmp_path / "cmp", adapter)
+    info = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert info["command"] == "compare" and [r["coupling"] for r in info["couplings"]] == list(frames)
+    assert all(p.is_file() for p in strips.values())
+
+
+def test_end_frames_must_be_0_and_1(tiny_adapter):
+    with pytest.raises(ValueError, match="start at 0 and end at 1"):
+        compare_couplings(tiny_adapter("sd"), "a cat", "a dog", (0.0, 0.5), steps=1, height=32, width=32)
+
+
+def _read(path):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB")
