@@ -81,7 +81,7 @@ def compare_couplings(
     height: int | None = None,
     width: int | None = None,
     negative_prompt: str | None = None,
-    batch_size: int = 4,
+    batch_size: int | str | None = None,
     meter: Any = None,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,

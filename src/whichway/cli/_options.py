@@ -22,15 +22,16 @@ SIZE_MULTIPLE = 8
 model is known)."""
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --variant, and the runtime options (:func:`add_runtime_options`)."""
+def add_model_options(parser: argparse.ArgumentParser, *, model_default: str | None = DEFAULT_MODEL) -> None:
+    """--model, --device, --dtype, --variant, and the runtime options (:func:`add_runtime_options`).
+    ``model_default=None``: no model until one is chosen (the studio's page)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f"hub id or local directory of a diffusers pipeline (SD 1.x/2.x, sd-turbo, SDXL, SD3, "
-        f"Flux); default {DEFAULT_MODEL}. Fast on a CPU: stabilityai/sd-turbo with --steps 1 "
-        "--guidance 0",
+        default=model_default,
+        help="hub id or local directory of a diffusers pipeline (SD 1.x/2.x, sd-turbo, SDXL, SD3, "
+        f"Flux); default {model_default or 'none (choose one in the page)'}. Fast on a CPU: "
+        "stabilityai/sd-turbo with --steps 1 --guidance 0",
     )
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     group.add_argument(

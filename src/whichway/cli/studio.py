@@ -6,6 +6,8 @@ import argparse
 import ipaddress
 import logging
 
+from whichway.cli._options import add_model_options, check_model_options, check_out_dir, runtime_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,17 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "another machine use an SSH tunnel (ssh -L 7860:127.0.0.1:7860 host) rather than --host 0.0.0.0."
         ),
     )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="hub id or local pipeline folder, loaded on first use "
-        "(default: none; choose one in the page)",
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)"
-    )
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))
-    p.add_argument("--variant", default=None, help="weights variant to load, e.g. fp16")
+    add_model_options(p, model_default=None)
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
@@ -49,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Everything checkable before gradio or a model is imported (ValueError, one line)."""
-    from whichway.cli._options import check_out_dir
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -58,6 +49,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_out_dir(args.out)
     if args.model is not None and not args.model.strip():
         raise ValueError("--model must not be empty")
+    check_model_options(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         variant=args.variant,
+        runtime=runtime_options(args),
         lpips_random_backbone=args.lpips_random_backbone,
     )
     if args.model:

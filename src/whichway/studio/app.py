@@ -241,7 +241,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         type="filepath", label="Image B (optional)", sources=["upload"]
                     )
                 with gr.Row():
-                    m_batch = gr.Number(value=4, precision=0, label="Batch size")
+                    m_batch = gr.Number(value=None, precision=0, label="Batch size (empty: auto, as the CLI)")
                     m_format = gr.Dropdown(list(FORMATS), value="gif", label="Animation")
                     m_fps = gr.Number(value=8, label="fps")
                     m_pingpong = gr.Checkbox(label="Ping-pong")

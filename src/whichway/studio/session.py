@@ -152,11 +152,13 @@ class Studio:
         device: str | None = None,
         dtype: str | None = None,
         variant: str | None = None,
+        runtime: Any = None,
         lpips_random_backbone: bool = False,
     ) -> None:
         self.out_dir = Path(out_dir).resolve()
         self.model_id = model
         self.device, self.dtype, self.variant = device, dtype, variant
+        self.runtime = runtime  # whichway.models.runtime.RuntimeOptions (LoRA, sampler, offload, ...)
         self.lpips_random_backbone = lpips_random_backbone
         self._adapter: Adapter | None = None
         self._loaded: str | None = None
@@ -187,7 +189,8 @@ class Studio:
                 logger.info("studio: loading %s", wanted)
                 try:
                     adapter = load_adapter(
-                        wanted, device=self.device, dtype=self.dtype, variant=self.variant
+                        wanted, device=self.device, dtype=self.dtype, variant=self.variant,
+                        runtime=self.runtime,
                     )
                 except (ValueError, OSError, ImportError) as exc:
                     raise ValueError(
@@ -287,7 +290,7 @@ class Studio:
         width: Any = 0,
         image_a: str | None = None,
         image_b: str | None = None,
-        batch_size: Any = 4,
+        batch_size: Any = None,
         format: str = "gif",
         fps: Any = 8.0,
         pingpong: bool = False,
@@ -331,7 +334,7 @@ class Studio:
             spacing=spacing,
             image_a=image_a or None,
             image_b=image_b or None,
-            batch_size=_int("batch size", batch_size, minimum=1) or 1,
+            batch_size=_int("batch size", batch_size, minimum=1, optional=True),
             format=None if format in (None, "none") else format,
             pingpong=bool(pingpong),
             fps=fps_value,
@@ -464,7 +467,7 @@ class Studio:
         height: Any = 0,
         width: Any = 0,
         negative_prompt: str = "",
-        batch_size: Any = 4,
+        batch_size: Any = None,
         format: str = "mp4",
     ) -> Any:
         """Page values -> :class:`whichway.travel.TravelSettings`: ``keyframes`` are the table's
@@ -525,7 +528,7 @@ class Studio:
             width=_size("width", width),
             negative_prompt=(negative_prompt or "").strip() or None,
             audio=self.keep_upload(audio),
-            batch_size=_int("batch size", batch_size, minimum=1) or 1,
+            batch_size=_int("batch size", batch_size, minimum=1, optional=True),
             format=None if format in (None, "none") else format,
         )
         prepare_travel(settings)
@@ -584,7 +587,7 @@ class Studio:
         height: Any = 0,
         width: Any = 0,
         negative_prompt: str = "",
-        batch_size: Any = 4,
+        batch_size: Any = None,
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
         """A job rendering the pair with ot, clip and random couplings (shared end frames); the
         strips and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
@@ -605,7 +608,7 @@ class Studio:
             "height": _size("height", height),
             "width": _size("width", width),
             "negative_prompt": (negative_prompt or "").strip() or None,
-            "batch_size": _int("batch size", batch_size, minimum=1) or 1,
+            "batch_size": _int("batch size", batch_size, minimum=1, optional=True),
         }
 
         def job(
