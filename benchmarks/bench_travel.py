@@ -28,12 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _result import WARM, Result, report  # noqa: E402
 
 PROMPTS = (
     "a photo of a cat sitting on a sofa",
@@ -108,16 +113,15 @@ def bench(adapter, label: str, *, frames_per_segment: int, steps: int, guidance:
     print(f"  {f'whichway travel (batch {batch_size})':<32}{t_ours:>10.2f}{n / t_ours:>10.2f}{c_ours:>10.2f}")
     print(f"  speed-up {t_loop / t_ours:.2f}x wall, {c_loop / c_ours:.2f}x CPU time (warm, same process); "
           f"max pixel difference {diff}/255")
-    print("RESULT " + json.dumps(row))
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model only")
+    parser.add_argument("--quick", action="store_true", help="tiny model only, 12 frames per segment")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--frames-per-segment", type=int, default=48)
+    parser.add_argument("--frames-per-segment", type=int, default=None, help="default 48 (12 with --quick)")
     parser.add_argument("--full-frames-per-segment", type=int, default=None,
                         help="for the full-size model (default: --frames-per-segment)")
     parser.add_argument("--steps", type=int, default=None, help="default 10 (tiny), 20 on GPU / 2 on CPU (full size)")
@@ -126,6 +130,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
+    if args.frames_per_segment is None:
+        args.frames_per_segment = 12 if args.quick else 48
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -146,8 +152,18 @@ def main() -> None:
                           frames_per_segment=args.full_frames_per_segment or args.frames_per_segment,
                           steps=args.steps or (20 if gpu else 2), guidance=7.5, size=args.size or (512 if gpu else 128),
                           batch_size=args.batch_size or (16 if gpu else 4)))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    report([
+        Result(
+            bench="travel",
+            compared=f"{row['model']}: run_travel over {row['keyframes']} keyframes ({row['frames']} frames) vs a "
+            "per-frame pipeline loop",
+            ours=f"{row['whichway_fps']:.3g} frames/s", baseline=f"{row['loop_fps']:.3g} frames/s",
+            ratio=row["speedup"], regime=WARM, device=row["device"],
+            notes=f"CPU-time ratio {row['cpu_speedup']:.2f}; max pixel difference {row['max_pixel_diff']}/255",
+            extra=row,
+        )
+        for row in rows
+    ], args.json)
 
 
 if __name__ == "__main__":
