@@ -27,7 +27,6 @@ them all.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
