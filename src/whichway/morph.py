@@ -390,16 +390,7 @@ def run_morph(
         # Inverted latents reconstruct only under the sampler they were inverted for (DDIM for
         # the diffusion families, flow Euler for SD3/Flux): switch to it for this run, then give
         # the adapter back as it was.
-        restore = None
-        if s.image_a is not None and hasattr(adapter, "use_scheduler"):
-            asked = getattr(adapter, "sampler", None)
-            inversion = getattr(adapter, "inversion_sampler", "") or "its inversion's sampler"
-            if asked is not None and asked != inversion:
-                logger.warning(
-                    "a real-image morph renders with %s, the sampler its inversion is exact for; "
-                    "--sampler %s applies to prompt-only morphs", inversion, asked,
-                )
-            restore = adapter.use_scheduler("inversion")
+        restore = use_inversion_sampler(adapter, "a real-image morph") if s.image_a is not None else None
         try:
             hooks = {"on_frame": on_frame, "on_step": on_step, "should_stop": should_stop}
             compiled_before = compile_seconds()
@@ -459,3 +450,20 @@ def can_resume(run_dir: str | os.PathLike[str], settings: MorphSettings, height:
         return True
     record = {**asdict(settings), "t": list(settings.t), "height": height, "width": width}
     return previous_run(run_dir, record) is not None
+
+
+def use_inversion_sampler(adapter: Adapter, what: str) -> str | None:
+    """Switch ``adapter`` to the sampler its inversion is exact for (DDIM for the diffusion
+    families, flow Euler for SD3/Flux), warning when ``--sampler`` asked for another; returns the
+    name to give back to ``adapter.use_scheduler`` afterwards (None: nothing to restore).
+    Inverted latents reconstruct their images only under that sampler; shared by morph and travel."""
+    if not hasattr(adapter, "use_scheduler"):
+        return None
+    asked = getattr(adapter, "sampler", None)
+    inversion = getattr(adapter, "inversion_sampler", "") or "its inversion's sampler"
+    if asked is not None and asked != inversion:
+        logger.warning(
+            "%s renders with %s, the sampler its inversion is exact for; --sampler %s applies to "
+            "prompt-only runs", what, inversion, asked,
+        )
+    return adapter.use_scheduler("inversion")

@@ -767,7 +767,7 @@ def run_travel(
     from PIL import Image
 
     from whichway.media import labelled_grid, save_image, write_animation, write_video
-    from whichway.morph import FRAMES_DIR, RUN_FILE, previous_run, versions, write_json_atomic
+    from whichway.morph import FRAMES_DIR, RUN_FILE, previous_run, use_inversion_sampler, versions, write_json_atomic
     from whichway.render import RenderCancelled
 
     s = settings
@@ -805,17 +805,8 @@ def run_travel(
     }
     hooks = {"on_step": on_step, "should_stop": should_stop}
     restore = None
-    if any(kf.image is not None for kf in s.keyframes) and hasattr(adapter, "use_scheduler"):
-        # inverted latents reconstruct only under the sampler they were inverted for (DDIM for
-        # the diffusion families, flow Euler for SD3/Flux)
-        asked = getattr(adapter, "sampler", None)
-        inversion = getattr(adapter, "inversion_sampler", "") or "its inversion's sampler"
-        if asked is not None and asked != inversion:
-            logger.warning(
-                "a journey with image keyframes renders with %s, the sampler its inversion is exact "
-                "for; --sampler %s applies to prompt-only journeys", inversion, asked,
-            )
-        restore = adapter.use_scheduler("inversion")
+    if any(kf.image is not None for kf in s.keyframes):
+        restore = use_inversion_sampler(adapter, "a journey with image keyframes")
     renderer = None
     rendered = 0
     try:

@@ -22,15 +22,17 @@ SIZE_MULTIPLE = 8
 model is known)."""
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, model_default: str | None = DEFAULT_MODEL) -> None:
-    """--model, --device, --dtype, --variant, and the runtime options (:func:`add_runtime_options`).
-    ``model_default=None``: no model until one is chosen (the studio's page)."""
+def add_model_options(
+    parser: argparse.ArgumentParser, *, model_default: str | None = DEFAULT_MODEL, runtime: bool = True
+) -> None:
+    """--model, --device, --dtype, --variant, and the runtime options (:func:`add_runtime_options`;
+    not with ``runtime=False``). ``model_default=None``: no model unless one is named."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
         default=model_default,
         help="hub id or local directory of a diffusers pipeline (SD 1.x/2.x, sd-turbo, SDXL, SD3, "
-        f"Flux); default {model_default or 'none (choose one in the page)'}. Fast on a CPU: "
+        f"Flux); default {model_default or 'none'}. Fast on a CPU: "
         "stabilityai/sd-turbo with --steps 1 --guidance 0",
     )
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
@@ -41,7 +43,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_default: str | N
         help="default float32 on CPU, float16 on GPU (bfloat16 for Flux)",
     )
     group.add_argument("--variant", default=None, help="weights variant to load, e.g. fp16")
-    add_runtime_options(parser)
+    if runtime:
+        add_runtime_options(parser)
 
 
 def load_model(args: argparse.Namespace) -> Any:

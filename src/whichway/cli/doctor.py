@@ -14,7 +14,7 @@ import argparse
 import platform
 from typing import Any
 
-from whichway.cli._options import SIZE_MULTIPLE
+from whichway.cli._options import add_model_options, check_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,14 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "batch that fits (what --batch-size auto uses) and the option needed when none does."
         ),
     )
-    p.add_argument(
-        "--model", default=None, help="hub id or local directory of a diffusers pipeline"
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)"
-    )
-    p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"))
-    p.add_argument("--variant", default=None, help="weights variant to load, e.g. fp16")
+    add_model_options(p, model_default=None, runtime=False)
     p.add_argument("--height", type=int, default=None, help="pixels (default: the model's)")
     p.add_argument("--width", type=int, default=None, help="pixels (default: the model's)")
     p.add_argument(
@@ -54,11 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     for name in ("height", "width"):
-        value = getattr(args, name)
-        if value is not None and (value <= 0 or value % SIZE_MULTIPLE):
-            raise ValueError(
-                f"--{name} must be a positive multiple of {SIZE_MULTIPLE}, got {value}"
-            )
+        check_size(f"--{name}", getattr(args, name))
     if (args.height is None) != (args.width is None) and args.model is None:
         raise ValueError("--height/--width describe a model's render: give --model too")
 
