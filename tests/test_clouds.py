@@ -574,8 +574,19 @@ def float64_loop(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
     return torch.tensor(out, dtype=F64)
 
 
+@pytest.fixture(params=["float64", "float32-certified"])
+def assignment_path(request, monkeypatch) -> str:
+    """Both assignment paths of couple(): the CPU's float64 matrix, and the float32 matrix with
+    its optimality certificate (used on CUDA; forced onto the CPU here)."""
+    if request.param == "float32-certified":
+        from whichway import clouds as module
+
+        monkeypatch.setattr(module, "_FAST_DEVICES", ("cpu", "cuda"))
+    return request.param
+
+
 @pytest.mark.parametrize("noise", [0.0, 1e-6, 1e-3, 1e-1])
-def test_ot_exact_with_padding_ties(noise: float) -> None:
+def test_ot_exact_with_padding_ties(noise: float, assignment_path: str) -> None:
     xb, yb = _padded_clouds(4, 77, 768, 60, noise, seed=20)
     c = couple(xb, yb)
     torch.testing.assert_close(c.cost, float64_loop(xb, yb), rtol=1e-9, atol=0)
@@ -586,6 +597,8 @@ def test_ot_exact_with_padding_ties(noise: float) -> None:
 
 def test_certificate_is_sound_and_uncertified_pairs_are_solved_in_float64(monkeypatch) -> None:
     from whichway import clouds as module
+
+    monkeypatch.setattr(module, "_FAST_DEVICES", ("cpu", "cuda"))  # the CUDA path, on the CPU
 
     # near-ties at float32 resolution: the float32 matrix's optimum is often not the exact one
     xb, yb = _padded_clouds(24, 30, 768, 24, 2e-4, seed=21)
@@ -611,6 +624,8 @@ def test_certificate_is_sound_and_uncertified_pairs_are_solved_in_float64(monkey
 
 def test_certificate_accepts_generic_clouds(monkeypatch) -> None:
     from whichway import clouds as module
+
+    monkeypatch.setattr(module, "_FAST_DEVICES", ("cpu", "cuda"))  # the CUDA path, on the CPU
 
     g = torch.Generator().manual_seed(22)
     xb = torch.randn(12, 77, 768, generator=g)

@@ -228,6 +228,11 @@ _CERTIFY_ROUNDS = 32
 # batches smaller than this take the float64 matrix directly: for one or two pairs the
 # certificate's fixed cost (a few dozen small tensor operations) outweighs the cheaper product
 _FAST_MIN_PAIRS = 4
+# devices where the float32 matrix + certificate is used: on a GPU float64 products are 2-64x
+# slower than float32 ones; on a CPU (measured on a quiet 2-core machine, 1,000 pairs of 77 x 768)
+# the certificate's many small tensor operations cost more than the float64 product they save
+# (about 3 s vs 1 s), so the CPU takes the float64 matrix directly
+_FAST_DEVICES: tuple[str, ...] = ("cuda",)
 # entries per row a pair may have recomputed exactly in the second certification round
 _EXACT_ENTRIES = 8
 
@@ -371,9 +376,14 @@ def _certify(
 
 def _assign_exact64(x: Tensor, y: Tensor) -> np.ndarray:
     """Optimal assignments (B, n) int64 of float64 row-shifted cost matrices (the reference path)."""
+    return _assign_rows(_rowshifted_costs(_f64(x), _f64(y)))
+
+
+def _assign_rows(costs: Tensor) -> np.ndarray:
+    """SciPy's optimal assignment of each (n, n) matrix of ``costs`` (B, n, n): (B, n) int64."""
     from scipy.optimize import linear_sum_assignment
 
-    mats = _rowshifted_costs(_f64(x), _f64(y)).cpu().numpy()
+    mats = costs.cpu().numpy()
     out = np.empty(mats.shape[:2], dtype=np.int64)
     for k in range(mats.shape[0]):
         rows, cols = linear_sum_assignment(mats[k])
@@ -405,6 +415,8 @@ def _solve_chunk(
     number of pairs solved again in float64)."""
     size, n, d = x.shape
     redone = 0
+    x64 = ws.x64[:size].copy_(x)  # float64 staging, reused by every chunk of this thread
+    y64 = ws.y64[:size].copy_(y)
     if perm is None:
         from scipy.optimize import linear_sum_assignment
 
@@ -428,11 +440,9 @@ def _solve_chunk(
                 fixed = torch.from_numpy(_assign_exact64(x[again], y[again])).to(x.device)
                 p[again] = fixed
         else:
-            p = torch.from_numpy(_assign_exact64(x, y)).to(x.device)
+            p = torch.from_numpy(_assign_rows(_rowshifted_costs(x64, y64))).to(x.device)
     else:
         p = perm.to(x.device)
-    x64 = ws.x64[:size].copy_(x)
-    y64 = ws.y64[:size].copy_(y)
     # rows y[b, p[b, i]] of the flattened chunk (index_select is much faster than gather)
     offsets = torch.arange(size, device=y64.device).unsqueeze(1) * n
     flat = (p.to(y64.device) + offsets).reshape(-1)
@@ -449,8 +459,10 @@ def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[
     computed from the data and the permutation (differences first, then squares, in float64),
     not from a cost matrix.
 
-    The optimal assignment is solved on a float32 matrix of centred inner products (half the
-    float64 product's time) with SciPy's ``linear_sum_assignment``, and each solution is then
+    On a CPU the optimal assignment is solved on the float64 row-shifted cost matrix (built in
+    work buffers reused across chunks) with SciPy's ``linear_sum_assignment``. On the devices in
+    :data:`_FAST_DEVICES` (CUDA, where float64 products are slow) it is solved on a float32 matrix
+    of centred inner products, and each solution is then
     *certified* exactly optimal for the exact float64 problem by :func:`_certify` (no cycle of
     reassignments can lower the cost even at the float32 matrix's worst-case error); the pairs it
     cannot certify (near-ties below float32 resolution, duplicate rows) are solved again on the
@@ -469,6 +481,7 @@ def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[
         and n > 1
         and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
         and d * _U32 < 0.01
+        and x.device.type in _FAST_DEVICES
         and _float32_certifiable(x)
     )
     c = _float32_margins(d) if fast else 0.0
