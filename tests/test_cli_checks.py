@@ -384,3 +384,30 @@ def test_score_help_says_where_the_lpips_weights_go(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert backbone_weights_file("alex") in text and backbone_weights_file("vgg") in text
     assert "$TORCH_HOME/hub/checkpoints" in text
+
+
+# --- travel, studio, doctor ---------------------------------------------------------------------
+
+
+def test_travel_refuses_before_loading(no_loading, capsys, tmp_path, a_file, not_an_image):
+    base = ["travel", "a cat", "a dog", "a fox", "--seconds", "2", "--model", "nobody/none",
+            "--out", str(tmp_path / "run")]
+    _refused(capsys, [*base, "--height", "63"], "--height must be a positive multiple of 8, got 63")
+    _refused(capsys, ["travel", "a", "b", "--out", str(a_file)], "is a file")
+    _refused(capsys, [*base, "--fps", "0"], "--fps")
+    _refused(capsys, [*base, "--seeds", "1,2"], "--seeds gives 2 values for 3 prompts")
+    _refused(capsys, [*base, "--at", "0,2,1"], "keyframe times must increase")
+    _refused(capsys, [*base, "--audio", str(tmp_path / "missing.wav")], "missing.wav")
+    _refused(capsys, ["travel", "a cat", "--out", str(tmp_path / "run")], "at least 2 keyframes")
+    _refused(capsys, [*base, "--offload", "model", "--device", "cpu"], "accelerator")
+    assert not (tmp_path / "run").exists()
+
+
+def test_studio_and_doctor_refuse_before_loading(no_loading, capsys, tmp_path, a_file):
+    _refused(capsys, ["studio", "--port", "0", "--out", str(tmp_path / "runs")], "--port")
+    _refused(capsys, ["studio", "--out", str(a_file)], "is a file")
+    _refused(capsys, ["studio", "--model", "nobody/none", "--offload", "model", "--device", "cpu",
+                      "--out", str(tmp_path / "runs")], "accelerator")
+    _refused(capsys, ["doctor", "--model", "nobody/none", "--height", "63", "--width", "64"],
+             "--height must be a positive multiple of 8, got 63")
+    assert not (tmp_path / "runs").exists()
