@@ -425,8 +425,16 @@ def test_one_job_at_a_time(studio_app):
     first = threading.Thread(target=lambda: results.append(studio.run_sync(slow)))
     first.start()
     assert started.wait(30)
-    second = threading.Thread(target=lambda: results.append(studio.run_sync(lambda *a: "second")))
+    second_ran = threading.Event()
+
+    def quick(*args):
+        second_ran.set()
+        return "second"
+
+    second = threading.Thread(target=lambda: results.append(studio.run_sync(quick)))
     second.start()  # blocks on the job lock until the first job ends, so it finishes second
+    second.join(1.0)  # time enough for it to run, were there no lock
+    assert second.is_alive() and not second_ran.is_set()
     release.set()
     first.join(30)
     second.join(30)

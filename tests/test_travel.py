@@ -124,7 +124,8 @@ def test_snap_beats_moves_keyframes_onto_beats(click_track):
 def test_audio_files_decode_to_mono(tmp_path, suffix):
     import soundfile as sf
 
-    from whichway.audio import file_sha256, load_audio
+    from whichway._files import sha256_file
+    from whichway.audio import load_audio
 
     stereo = np.zeros((SR, 2), np.float32)
     stereo[SR // 2: SR // 2 + 64, 0] = 0.9
@@ -133,7 +134,7 @@ def test_audio_files_decode_to_mono(tmp_path, suffix):
     track = load_audio(path)
     assert track.samples.ndim == 1 and track.sample_rate == SR
     assert track.duration == pytest.approx(1.0, abs=0.06)  # mp3 frames pad the end a little
-    assert track.sha256 == file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert track.sha256 == sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- rendering ----------------------------------------------------------------------------------

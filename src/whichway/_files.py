@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -130,3 +131,17 @@ def first_time(key: str) -> bool:
 def has_marker(key: str) -> bool:
     """Whether :func:`first_time` has already been asked ``key`` on this machine."""
     return _marker(key).exists()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks (LoRA files, audio tracks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def slug(text: str, limit: int = 32) -> str:
+    """The folder-name form of a prompt (default run directories of morph, travel, the studio)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"

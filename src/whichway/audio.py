@@ -19,11 +19,12 @@ Needs the ``audio`` extra (librosa, soundfile); imported where used.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from whichway._files import sha256_file
 
 import numpy as np
 
@@ -68,15 +69,6 @@ class Envelope:
     duration: float
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = DEFAULT_SAMPLE_RATE) -> Audio:
     """Decode wav / flac / ogg / mp3 (anything librosa reads) to mono float32.
 
@@ -101,7 +93,7 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = DEFAUL
         raise ValueError(f"could not decode {str(p)!r} as audio: {reason}") from exc
     if samples.size == 0:
         raise ValueError(f"audio file {str(p)!r} holds no samples")
-    return Audio(str(p), np.ascontiguousarray(samples, dtype=np.float32), int(sr), file_sha256(p))
+    return Audio(str(p), np.ascontiguousarray(samples, dtype=np.float32), int(sr), sha256_file(p))
 
 
 def envelope(audio: Audio, feature: str = "onset", *, beats: bool = False, hop_length: int = DEFAULT_HOP) -> Envelope:

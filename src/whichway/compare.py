@@ -14,7 +14,6 @@ length PPL = sum_k LPIPS(frame_k, frame_k+1) and smoothness (:mod:`whichway.metr
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -202,5 +201,5 @@ def save_comparison(
         "versions": versions(),
         "status": "done",
     }
-    write_json_atomic(run_dir / "compare.json", json.loads(json.dumps(info)))
+    write_json_atomic(run_dir / "compare.json", info)
     return strips

@@ -299,10 +299,7 @@ def matching_figure(matching: TokenMatching, group: int | None = None) -> Any:
     tokens down the left, B's down the right (row order, padding as one row each side), a line
     from each A token to its partner in B. Orange lines left row order, grey ones stayed; line
     width grows with the squared distance."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     groups = matching.groups if group is None else (matching.groups[group],)
     heights = [

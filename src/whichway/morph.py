@@ -140,10 +140,6 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
-def _previous_run(run_dir: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    return previous_run(run_dir, record)
-
-
 def previous_run(
     run_dir: Path, record: dict[str, Any], presentation: frozenset[str] = _PRESENTATION_KEYS
 ) -> dict[str, Any] | None:
@@ -213,10 +209,9 @@ def inverted_latent(
     image = load_image(path, size=(height, width))
     logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, guidance)
     latent = adapter.invert(image, prompt, steps=steps, guidance=guidance, height=height, width=width)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    torch.save(latent, tmp)
-    os.replace(tmp, cached)
+    from whichway._files import write_atomic
+
+    write_atomic(cached, lambda tmp: torch.save(latent, tmp))
     return latent
 
 
@@ -346,13 +341,10 @@ def run_morph(
     frames_dir = run_dir / FRAMES_DIR
     frames_dir.mkdir(parents=True, exist_ok=True)
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
-    record = {**asdict(s), "t": list(s.t), "height": height, "width": width}
-    from whichway.models.runtime import compile_seconds, runtime_pixel_settings
+    record = _settings_record(s, adapter)
+    from whichway.models.runtime import compile_seconds
 
-    runtime = runtime_pixel_settings(adapter)
-    if runtime is not None:  # LoRAs (by SHA-256), VAE, sampler, attention change the pixels
-        record["runtime"] = runtime
-    previous = _previous_run(run_dir, record)
+    previous = previous_run(run_dir, record)
     n = len(s.t)
     done = set() if previous is None else {k for k in range(n) if (frames_dir / f"{k:04d}.png").is_file()}
     ts = torch.tensor(s.t, dtype=torch.float64)
@@ -441,15 +433,31 @@ def run_morph(
     return MorphResult(run_dir, tuple(ts.tolist()), frames, strip, animation, coupling_info, rendered=rendered)
 
 
-def can_resume(run_dir: str | os.PathLike[str], settings: MorphSettings, height: int, width: int) -> bool:
-    """True when ``run_dir`` holds no run yet, or a run of the same pixel-defining settings (at
-    ``height`` x ``width``) whose finished frames :func:`run_morph` would keep; False when it
-    holds a run of other settings (whose frames a run of ``settings`` would overwrite)."""
+def with_runtime(record: dict[str, Any], adapter: Adapter) -> dict[str, Any]:
+    """``record`` plus the adapter's pixel-changing runtime options (LoRAs by SHA-256, VAE,
+    sampler, attention) under ``"runtime"`` when it has any: part of what a resumed run must
+    match. Shared by morph and travel."""
+    from whichway.models.runtime import runtime_pixel_settings
+
+    runtime = runtime_pixel_settings(adapter)
+    return record if runtime is None else {**record, "runtime": runtime}
+
+
+def _settings_record(s: MorphSettings, adapter: Adapter) -> dict[str, Any]:
+    """The settings ``run.json`` records and a resume must match."""
+    height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
+    return with_runtime({**asdict(s), "t": list(s.t), "height": height, "width": width}, adapter)
+
+
+def can_resume(run_dir: str | os.PathLike[str], settings: MorphSettings, adapter: Adapter) -> bool:
+    """True when ``run_dir`` holds no run yet, or a run of the same pixel-defining settings (on
+    ``adapter``, with its runtime options) whose finished frames :func:`run_morph` would keep;
+    False when it holds a run of other settings (whose frames a run of ``settings`` would
+    overwrite)."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).is_file() and not any((run_dir / FRAMES_DIR).glob("*.png")):
         return True
-    record = {**asdict(settings), "t": list(settings.t), "height": height, "width": width}
-    return previous_run(run_dir, record) is not None
+    return previous_run(run_dir, _settings_record(settings, adapter)) is not None
 
 
 def use_inversion_sampler(adapter: Adapter, what: str) -> str | None:

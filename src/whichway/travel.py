@@ -401,7 +401,10 @@ class TravelSettings:
             check_choice("video format", self.format, ANIMATION_FORMATS)
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
-        if not (self.batch_size in (None, "auto") or (isinstance(self.batch_size, int) and self.batch_size >= 1)):
+        if not (
+            self.batch_size in (None, "auto")
+            or (isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1)
+        ):
             raise ValueError(f"--batch-size must be a positive integer or 'auto', got {self.batch_size!r}")
         if self.coarse < 2:
             raise ValueError(f"perceptual pacing needs at least 2 coarse frames per segment, got {self.coarse}")
@@ -767,7 +770,15 @@ def run_travel(
     from PIL import Image
 
     from whichway.media import labelled_grid, save_image, write_animation, write_video
-    from whichway.morph import FRAMES_DIR, RUN_FILE, previous_run, use_inversion_sampler, versions, write_json_atomic
+    from whichway.morph import (
+        FRAMES_DIR,
+        RUN_FILE,
+        previous_run,
+        use_inversion_sampler,
+        versions,
+        with_runtime,
+        write_json_atomic,
+    )
     from whichway.render import RenderCancelled
 
     s = settings
@@ -780,7 +791,7 @@ def run_travel(
         from whichway.models.memory import resolve_batch_size
 
         s = replace(s, batch_size=resolve_batch_size(s.batch_size, adapter, prep.n_frames, height, width, s.guidance))
-    record = {**s.record(), "height": height, "width": width, "model": adapter.model_id}
+    record = with_runtime({**s.record(), "height": height, "width": width, "model": adapter.model_id}, adapter)
     previous = previous_run(run_dir, record, _PRESENTATION_KEYS)
     n = prep.n_frames
     names = [f"{FRAMES_DIR}/{frame_name(i)}" for i in range(n)]
@@ -886,6 +897,8 @@ def run_travel(
         if restore is not None:
             adapter.use_scheduler(restore)
 
+    from whichway._files import write_atomic
+
     frames = tuple(frames_dir / frame_name(i) for i in range(n))
     spread = None
     if s.pacing == "perceptual":
@@ -909,7 +922,7 @@ def run_travel(
     labels = [f"K{k + 1} {i / s.fps:.2f}s" for k, i in enumerate(plan.keyframe_frames)]  # prompts: run.json
     labels += [""] * (columns - len(keys)) + [f"{i / s.fps:.2f}s" for i in sample]
     strip = run_dir / "strip.png"
-    labelled_grid(images, labels, columns=columns).save(strip)
+    write_atomic(strip, labelled_grid(images, labels, columns=columns).save)
 
     video = None
     if s.format == "mp4":

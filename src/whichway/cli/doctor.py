@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> None:
     for name in ("height", "width"):
         check_size(f"--{name}", getattr(args, name))
-    if (args.height is None) != (args.width is None) and args.model is None:
+    if (args.height is not None or args.width is not None) and args.model is None:
         raise ValueError("--height/--width describe a model's render: give --model too")
 
 

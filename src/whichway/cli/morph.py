@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
+
+from whichway._files import slug
 
 from whichway.cli._options import (
     add_generation_options,
@@ -69,8 +70,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _slug(text: str, limit: int = 32) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
 def check_args(args: argparse.Namespace) -> Path:
@@ -100,7 +99,7 @@ def check_args(args: argparse.Namespace) -> Path:
             if value is not None and value < LPIPS_MIN_SIDE:
                 raise ValueError(f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
                                  f"{LPIPS_MIN_SIDE}, got {value}")
-    out = args.out or f"runs/{_slug(args.prompt_a)}--{_slug(args.prompt_b)}--{args.coupling}"
+    out = args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}"
     return check_out_dir(out)
 
 

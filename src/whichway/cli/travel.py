@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from whichway._files import slug
+
 from whichway.cli._options import (
     add_generation_options,
     add_model_options,
@@ -87,10 +89,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, _travel_defaults=defaults)
 
 
-def _slug(text: str, limit: int = 24) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
 def _is_schedule(inputs: list[str]) -> bool:
@@ -146,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = build_settings(args)
     first, last = settings.keyframes[0].prompt, settings.keyframes[-1].prompt
-    out = check_out_dir(args.out or f"runs/travel-{_slug(first)}--{_slug(last)}")
+    out = check_out_dir(args.out or f"runs/travel-{slug(first, 24)}--{slug(last, 24)}")
     prepared = prepare_travel(settings)  # images, audio, times: all before any model loads
     meter = None
     if settings.pacing == "perceptual":

@@ -61,14 +61,6 @@ AUTO_BATCH_CAP = 16
 TABLE_BATCHES = (1, 2, 4, 8, 16, 32)
 """Batch sizes listed by ``whichway doctor``."""
 
-OFFLOAD_OPTIONS = (
-    "--vae-tiling",
-    "--offload model",
-    "--offload model --vae-tiling",
-    "--offload sequential",
-)
-"""Options the plan may advise, in order of the speed they cost."""
-
 
 @dataclass(frozen=True)
 class ComponentMemory:

@@ -19,7 +19,6 @@ before torch or diffusers are imported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,6 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from whichway._files import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -66,14 +67,6 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
 ALL_SAMPLERS: tuple[str, ...] = tuple(
     dict.fromkeys(s for names in SAMPLERS.values() for s in names)
 )
-
-INVERSION_SAMPLERS: dict[str, str] = {
-    "sd": "ddim",
-    "sdxl": "ddim",
-    "sd3": "flow-euler",
-    "flux": "flow-euler",
-}
-"""family -> the sampler its inversion is the exact inverse of (what a real-image morph renders with)."""
 
 LORA_SUFFIX = ".safetensors"
 #: weight-file suffixes that are pickles (refused: loading them can run code)
@@ -467,15 +460,6 @@ def resolve_lora_file(source: str) -> Path:
             f"could not fetch LoRA {source!r} from the hub ({type(exc).__name__}: {first_line}); "
             "download it where the network is available, or pass the local .safetensors file"
         ) from exc
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from whichway.clouds import COUPLING_METHODS
+from whichway.media import ANIMATION_FORMATS
+from whichway.render import LATENT_METHODS
 from whichway.studio.session import Studio, user_message
+from whichway.travel import PACINGS, TRAVEL_LATENTS
 
 if TYPE_CHECKING:  # pragma: no cover
     import gradio as gr
 
 logger = logging.getLogger(__name__)
 
-COUPLINGS = ("ot", "clip", "random")
-LATENTS = ("fixed", "cog", "slerp", "lerp", "nao")
-FORMATS = ("gif", "mp4", "webp", "none")
+COUPLINGS = COUPLING_METHODS
+LATENTS = LATENT_METHODS
+FORMATS = (*ANIMATION_FORMATS, "none")
 JOB = "whichway-job"  # every rendering handler shares one queue slot: one job at a time
 
 CSS = """
@@ -375,11 +379,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 v_audio = gr.Audio(type="filepath", sources=["upload"], label="Audio (optional)")
                 with gr.Column():
                     v_pacing = gr.Radio(
-                        ["uniform", "perceptual", "audio"], value="uniform", label="Pacing"
+                        list(PACINGS), value="uniform", label="Pacing"
                     )
                     v_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
                     v_latent = gr.Dropdown(
-                        ["cog", "slerp", "lerp", "fixed"], value="cog", label="Latent path"
+                        list(TRAVEL_LATENTS), value="cog", label="Latent path"
                     )
             with gr.Row():
                 v_fps = gr.Number(value=24, label="fps", elem_id="ww-travel-fps")

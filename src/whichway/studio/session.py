@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from whichway._files import slug
+
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.compare import CouplingComparison
     from whichway.matching import TokenMatching
@@ -58,9 +60,6 @@ def user_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def slug(text: str, limit: int = 32) -> str:
-    """The folder-name form of a prompt, as ``whichway morph`` names its default run directory."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "prompt"
 
 
 def parse_times(text: str) -> tuple[float, ...]:
@@ -363,13 +362,11 @@ class Studio:
         ``-3``, ... (a page never overwrites another run's frames)."""
         from whichway.morph import can_resume
 
-        height = settings.height or adapter.default_size[0]
-        width = settings.width or adapter.default_size[1]
         base = f"{slug(settings.prompt_a)}--{slug(settings.prompt_b)}--{settings.coupling}"
         k = 1
         while True:
             candidate = self.out_dir / (base if k == 1 else f"{base}-{k}")
-            if can_resume(candidate, settings, height, width):
+            if can_resume(candidate, settings, adapter):
                 return candidate
             k += 1
 
