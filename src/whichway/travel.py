@@ -718,15 +718,17 @@ def _segment_record(journey: _Journey, plan: TravelPlan, k: int) -> dict[str, An
 
     s = journey.s
     ts = sorted({t for seg, t in zip(plan.segment, plan.t) if seg == k} | {0.0, 1.0})
+    couplings = journey.couplings[k]
+    lengths = [0.0] * len(couplings)
+    for start in range(0, len(ts) - 1, 128):  # pieces of 129 times, overlapping by one
+        piece = torch.tensor(ts[start:start + 129], dtype=torch.float64)
+        path, _ = conditioning_path(journey.cond[k], journey.cond[k + 1], piece, couplings=couplings)
+        for g, cloud in enumerate(path.clouds):
+            lengths[g] += float(path_length_w2(cloud.double()))
     groups = []
-    for g, c in enumerate(journey.couplings[k]):
-        length = 0.0
-        for start in range(0, len(ts) - 1, 128):  # pieces of 129 times, overlapping by one
-            piece = torch.tensor(ts[start:start + 129], dtype=torch.float64)
-            path, _ = conditioning_path(journey.cond[k], journey.cond[k + 1], piece, couplings=journey.couplings[k])
-            length += float(path_length_w2(path.clouds[g].double()))
+    for g, c in enumerate(couplings):
         groups.append({
-            "group": g, "method": c.method, "cost": float(c.cost), "w2_path_length": length,
+            "group": g, "method": c.method, "cost": float(c.cost), "w2_path_length": lengths[g],
             "tokens_moved": None if c.perm is None else int((c.perm != torch.arange(len(c.perm))).sum()),
         })
     frames = [i for i, seg in enumerate(plan.segment) if seg == k]
