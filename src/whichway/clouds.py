@@ -207,15 +207,17 @@ def _sq_dist_batched(x64: Tensor, y64: Tensor) -> Tensor:
     return m.clamp_(min=0.0)
 
 
-def _rowshifted_costs(x64: Tensor, y64: Tensor) -> Tensor:
-    r"""Assignment costs :math:`\|y_j\|^2 - 2\, x_i \cdot y_j` (B, n, m), float64.
+def _negated_inner_products(x64: Tensor, y64: Tensor, out: Tensor | None = None) -> Tensor:
+    r"""Assignment costs :math:`-\,x_i \cdot y_j` (B, n, m), float64, one batched product.
 
-    This is the squared-distance matrix minus the row constants :math:`\|x_i\|^2`, which add the
-    same total to every permutation and so leave the optimal assignment unchanged; it saves one
-    pass over x and the clamp.
+    For equal-size clouds this is :math:`\tfrac12 \|x_i - y_j\|^2` minus the row and column
+    constants :math:`\tfrac12\|x_i\|^2` and :math:`\tfrac12\|y_j\|^2`, which add the same
+    total to every permutation and so leave the optimal assignment unchanged. It saves the passes
+    over x and y for the norms, and SciPy's solver runs about 1.5x faster on it than on the
+    squared distances or on the distances less only the row constants (77 x 77 matrices of
+    Gaussian clouds, 0.19 vs 0.30 ms).
     """
-    yy = (y64 * y64).sum(dim=-1)
-    return torch.baddbmm(yy.unsqueeze(-2), x64, y64.transpose(1, 2), alpha=-2.0)
+    return torch.bmm(x64, y64.transpose(1, 2), out=out).neg_()
 
 
 # unit roundoff of float32 (round to nearest)
@@ -375,8 +377,8 @@ def _certify(
 
 
 def _assign_exact64(x: Tensor, y: Tensor) -> np.ndarray:
-    """Optimal assignments (B, n) int64 of float64 row-shifted cost matrices (the reference path)."""
-    return _assign_rows(_rowshifted_costs(_f64(x), _f64(y)))
+    """Optimal assignments (B, n) int64 on the float64 matrices :math:`-x_i \\cdot y_j` (the reference path)."""
+    return _assign_rows(_negated_inner_products(_f64(x), _f64(y)))
 
 
 def _assign_rows(costs: Tensor) -> np.ndarray:
@@ -400,8 +402,11 @@ class _Workspace:
         self.xc = torch.empty(chunk, n, d, **f32) if fast else None
         self.yc = torch.empty(chunk, n, d, **f32) if fast else None
         self.mat = torch.empty(chunk, n, n, **f32) if fast else None
-        self.x64 = torch.empty(chunk, n, d, dtype=torch.float64, device=_f64_device(device))
-        self.y64 = torch.empty(chunk, n, d, dtype=torch.float64, device=_f64_device(device))
+        f64 = {"dtype": torch.float64, "device": _f64_device(device)}
+        self.x64 = torch.empty(chunk, n, d, **f64)
+        self.y64 = torch.empty(chunk, n, d, **f64)
+        self.mat64 = torch.empty(0 if fast else chunk, n, n, **f64)  # the float64 path's matrix
+        self.diff = torch.empty(chunk * n, d, **f64)  # y_sigma(i) - x_i, for the exact cost
 
 
 def _f64_device(device: torch.device) -> torch.device:
@@ -440,14 +445,17 @@ def _solve_chunk(
                 fixed = torch.from_numpy(_assign_exact64(x64[again], y64[again])).to(x.device)
                 p[again] = fixed
         else:
-            p = torch.from_numpy(_assign_rows(_rowshifted_costs(x64, y64))).to(x.device)
+            mats = _negated_inner_products(x64, y64, out=ws.mat64[:size])
+            p = torch.from_numpy(_assign_rows(mats)).to(x.device)
     else:
         p = perm.to(x.device)
     # rows y[b, p[b, i]] of the flattened chunk (index_select is much faster than gather)
     offsets = torch.arange(size, device=y64.device).unsqueeze(1) * n
     flat = (p.to(y64.device) + offsets).reshape(-1)
-    diff = torch.index_select(y64.reshape(-1, d), 0, flat).view(size, n, d).sub_(x64)
-    cost = diff.mul_(diff).sum(dim=(1, 2))  # sum_i |y_sigma(i) - x_i|^2, float64
+    diff = torch.index_select(y64.reshape(-1, d), 0, flat, out=ws.diff[: size * n])
+    diff = diff.sub_(x64.reshape(-1, d)).view(size, n * d)
+    # sum_i |y_sigma(i) - x_i|^2 in float64 (a norm, then squared: one pass, 2 ulp more rounding)
+    cost = torch.linalg.vector_norm(diff, dim=1).square_()
     return p, cost, redone
 
 
@@ -459,8 +467,9 @@ def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[
     computed from the data and the permutation (differences first, then squares, in float64),
     not from a cost matrix.
 
-    On a CPU the optimal assignment is solved on the float64 row-shifted cost matrix (built in
-    work buffers reused across chunks) with SciPy's ``linear_sum_assignment``. On the devices in
+    On a CPU the optimal assignment is solved on the float64 matrix of negated inner products
+    (:func:`_negated_inner_products`, built in work buffers reused across chunks) with SciPy's
+    ``linear_sum_assignment``. On the devices in
     :data:`_FAST_DEVICES` (CUDA, where float64 products are slow) it is solved on a float32 matrix
     of centred inner products, and each solution is then
     *certified* exactly optimal for the exact float64 problem by :func:`_certify` (no cycle of
