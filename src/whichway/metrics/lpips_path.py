@@ -80,9 +80,10 @@ def check_frames(frames: object, *, name: str = "frames", min_frames: int = 2) -
             f"{name} must be at least {_MIN_SIDE}x{_MIN_SIDE} pixels for the LPIPS backbones, "
             f"got {frames.shape[2]}x{frames.shape[3]}"
         )
-    check_finite(name, frames)
-    lo, hi = float(frames.min()), float(frames.max())
-    if lo < 0.0 or hi > 1.0:
+    lo_t, hi_t = torch.aminmax(frames)  # one pass; NaN propagates into both
+    lo, hi = float(lo_t), float(hi_t)
+    if not (lo >= 0.0 and hi <= 1.0):
+        check_finite(name, frames)  # NaN or inf: that message first
         raise ValueError(
             f"{name} must be images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
             "images in [-1, 1] convert with (x + 1) / 2, uint8 images with x / 255"
@@ -172,6 +173,11 @@ class LPIPSPath:
         self.backbone = copy.deepcopy(self.model.net).to(memory_format=torch.channels_last)
         # the linear heads as weight vectors w_l (C_l,): lpips' 1x1 convolutions without bias
         self._heads = [lin.model[-1].weight.detach().flatten() for lin in self.model.lins]
+        # the input map x -> ((2x - 1) - shift) / scale as x * gain + offset, (1, 3, 1, 1) each
+        shift = self.model.scaling_layer.shift.double()
+        scale = self.model.scaling_layer.scale.double()
+        self._gain = (2.0 / scale).float()
+        self._offset = ((-1.0 - shift) / scale).float()
         self.to(device if device is not None else "cpu")
 
     @property
@@ -185,6 +191,7 @@ class LPIPSPath:
         self.model.to(device)
         self.backbone.to(device)
         self._heads = [w.to(device) for w in self._heads]
+        self._gain, self._offset = self._gain.to(device), self._offset.to(device)
         return self
 
     def __repr__(self) -> str:
@@ -203,11 +210,15 @@ class LPIPSPath:
         -------
         list of Tensor (B, C_l, H_l, W_l), float32 on :attr:`device`.
         """
-        import lpips
-
-        x = images.to(device=self.device, dtype=torch.float32) * 2 - 1  # [0, 1] -> [-1, 1]
-        x = self.model.scaling_layer(x).contiguous(memory_format=torch.channels_last)  # LPIPS v0.1 scaling
-        return [lpips.normalize_tensor(out) for out in self.backbone(x)]
+        images = images.to(device=self.device, dtype=torch.float32)
+        # [0, 1] -> [-1, 1], then LPIPS v0.1's scaling layer (x - shift) / scale: one affine map
+        # per channel, written in one pass straight into the channels-last input
+        x = torch.empty_like(images, memory_format=torch.channels_last)
+        torch.addcmul(self._offset, images, self._gain, out=x)
+        # unit-normalise each position over channels, in place (the activations are this call's):
+        # lpips.normalize_tensor's x / (sqrt(sum_c x^2) + 1e-10), with one pass for the norm
+        return [out.div_(torch.linalg.vector_norm(out, dim=1, keepdim=True).add_(1e-10))
+                for out in self.backbone(x)]
 
     def pair_distances(self, feats_a: list[Tensor], feats_b: list[Tensor]) -> Tensor:
         """LPIPS between matching rows of two feature lists (from :meth:`features`).
