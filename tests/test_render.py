@@ -111,10 +111,14 @@ def test_batched_equals_one_at_a_time_and_streams_every_frame(sd):
     path, _ = conditioning_path(cond.select(0), cond.select(1), torch.linspace(0, 1, 5))
     latent = sd.initial_latent(3, SIZE, SIZE)
     seen: list[int] = []
+    ticks: list[tuple[int, int]] = []
     batched = render_frames(
         sd, path, latent, steps=STEPS, guidance=5.0, height=SIZE, width=SIZE, batch_size=4,
-        on_frame=lambda i, img: seen.append(i), progress=False,
+        on_frame=lambda i, img: seen.append(i), on_step=lambda done, total: ticks.append((done, total)),
+        progress=False,
     )
+    # every denoising step of both batches is reported, with the bar hidden too
+    assert ticks == [(k, 2 * STEPS) for k in range(1, 2 * STEPS + 1)]
     single = render_frames(sd, path, latent, steps=STEPS, guidance=5.0, height=SIZE, width=SIZE, batch_size=1, progress=False)
     assert seen == [0, 1, 2, 3, 4]
     assert batched.shape == (5, 3, SIZE, SIZE)

@@ -393,16 +393,19 @@ def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
 
         return job(frame, on_step, should_stop)
 
-    events = []
+    events, ticks = [], []
     with pytest.raises(RenderCancelled):
         for kind, value in studio.stream(press_cancel_during_the_first_batch):
             events.append(kind)
+            if kind == "step":
+                ticks.append(value)
             if kind == "error":
                 raise value
     run = studio.run_dir_for(settings, studio.adapter())
     assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
     assert len(list((run / "frames").glob("*.png"))) == 1 and events.count("frame") == 1
     assert events.count("step") == SMALL["steps"]  # the progress bar's ticks: one batch of 2 steps
+    assert ticks == [(k, 3 * SMALL["steps"]) for k in range(1, SMALL["steps"] + 1)]  # of 3 batches
 
     result = studio.run_sync(studio.resume_job(run.name))
     assert result.rendered == 2 and json.loads((run / "run.json").read_text())["status"] == "done"

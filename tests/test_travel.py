@@ -238,6 +238,32 @@ def test_cancelled_run_keeps_its_frames_and_resumes(tiny_adapter, tmp_path):
     assert run_travel(adapter, settings, tmp_path, progress=False).rendered == 2
 
 
+def test_out_of_memory_retry_keeps_the_step_count_true(tiny_adapter, tmp_path, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    adapter = tiny_adapter("sd")
+    settings = TravelSettings((Keyframe("a photo of a cat", seed=7), Keyframe("a red dog", seed=8)), fps=2,
+                              seconds=2, batch_size=2, format=None, **FAST)
+    reference = run_travel(adapter, settings, tmp_path / "reference", progress=False)
+    forward = UNet2DConditionModel.forward
+
+    def limited(self, sample, *args, **kwargs):  # a device that holds one frame (2 CFG rows)
+        if sample.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", limited)
+    steps: list[tuple[int, int]] = []
+    result = run_travel(adapter, settings, tmp_path / "oom", progress=False,
+                        on_step=lambda done, total: steps.append((done, total)))
+    # 4 frames: the first batch of 2 fails at its first step and is redone one frame at a time
+    assert result.rendered == 4
+    assert all(done <= total for done, total in steps)
+    assert steps[-1] == (8, 8)  # 4 frames x 2 steps, the failed batch not counted
+    for ours, ref in zip(result.frames, reference.frames):
+        assert np.abs(_pixels(ours).astype(int) - _pixels(ref).astype(int)).max() <= 1
+
+
 def test_image_keyframe_is_inverted_once_and_the_sampler_restored(tiny_pipeline, tmp_path):
     from whichway.models import load_adapter
 

@@ -192,8 +192,10 @@ def render_frames(
         raise ValueError(f"got {n} conditionings but {len(negative)} negatives; give one per frame or one shared")
     kept: list[Tensor] = []
     n_batches = -(-n // batch_size)
+    # steps done and planned, counted here: a disabled tqdm bar (progress=False) counts nothing
+    done, total = 0, n_batches * steps
     with tqdm(
-        total=n_batches * steps,
+        total=total,
         desc=f"rendering {n} frame{'s' * (n != 1)}",
         unit="step",
         disable=not progress,
@@ -201,16 +203,18 @@ def render_frames(
     ) as bar:
 
         def step() -> None:
+            nonlocal done
+            done += 1
             bar.update(1)
             if on_step is not None:
-                on_step(int(bar.n), int(bar.total))
+                on_step(done, total)
 
         start = 0
         while start < n:
             if should_stop is not None and should_stop():
                 raise RenderCancelled(start, n)
             stop = min(start + batch_size, n)
-            counted = bar.n
+            counted = done
             out_of_memory = False
             try:
                 images = adapter.render(
@@ -240,9 +244,9 @@ def render_frames(
                     "out of memory at frames %d-%d; retrying with %d frames per batch (frames "
                     "already finished are kept)", start, stop - 1, batch_size,
                 )
-                # the failed batch's steps are redone: rebase the bar on the batches left
-                bar.total = counted + (-(-(n - start) // batch_size)) * steps
-                bar.n = counted
+                # the failed batch's steps are redone: rebase the count on the batches left
+                done, total = counted, counted + (-(-(n - start) // batch_size)) * steps
+                bar.total, bar.n = total, done
                 bar.refresh()
                 continue
             for offset, image in enumerate(images):

@@ -625,9 +625,15 @@ class _Renderer:
         per_chunk = -(-self.chunk // self.s.batch_size)
         return (full * per_chunk + -(-rest // self.s.batch_size)) * self.s.steps
 
-    def step(self, *_: int) -> None:
-        self.done += 1
-        self.bar.update(1)
+    def _advance(self, done: int) -> None:
+        """Steps finished so far in the whole run; it moves back when a batch that ran out of
+        memory is redone."""
+        if done >= self.done:
+            self.bar.update(done - self.done)
+        else:
+            self.bar.n = done
+            self.bar.refresh()
+        self.done = done
         if self.hooks.get("on_step") is not None:
             self.hooks["on_step"](self.done, self.total)
 
@@ -646,11 +652,20 @@ class _Renderer:
         for start in range(0, len(positions), self.chunk):
             part = positions[start:start + self.chunk]
             cond, latents, negative = self.journey.rows(part)
+            base, planned = self.done, self.steps_for(len(part))
+
+            def step(done: int, total: int, base: int = base) -> None:
+                nonlocal planned
+                if total != planned:  # render_frames re-planned this chunk after an out-of-memory retry
+                    self.set_total(self.total + total - planned)
+                    planned = total
+                self._advance(base + done)
+
             images = render_frames(
                 self.adapter, cond, latents, steps=self.s.steps, guidance=self.s.guidance, height=h, width=w,
                 batch_size=self.s.batch_size, negative=negative, progress=False, keep=on_chunk is not None,
                 on_frame=None if on_frame is None else (lambda i, image, start=start: on_frame(start + i, image)),
-                on_step=self.step, should_stop=self.hooks.get("should_stop"),
+                on_step=step, should_stop=self.hooks.get("should_stop"),
             )
             if on_chunk is not None:
                 on_chunk(images)
