@@ -241,3 +241,22 @@ def test_cli_prints_and_stores_path_metrics(tiny_pipeline, tmp_path, capsys):
     assert "PPL" in capsys.readouterr().out
     metrics = json.loads((out / "run.json").read_text())["metrics"]
     assert len(metrics["steps"]) == 2 and metrics["ppl"] == pytest.approx(sum(metrics["steps"]))
+
+
+def test_settings_come_back_from_the_run_json_record(tiny_adapter):
+    from dataclasses import replace
+
+    from whichway.morph import _settings_record
+
+    settings = MorphSettings("a cat", "a dog", t=(0.0, 0.25, 1.0), latent="slerp", seed_b=4, steps=3,
+                             height=32, width=32, batch_size="auto", format=None)
+    record = json.loads(json.dumps(_settings_record(settings, tiny_adapter("sd"))))
+    assert MorphSettings.from_record(record) == settings
+    # what a run with runtime options records (LoRAs, sampler) is not a setting of the morph itself
+    record["runtime"] = {"sampler": "euler", "loras": [{"sha256": "0" * 64, "scale": 0.8}]}
+    assert MorphSettings.from_record(record) == settings
+    # the model's own size stands in for an unset one
+    adapter = tiny_adapter("sd")
+    unset = replace(settings, height=None, width=None)
+    height, width = adapter.default_size
+    assert MorphSettings.from_record(_settings_record(unset, adapter)) == replace(settings, height=height, width=width)

@@ -387,3 +387,26 @@ def test_bad_input_is_one_line_before_any_model(no_model, tmp_path, click_track,
 def test_prepare_refuses_a_keyframe_past_the_end():
     with pytest.raises(ValueError, match="past the end"):
         prepare_travel(TravelSettings((Keyframe("a"), Keyframe("b", at=5.0)), fps=4, seconds=2))
+
+
+def test_a_track_that_is_only_muxed_is_not_analysed(click_track, monkeypatch):
+    import whichway.audio
+
+    calls: list[str] = []
+    real = whichway.audio.envelope
+    monkeypatch.setattr(whichway.audio, "envelope", lambda *a, **k: calls.append("envelope") or real(*a, **k))
+    keys = (Keyframe("a"), Keyframe("b"))
+    muxed = prepare_travel(TravelSettings(keys, fps=4, seconds=2, audio=click_track))
+    assert muxed.audio is not None and muxed.envelope is None and calls == []
+    paced = prepare_travel(TravelSettings(keys, fps=4, seconds=2, audio=click_track, pacing="audio"))
+    assert paced.envelope is not None and calls == ["envelope"]
+
+
+def test_settings_come_back_from_the_run_json_record():
+    keys = (Keyframe("a cat", seed=1, at=0.0), Keyframe("a dog", negative_prompt="blur", coupling="clip"),
+            Keyframe("a car", latent="slerp", at=2.0))
+    settings = TravelSettings(keys, fps=6, pacing="uniform", steps=3, height=32, width=32, batch_size=2,
+                              format=None)
+    record = json.loads(json.dumps({**settings.record(), "model": "tiny-sd",
+                                    "runtime": {"sampler": "euler"}}))
+    assert TravelSettings.from_record(record) == settings

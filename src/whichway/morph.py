@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,13 @@ class MorphSettings:
             raise ValueError(f"batch size must be >= 1 or 'auto', got {self.batch_size!r}")
         if (self.image_a is None) != (self.image_b is None):
             raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> MorphSettings:
+        """The settings a ``run.json`` ``"settings"`` entry describes (what :func:`run_morph`
+        records: these fields, the resolved size, the runtime options), to resume it."""
+        kept = {f.name: record[f.name] for f in fields(cls) if f.name in record}
+        return cls(**{**kept, "t": tuple(kept.get("t", ()))})
 
 
 @dataclass(frozen=True)

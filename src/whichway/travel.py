@@ -449,6 +449,16 @@ class TravelSettings:
         out["keyframe_times"] = [kf.at for kf in self.keyframes]
         return out
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TravelSettings:
+        """The settings a ``run.json`` ``"settings"`` entry (:meth:`record`, plus what the run
+        added: the resolved size, the model, the runtime options) describes, to resume it."""
+        names = {f.name for f in fields(cls)} - {"keyframes"}
+        kept = {k: v for k, v in record.items() if k in names}
+        entries = record.get("keyframes", [])
+        times = record.get("keyframe_times") or [None] * len(entries)
+        return cls(tuple(Keyframe(**kf, at=at) for kf, at in zip(entries, times)), **kept)
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -495,7 +505,8 @@ def prepare_travel(settings: TravelSettings) -> Prepared:
                 f"the audio {s.audio} lasts {track.duration:.2f} s, but --audio-start {s.audio_start:g} plus the "
                 f"video's {n / s.fps:.2f} s needs {need:.2f} s; use a shorter video or an earlier --audio-start"
             )
-        env = envelope(track, s.audio_feature, beats=s.snap_beats)
+        if s.pacing == "audio" or s.snap_beats:  # a track that is only muxed needs no envelope
+            env = envelope(track, s.audio_feature, beats=s.snap_beats)
     common = {"fps": s.fps, "seconds": seconds, "frames_per_segment": s.frames_per_segment,
               "audio": env, "audio_start": s.audio_start, "audio_floor": s.audio_floor, "snap_beats": s.snap_beats}
     if s.pacing == "perceptual":

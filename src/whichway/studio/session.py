@@ -391,11 +391,9 @@ class Studio:
                 raise ValueError(
                     f"width must be a multiple of {adapter.size_multiple} for this model, got {settings.width}"
                 )
-            meter = None
-            if settings.spacing == "perceptual":
-                meter, note = self.meter()
-                if meter is None:
-                    raise ValueError(f"perceptual spacing needs LPIPS: {note}")
+            scorer, note = self.meter()  # spaces perceptual runs; scores every run when available
+            if settings.spacing == "perceptual" and scorer is None:
+                raise ValueError(f"perceptual spacing needs LPIPS: {note}")
             target = run_dir or self.run_dir_for(settings, adapter)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             result = run_morph(
@@ -403,13 +401,12 @@ class Studio:
                 settings,
                 target,
                 progress=False,
-                meter=meter,
+                meter=scorer if settings.spacing == "perceptual" else None,
                 on_frame=on_frame,
                 on_step=on_step,
                 should_stop=should_stop,
             )
             # the PPL summary `whichway morph` adds to run.json when LPIPS is available
-            scorer, _note = self.meter()
             if scorer is not None:
                 from whichway.metrics import score_run
 
@@ -429,22 +426,12 @@ class Studio:
             raise ValueError(
                 f"{name} is a {run.kind} run; only morph and travel runs resume from the page"
             )
-        settings = dict(run.info.get("settings", {}))
-        settings.pop("out", None)
-        settings["t"] = tuple(settings.get("t", ()))
-        return self.morph_job(MorphSettings(**settings), run.path)
+        return self.morph_job(MorphSettings.from_record(run.info.get("settings", {})), run.path)
 
     def _resume_travel(self, run: RunInfo) -> Callable[..., Any]:
-        from whichway.travel import Keyframe, TravelSettings
+        from whichway.travel import TravelSettings
 
-        settings = dict(run.info.get("settings", {}))
-        for key in ("model", "out"):
-            settings.pop(key, None)
-        times = settings.pop("keyframe_times", None) or [None] * len(settings.get("keyframes", []))
-        settings["keyframes"] = tuple(
-            Keyframe(**kf, at=at) for kf, at in zip(settings.get("keyframes", []), times)
-        )
-        return self.travel_job(TravelSettings(**settings), run.path)
+        return self.travel_job(TravelSettings.from_record(run.info.get("settings", {})), run.path)
 
     # --- travel --------------------------------------------------------------------------------
     def travel_settings(
