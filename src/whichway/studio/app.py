@@ -566,7 +566,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                         return (table, *[str(strips[m]) for m in COUPLINGS])
                 raise gr.Error("the comparison ended without a result")  # pragma: no cover
 
-            c_go.click(
+            compare_event = c_go.click(
                 compare,
                 [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width],
                 [c_table, *c_strips],
@@ -679,6 +679,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         )  # the runs as they are when the page opens
         morph_event.then(refresh, None, r_pick, api_visibility="private")
         travel_event.then(refresh, None, r_pick, api_visibility="private")
+        compare_event.then(refresh, None, r_pick, api_visibility="private")
     return demo
 
 
