@@ -14,8 +14,9 @@ Two measurements, both against baselines run in the same invocation on the same 
   and whichway before the clock starts; the clouds are generated before it too. Reported: wall,
   user and system CPU time and minor page faults, and that the costs agree (relative) with the
   loop's. Two kinds of clouds: i.i.d. Gaussian, and *padding-like* clouds whose last 60 of 77 rows
-  are one vector plus noise of 1e-3 (near-ties below float32 resolution, where whichway's float32
-  certificate fails and the pairs are solved again in float64: its worst case);
+  are one vector plus noise of 1e-3 (a block of near-ties, where SciPy's assignment is about 3x
+  slower for both programs, and where on CUDA whichway's float32 certificate fails and the pairs
+  are solved again in float64);
 * **warm, per pair**: single pairs after a warm-up, against POT (``ot.emd`` + ``ot.dist``) and a
   bare numpy + SciPy assignment (best of ``--repeats`` rounds).
 
