@@ -18,7 +18,8 @@ Two measurements, both against baselines run in the same invocation on the same 
   slower for both programs, and where on CUDA whichway's float32 certificate fails and the pairs
   are solved again in float64);
 * **warm, per pair**: single pairs after a warm-up, against POT (``ot.emd`` + ``ot.dist``) and a
-  bare numpy + SciPy assignment (best of ``--repeats`` rounds).
+  bare numpy + SciPy assignment (best of ``--repeats`` rounds, each after a pause that lets the
+  previous method's thread pools go idle).
 
 Usage::
 
@@ -134,11 +135,19 @@ def _scipy(xt, yt) -> float:
     return float(((x[rows] - y[cols]) ** 2).sum())
 
 
+# Seconds to wait before each timed round: the previous round's BLAS / OpenMP worker threads spin
+# for a while after their last call (OpenBLAS for numpy/POT, OpenMP for torch) and, on two cores,
+# would slow whichever method is timed next (measured: whichway's single pairs at 2 ms instead of
+# 1 ms for ~0.1 s after a POT call).
+SETTLE_S = 0.5
+
+
 def _per_pair(fn, pairs, repeats: int) -> tuple[float, list[float]]:
     """Best-of-``repeats`` mean wall seconds per pair, and the costs of the last round."""
     best = float("inf")
     costs: list[float] = []
     for _ in range(repeats):
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         costs = [fn(x, y) for x, y in pairs]
         best = min(best, (time.perf_counter() - start) / len(pairs))
