@@ -633,9 +633,22 @@ def test_certificate_accepts_generic_clouds(monkeypatch) -> None:
     solved = []
     original = module._assign_exact64
     monkeypatch.setattr(module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y))
+    certified = []
+    certify = module._certify
+
+    def spy_certify(*args, **kwargs):
+        ok = certify(*args, **kwargs)
+        certified.append(ok.clone())
+        return ok
+
+    monkeypatch.setattr(module, "_certify", spy_certify)
     c = couple(xb, yb)
     # typical float32 errors are ~1000x below the worst-case margin: no pair needs float64
     assert solved == []
+    # ... and the float32 path did run: every pair was certified by it
+    assert certified, "the float32 path (and its certificate) never ran"
+    assert all(bool(ok.all()) for ok in certified)
+    assert sum(ok.numel() for ok in certified) == 12
     torch.testing.assert_close(c.cost, float64_loop(xb, yb), rtol=1e-9, atol=0)
     # float64 inputs take the float64 matrix: same optimum
     ref = couple(xb.double(), yb.double())

@@ -415,16 +415,12 @@ def _f64_device(device: torch.device) -> torch.device:
 
 def _solve_chunk(
     x: Tensor, y: Tensor, perm: Tensor | None, ws: _Workspace, fast: bool, c: float
-) -> tuple[Tensor, Tensor, int]:
-    """Assignments (if ``perm`` is None) and exact costs of one chunk; returns (perm, cost,
-    number of pairs solved again in float64)."""
+) -> tuple[Tensor, Tensor]:
+    """Assignments (if ``perm`` is None) and exact costs of one chunk; returns (perm, cost)."""
     size, n, d = x.shape
-    redone = 0
     x64 = ws.x64[:size].copy_(x)  # float64 staging, reused by every chunk of this thread
     y64 = ws.y64[:size].copy_(y)
     if perm is None:
-        from scipy.optimize import linear_sum_assignment
-
         if fast:
             # Centre each cloud: (x_i - a) . (y_j - b) differs from x_i . y_j by row and column
             # constants (same optimum), and smaller vectors mean a smaller float32 error bound.
@@ -433,15 +429,10 @@ def _solve_chunk(
             xc = torch.sub(x, a, out=ws.xc[:size])
             yc = torch.sub(b, y, out=ws.yc[:size])
             mat = torch.bmm(xc, yc.transpose(1, 2), out=ws.mat[:size])  # -(x_i - a).(y_j - b)
-            mats = mat.cpu().numpy()
-            block = np.empty((size, n), dtype=np.int64)
-            for k in range(size):
-                block[k] = linear_sum_assignment(mats[k])[1]
-            p = torch.from_numpy(block).to(x.device)
+            p = torch.from_numpy(_assign_rows(mat)).to(x.device)
             ok = _certify(mat, p, xc, yc, (x, y, a, b), c)
             if not bool(ok.all()):
                 again = torch.nonzero(~ok).flatten()
-                redone = int(again.numel())
                 fixed = torch.from_numpy(_assign_exact64(x64[again], y64[again])).to(x.device)
                 p[again] = fixed
         else:
@@ -456,7 +447,7 @@ def _solve_chunk(
     diff = diff.sub_(x64.reshape(-1, d)).view(size, n * d)
     # sum_i |y_sigma(i) - x_i|^2 in float64 (a norm, then squared: one pass, 2 ulp more rounding)
     cost = torch.linalg.vector_norm(diff, dim=1).square_()
-    return p, cost, redone
+    return p, cost
 
 
 def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -508,7 +499,7 @@ def _assign_and_cost(x: Tensor, y: Tensor, perm: Tensor | None = None) -> tuple[
             ws = spaces[ident] = _Workspace(chunk, n, d, x.device, fast)
         stop = min(start + chunk, bsz)
         given = None if perm is None else perm[start:stop]
-        p, cost, _ = _solve_chunk(x[start:stop], y[start:stop], given, ws, fast, c)
+        p, cost = _solve_chunk(x[start:stop], y[start:stop], given, ws, fast, c)
         perms[start:stop] = p
         costs[start:stop] = cost
 
