@@ -242,13 +242,16 @@ def test_out_of_memory_retry_keeps_the_step_count_true(tiny_adapter, tmp_path, m
     from diffusers import UNet2DConditionModel
 
     adapter = tiny_adapter("sd")
-    settings = TravelSettings((Keyframe("a photo of a cat", seed=7), Keyframe("a red dog", seed=8)), fps=2,
+    # 36 frames: more than one render chunk (32 frames at batch 2)
+    settings = TravelSettings((Keyframe("a photo of a cat", seed=7), Keyframe("a red dog", seed=8)), fps=18,
                               seconds=2, batch_size=2, format=None, **FAST)
     reference = run_travel(adapter, settings, tmp_path / "reference", progress=False)
     forward = UNet2DConditionModel.forward
+    failures: list[int] = []
 
     def limited(self, sample, *args, **kwargs):  # a device that holds one frame (2 CFG rows)
         if sample.shape[0] > 2:
+            failures.append(sample.shape[0])
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return forward(self, sample, *args, **kwargs)
 
@@ -256,10 +259,11 @@ def test_out_of_memory_retry_keeps_the_step_count_true(tiny_adapter, tmp_path, m
     steps: list[tuple[int, int]] = []
     result = run_travel(adapter, settings, tmp_path / "oom", progress=False,
                         on_step=lambda done, total: steps.append((done, total)))
-    # 4 frames: the first batch of 2 fails at its first step and is redone one frame at a time
-    assert result.rendered == 4
+    # the first batch of 2 fails at its first step; every later frame, in this chunk and the
+    # next, renders one at a time without running out of memory again
+    assert result.rendered == 36 and failures == [4]
     assert all(done <= total for done, total in steps)
-    assert steps[-1] == (8, 8)  # 4 frames x 2 steps, the failed batch not counted
+    assert steps[-1] == (72, 72)  # 36 frames x 2 steps, the failed batch not counted
     for ours, ref in zip(result.frames, reference.frames):
         assert np.abs(_pixels(ours).astype(int) - _pixels(ref).astype(int)).max() <= 1
 

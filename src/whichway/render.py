@@ -156,6 +156,7 @@ def render_frames(
     keep: bool = True,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_batch_size: Callable[[int], None] | None = None,
 ) -> Tensor | None:
     """Render T waypoints in batches.
 
@@ -171,6 +172,8 @@ def render_frames(
         (``total`` = batches x steps), e.g. to drive a web page's progress bar
     should_stop : polled before each batch; when it returns True, :class:`RenderCancelled` is
         raised (frames of the finished batches were already handed to ``on_frame``)
+    on_batch_size : called with the smaller batch size after an out-of-memory retry, so that a
+        caller rendering in several calls starts the next one at the size that fits
 
     Frames rendered in one batch equal the frames rendered one at a time (float tolerance).
     """
@@ -240,6 +243,8 @@ def render_frames(
             if out_of_memory:  # outside the handler: the traceback's tensors are released first
                 release_cached_memory(adapter.device)
                 batch_size = (stop - start) // 2
+                if on_batch_size is not None:
+                    on_batch_size(batch_size)
                 logger.warning(
                     "out of memory at frames %d-%d; retrying with %d frames per batch (frames "
                     "already finished are kept)", start, stop - 1, batch_size,

@@ -620,21 +620,33 @@ class _Renderer:
         self.size = (height, width)
         self.hooks = hooks
         self.chunk = s.batch_size * max(1, 32 // s.batch_size)
+        self.batch = s.batch_size  # halved for the rest of the run after an out-of-memory retry
+        self.planned = s.batch_size  # the batch size the bar's total was planned with
         self.total = 0
         self.done = 0  # steps finished (a disabled tqdm bar does not count)
         self.bar = tqdm(total=0, desc=f"travel: {n_frames} frames", unit="step", disable=not progress)
 
     def set_total(self, steps: int) -> None:
-        """Denoising steps of the whole run (done so far included): the bar's end and ETA."""
+        """Denoising steps of the whole run (done so far included), planned at the current batch
+        size: the bar's end and ETA."""
+        self.planned = self.batch
+        self._show_total(steps)
+
+    def _show_total(self, steps: int) -> None:
         self.total = steps
         self.bar.total = steps
         self.bar.refresh()
 
-    def steps_for(self, frames: int) -> int:
-        """Denoising steps of ``frames`` frames rendered in chunks of whole batches."""
+    def steps_for(self, frames: int, batch: int | None = None) -> int:
+        """Denoising steps of ``frames`` frames rendered in chunks of whole batches of ``batch``
+        frames (default: the current batch size)."""
+        batch = batch or self.batch
         full, rest = divmod(frames, self.chunk)
-        per_chunk = -(-self.chunk // self.s.batch_size)
-        return (full * per_chunk + -(-rest // self.s.batch_size)) * self.s.steps
+        per_chunk = -(-self.chunk // batch)
+        return (full * per_chunk + -(-rest // batch)) * self.s.steps
+
+    def _shrink(self, batch_size: int) -> None:
+        self.batch = batch_size
 
     def _advance(self, done: int) -> None:
         """Steps finished so far in the whole run; it moves back when a batch that ran out of
@@ -663,20 +675,20 @@ class _Renderer:
         for start in range(0, len(positions), self.chunk):
             part = positions[start:start + self.chunk]
             cond, latents, negative = self.journey.rows(part)
-            base, planned = self.done, self.steps_for(len(part))
+            base, planned = self.done, self.steps_for(len(part), self.planned)
 
             def step(done: int, total: int, base: int = base) -> None:
                 nonlocal planned
-                if total != planned:  # render_frames re-planned this chunk after an out-of-memory retry
-                    self.set_total(self.total + total - planned)
+                if total != planned:  # a smaller batch than planned, after an out-of-memory retry
+                    self._show_total(self.total + total - planned)
                     planned = total
                 self._advance(base + done)
 
             images = render_frames(
                 self.adapter, cond, latents, steps=self.s.steps, guidance=self.s.guidance, height=h, width=w,
-                batch_size=self.s.batch_size, negative=negative, progress=False, keep=on_chunk is not None,
+                batch_size=self.batch, negative=negative, progress=False, keep=on_chunk is not None,
                 on_frame=None if on_frame is None else (lambda i, image, start=start: on_frame(start + i, image)),
-                on_step=step, should_stop=self.hooks.get("should_stop"),
+                on_step=step, should_stop=self.hooks.get("should_stop"), on_batch_size=self._shrink,
             )
             if on_chunk is not None:
                 on_chunk(images)
