@@ -417,7 +417,8 @@ def test_images_and_latent_files(tmp_path):
         prepare_image(image * 3, 8, 8)
 
     latent = torch.randn(4, 6, 6, generator=torch.Generator().manual_seed(0))
-    for name in ("z.safetensors", "z.pt"):
+    # the command line accepts any case of the extension, so the files do too
+    for name in ("z.safetensors", "z.pt", "Z.PT", "z.SafeTensors"):
         save_latent(latent, tmp_path / name, {"prompt": "a cat", "steps": 5})
         loaded, meta = load_latent(tmp_path / name)
         assert (

@@ -419,13 +419,14 @@ def save_latent(latent: Tensor, path: str | Path, metadata: dict[str, Any] | Non
     """Save an initial latent (C, h, w) to ``.safetensors`` (key ``latent``, metadata as strings)
     or ``.pt``/``.pth`` (a dict ``{"latent": ..., **metadata}``)."""
     path = Path(path)
-    if path.suffix not in LATENT_SUFFIXES:
+    suffix = path.suffix.lower()  # the command line accepts x.PT as x.pt
+    if suffix not in LATENT_SUFFIXES:
         raise ValueError(
             f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}"
         )
     latent = latent.detach().to("cpu", torch.float32).contiguous()
     metadata = dict(metadata or {})
-    if path.suffix == ".safetensors":
+    if suffix == ".safetensors":
         from safetensors.torch import save_file
 
         save_file({"latent": latent}, str(path), metadata={k: str(v) for k, v in metadata.items()})
@@ -440,12 +441,13 @@ def load_latent(path: str | Path) -> tuple[Tensor, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"latent file {str(path)!r} does not exist")
-    if path.suffix not in LATENT_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix not in LATENT_SUFFIXES:
         raise ValueError(
             f"latent file {str(path)!r} must end in one of: {', '.join(LATENT_SUFFIXES)}"
         )
     try:
-        if path.suffix == ".safetensors":
+        if suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as handle:
