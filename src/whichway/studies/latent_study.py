@@ -173,7 +173,9 @@ class LatentStudyWorker:
         latent = self.adapter.invert(p["image"], p["prompt"], steps=self.cfg.inversion.steps,
                                      guidance=self.cfg.inversion.guidance, height=self.height, width=self.width)
         seconds = time.perf_counter() - start
-        row = {"kind": "inversion", "method": "ddim", "class_name": p["class_name"], "members": p["name"],
+        # the adapter's own inversion ("ddim" for SD/SDXL, "flow" Euler inversion for SD3/Flux)
+        method = getattr(self.adapter, "inversion", "") or "ddim"
+        row = {"kind": "inversion", "method": method, "class_name": p["class_name"], "members": p["name"],
                "seconds": seconds, "render_seconds": 0.0, "images": []}
         return UnitResult(unit.unit_id, (row,), tensors={p["cache"]: latent}, seconds=seconds)
 

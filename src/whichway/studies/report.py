@@ -287,12 +287,17 @@ def latent_report(run_dir: str | Path) -> Path:
     out.mkdir(exist_ok=True)
     tables = latent_tables(df, metrics)
     cfg = manifest.get("config", {})
+    # the inversion method the run recorded ("ddim" for SD/SDXL, "flow" for SD3/Flux)
+    inv_rows = df[df.kind == "inversion"]
+    inv_methods = sorted(str(m) for m in inv_rows["method"].dropna().unique()) if "method" in inv_rows else []
+    inv_method = "/".join(inv_methods) or "?"
     lines = [
         "# Latent study: COG vs LERP / SLERP / NAO and centroid baselines",
         "",
         *note,
-        (f"- model: `{cfg.get('model', {}).get('id', '?')}`; inversion {cfg.get('inversion', {}).get('steps')} "
-         f"DDIM steps, guidance {cfg.get('inversion', {}).get('guidance')}; render {cfg.get('render', {}).get('steps')} steps"),
+        (f"- model: `{cfg.get('model', {}).get('id', '?')}`; {inv_method} inversion, "
+         f"{cfg.get('inversion', {}).get('steps')} inversion steps, guidance {cfg.get('inversion', {}).get('guidance')}; "
+         f"render {cfg.get('render', {}).get('steps')} steps"),
         (f"- classes: {manifest.get('classes', '?')}; images inverted: {manifest.get('images', '?')}; "
          f"study seed {manifest.get('seed')}"),
         (f"- FID against the {metrics.get('real_images', '?')} real images; accuracy of classifier "

@@ -49,7 +49,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -282,7 +282,7 @@ class ResultStore:
             self._lock_fh.close()  # closing releases the flock
             self._lock_fh = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ResultStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
