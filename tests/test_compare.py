@@ -48,6 +48,16 @@ def test_end_frames_must_be_0_and_1(tiny_adapter):
         compare_couplings(tiny_adapter("sd"), "a cat", "a dog", (0.0, 0.5), steps=1, height=32, width=32)
 
 
+def test_small_frames_with_a_meter_are_refused_before_rendering(tiny_adapter, monkeypatch):
+    import whichway.render
+
+    adapter = tiny_adapter("sd")
+    monkeypatch.setattr(whichway.render, "render_frames", lambda *a, **k: pytest.fail("rendered"))
+    with pytest.raises(ValueError, match="at least 32x32 pixels, got 16x16"):
+        compare_couplings(adapter, "a cat", "a dog", (0.0, 0.5, 1.0), steps=1, height=16, width=16,
+                          meter=object())
+
+
 def _read(path):
     from PIL import Image
 

@@ -260,3 +260,9 @@ def test_settings_come_back_from_the_run_json_record(tiny_adapter):
     unset = replace(settings, height=None, width=None)
     height, width = adapter.default_size
     assert MorphSettings.from_record(_settings_record(unset, adapter)) == replace(settings, height=height, width=width)
+
+
+def test_perceptual_spacing_needs_frames_lpips_can_measure():
+    with pytest.raises(ValueError, match="needs height >= 32, got 16"):
+        MorphSettings("a cat", "a dog", t=(0.0, 0.5, 1.0), spacing="perceptual", height=16)
+    MorphSettings("a cat", "a dog", t=(0.0, 0.5, 1.0), spacing="uniform", height=16)  # no LPIPS, no limit

@@ -415,6 +415,16 @@ def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
         assert np.array_equal(_pixels(run / f"frames/{k:04d}.png"), _pixels(cli / f"frames/{k:04d}.png"))
 
 
+def test_frames_too_small_for_lpips_still_finish(studio_app):
+    studio, _ = studio_app
+    small = {**SMALL, "height": 16, "width": 16}
+    settings = studio.morph_settings("a cat", "a red dog", frames=3, seed=5, format="none", **small)
+    result = studio.run_sync(studio.morph_job(settings))  # the PPL summary is skipped, not an error
+    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "done"
+    comparison, _target, strips, note = studio.run_sync(studio.compare_job("a cat", "a red dog", frames=3, **small))
+    assert comparison.metrics is None and "at least 32 pixels" in note and len(strips) == 3
+
+
 def test_one_job_at_a_time(studio_app):
     studio, _ = studio_app
     started, release = threading.Event(), threading.Event()

@@ -114,6 +114,14 @@ def compare_couplings(
         raise ValueError("give both prompts (A and B)")
     height = height or adapter.default_size[0]
     width = width or adapter.default_size[1]
+    if meter is not None:
+        from whichway.metrics.lpips_path import LPIPS_MIN_SIDE
+
+        if min(height, width) < LPIPS_MIN_SIDE:  # before anything is rendered
+            raise ValueError(
+                f"PPL and smoothness measure frames with LPIPS, which needs at least {LPIPS_MIN_SIDE}x"
+                f"{LPIPS_MIN_SIDE} pixels, got {height}x{width}; render larger frames or pass no meter"
+            )
     T = len(ts)
     times = torch.tensor(ts, dtype=torch.float64)
 

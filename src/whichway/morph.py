@@ -77,6 +77,16 @@ class MorphSettings:
                 "perceptual spacing moves t, but a NAO latent path is optimised for equally spaced "
                 "points; use --latent cog/slerp/lerp/fixed with --spacing perceptual"
             )
+        if self.spacing == "perceptual":
+            from whichway.metrics.lpips_path import LPIPS_MIN_SIDE
+
+            for name in ("height", "width"):
+                value = getattr(self, name)
+                if value is not None and value < LPIPS_MIN_SIDE:
+                    raise ValueError(
+                        f"perceptual spacing measures frames with LPIPS, which needs {name} >= "
+                        f"{LPIPS_MIN_SIDE}, got {value}"
+                    )
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not (self.batch_size is None or self.batch_size == "auto" or (

@@ -25,7 +25,7 @@ from whichway.cli._options import (
 )
 
 LPIPS_MIN_SIDE = 32
-"""Smallest frame side the LPIPS backbones take (whichway.metrics.lpips_path._MIN_SIDE)."""
+"""Smallest frame side the LPIPS backbones take (whichway.metrics.lpips_path.LPIPS_MIN_SIDE, which imports torch)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

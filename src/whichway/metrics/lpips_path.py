@@ -51,7 +51,7 @@ __all__ = [
 LPIPS_NETS: tuple[str, ...] = ("alex", "vgg")
 
 #: Smallest frame side the backbones accept (AlexNet's strided stem and pools need >= 32 pixels).
-_MIN_SIDE = 32
+LPIPS_MIN_SIDE = 32
 
 
 def check_frames(frames: object, *, name: str = "frames", min_frames: int = 2) -> Tensor:
@@ -75,9 +75,9 @@ def check_frames(frames: object, *, name: str = "frames", min_frames: int = 2) -
         raise ValueError(
             f"{name} must hold at least {min_frames} frames to measure a path, got {frames.shape[0]}"
         )
-    if min(frames.shape[2], frames.shape[3]) < _MIN_SIDE:
+    if min(frames.shape[2], frames.shape[3]) < LPIPS_MIN_SIDE:
         raise ValueError(
-            f"{name} must be at least {_MIN_SIDE}x{_MIN_SIDE} pixels for the LPIPS backbones, "
+            f"{name} must be at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} pixels for the LPIPS backbones, "
             f"got {frames.shape[2]}x{frames.shape[3]}"
         )
     lo_t, hi_t = torch.aminmax(frames)  # one pass; NaN propagates into both

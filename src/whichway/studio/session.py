@@ -410,7 +410,10 @@ class Studio:
             if scorer is not None:
                 from whichway.metrics import score_run
 
-                score_run(result.run_dir, meter=scorer)
+                try:
+                    score_run(result.run_dir, meter=scorer)
+                except ValueError as exc:  # e.g. frames below LPIPS's minimum: the run itself is fine
+                    logger.warning("no PPL summary: %s", exc)
             return result
 
         return job
@@ -598,8 +601,14 @@ class Studio:
         def job(
             on_frame: Any, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
         ):
+            from whichway.metrics.lpips_path import LPIPS_MIN_SIDE
+
             adapter = self.adapter()
             meter, note = self.meter()
+            h = options["height"] or adapter.default_size[0]
+            w = options["width"] or adapter.default_size[1]
+            if meter is not None and min(h, w) < LPIPS_MIN_SIDE:
+                meter, note = None, f"PPL unavailable: LPIPS needs frames of at least {LPIPS_MIN_SIDE} pixels"
             result = compare_couplings(
                 adapter,
                 prompt_a,
