@@ -302,7 +302,13 @@ def test_perceptual_pacing_respaces_the_whole_journey(tiny_adapter, tmp_path):
     assert len(info["perceptual"]["steps_after"]) == 5
     assert info["segments"][0]["latent"] == "fixed"  # one seed: the latent stays
     # resume reuses the measurement: nothing is rendered again
+    assert info["perceptual"]["meter"] == "lpips-alex-random"
     assert run_travel(adapter, settings, tmp_path, progress=False, meter=meter).rendered == 0
+    # ... but not one taken by another meter: the coarse pass is measured again (here twice the
+    # distances, so the same pacing and every final frame kept)
+    again = run_travel(adapter, settings, tmp_path, progress=False, meter=lambda frames: 2 * meter.distances(frames))
+    assert again.rendered == 3 and again.plan.t == result.plan.t
+    assert json.loads((tmp_path / "run.json").read_text())["perceptual"]["meter"].endswith("<lambda>")
 
 
 def test_cli_schedule_with_frame_table_and_segment_overrides(tiny_pipeline, tmp_path, capsys):

@@ -697,6 +697,14 @@ class _Renderer:
         self.bar.close()
 
 
+def _meter_name(meter: Any) -> str:
+    """What measured the perceptual distances: an LPIPSPath's network and backbone weights, or a
+    plain callable's name (run.json records it; other distances are measured again)."""
+    if hasattr(meter, "net") and hasattr(meter, "pretrained_backbone"):
+        return f"lpips-{meter.net}-{'pretrained' if meter.pretrained_backbone else 'random'}"
+    return getattr(meter, "__qualname__", type(meter).__qualname__)
+
+
 def _coarse_positions(n_key: int, coarse: int) -> list[tuple[int, float]]:
     """Journey order: every segment at ``coarse`` equally spaced local times, keyframes shared."""
     out = [(k, j / (coarse - 1)) for k in range(n_key - 1) for j in range(coarse - 1)]
@@ -865,19 +873,19 @@ def run_travel(
         plan = prep.plan
         measured = None
         measure = None
-        if s.pacing == "perceptual":
-            old = (previous or {}).get("perceptual") or {}
-            if old.get("coarse") == s.coarse and old.get("distances"):
-                measured = [(list(a), list(b)) for a, b in old["distances"]]
-            coarse_frames = 0 if measured is not None else len(_coarse_positions(len(s.keyframes), s.coarse))
-        else:
-            coarse_frames = 0
+        coarse_frames = 0
         if s.pacing == "perceptual":
             if meter is None:
                 from whichway.metrics import LPIPSPath
 
                 meter = LPIPSPath("alex")
             measure = meter.distances if hasattr(meter, "distances") else meter
+            old = (previous or {}).get("perceptual") or {}
+            # the coarse pass's distances are kept only if the same meter measured them
+            if old.get("coarse") == s.coarse and old.get("meter") == _meter_name(meter) and old.get("distances"):
+                measured = [(list(a), list(b)) for a, b in old["distances"]]
+            else:
+                coarse_frames = len(_coarse_positions(len(s.keyframes), s.coarse))
         renderer = _Renderer(adapter, journey, s, height, width, n, progress, hooks)
         try:
             if s.pacing == "perceptual" and measured is None:
@@ -893,7 +901,8 @@ def run_travel(
                     pacing="perceptual", audio=prep.envelope, audio_start=s.audio_start, snap_beats=s.snap_beats,
                     distances=measured,
                 )
-                info["perceptual"] = {"coarse": s.coarse, "distances": [[a, b] for a, b in measured]}
+                info["perceptual"] = {"coarse": s.coarse, "meter": _meter_name(meter),
+                                      "distances": [[a, b] for a, b in measured]}
             assert plan is not None
             info["plan"] = plan.record()
             info["frames"] = names
