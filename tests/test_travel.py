@@ -277,11 +277,19 @@ def test_image_keyframe_is_inverted_once_and_the_sampler_restored(tiny_pipeline,
     settings = TravelSettings((Keyframe("a photo of a cat", image=str(tmp_path / "blue.png")),
                                Keyframe("a red dog", seed=3)), fps=2, seconds=1.5, format=None,
                               **{**FAST, "guidance": 1.0})
+    inversions: list[str] = []
+    invert = adapter.invert
+    adapter.invert = lambda *a, **k: inversions.append("invert") or invert(*a, **k)
     result = run_travel(adapter, settings, tmp_path / "run", progress=False)
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["scheduler"] == "DDIMScheduler" and info["segments"][0]["latent"] == "cog"
     assert len(list((tmp_path / "run" / "latents").glob("inverted-*.pt"))) == 1
     assert adapter.describe()["scheduler"] == before and result.rendered == 3
+    assert inversions == ["invert"]
+    # a rerun (a frame deleted) takes the cached inversion
+    (tmp_path / "run" / "frames" / "00001.png").unlink()
+    assert run_travel(adapter, settings, tmp_path / "run", progress=False).rendered == 1
+    assert inversions == ["invert"]
 
 
 def test_perceptual_pacing_respaces_the_whole_journey(tiny_adapter, tmp_path):

@@ -104,7 +104,8 @@ def envelope(audio: Audio, feature: str = "onset", *, beats: bool = False, hop_l
 
     check_choice("audio feature", feature, AUDIO_FEATURES)
     y, sr = audio.samples, audio.sample_rate
-    onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length)
+    # the onset strength (a mel spectrogram) only when it is the envelope or the beats need it
+    onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length) if feature == "onset" or beats else None
     values = onset if feature == "onset" else librosa.feature.rms(y=y, hop_length=hop_length)[0]
     times = librosa.times_like(values, sr=sr, hop_length=hop_length)
     found = None

@@ -191,6 +191,7 @@ def save_comparison(
 ) -> dict[str, Path]:
     """Write ``<method>.png`` (t-labelled strip per coupling) and ``compare.json`` (settings and
     figures) into ``out_dir``; returns method -> strip path."""
+    from whichway._files import write_atomic
     from whichway.media import contact_strip, to_pil
     from whichway.morph import versions, write_json_atomic
 
@@ -198,8 +199,8 @@ def save_comparison(
     run_dir.mkdir(parents=True, exist_ok=True)
     strips = {}
     for m, frames in result.frames.items():
-        strips[m] = run_dir / f"{m}.png"
-        contact_strip([to_pil(f) for f in frames], list(result.t)).save(strips[m])
+        strip = contact_strip([to_pil(f) for f in frames], list(result.t))
+        strips[m] = write_atomic(run_dir / f"{m}.png", strip.save)
     info = {
         "command": "compare",
         **({} if adapter is None else adapter.describe()),
