@@ -110,6 +110,21 @@ def test_morph_refuses_before_loading(no_loading, capsys, tmp_path, a_file, imag
     assert not (tmp_path / "run").exists()
 
 
+def test_a_sampler_of_another_family_is_refused_without_importing_torch(tiny_pipeline, tmp_path):
+    import subprocess
+
+    flux = tiny_pipeline("flux")
+    code = (
+        "import sys\n"
+        "from whichway.cli import main\n"
+        f"rc = main(['morph', 'a', 'b', '--model', {str(flux)!r}, '--sampler', 'euler-a', '--out', {str(tmp_path / 'o')!r}])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False"]
+    assert "valid choices for a flux model are: flow-euler" in done.stderr
+
+
 def test_morph_no_score_never_touches_the_network(tiny_pipeline, tmp_path, monkeypatch, capsys):
     import torch.hub
 

@@ -49,10 +49,9 @@ def add_model_options(
 
 def load_model(args: argparse.Namespace) -> Any:
     """Load the adapter named by the model options, with the runtime options applied (imports
-    diffusers; the model-free checks run first)."""
+    diffusers; :func:`whichway.cli.main` ran the model-free checks first)."""
     from whichway.models import load_adapter
 
-    check_model_options(args)
     return load_adapter(
         args.model, device=args.device, dtype=args.dtype, variant=args.variant, runtime=runtime_options(args)
     )
@@ -422,8 +421,9 @@ def check_model_options(args: argparse.Namespace) -> None:
         return
     device = getattr(args, "device", None)
     family = None
-    index = Path(str(getattr(args, "model", "") or "")).expanduser() / "model_index.json"
-    if options.sampler is not None and index.is_file():
+    model = getattr(args, "model", None)  # None: the command's default hub model (or none yet)
+    index = Path(str(model)).expanduser() / "model_index.json" if model else None
+    if options.sampler is not None and index is not None and index.is_file():
         try:
             class_name = json.loads(index.read_text()).get("_class_name")
         except (OSError, ValueError):

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import logging
 
-from whichway.cli._options import add_model_options, check_model_options, check_out_dir, runtime_options
+from whichway.cli._options import add_model_options, check_out_dir, runtime_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,6 @@ def check_args(args: argparse.Namespace) -> None:
     check_out_dir(args.out)
     if args.model is not None and not args.model.strip():
         raise ValueError("--model must not be empty")
-    check_model_options(args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from whichway.models._common import resolve_device, resolve_dtype
+from whichway.models.runtime import PIPELINE_FAMILIES  # defined torch-free, for checks before loading
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -36,15 +37,6 @@ FAMILIES: dict[str, str] = {
     "flux": "whichway.models.flux:FluxAdapter",
 }
 """family -> "module:Class" of its adapter (imported lazily)."""
-
-PIPELINE_FAMILIES: dict[str, str] = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusion3Pipeline": "sd3",
-    "FluxPipeline": "flux",
-}
-"""diffusers pipeline class name -> family."""
-
 
 class ModelLoadError(ValueError):
     """A model could not be loaded (unknown id or path, offline without a cached copy, missing

@@ -230,10 +230,18 @@ def valid_samplers_text(family: str | None = None) -> str:
     )
 
 
+PIPELINE_FAMILIES: dict[str, str] = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+}
+"""diffusers pipeline class name -> family (here, not in ``loading``, so that checking a sampler
+against a model folder needs no torch)."""
+
+
 def family_of_pipeline_class(class_name: str | None) -> str | None:
     """The family of a diffusers pipeline class name (None when unsupported or unknown)."""
-    from whichway.models.loading import PIPELINE_FAMILIES
-
     return PIPELINE_FAMILIES.get(class_name or "")
 
 
