@@ -208,3 +208,18 @@ def test_batch_size_option_accepts_auto_and_refuses_zero(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["morph", "a", "b", "--batch-size", "many"])
     assert "positive integer or 'auto'" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_one_line_with_what_to_try(tiny_pipeline, monkeypatch, capsys):
+    import whichway.cli._options
+
+    def too_big(args):  # the weights alone do not fit on the device
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.20 GiB\nmore detail")
+
+    monkeypatch.setattr(whichway.cli._options, "load_model", too_big)
+    model = str(tiny_pipeline("sd"))
+    capsys.readouterr()  # building the tiny model prints progress
+    assert main(["doctor", "--model", model]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("whichway doctor: error: out of memory (CUDA out of memory. Tried")
+    assert f"whichway doctor --model {model}" in err and "--offload model" in err

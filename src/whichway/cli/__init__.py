@@ -81,6 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished work is kept on disk", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one: one line with what to try
+        from whichway.models.memory import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        gist = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        model = getattr(args, "model", None) or "MODEL"
+        print(
+            f"whichway {args.command}: error: out of memory ({gist}); finished work is kept on disk. "
+            f"`whichway doctor --model {model}` shows what fits: a smaller --batch-size or size, "
+            "--offload model, --vae-tiling",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
