@@ -80,6 +80,27 @@ def test_plan_is_linear_in_the_batch_and_finds_the_largest_that_fits(tiny_adapte
     assert tight.max_batch == 0 and "does not fit in this machine's memory" in tight.advice
 
 
+def test_plan_under_offload_counts_only_the_weights_on_the_device(tiny_adapter, monkeypatch):
+    import types
+
+    from whichway.models.memory import plan_memory
+
+    adapter = tiny_adapter("sd")
+    parts = {m: _weights(getattr(adapter.pipe, m))[1] for m in ("unet", "vae", "text_encoder")}
+    plain = plan_memory(adapter, 32, 32, 7.5, capacity_bytes=None)
+    layer = 2 * max(p.numel() * p.element_size() for m in ("unet", "vae", "text_encoder")
+                    for p in getattr(adapter.pipe, m).parameters())
+    for offload, resident in (("model", max(parts.values())), ("sequential", layer)):
+        options = types.SimpleNamespace(offload=offload)
+        monkeypatch.setattr(adapter, "runtime", types.SimpleNamespace(options=options), raising=False)
+        plan = plan_memory(adapter, 32, 32, 7.5, capacity_bytes=None)
+        assert plan.base_bytes == resident < plain.base_bytes == sum(parts.values())
+        assert plan.per_frame_bytes == plain.per_frame_bytes
+        # a device that holds the resident weights and two frames, but not all the weights
+        cap = math.ceil((resident + 2.5 * plan.per_frame_bytes) / 0.9)
+        assert plan_memory(adapter, 32, 32, 7.5, capacity_bytes=cap).max_batch == 2
+
+
 def test_auto_batch_halves_after_out_of_memory_and_frames_match(
     tiny_pipeline, tiny_adapter, tmp_path, capsys, caplog, monkeypatch
 ):

@@ -339,6 +339,44 @@ def _fits(need: int, cap: int | None, headroom: float) -> bool:
     return cap is None or need <= headroom * cap
 
 
+@dataclass(frozen=True)
+class _Resident:
+    """Weights (bytes) on the device under each placement: all of them (``total``); under model
+    offload one component at a time (``denoiser``, ``vae``, the ``largest_other``); under
+    sequential offload one layer at a time (``layer``: the largest parameter tensor, x2)."""
+
+    total: int
+    denoiser: int
+    vae: int
+    largest_other: int
+    layer: int
+
+    def during_render(self, offload: str) -> int:
+        """What stays on the device for a whole render under ``offload``: an upper bound used as
+        the base of peak(b) = base + b x per_frame."""
+        if offload == "model":
+            return max(self.denoiser, self.vae, self.largest_other)
+        if offload == "sequential":
+            return self.layer
+        return self.total
+
+
+def _resident_weights(adapter: Adapter, components: tuple[ComponentMemory, ...]) -> _Resident:
+    by_name = {c.name: c.bytes for c in components}
+    den_name = "unet" if "unet" in by_name else "transformer"
+    layer = 2 * max(
+        (p.numel() * p.element_size() for m in _modules(adapter.pipe) for p in m.parameters()),
+        default=0,
+    )
+    return _Resident(
+        total=sum(by_name.values()),
+        denoiser=by_name.get(den_name, 0),
+        vae=by_name.get("vae", 0),
+        largest_other=max([b for n, b in by_name.items() if n not in (den_name, "vae")] or [0]),
+        layer=layer,
+    )
+
+
 def _advice(
     adapter: Adapter,
     components: tuple[ComponentMemory, ...],
@@ -351,23 +389,14 @@ def _advice(
     headroom: float,
 ) -> str:
     """The cheapest option with which one frame fits (text), or a smaller size."""
-    by_name = {c.name: c.bytes for c in components}
-    den_name = "unet" if "unet" in by_name else "transformer"
-    den_w = by_name.get(den_name, 0)
-    vae_w = by_name.get("vae", 0)
-    total = sum(by_name.values())
-    others = max([b for n, b in by_name.items() if n not in (den_name, "vae")] or [0])
+    w = _resident_weights(adapter, components)
+    den_w, vae_w, total, others, layer = w.denoiser, w.vae, w.total, w.largest_other, w.layer
     vae = adapter.pipe.vae
     tile = int(
         getattr(vae, "tile_sample_min_size", 0) or getattr(vae.config, "sample_size", 512) or 512
     )
     tile = min(tile, height, width)
     dec_tiled = min(dec_frame, decoder_elements(vae, tile, tile) * dec_size)
-    # sequential offload holds one layer's weights at a time: the largest parameter tensor, x2
-    layer = 2 * max(
-        (p.numel() * p.element_size() for m in _modules(adapter.pipe) for p in m.parameters()),
-        default=0,
-    )
     accelerator = torch.device(adapter.device).type != "cpu"
     candidates = [("--vae-tiling", max(total + den_frame, total + dec_tiled))]
     if accelerator:
@@ -426,7 +455,11 @@ def plan_memory(
         base, per_frame = _measure(adapter, height, width, guidance)
         method, den_frame, dec_frame = "measured", 0, 0
     else:
-        method, base, per_frame = "analytic", weights + upcast_copy, max(den_frame, dec_frame)
+        # under --offload only part of the weights sits on the device at a time
+        runtime = getattr(adapter, "runtime", None)
+        offload = getattr(getattr(runtime, "options", None), "offload", "none")
+        resident = _resident_weights(adapter, components).during_render(offload) if offload != "none" else weights
+        method, base, per_frame = "analytic", resident + upcast_copy, max(den_frame, dec_frame)
     estimates = tuple(
         PeakEstimate(b, base + b * per_frame, _fits(base + b * per_frame, cap, headroom))
         for b in TABLE_BATCHES
