@@ -24,11 +24,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from whichway._files import sha256_file
-
 import numpy as np
 
 from whichway._checks import check_choice
+from whichway._files import sha256_file
 
 logger = logging.getLogger(__name__)
 

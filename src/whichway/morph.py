@@ -192,13 +192,6 @@ def _timings(wall: float, compiled_before: float | None, compiled_after: float |
     return out
 
 
-def _inverted_latent(adapter: Adapter, s: MorphSettings, path: str, prompt: str, height: int, width: int, cache: Path) -> Tensor:
-    return inverted_latent(
-        adapter, path, prompt, steps=s.inversion_steps or s.steps, guidance=s.inversion_guidance,
-        height=height, width=width, cache=cache,
-    )
-
-
 def inverted_latent(
     adapter: Adapter, path: str, prompt: str, *, steps: int, guidance: float, height: int, width: int, cache: Path
 ) -> Tensor:
@@ -242,7 +235,10 @@ def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int
                 s.inversion_steps or s.steps, s.inversion_guidance, s.steps, s.guidance,
             )
         latents = [
-            _inverted_latent(adapter, s, path, prompt, height, width, run_dir / "latents")
+            inverted_latent(
+                adapter, path, prompt, steps=s.inversion_steps or s.steps, guidance=s.inversion_guidance,
+                height=height, width=width, cache=run_dir / "latents",
+            )
             for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b))
         ]
         method = "cog" if s.latent == "fixed" else s.latent

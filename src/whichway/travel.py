@@ -69,7 +69,7 @@ VIDEO_NAME = "travel"
 # that differs only in these keeps every frame whose position is unchanged.
 _PRESENTATION_KEYS = frozenset({
     "batch_size", "format", "fps", "seconds", "frames_per_segment", "pacing", "audio", "audio_start",
-    "audio_feature", "audio_floor", "snap_beats", "coarse", "keyframe_times", "out",
+    "audio_feature", "audio_floor", "snap_beats", "coarse", "keyframe_times",
 })
 
 
@@ -101,7 +101,7 @@ class Keyframe:
         from whichway.clouds import COUPLING_METHODS
 
         if not isinstance(self.prompt, str):
-            raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")  # noqa: TRY004  # noqa: TRY004
+            raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")  # noqa: TRY004
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"a keyframe seed must be an integer, got {self.seed!r}")
         if self.at is not None and (
@@ -156,11 +156,6 @@ class TravelPlan:
     def duration(self) -> float:
         """Seconds of video, N / fps."""
         return self.n_frames / self.fps
-
-    @property
-    def times(self) -> tuple[float, ...]:
-        """Video time of each frame, i / fps."""
-        return tuple(i / self.fps for i in range(self.n_frames))
 
     def position(self, i: int) -> tuple[int, float]:
         """(segment, t) of frame ``i``."""
@@ -582,9 +577,8 @@ class _Journey:
         from whichway.models.base import Conditioning
         from whichway.render import conditioning_path, latent_path
 
-        last = len(self.s.keyframes) - 1
         by_segment: dict[int, list[int]] = {}
-        for i, (k, t) in enumerate(positions):
+        for i, (k, _) in enumerate(positions):
             by_segment.setdefault(k, []).append(i)
         cond: list[Any] = [None] * len(positions)
         lat: list[Any] = [None] * len(positions)
@@ -599,7 +593,7 @@ class _Journey:
             for j, i in enumerate(index):
                 t = float(ts[j])
                 own = k if t == 0.0 else (k + 1 if t == 1.0 else None)
-                if own is not None and own <= last:  # a keyframe: its own conditioning and latent
+                if own is not None:  # a keyframe (k or k + 1, both exist): its own conditioning and latent
                     cond[i], lat[i], neg[i] = self.cond[own], self.latent[own], self.negative[own]
                 else:
                     cond[i], lat[i] = path.select(j), latents[j]

@@ -173,7 +173,6 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from whichway.cli import CLIError
     from whichway.clouds import wasserstein2
 
     if args.embeddings is not None:
@@ -181,14 +180,10 @@ def run(args: argparse.Namespace) -> int:
         groups = [(str(args.embeddings), a, b)]
         if args.prompts:
             log.warning("prompts are ignored with --embeddings (the clouds come from the file)")
-    elif args.model is not None:
-        if len(args.prompts) != 2:
-            raise CLIError("--model needs two prompts: whichway couple 'prompt A' 'prompt B' --model M")
+    elif args.model is not None:  # check_args made sure of two prompts
         groups = _encode(args.model, list(args.prompts))
     else:
         n, d = args.random if args.random is not None else (77, 768)
-        if n < 1 or d < 1:
-            raise ValueError(f"--random N D needs N >= 1 and D >= 1, got {n} {d}")
         if args.prompts:
             log.warning("no --model given: the prompts are only labels, the clouds are random")
         generator = torch.Generator("cpu").manual_seed(args.seed)

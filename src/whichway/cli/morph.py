@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from whichway._files import slug
-
 from whichway.cli._options import (
     add_generation_options,
     add_model_options,
@@ -68,8 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_output_options(p, out_help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)")
     p.set_defaults(func=run)
-
-
 
 
 def check_args(args: argparse.Namespace) -> Path:
@@ -134,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # perceptual spacing cannot run without LPIPS: load it (and fail) before the model; the
     # end-of-run summary only builds its LPIPS once the frames are safely on disk
-    meter = _lpips_meter(args) if args.spacing == "perceptual" else None
+    meter = lpips_meter(args) if args.spacing == "perceptual" else None
     adapter = load_model(args)
     print_run_estimate(adapter, args, len(ts))
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
@@ -168,13 +165,11 @@ def _print_timings(run_dir: Path) -> None:
         )
 
 
-def _lpips_meter(args: argparse.Namespace, *, needed: bool = True, what: str = "--spacing perceptual"):
-    """The LPIPS model that --spacing perceptual needs (``needed``): a CLIError when it cannot be
-    loaded. Not needed: the optional summary meter (:func:`_summary_meter`; None with --no-score)."""
+def lpips_meter(args: argparse.Namespace, what: str = "--spacing perceptual"):
+    """The LPIPS model that ``what`` needs (perceptual spacing or pacing): a CLIError when it
+    cannot be loaded. Shared with ``whichway travel``."""
     from whichway.cli import CLIError
 
-    if not needed:
-        return None if args.no_score else _summary_meter(args)
     try:
         from whichway.metrics import LPIPSPath
 

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from whichway._files import slug
-
 from whichway.cli._options import (
     add_generation_options,
     add_model_options,
@@ -17,8 +16,8 @@ from whichway.cli._options import (
     check_out_dir,
     load_model,
     parse_floats,
-    print_run_estimate,
     parse_ints,
+    print_run_estimate,
 )
 
 # Options a schedule file may also set: given on the command line they win, else the schedule's
@@ -89,8 +88,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, _travel_defaults=defaults)
 
 
-
-
 def _is_schedule(inputs: list[str]) -> bool:
     return len(inputs) == 1 and Path(inputs[0]).suffix.lower() in (".toml", ".json")
 
@@ -139,7 +136,7 @@ def build_settings(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from whichway.cli.morph import _lpips_meter
+    from whichway.cli.morph import lpips_meter
     from whichway.travel import prepare_travel, run_travel
 
     settings = build_settings(args)
@@ -148,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_travel(settings)  # images, audio, times: all before any model loads
     meter = None
     if settings.pacing == "perceptual":
-        meter = _lpips_meter(args, needed=True, what="--pacing perceptual")
+        meter = lpips_meter(args, what="--pacing perceptual")
     adapter = load_model(args)
     print_run_estimate(adapter, argparse.Namespace(
         steps=settings.steps, guidance=settings.guidance, height=settings.height, width=settings.width,

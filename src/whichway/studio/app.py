@@ -439,7 +439,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 progress=gr.Progress(),  # noqa: B008 (gradio injects it)
             ):
                 try:
-                    settings = studio.travel_settings(
+                    settings, prepared = studio.travel_settings(
                         keys,
                         audio=audio,
                         fps=fps,
@@ -462,7 +462,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 rate = settings.fps
                 yield from _stream_run(
                     studio,
-                    studio.travel_job(settings),
+                    studio.travel_job(settings, prepared=prepared),
                     None,
                     progress,
                     lambda k: f"{k / rate:.2f}s",

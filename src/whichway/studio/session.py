@@ -60,8 +60,6 @@ def user_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-
-
 def parse_times(text: str) -> tuple[float, ...]:
     """'0, 0.25, 1' -> (0.0, 0.25, 1.0); ValueError naming the bad entry."""
     out = []
@@ -457,9 +455,10 @@ class Studio:
         batch_size: Any = None,
         format: str = "mp4",
     ) -> Any:
-        """Page values -> :class:`whichway.travel.TravelSettings`: ``keyframes`` are the table's
-        rows (prompt, seed, time in seconds; empty seed/time = the defaults, rows without a prompt
-        are skipped). Checks what needs no model (:func:`whichway.travel.prepare_travel`)."""
+        """Page values -> ``(TravelSettings, Prepared)``: ``keyframes`` are the table's rows
+        (prompt, seed, time in seconds; empty seed/time = the defaults, rows without a prompt are
+        skipped). Checks what needs no model (:func:`whichway.travel.prepare_travel`, whose
+        decoded track and plan :meth:`travel_job` takes so that the run does not decode it again)."""
         from whichway.travel import Keyframe, TravelSettings, prepare_travel
 
         rows = keyframes.values.tolist() if hasattr(keyframes, "values") else list(keyframes or [])
@@ -518,10 +517,9 @@ class Studio:
             batch_size=_int("batch size", batch_size, minimum=1, optional=True),
             format=None if format in (None, "none") else format,
         )
-        prepare_travel(settings)
-        return settings
+        return settings, prepare_travel(settings)
 
-    def travel_job(self, settings: Any, run_dir: Path | None = None) -> Callable[..., Any]:
+    def travel_job(self, settings: Any, run_dir: Path | None = None, prepared: Any = None) -> Callable[..., Any]:
         """A job for :meth:`stream`: :func:`whichway.travel.run_travel` into ``run_dir`` (default
         ``<out>/travel-<first prompt>--<last prompt>``, as ``whichway travel`` names it, with
         ``-2``, ``-3``, ... when that folder is taken)."""
@@ -553,6 +551,7 @@ class Studio:
                 target,
                 progress=False,
                 meter=meter,
+                prepared=prepared,
                 on_frame=on_frame,
                 on_step=on_step,
                 should_stop=should_stop,
