@@ -190,7 +190,7 @@ def ffmpeg_exe() -> str:
 
 
 def write_video(
-    frames: str | os.PathLike[str] | Sequence[Image.Image],
+    frames: str | os.PathLike[str],
     path: str | os.PathLike[str],
     *,
     fps: float,
@@ -201,7 +201,7 @@ def write_video(
     """Write an MP4 (H.264, yuv420p, ``fps``) with optional sound (AAC), atomically.
 
     ``frames`` is a folder of numbered PNGs (``pattern``, read by ffmpeg one at a time, so a long
-    video is never held in memory) or a sequence of PIL images (piped as raw RGB). ``audio`` is cut
+    video is never held in memory). ``audio`` is cut
     from ``audio_start`` seconds for the video's duration, N / fps, and muxed in. Odd sides are
     padded by one pixel (yuv420p needs even sides).
     """
@@ -215,21 +215,11 @@ def write_video(
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"write_video writes .mp4 files, got {str(path)!r}")
     cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-nostdin"]
-    stdin = None
-    if isinstance(frames, (str, os.PathLike)):
-        folder = Path(frames)
-        n = len(list(folder.glob("*" + Path(pattern).suffix)))
-        if n == 0:
-            raise ValueError(f"no frames in {folder}")
-        cmd += ["-framerate", f"{fps}", "-start_number", "0", "-i", str(folder / pattern)]
-    else:
-        images = list(frames)
-        if not images:
-            raise ValueError("no frames to write")
-        n = len(images)
-        w, h = images[0].size
-        cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-framerate", f"{fps}", "-i", "pipe:0"]
-        stdin = b"".join(np.asarray(im.convert("RGB"), dtype=np.uint8).tobytes() for im in images)
+    folder = Path(frames)
+    n = len(list(folder.glob("*" + Path(pattern).suffix)))
+    if n == 0:
+        raise ValueError(f"no frames in {folder}")
+    cmd += ["-framerate", f"{fps}", "-start_number", "0", "-i", str(folder / pattern)]
     duration = n / fps
     if audio is not None:
         cmd += ["-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i", str(audio)]
@@ -240,7 +230,7 @@ def write_video(
     ]
 
     def encode(tmp: Path) -> None:
-        done = subprocess.run([*cmd, "-f", "mp4", str(tmp)], input=stdin, capture_output=True, check=False)
+        done = subprocess.run([*cmd, "-f", "mp4", str(tmp)], capture_output=True, check=False)
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip().splitlines()
             raise ValueError(f"ffmpeg could not write {path}: {message[-1] if message else done.returncode}")

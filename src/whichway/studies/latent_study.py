@@ -276,6 +276,12 @@ def _load_real(path: Path, size: tuple[int, int] | None = None) -> Any:
     return load_image(path, size=size)
 
 
+
+def latent_cache_path(class_name: str, image_name: str) -> str:
+    """Where a run keeps the inverted latent of image ``image_name`` of class ``class_name``,
+    relative to the run directory (shared with :func:`whichway.studies.verify.verify_run`)."""
+    return f"latents/{safe_name(class_name)}/{safe_name(Path(image_name).stem)}.safetensors"
+
 def run_latent_study(
     config: LatentStudyConfig,
     run_dir: str | Path,
@@ -302,7 +308,7 @@ def run_latent_study(
     inv: list[tuple[str, str, ClassImages, int]] = []  # (unit id, cache path, class, image index)
     for c in classes:
         for i, f in enumerate(c.files):
-            rel = f"latents/{safe_name(c.name)}/{safe_name(f.stem)}.safetensors"
+            rel = latent_cache_path(c.name, f.name)
             cache[(c.name, i)] = rel
             inv.append((f"invert:{c.name}/{f.name}", rel, c, i))
     combo: list[Unit] = []

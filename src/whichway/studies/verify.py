@@ -62,7 +62,7 @@ def verify_run(run_dir: str | Path, study: str | None = None) -> VerifyReport:
     Raises ValueError when ``run_dir`` is not a study run directory.
     """
     from whichway.studies.latent_study import STUDY as LATENTS
-    from whichway.studies.prompt_study import safe_name
+    from whichway.studies.latent_study import latent_cache_path
     from whichway.studies.store import _NAME_RE, ResultStore
 
     run_dir = Path(run_dir)
@@ -100,7 +100,7 @@ def verify_run(run_dir: str | Path, study: str | None = None) -> VerifyReport:
             df = store.read(["kind", "class_name", "members"])
             inv = df[df["kind"] == "inversion"]
             for cls, name in zip(inv["class_name"], inv["members"]):
-                if not (root / safe_name(cls) / f"{safe_name(Path(name).stem)}.safetensors").is_file():
+                if not (run_dir / latent_cache_path(cls, name)).is_file():
                     lat_missing += 1
     expected = manifest.get("units")
     return VerifyReport(

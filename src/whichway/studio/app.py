@@ -8,7 +8,6 @@ into one call of the controller and its result into components. Errors become a 
 from __future__ import annotations
 
 import html
-import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -408,7 +407,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 v_width = gr.Number(
                     value=0, precision=0, label="Width (0 = default)", elem_id="ww-travel-w"
                 )
-                v_format = gr.Dropdown(["mp4", "gif", "webp", "none"], value="mp4", label="Video")
+                v_format = gr.Dropdown(list(FORMATS), value="mp4", label="Video")
             v_neg = gr.Textbox(label="Negative prompt")
             with gr.Row():
                 v_go = gr.Button("Travel", variant="primary", elem_id="ww-travel-go")
@@ -646,7 +645,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                     None if strip is None else str(strip),
                     None if anim is None or is_video else str(anim),
                     gr.Video(value=str(anim) if is_video else None, visible=is_video),
-                    json.loads(json.dumps(run.info)),
+                    run.info,
                 )
 
             r_refresh.click(refresh, None, r_pick, api_name="runs")

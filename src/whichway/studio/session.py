@@ -47,14 +47,8 @@ def user_message(exc: BaseException) -> str:
 
     if isinstance(exc, RenderCancelled):
         return f"Cancelled: {exc}."
-    try:
-        from whichway.cli import CLIError
-
-        known: tuple[type[BaseException], ...] = (*USER_ERRORS, CLIError)
-    except ImportError:  # pragma: no cover
-        known = USER_ERRORS
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, known):
+    if isinstance(exc, USER_ERRORS):
         return text
     logger.error("studio job failed", exc_info=exc)
     return f"{type(exc).__name__}: {text}"
