@@ -426,3 +426,12 @@ def test_studio_and_doctor_refuse_before_loading(no_loading, capsys, tmp_path, a
     _refused(capsys, ["doctor", "--model", "nobody/none", "--height", "63", "--width", "64"],
              "--height must be a positive multiple of 8, got 63")
     assert not (tmp_path / "runs").exists()
+
+
+def test_torch_free_twins_equal_their_sources():
+    from whichway.cli import _options
+    from whichway.cli.morph import LPIPS_MIN_SIDE
+    from whichway.media import ANIMATION_FORMATS
+    from whichway.metrics.lpips_path import LPIPS_MIN_SIDE as LPIPS_SIDE
+
+    assert _options.ANIMATION_FORMATS == ANIMATION_FORMATS and LPIPS_MIN_SIDE == LPIPS_SIDE

@@ -105,10 +105,14 @@ def add_path_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     return path
 
 
+ANIMATION_FORMATS = ("gif", "mp4", "webp")
+"""Torch-free twin of :data:`whichway.media.ANIMATION_FORMATS`."""
+
+
 def add_output_options(
     parser: argparse.ArgumentParser,
     *,
-    formats: Sequence[str] = ("gif", "mp4", "webp", "none"),
+    formats: Sequence[str] = (*ANIMATION_FORMATS, "none"),
     default_format: str = "gif",
     fps: float = 8.0,
     out_help: str = "run directory",
@@ -220,8 +224,6 @@ def check_input_file(path: str | os.PathLike[str] | None, what: str) -> Path | N
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 """Image files whichway writes (grids, strips, reconstructions)."""
 
-ANIMATION_FORMATS = ("gif", "mp4", "webp")
-"""Torch-free twin of :data:`whichway.media.ANIMATION_FORMATS`."""
 
 LATENT_EXTENSIONS = (".safetensors", ".pt", ".pth")
 """Torch-free twin of :data:`whichway.models._common.LATENT_SUFFIXES`."""

@@ -244,8 +244,9 @@ def _modules(pipe: Any) -> list[torch.nn.Module]:
 
 def denoiser(pipe: Any) -> torch.nn.Module:
     """The pipeline's denoiser: ``unet`` (SD, SDXL) or ``transformer`` (SD3, Flux)."""
-    module = getattr(pipe, "unet", None)
-    return module if module is not None else pipe.transformer
+    from whichway.models.runtime import denoiser_name
+
+    return getattr(pipe, denoiser_name(pipe))
 
 
 def denoiser_load(adapter: Adapter, guidance: float) -> tuple[int, int]:
@@ -363,7 +364,9 @@ class _Resident:
 
 def _resident_weights(adapter: Adapter, components: tuple[ComponentMemory, ...]) -> _Resident:
     by_name = {c.name: c.bytes for c in components}
-    den_name = "unet" if "unet" in by_name else "transformer"
+    from whichway.models.runtime import denoiser_name
+
+    den_name = denoiser_name(adapter.pipe)
     layer = 2 * max(
         (p.numel() * p.element_size() for m in _modules(adapter.pipe) for p in m.parameters()),
         default=0,
