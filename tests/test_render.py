@@ -130,5 +130,5 @@ def test_render_frames_rejects_mismatched_latents(sd):
     cond = sd.encode(["a cat"]).expand(3)
     with pytest.raises(ValueError, match="3 conditionings but 2 latents"):
         render_frames(sd, cond, torch.zeros(2, 4, 4, 4), steps=1, guidance=1.0, height=SIZE, width=SIZE)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or .auto., got 0"):
         render_frames(sd, cond, torch.zeros(4, 4, 4), steps=1, guidance=1.0, height=SIZE, width=SIZE, batch_size=0)

@@ -12,6 +12,15 @@ import torch
 from torch import Tensor
 
 
+def check_batch_size(value: object, name: str = "batch size") -> None:
+    """Raise unless ``value`` is a positive integer, ``"auto"`` (what fits in memory) or None
+    (the caller's default)."""
+    if value is None or value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or 'auto', got {value!r}")
+
+
 def as_tensor(name: str, value: object) -> Tensor:
     """Return ``value`` as a floating tensor, or raise a ValueError naming ``name``."""
     if not isinstance(value, Tensor):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from whichway._checks import check_choice
+from whichway._checks import check_batch_size, check_choice
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -89,10 +89,7 @@ class MorphSettings:
                     )
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if not (self.batch_size is None or self.batch_size == "auto" or (
-            isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1
-        )):
-            raise ValueError(f"batch size must be >= 1 or 'auto', got {self.batch_size!r}")
+        check_batch_size(self.batch_size)
         if (self.image_a is None) != (self.image_b is None):
             raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
 

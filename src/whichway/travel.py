@@ -41,7 +41,7 @@ from dataclasses import KW_ONLY, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from whichway._checks import check_choice
+from whichway._checks import check_batch_size, check_choice
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -396,11 +396,7 @@ class TravelSettings:
             check_choice("video format", self.format, ANIMATION_FORMATS)
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
-        if not (
-            self.batch_size in (None, "auto")
-            or (isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size >= 1)
-        ):
-            raise ValueError(f"--batch-size must be a positive integer or 'auto', got {self.batch_size!r}")
+        check_batch_size(self.batch_size, "--batch-size")
         if self.coarse < 2:
             raise ValueError(f"perceptual pacing needs at least 2 coarse frames per segment, got {self.coarse}")
         if self.audio_start < 0:

@@ -526,11 +526,12 @@ def resolve_batch_size(
     An int is used as is; ``"auto"`` is the plan's largest batch that fits (analytic estimate),
     at most :data:`AUTO_BATCH_CAP` and ``frames``, at least 1; ``None`` means ``"auto"`` on an
     accelerator and :data:`DEFAULT_BATCH_SIZE` on a CPU."""
+    from whichway._checks import check_batch_size
+
     if batch_size is None:
         batch_size = "auto" if torch.device(adapter.device).type != "cpu" else DEFAULT_BATCH_SIZE
-    if isinstance(batch_size, str):
-        if batch_size != "auto":
-            raise ValueError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
+    check_batch_size(batch_size, "batch_size")
+    if batch_size == "auto":
         plan = plan_memory(adapter, height, width, guidance)
         chosen = max(1, min(plan.max_batch, AUTO_BATCH_CAP, frames))
         if plan.max_batch == 0:
@@ -544,8 +545,6 @@ def resolve_batch_size(
             else format_bytes(int(plan.headroom * plan.capacity_bytes)),
         )
         return chosen
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
     return batch_size
 
 
