@@ -480,6 +480,14 @@ def test_page_values_are_checked_before_any_model(tmp_path):
         studio.morph_settings("a cat", "a dog", height=100)
     with pytest.raises(ValueError, match="at least 2 keyframes"):
         studio.travel_settings([["a cat", 1, None], ["", None, None]])
+    # the three tabs parse their shared fields alike (Compare used to fail on float("lots"))
+    for make in (lambda **k: studio.morph_settings("a cat", "a dog", **k),
+                 lambda **k: studio.travel_settings([["a cat", 1, None], ["a dog", 2, None]], seconds=1, **k),
+                 lambda **k: studio.compare_job("a cat", "a dog", **k)):
+        with pytest.raises(ValueError, match="guidance must be a number, got 'lots'"):
+            make(guidance="lots")
+        with pytest.raises(ValueError, match="steps must be"):
+            make(steps=0)
     with pytest.raises(ValueError, match="unknown run"):
         studio.open_run("../etc")
     settings = studio.morph_settings("a cat", "a dog", frames=4, seed_b="7", latent="cog", format="none")

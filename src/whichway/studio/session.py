@@ -99,6 +99,44 @@ def _size(name: str, value: Any) -> int | None:
     return number
 
 
+def _number(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+
+
+def _prompts(prompt_a: Any, prompt_b: Any) -> tuple[str, str]:
+    a, b = (prompt_a or "").strip(), (prompt_b or "").strip()
+    if not a or not b:
+        raise ValueError("prompt A and prompt B must not be empty")
+    return a, b
+
+
+def _render_options(
+    *, seed: Any, steps: Any, guidance: Any, height: Any, width: Any, negative_prompt: Any, batch_size: Any
+) -> dict[str, Any]:
+    """The rendering fields the Morph, Travel and Compare tabs share, parsed and checked."""
+    return {
+        "seed": _int("seed", seed) or 0,
+        "steps": _int("steps", steps, minimum=1) or 1,
+        "guidance": _number("guidance", guidance),
+        "height": _size("height", height),
+        "width": _size("width", width),
+        "negative_prompt": (negative_prompt or "").strip() or None,
+        "batch_size": _int("batch size", batch_size, minimum=1, optional=True),
+    }
+
+
+def _free_dir(base: Path) -> Path:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that does not exist yet."""
+    target, k = base, 1
+    while target.exists():
+        k += 1
+        target = base.with_name(f"{base.name}-{k}")
+    return target
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """A run directory under the studio's folder: ``kind`` is "morph"/"travel" (run.json) or
@@ -290,9 +328,7 @@ class Studio:
         from whichway.media import load_image
         from whichway.morph import MorphSettings, uniform_times
 
-        prompt_a, prompt_b = (prompt_a or "").strip(), (prompt_b or "").strip()
-        if not prompt_a or not prompt_b:
-            raise ValueError("prompt A and prompt B must not be empty")
+        prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
         times = parse_times(t or "")
         if not times:
             times = uniform_times(_int("frames", frames, minimum=2) or 2)
@@ -300,13 +336,7 @@ class Studio:
             if path:
                 load_image(path)  # ValueError naming the file when it is not a readable image
         image_a, image_b = self.keep_upload(image_a), self.keep_upload(image_b)
-        try:
-            fps_value = float(fps)
-            guidance_value = float(guidance)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"guidance and fps must be numbers, got {guidance!r} and {fps!r}"
-            ) from None
+        fps_value = _number("fps", fps)
         if not fps_value > 0:
             raise ValueError(f"fps must be > 0, got {fps!r}")
         return MorphSettings(
@@ -315,18 +345,13 @@ class Studio:
             t=tuple(times),
             coupling=coupling,
             latent=latent,
-            seed=_int("seed", seed) or 0,
             seed_b=_int("seed B", seed_b, optional=True),
-            steps=_int("steps", steps, minimum=1) or 1,
-            guidance=guidance_value,
-            height=_size("height", height),
-            width=_size("width", width),
-            negative_prompt=(negative_prompt or "").strip() or None,
             spacing=spacing,
             image_a=image_a or None,
             image_b=image_b or None,
-            batch_size=_int("batch size", batch_size, minimum=1, optional=True),
             format=None if format in (None, "none") else format,
+            **_render_options(seed=seed, steps=steps, guidance=guidance, height=height, width=width,
+                              negative_prompt=negative_prompt, batch_size=batch_size),
             pingpong=bool(pingpong),
             fps=fps_value,
         )
@@ -485,13 +510,7 @@ class Studio:
             raise ValueError(
                 f"a travel needs at least 2 keyframes with a prompt, got {len(frames)}"
             )
-        try:
-            fps_value, guidance_value = float(fps), float(guidance)
-            secs = float(seconds or 0)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"fps, seconds and guidance must be numbers, got {fps!r}, {seconds!r}, {guidance!r}"
-            ) from None
+        fps_value, secs = _number("fps", fps), _number("seconds", seconds or 0)
         settings = TravelSettings(
             keyframes=tuple(frames),
             fps=fps_value,
@@ -501,15 +520,10 @@ class Studio:
             pacing=pacing,
             coupling=coupling,
             latent=latent,
-            seed=_int("seed", seed) or 0,
-            steps=_int("steps", steps, minimum=1) or 1,
-            guidance=guidance_value,
-            height=_size("height", height),
-            width=_size("width", width),
-            negative_prompt=(negative_prompt or "").strip() or None,
             audio=self.keep_upload(audio),
-            batch_size=_int("batch size", batch_size, minimum=1, optional=True),
             format=None if format in (None, "none") else format,
+            **_render_options(seed=seed, steps=steps, guidance=guidance, height=height, width=width,
+                              negative_prompt=negative_prompt, batch_size=batch_size),
         )
         return settings, prepare_travel(settings)
 
@@ -533,11 +547,7 @@ class Studio:
             target = run_dir
             if target is None:
                 first, last = settings.keyframes[0].prompt, settings.keyframes[-1].prompt
-                base = self.out_dir / f"travel-{slug(first, 24)}--{slug(last, 24)}"
-                target, k = base, 1
-                while target.exists():
-                    k += 1
-                    target = base.with_name(f"{base.name}-{k}")
+                target = _free_dir(self.out_dir / f"travel-{slug(first, 24)}--{slug(last, 24)}")
             self.out_dir.mkdir(parents=True, exist_ok=True)
             return run_travel(
                 adapter,
@@ -574,22 +584,13 @@ class Studio:
         from whichway.compare import compare_couplings, save_comparison
         from whichway.morph import uniform_times
 
-        prompt_a, prompt_b = (prompt_a or "").strip(), (prompt_b or "").strip()
-        if not prompt_a or not prompt_b:
-            raise ValueError("prompt A and prompt B must not be empty")
+        prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
         times = parse_times(t or "") or uniform_times(_int("frames", frames, minimum=2) or 2)
         from whichway.morph import check_times
 
         check_times(times)
-        options = {
-            "seed": _int("seed", seed) or 0,
-            "steps": _int("steps", steps, minimum=1) or 1,
-            "guidance": float(guidance),
-            "height": _size("height", height),
-            "width": _size("width", width),
-            "negative_prompt": (negative_prompt or "").strip() or None,
-            "batch_size": _int("batch size", batch_size, minimum=1, optional=True),
-        }
+        options = _render_options(seed=seed, steps=steps, guidance=guidance, height=height, width=width,
+                                  negative_prompt=negative_prompt, batch_size=batch_size)
 
         def job(
             on_frame: Any, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
@@ -612,11 +613,7 @@ class Studio:
                 should_stop=should_stop,
                 **options,
             )
-            base = self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}"
-            target, k = base, 1
-            while target.exists():
-                k += 1
-                target = base.with_name(f"{base.name}-{k}")
+            target = _free_dir(self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}")
             strips = save_comparison(result, target, adapter)
             return result, target, strips, note
 
@@ -626,9 +623,7 @@ class Studio:
         """The OT token matching of two prompts under the current model."""
         from whichway.matching import token_matching
 
-        prompt_a, prompt_b = (prompt_a or "").strip(), (prompt_b or "").strip()
-        if not prompt_a or not prompt_b:
-            raise ValueError("prompt A and prompt B must not be empty")
+        prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
         seed_value = _int("seed", seed) or 0
         with self._job_lock:
             return token_matching(self.adapter(), prompt_a, prompt_b, seed=seed_value)
