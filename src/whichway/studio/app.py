@@ -44,10 +44,24 @@ def _error(exc: BaseException) -> Exception:
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn any exception of a handler into a one-line page error."""
+    """Turn any exception of a handler (a function or a generator) into a one-line page error."""
     import functools
+    import inspect
 
     import gradio as gr
+
+    if inspect.isgeneratorfunction(fn):  # a streaming handler: guard every step
+
+        @functools.wraps(fn)
+        def streaming(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - shown in the page as one line
+                raise _error(exc) from None
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -257,6 +271,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 label="Animation, run.json, strip", file_count="multiple", elem_id="ww-morph-files"
             )
 
+            @_guarded
             def morph(
                 a,
                 b,
@@ -280,31 +295,28 @@ def build_app(studio: Studio) -> gr.Blocks:
                 pingpong,
                 progress=gr.Progress(),  # noqa: B008 (gradio injects it)
             ):
-                try:
-                    settings = studio.morph_settings(
-                        a,
-                        b,
-                        negative_prompt=neg,
-                        coupling=coupling,
-                        latent=latent,
-                        spacing=spacing,
-                        frames=frames,
-                        t=t,
-                        seed=seed,
-                        seed_b=seed_b,
-                        steps=steps,
-                        guidance=guidance,
-                        height=height,
-                        width=width,
-                        image_a=img_a,
-                        image_b=img_b,
-                        batch_size=batch,
-                        format=fmt,
-                        fps=fps,
-                        pingpong=pingpong,
-                    )
-                except Exception as exc:  # noqa: BLE001 - shown in the page as one line
-                    raise _error(exc) from None
+                settings = studio.morph_settings(
+                    a,
+                    b,
+                    negative_prompt=neg,
+                    coupling=coupling,
+                    latent=latent,
+                    spacing=spacing,
+                    frames=frames,
+                    t=t,
+                    seed=seed,
+                    seed_b=seed_b,
+                    steps=steps,
+                    guidance=guidance,
+                    height=height,
+                    width=width,
+                    image_a=img_a,
+                    image_b=img_b,
+                    batch_size=batch,
+                    format=fmt,
+                    fps=fps,
+                    pingpong=pingpong,
+                )
                 yield [], "Starting…", None
                 ts = settings.t
                 for gallery, status, files, _video in _stream_run(
@@ -419,6 +431,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 label="Video, run.json, strip", file_count="multiple", elem_id="ww-travel-files"
             )
 
+            @_guarded
             def travel(
                 keys,
                 audio,
@@ -437,26 +450,23 @@ def build_app(studio: Studio) -> gr.Blocks:
                 neg,
                 progress=gr.Progress(),  # noqa: B008 (gradio injects it)
             ):
-                try:
-                    settings, prepared = studio.travel_settings(
-                        keys,
-                        audio=audio,
-                        fps=fps,
-                        seconds=seconds,
-                        frames_per_segment=per_segment,
-                        pacing=pacing,
-                        coupling=coupling,
-                        latent=latent,
-                        seed=seed,
-                        steps=steps,
-                        guidance=guidance,
-                        height=height,
-                        width=width,
-                        negative_prompt=neg,
-                        format=fmt,
-                    )
-                except Exception as exc:  # noqa: BLE001 - shown in the page as one line
-                    raise _error(exc) from None
+                settings, prepared = studio.travel_settings(
+                    keys,
+                    audio=audio,
+                    fps=fps,
+                    seconds=seconds,
+                    frames_per_segment=per_segment,
+                    pacing=pacing,
+                    coupling=coupling,
+                    latent=latent,
+                    seed=seed,
+                    steps=steps,
+                    guidance=guidance,
+                    height=height,
+                    width=width,
+                    negative_prompt=neg,
+                    format=fmt,
+                )
                 yield [], "Starting…", None, None
                 rate = settings.fps
                 yield from _stream_run(
@@ -526,6 +536,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 for m in COUPLINGS
             ]
 
+            @_guarded
             def compare(
                 a,
                 b,
@@ -539,21 +550,18 @@ def build_app(studio: Studio) -> gr.Blocks:
                 width,
                 progress=gr.Progress(),  # noqa: B008
             ):
-                try:
-                    job = studio.compare_job(
-                        a,
-                        b,
-                        t=t,
-                        frames=frames,
-                        seed=seed,
-                        steps=steps,
-                        guidance=guidance,
-                        height=height,
-                        width=width,
-                        negative_prompt=neg,
-                    )
-                except Exception as exc:  # noqa: BLE001 - shown in the page as one line
-                    raise _error(exc) from None
+                job = studio.compare_job(
+                    a,
+                    b,
+                    t=t,
+                    frames=frames,
+                    seed=seed,
+                    steps=steps,
+                    guidance=guidance,
+                    height=height,
+                    width=width,
+                    negative_prompt=neg,
+                )
                 for kind, value in studio.stream(job):
                     if kind == "step":
                         progress(value, desc="denoising", unit="steps")
@@ -656,14 +664,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                 api_name="open_run",
             )
 
+            @_guarded
             def resume(name: str | None, progress=gr.Progress()):  # noqa: B008
-                try:
-                    if not name:
-                        raise ValueError("pick a run to resume")
-                    job = studio.resume_job(name)
-                    n = len(studio.open_run(name).info.get("frames", [])) or None
-                except Exception as exc:  # noqa: BLE001 - shown in the page as one line
-                    raise _error(exc) from None
+                if not name:
+                    raise ValueError("pick a run to resume")
+                job = studio.resume_job(name)
+                n = len(studio.open_run(name).info.get("frames", [])) or None
                 for _gallery, status, _files, _video in _stream_run(
                     studio, job, n, progress, lambda k: ""
                 ):
