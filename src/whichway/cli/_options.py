@@ -116,16 +116,21 @@ def add_output_options(
     default_format: str = "gif",
     fps: float = 8.0,
     out_help: str = "run directory",
+    pingpong: bool = True,
+    score: bool = True,
 ) -> argparse._ArgumentGroup:
-    """--out, --format, --pingpong, --fps, --no-score, --lpips-random-backbone, --quiet."""
+    """--out, --format, --pingpong, --fps, --no-score, --lpips-random-backbone, --quiet
+    (``pingpong``/``score`` False: a command without a looping animation or a PPL summary)."""
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help=out_help)
     out.add_argument(
         "--format", default=default_format, choices=tuple(formats), help=f"animation (default {default_format})"
     )
-    out.add_argument("--pingpong", action="store_true", help="loop the animation forth and back")
+    if pingpong:
+        out.add_argument("--pingpong", action="store_true", help="loop the animation forth and back")
     out.add_argument("--fps", type=float, default=fps, help=f"frames per second (default {fps:g})")
-    out.add_argument("--no-score", action="store_true", help="skip the PPL/smoothness summary at the end")
+    if score:
+        out.add_argument("--no-score", action="store_true", help="skip the PPL/smoothness summary at the end")
     out.add_argument(
         "--lpips-random-backbone",
         action="store_true",

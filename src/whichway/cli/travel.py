@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="smallest speed under --pacing audio, a fraction of the mean (default 0.1)")
     timing.add_argument("--snap-beats", action="store_true",
                         help="move keyframes without a time to the nearest detected beat")
-    add_output_options(p, default_format="mp4", fps=24.0,
+    add_output_options(p, default_format="mp4", fps=24.0, pingpong=False, score=False,
                        out_help="run directory (default runs/travel-<first prompt>--<last prompt>)")
     p.set_defaults(latent="cog")
     defaults = {}
@@ -130,8 +130,6 @@ def build_settings(args: argparse.Namespace):
                      at=None if args.at is None else args.at[k])
             for k, prompt in enumerate(prompts)
         )
-    if args.pingpong:
-        raise ValueError("--pingpong is not for travel: a journey has an end (repeat the first keyframe to loop)")
     return TravelSettings(keyframes=keyframes, **options)
 
 
