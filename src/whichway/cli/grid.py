@@ -101,11 +101,10 @@ def run_prompts(args: argparse.Namespace) -> int:
     check_seed("--seed", args.seed)
     out = _check_common(args)
 
-    from whichway.grid import prompt_grid
+    from whichway.grid import barycentric_weights, prompt_grid
 
     adapter = load_model(args)
-    cells = args.size * (args.size + 1) // 2 if len(args.prompts) == 3 else args.size * args.size
-    print_run_estimate(adapter, args, cells)
+    print_run_estimate(adapter, args, len(barycentric_weights(len(args.prompts), args.size)))
     result = prompt_grid(adapter, args.prompts, out, seed=args.seed, **_render_options(args))
     print(f"wrote {result.image} ({len(args.prompts)} prompts, {args.size} cells per side)")
     return 0

@@ -71,12 +71,12 @@ def check_args(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from whichway.cli._options import check_at_least
-    from whichway.metrics.score import find_frames
+    from whichway.metrics.score import FRAME_SUFFIXES, find_frames
 
     check_at_least("--batch-size", args.batch_size, 1)
     files, _, record = find_frames(args.path)  # FileNotFoundError / ValueError naming the path
     if len(files) < 2:
-        raise ValueError(f"{args.path} holds {len(files)} frame(s); a path needs at least 2 (.png, .jpg, .jpeg, .webp)")
+        raise ValueError(f"{args.path} holds {len(files)} frame(s); a path needs at least 2 ({', '.join(FRAME_SUFFIXES)})")
     root = Path(args.path)
     if record is not None and not args.no_write and not (
         os.access(root / "run.json", os.W_OK) and os.access(root, os.W_OK | os.X_OK)
