@@ -58,9 +58,13 @@ class Result:
 
 def add_arguments(parser: argparse.ArgumentParser, *, device_default: str = "cpu") -> None:
     """Add ``--json`` (and ``--device`` unless the script defines it) to a script's parser."""
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument(
+        "--json", default=None, metavar="PATH", help="also write the results as JSON to PATH"
+    )
     if not any("--device" in a.option_strings for a in parser._actions):
-        parser.add_argument("--device", default=device_default, help="where to run (default: %(default)s)")
+        parser.add_argument(
+            "--device", default=device_default, help="where to run (default: %(default)s)"
+        )
 
 
 def machine() -> str:

@@ -92,8 +92,13 @@ def _child(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     np.save(args.out + ".npy", costs)
-    record = {"wall": wall, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
-              "faults": r1.ru_minflt - r0.ru_minflt, "threads": torch.get_num_threads()}
+    record = {
+        "wall": wall,
+        "user": r1.ru_utime - r0.ru_utime,
+        "sys": r1.ru_stime - r0.ru_stime,
+        "faults": r1.ru_minflt - r0.ru_minflt,
+        "threads": torch.get_num_threads(),
+    }
     Path(args.out).write_text(json.dumps(record))
 
 
@@ -101,8 +106,26 @@ def _fresh(args: argparse.Namespace, what: str, kind: str, pairs: int, tmp: str)
     import numpy as np
 
     out = os.path.join(tmp, f"{what}-{kind}")
-    cmd = [sys.executable, __file__, "--child", what, "--kind", kind, "--pairs", str(pairs), "--out", out,
-           "--n", str(args.n), "--d", str(args.d), "--seed", str(args.seed), "--device", args.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        what,
+        "--kind",
+        kind,
+        "--pairs",
+        str(pairs),
+        "--out",
+        out,
+        "--n",
+        str(args.n),
+        "--d",
+        str(args.d),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+    ]
     env = dict(os.environ)
     if args.threads is not None:
         cmd += ["--threads", str(args.threads)]
@@ -156,14 +179,30 @@ def _per_pair(fn, pairs, repeats: int) -> tuple[float, list[float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 pairs, a 200-pair loop, fewer rounds")
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 pairs, a 200-pair loop, fewer rounds"
+    )
     parser.add_argument("--n", type=int, default=77, help="points per cloud (default 77)")
     parser.add_argument("--d", type=int, default=768, help="dimension (default 768)")
-    parser.add_argument("--pairs", type=int, default=None, help="first-call batch (default 10,000; 1,000 with --quick)")
-    parser.add_argument("--loop-pairs", type=int, default=None, help="pairs the plain loop runs (default 2,000; 200)")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds of the warm per-pair timing")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="first-call batch (default 10,000; 1,000 with --quick)",
+    )
+    parser.add_argument(
+        "--loop-pairs",
+        type=int,
+        default=None,
+        help="pairs the plain loop runs (default 2,000; 200)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="rounds of the warm per-pair timing"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch / BLAS threads (default: the libraries')")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch / BLAS threads (default: the libraries')"
+    )
     parser.add_argument("--child", choices=("couple", "loop"), help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="random", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -185,7 +224,9 @@ def main() -> None:
     loop_pairs = min(total, args.loop_pairs or (200 if args.quick else 2_000))
     repeats = args.repeats or (2 if args.quick else 3)
     n, d = args.n, args.d
-    print(f"whichway cloud-coupling benchmark: clouds {n} x {d}, float32; {machine()}, torch {torch.__version__}")
+    print(
+        f"whichway cloud-coupling benchmark: clouds {n} x {d}, float32; {machine()}, torch {torch.__version__}"
+    )
     results: list[Result] = []
 
     # ---- first call in a fresh process
@@ -194,49 +235,89 @@ def main() -> None:
             ours = _fresh(args, "couple", kind, total, tmp)
             loop = _fresh(args, "loop", kind, loop_pairs, tmp)
             scale = total / loop_pairs
-            agree = float(np.max(np.abs(ours["costs"][:loop_pairs] - loop["costs"]) / loop["costs"]))
-            label = "i.i.d. Gaussian" if kind == "random" else f"padding-like ({PADDING_ROWS} rows within {PADDING_NOISE:g})"
-            print(f"\nfirst call in a fresh process, {total:,} pairs, {label} clouds "
-                  f"(loop: {loop_pairs:,} pairs, scaled x{scale:g}); costs agree to {agree:.1e} relative")
+            agree = float(
+                np.max(np.abs(ours["costs"][:loop_pairs] - loop["costs"]) / loop["costs"])
+            )
+            label = (
+                "i.i.d. Gaussian"
+                if kind == "random"
+                else f"padding-like ({PADDING_ROWS} rows within {PADDING_NOISE:g})"
+            )
+            print(
+                f"\nfirst call in a fresh process, {total:,} pairs, {label} clouds "
+                f"(loop: {loop_pairs:,} pairs, scaled x{scale:g}); costs agree to {agree:.1e} relative"
+            )
             print(f"  {'':<30}{'wall s':>9}{'user s':>9}{'sys s':>9}{'page faults':>13}")
-            for name, r, s in (("whichway couple(xb, yb)", ours, 1.0), ("plain cdist + SciPy loop", loop, scale)):
-                print(f"  {name:<30}{r['wall'] * s:>9.2f}{r['user'] * s:>9.2f}{r['sys'] * s:>9.2f}"
-                      f"{int(r['faults'] * s):>13,}")
+            for name, r, s in (
+                ("whichway couple(xb, yb)", ours, 1.0),
+                ("plain cdist + SciPy loop", loop, scale),
+            ):
+                print(
+                    f"  {name:<30}{r['wall'] * s:>9.2f}{r['user'] * s:>9.2f}{r['sys'] * s:>9.2f}"
+                    f"{int(r['faults'] * s):>13,}"
+                )
             ratio = loop["wall"] * scale / ours["wall"]
             print(f"  speed-up (wall): {ratio:.2f}x")
-            results.append(Result(
-                bench="clouds",
-                compared=f"couple(xb, yb, 'ot') on {total:,} pairs of {n}x{d} {label} clouds vs a plain per-pair "
-                         "loop (float64 cdist**2 + SciPy linear_sum_assignment)",
-                ours=seconds(ours["wall"]), baseline=seconds(loop["wall"] * scale), ratio=ratio, regime=FIRST_CALL,
-                device=args.device,
-                notes=f"loop timed on {loop_pairs:,} pairs and scaled; costs agree to {agree:.0e}; "
-                      f"CPU (user+sys) {ours['user'] + ours['sys']:.1f} s vs {(loop['user'] + loop['sys']) * scale:.1f} s",
-                extra={"pairs": total, "loop_pairs": loop_pairs, "kind": kind, "ours": ours | {"costs": None},
-                       "loop": loop | {"costs": None}},
-            ))
+            results.append(
+                Result(
+                    bench="clouds",
+                    compared=f"couple(xb, yb, 'ot') on {total:,} pairs of {n}x{d} {label} clouds vs a plain per-pair "
+                    "loop (float64 cdist**2 + SciPy linear_sum_assignment)",
+                    ours=seconds(ours["wall"]),
+                    baseline=seconds(loop["wall"] * scale),
+                    ratio=ratio,
+                    regime=FIRST_CALL,
+                    device=args.device,
+                    notes=f"loop timed on {loop_pairs:,} pairs and scaled; costs agree to {agree:.0e}; "
+                    f"CPU (user+sys) {ours['user'] + ours['sys']:.1f} s vs {(loop['user'] + loop['sys']) * scale:.1f} s",
+                    extra={
+                        "pairs": total,
+                        "loop_pairs": loop_pairs,
+                        "kind": kind,
+                        "ours": ours | {"costs": None},
+                        "loop": loop | {"costs": None},
+                    },
+                )
+            )
 
     # ---- warm, per pair
     single = 20 if args.quick else 50
     g = torch.Generator().manual_seed(args.seed + 7)
-    pairs = [(torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)) for _ in range(single)]
+    pairs = [
+        (torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)) for _ in range(single)
+    ]
     couple(*pairs[0])
     _pot(*pairs[0])
     _scipy(*pairs[0])
     t_ww, c_ww = _per_pair(lambda x, y: couple(x, y, "ot").cost, pairs, repeats)
     t_pot, c_pot = _per_pair(_pot, pairs, repeats)
     t_sp, c_sp = _per_pair(_scipy, pairs, repeats)
-    agree = max(max(abs(a - b) / b for a, b in zip(c_ww, c_pot)), max(abs(a - b) / b for a, b in zip(c_ww, c_sp)))
-    print(f"\nwarm, per pair ({single} pairs, best of {repeats} rounds; costs agree to {agree:.1e} relative)")
-    for name, t in (("whichway couple(x, y, 'ot')", t_ww), ("POT ot.emd + ot.dist", t_pot),
-                    ("numpy + SciPy linear_sum_assignment", t_sp)):
+    agree = max(
+        max(abs(a - b) / b for a, b in zip(c_ww, c_pot)),
+        max(abs(a - b) / b for a, b in zip(c_ww, c_sp)),
+    )
+    print(
+        f"\nwarm, per pair ({single} pairs, best of {repeats} rounds; costs agree to {agree:.1e} relative)"
+    )
+    for name, t in (
+        ("whichway couple(x, y, 'ot')", t_ww),
+        ("POT ot.emd + ot.dist", t_pot),
+        ("numpy + SciPy linear_sum_assignment", t_sp),
+    ):
         print(f"  {name:<38}{t * 1e3:>9.3f} ms  {t / t_ww:>6.2f}x")
     for name, t in (("POT ot.emd + ot.dist", t_pot), ("numpy + SciPy linear_sum_assignment", t_sp)):
-        results.append(Result(
-            bench="clouds", compared=f"couple(x, y, 'ot') on one {n}x{d} pair vs {name}",
-            ours=seconds(t_ww), baseline=seconds(t), ratio=t / t_ww, regime=WARM, device=args.device,
-            notes=f"best of {repeats} rounds over {single} pairs; costs agree to {agree:.0e}",
-        ))
+        results.append(
+            Result(
+                bench="clouds",
+                compared=f"couple(x, y, 'ot') on one {n}x{d} pair vs {name}",
+                ours=seconds(t_ww),
+                baseline=seconds(t),
+                ratio=t / t_ww,
+                regime=WARM,
+                device=args.device,
+                notes=f"best of {repeats} rounds over {single} pairs; costs agree to {agree:.0e}",
+            )
+        )
     report(results, args.json)
 
 

@@ -153,7 +153,9 @@ def main() -> None:
         )
     )
     _report("per interpolation path (3 interior points)", rows)
-    results = [_result("an interpolation path (3 interior points)", rows, device, max_iter, args.quick)]
+    results = [
+        _result("an interpolation path (3 interior points)", rows, device, max_iter, args.quick)
+    ]
 
     # ---------------------------------------------------------------- centroids
     rows = []
@@ -200,7 +202,11 @@ def _result(what: str, rows: list[Row], device: torch.device, max_iter: int, qui
     return Result(
         bench="gaussian",
         compared=f"{what} at D = {D}: COG (closed form) vs NAO (norm-aware optimisation, Samuel et al. 2024)",
-        ours=seconds(cog[1]), baseline=seconds(nao[1]), ratio=nao[1] / cog[1], regime=WARM, device=str(device),
+        ours=seconds(cog[1]),
+        baseline=seconds(nao[1]),
+        ratio=nao[1] / cog[1],
+        regime=WARM,
+        device=str(device),
         notes=f"{cap}NAO {nao[4]}; mean |norm - sqrt(D)|: COG {cog[3][0]:.2f}, NAO {nao[3][0]:.2f}",
     )
 

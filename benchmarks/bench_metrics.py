@@ -77,36 +77,59 @@ def _child(args: argparse.Namespace) -> None:
         built = time.perf_counter()
         steps = meter.distances(frames, batch_size=args.batch_size)
     else:
-        torch.manual_seed(0)  # the random backbone LPIPSPath(seed=0) builds: same weights, comparable values
+        torch.manual_seed(
+            0
+        )  # the random backbone LPIPSPath(seed=0) builds: same weights, comparable values
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # lpips' deprecated torchvision arguments
             model = lpips.LPIPS(net=args.child_net, pnet_rand=True, verbose=False).eval().to(device)
         sync()
         built = time.perf_counter()
         with torch.inference_mode():
-            steps = torch.stack([
-                model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
-                for k in range(frames.shape[0] - 1)
-            ])
+            steps = torch.stack(
+                [
+                    model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
+                    for k in range(frames.shape[0] - 1)
+                ]
+            )
     sync()
     done = time.perf_counter()
-    Path(args.out).write_text(json.dumps({"build": built - start, "first": done - built,
-                                          "steps": steps.double().cpu().tolist()}))
+    Path(args.out).write_text(
+        json.dumps(
+            {"build": built - start, "first": done - built, "steps": steps.double().cpu().tolist()}
+        )
+    )
 
 
 def _first_call(args: argparse.Namespace, what: str, net: str, size: int, tmp: str) -> dict:
     out = os.path.join(tmp, f"{what}-{net}-{size}.json")
-    cmd = [sys.executable, __file__, "--child", what, "--child-net", net, "--child-size", str(size),
-           "--frames", str(args.frames), "--batch-size", str(args.batch_size), "--device", args.device,
-           "--out", out]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        what,
+        "--child-net",
+        net,
+        "--child-size",
+        str(size),
+        "--frames",
+        str(args.frames),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--out",
+        out,
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     subprocess.run(cmd, check=True)
     return json.loads(Path(out).read_text())
 
 
-def _timed(fns: dict[str, Callable[[], torch.Tensor]], repeats: int, device: torch.device
-           ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def _timed(
+    fns: dict[str, Callable[[], torch.Tensor]], repeats: int, device: torch.device
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Median wall time of each function; repeats interleaved so load on a shared machine hits all alike."""
     outs = {name: fn() for name, fn in fns.items()}  # warm-up (allocator, cuDNN autotuning)
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -127,11 +150,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="alex only, 3 repeats")
     parser.add_argument("--frames", type=int, default=11)
     parser.add_argument("--sizes", default="256,512")
-    parser.add_argument("--net", default=None, choices=("alex", "vgg"), help="default: both (alex only with --quick)")
+    parser.add_argument(
+        "--net",
+        default=None,
+        choices=("alex", "vgg"),
+        help="default: both (alex only with --quick)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=11, help="frames per backbone pass for whichway")
+    parser.add_argument(
+        "--batch-size", type=int, default=11, help="frames per backbone pass for whichway"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     parser.add_argument("--child", choices=("ours", "loop"), help=argparse.SUPPRESS)
     parser.add_argument("--child-net", help=argparse.SUPPRESS)
     parser.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
@@ -151,11 +183,17 @@ def main() -> None:
     repeats = 3 if args.quick else args.repeats
     results: list[Result] = []
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     print(f"PPL of a {args.frames}-frame path; device: {name}")
     print("\nfirst call in a fresh process (model build + one pass):")
-    print(f"{'net':<5} {'size':>8} {'lpips build':>12} {'+ pairwise loop':>16} {'LPIPSPath build':>16} "
-          f"{'+ distances':>12} {'total ratio':>12} {'pass ratio':>11}")
+    print(
+        f"{'net':<5} {'size':>8} {'lpips build':>12} {'+ pairwise loop':>16} {'LPIPSPath build':>16} "
+        f"{'+ distances':>12} {'total ratio':>12} {'pass ratio':>11}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for net in nets:
             for size in sizes:
@@ -163,23 +201,32 @@ def main() -> None:
                 loop = _first_call(args, "loop", net, size, tmp)
                 t_ours, t_loop = ours["build"] + ours["first"], loop["build"] + loop["first"]
                 diff = max(abs(p - q) for p, q in zip(ours["steps"], loop["steps"]))
-                print(f"{net:<5} {size:>4}x{size:<3} {loop['build']:>11.2f}s {loop['first']:>15.2f}s "
-                      f"{ours['build']:>15.2f}s {ours['first']:>11.2f}s {t_loop / t_ours:>11.2f}x "
-                      f"{loop['first'] / ours['first']:>10.2f}x")
-                results.append(Result(
-                    bench="metrics",
-                    compared=f"PPL of an {args.frames}-frame path at {size}x{size}, {net}, in a new process: "
-                             "LPIPSPath(...) + distances vs lpips.LPIPS(...) + a loop of pairwise calls",
-                    ours=seconds(t_ours), baseline=seconds(t_loop), ratio=t_loop / t_ours, regime=FIRST_CALL,
-                    device=str(device),
-                    notes=f"model build {seconds(ours['build'])} vs {seconds(loop['build'])} (the same lpips "
-                          f"model; whichway adds a channels-last copy of the backbone); the first pass alone "
-                          f"{seconds(ours['first'])} vs {seconds(loop['first'])}: {loop['first'] / ours['first']:.2f}x; "
-                          f"values equal to {diff:.0e}",
-                ))
+                print(
+                    f"{net:<5} {size:>4}x{size:<3} {loop['build']:>11.2f}s {loop['first']:>15.2f}s "
+                    f"{ours['build']:>15.2f}s {ours['first']:>11.2f}s {t_loop / t_ours:>11.2f}x "
+                    f"{loop['first'] / ours['first']:>10.2f}x"
+                )
+                results.append(
+                    Result(
+                        bench="metrics",
+                        compared=f"PPL of an {args.frames}-frame path at {size}x{size}, {net}, in a new process: "
+                        "LPIPSPath(...) + distances vs lpips.LPIPS(...) + a loop of pairwise calls",
+                        ours=seconds(t_ours),
+                        baseline=seconds(t_loop),
+                        ratio=t_loop / t_ours,
+                        regime=FIRST_CALL,
+                        device=str(device),
+                        notes=f"model build {seconds(ours['build'])} vs {seconds(loop['build'])} (the same lpips "
+                        f"model; whichway adds a channels-last copy of the backbone); the first pass alone "
+                        f"{seconds(ours['first'])} vs {seconds(loop['first'])}: {loop['first'] / ours['first']:.2f}x; "
+                        f"values equal to {diff:.0e}",
+                    )
+                )
     print(f"\nwarm (median of {repeats} runs):")
-    print(f"{'net':<5} {'size':>8} {'pairwise loop':>14} {'pairwise batch':>15} {'whichway':>10} "
-          f"{'vs loop':>8} {'vs batch':>9} {'max |diff|':>11}")
+    print(
+        f"{'net':<5} {'size':>8} {'pairwise loop':>14} {'pairwise batch':>15} {'whichway':>10} "
+        f"{'vs loop':>8} {'vs batch':>9} {'max |diff|':>11}"
+    )
     for net in nets:
         meter = LPIPSPath(net, pretrained_backbone=False, device=device)
         model = meter.model
@@ -188,10 +235,14 @@ def main() -> None:
 
             def loop(model=model, frames=frames) -> torch.Tensor:
                 with torch.inference_mode():
-                    return torch.stack([
-                        model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
-                        for k in range(frames.shape[0] - 1)
-                    ])
+                    return torch.stack(
+                        [
+                            model(
+                                frames[k : k + 1], frames[k + 1 : k + 2], normalize=True
+                            ).flatten()[0]
+                            for k in range(frames.shape[0] - 1)
+                        ]
+                    )
 
             def batch(model=model, frames=frames) -> torch.Tensor:
                 with torch.inference_mode():
@@ -204,17 +255,24 @@ def main() -> None:
             t_loop, t_batch, t_ours = times["loop"], times["batch"], times["ours"]
             d_loop, d_ours = outs["loop"], outs["ours"]
             diff = float((d_ours - d_loop.double()).abs().max())
-            print(f"{net:<5} {size:>4}x{size:<3} {t_loop * 1e3:>12.1f}ms {t_batch * 1e3:>13.1f}ms "
-                  f"{t_ours * 1e3:>8.1f}ms {t_loop / t_ours:>7.2f}x {t_batch / t_ours:>8.2f}x {diff:>11.1e}")
-            results.append(Result(
-                bench="metrics",
-                compared=f"PPL of an {args.frames}-frame path at {size}x{size}, {net}: LPIPSPath (once-per-frame "
-                         "features) vs a loop of pairwise lpips calls",
-                ours=seconds(t_ours), baseline=seconds(t_loop), ratio=t_loop / t_ours, regime=WARM,
-                device=str(device),
-                notes=f"median of {repeats}; vs one batched lpips call on all pairs ({seconds(t_batch)}): "
-                      f"{t_batch / t_ours:.2f}x; values equal to {diff:.0e}",
-            ))
+            print(
+                f"{net:<5} {size:>4}x{size:<3} {t_loop * 1e3:>12.1f}ms {t_batch * 1e3:>13.1f}ms "
+                f"{t_ours * 1e3:>8.1f}ms {t_loop / t_ours:>7.2f}x {t_batch / t_ours:>8.2f}x {diff:>11.1e}"
+            )
+            results.append(
+                Result(
+                    bench="metrics",
+                    compared=f"PPL of an {args.frames}-frame path at {size}x{size}, {net}: LPIPSPath (once-per-frame "
+                    "features) vs a loop of pairwise lpips calls",
+                    ours=seconds(t_ours),
+                    baseline=seconds(t_loop),
+                    ratio=t_loop / t_ours,
+                    regime=WARM,
+                    device=str(device),
+                    notes=f"median of {repeats}; vs one batched lpips call on all pairs ({seconds(t_batch)}): "
+                    f"{t_batch / t_ours:.2f}x; values equal to {diff:.0e}",
+                )
+            )
     report(results, args.json)
 
 

@@ -35,7 +35,9 @@ def discover(only: list[str] | None = None) -> list[Path]:
         unknown = wanted - {p.stem.removeprefix("bench_") for p in scripts}
         if unknown:
             known = ", ".join(p.stem.removeprefix("bench_") for p in scripts)
-            raise SystemExit(f"run_all.py: error: no benchmark named {', '.join(sorted(unknown))} (known: {known})")
+            raise SystemExit(
+                f"run_all.py: error: no benchmark named {', '.join(sorted(unknown))} (known: {known})"
+            )
         scripts = [p for p in scripts if p.stem.removeprefix("bench_") in wanted]
     return scripts
 
@@ -78,9 +80,15 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every script")
-    parser.add_argument("--device", default=None, help="pass --device to every script (default: each script's own)")
-    parser.add_argument("--only", default=None, help="comma-separated benchmark names (e.g. clouds,metrics)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write all figures as JSON to PATH")
+    parser.add_argument(
+        "--device", default=None, help="pass --device to every script (default: each script's own)"
+    )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated benchmark names (e.g. clouds,metrics)"
+    )
+    parser.add_argument(
+        "--json", default=None, metavar="PATH", help="also write all figures as JSON to PATH"
+    )
     parser.add_argument("--silent", action="store_true", help="do not echo the scripts' own output")
     args = parser.parse_args()
 
@@ -96,15 +104,26 @@ def main() -> None:
             if code != 0 or not got:
                 failed = True
                 last = tail.strip().splitlines()[-1] if tail.strip() else ""
-                rows.append({"bench": name, "compared": f"(failed: exit status {code}) {last}", "ours": "—",
-                             "baseline": "—", "ratio": None, "regime": "—", "device": args.device or "—"})
+                rows.append(
+                    {
+                        "bench": name,
+                        "compared": f"(failed: exit status {code}) {last}",
+                        "ours": "—",
+                        "baseline": "—",
+                        "ratio": None,
+                        "regime": "—",
+                        "device": args.device or "—",
+                    }
+                )
                 continue
             rows.extend(got)
             sys.stderr.write(f"<== {script.name}: {len(got)} figure(s) in {seconds:.0f} s\n")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"whichway benchmarks ({'--quick' if args.quick else 'full'}), {started}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average at the end {load:.1f}; "
-          f"ratio = baseline time / whichway time\n")
+    print(
+        f"whichway benchmarks ({'--quick' if args.quick else 'full'}), {started}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average at the end {load:.1f}; "
+        f"ratio = baseline time / whichway time\n"
+    )
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -90,7 +90,9 @@ def test_morph_refuses_before_loading(no_loading, capsys, tmp_path, a_file, imag
     _refused(capsys, [*base, "--height", "63"], "--height must be a positive multiple of 8, got 63")
     _refused(capsys, [*base, "--width", "0"], "--width")
     _refused(capsys, ["morph", "a", "b", "--out", str(a_file)], "is a file")
-    _refused(capsys, ["morph", "a", "b", "--out", str(a_file / "run")], "is a file, not a directory")
+    _refused(
+        capsys, ["morph", "a", "b", "--out", str(a_file / "run")], "is a file, not a directory"
+    )
     _refused(capsys, [*base, "--frames", "1"], "--frames must be >= 2")
     _refused(capsys, [*base, "--t", "0,0.6,0.5,1"], "strictly increasing")
     _refused(capsys, [*base, "--t", "0,1.5"], "must lie in [0, 1]")
@@ -99,11 +101,23 @@ def test_morph_refuses_before_loading(no_loading, capsys, tmp_path, a_file, imag
     _refused(capsys, [*base, "--fps", "0"], "--fps")
     _refused(capsys, [*base, "--batch-size", "0"], "--batch-size")
     _refused(capsys, [*base, "--image-a", str(image)], "give both --image-a and --image-b")
-    _refused(capsys, [*base, "--image-a", str(image), "--image-b", str(tmp_path / "no.png")], "--image-b", "no.png")
-    _refused(capsys, [*base, "--image-a", str(not_an_image), "--image-b", str(image)], "notes.png",
-             "not a readable image")
-    _refused(capsys, [*base, "--image-a", str(image), "--image-b", str(image), "--inversion-steps", "0"],
-             "--inversion-steps")
+    _refused(
+        capsys,
+        [*base, "--image-a", str(image), "--image-b", str(tmp_path / "no.png")],
+        "--image-b",
+        "no.png",
+    )
+    _refused(
+        capsys,
+        [*base, "--image-a", str(not_an_image), "--image-b", str(image)],
+        "notes.png",
+        "not a readable image",
+    )
+    _refused(
+        capsys,
+        [*base, "--image-a", str(image), "--image-b", str(image), "--inversion-steps", "0"],
+        "--inversion-steps",
+    )
     # perceptual spacing needs LPIPS: still refused before LPIPS is built
     _refused(capsys, [*base, "--spacing", "perceptual", "--height", "16"], "--height >= 32")
     _refused(capsys, [*base, "--spacing", "perceptual", "--latent", "nao"], "equally spaced")
@@ -136,14 +150,31 @@ def test_morph_no_score_never_touches_the_network(tiny_pipeline, tmp_path, monke
     monkeypatch.setattr(torch.hub, "download_url_to_file", _boom("torch.hub.download_url_to_file"))
     monkeypatch.setattr(lpips_path, "_build_lpips", _boom("the LPIPS builder"))
     out = tmp_path / "run"
-    rc = main(["morph", "a cat", "a dog", "--model", model, "--frames", "2", "--format", "none",
-               "--no-score", "--out", str(out), *TINY])
+    rc = main(
+        [
+            "morph",
+            "a cat",
+            "a dog",
+            "--model",
+            model,
+            "--frames",
+            "2",
+            "--format",
+            "none",
+            "--no-score",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert json.loads((out / "run.json").read_text())["status"] == "done"
     assert "PPL" not in capsys.readouterr().out
 
 
-def test_missing_lpips_weights_cost_one_short_line_once(tiny_pipeline, tmp_path, monkeypatch, capsys, caplog):
+def test_missing_lpips_weights_cost_one_short_line_once(
+    tiny_pipeline, tmp_path, monkeypatch, capsys, caplog
+):
     """Offline without cached weights: the first morph tries once and says so in one short line;
     later morphs neither try again nor print anything about it."""
     import urllib.error
@@ -176,10 +207,18 @@ def test_missing_lpips_weights_cost_one_short_line_once(tiny_pipeline, tmp_path,
 
 
 # --- grid -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", [["seeds", "a cat", "--seeds", "0,1,2"], ["prompts", "a", "b", "c"]])
+@pytest.mark.parametrize(
+    "kind", [["seeds", "a cat", "--seeds", "0,1,2"], ["prompts", "a", "b", "c"]]
+)
 def test_grid_refuses_before_loading(no_loading, capsys, tmp_path, a_file, kind):
     base = ["grid", *kind, "--model", "nobody/none"]
-    line = _refused(capsys, [*base, "--out", str(tmp_path / "g.txt")], "'.txt'", ".png, .jpg, .jpeg, .webp", "folder")
+    line = _refused(
+        capsys,
+        [*base, "--out", str(tmp_path / "g.txt")],
+        "'.txt'",
+        ".png, .jpg, .jpeg, .webp",
+        "folder",
+    )
     assert "grid.png" in line
     _refused(capsys, [*base, "--out", str(a_file / "g.png")], "is a file, not a directory")
     _refused(capsys, [*base, "--size", "1"], "--size must be >= 2")
@@ -199,8 +238,22 @@ def test_grid_specific_refusals(no_loading, capsys):
 
 def test_grid_out_without_extension_is_a_folder(tiny_pipeline, tmp_path, capsys):
     model = str(tiny_pipeline("sd"))
-    rc = main(["grid", "seeds", "a cat", "--seeds", "0,1", "--size", "2", "--model", model,
-               "--out", str(tmp_path / "g1"), *TINY])
+    rc = main(
+        [
+            "grid",
+            "seeds",
+            "a cat",
+            "--seeds",
+            "0,1",
+            "--size",
+            "2",
+            "--model",
+            model,
+            "--out",
+            str(tmp_path / "g1"),
+            *TINY,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     with Image.open(tmp_path / "g1" / "grid.png") as grid:
         assert grid.width > 64 and grid.height > 64  # 2 x 2 cells of 32 px with captions
@@ -226,8 +279,22 @@ def test_grid_that_cannot_be_written_is_rescued(tiny_pipeline, tmp_path, monkeyp
         return real(path, write)
 
     monkeypatch.setattr(files, "_via_temp", disk_full)
-    rc = main(["grid", "prompts", "a", "b", "c", "--size", "2", "--model", model,
-               "--out", str(tmp_path / "out" / "g.png"), *TINY])
+    rc = main(
+        [
+            "grid",
+            "prompts",
+            "a",
+            "b",
+            "c",
+            "--size",
+            "2",
+            "--model",
+            model,
+            "--out",
+            str(tmp_path / "out" / "g.png"),
+            *TINY,
+        ]
+    )
     line = capsys.readouterr().err.strip().splitlines()[-1]  # after diffusers' loading bars
     assert rc == 2 and line.startswith("whichway grid: error: could not write ")
     assert "No space left on device" in line and "saved to" in line
@@ -245,7 +312,9 @@ def test_invert_refuses_before_loading(no_loading, capsys, tmp_path, image, not_
     _refused(capsys, [*base, "--height", "30"], "--height must be a positive multiple of 8")
     _refused(capsys, [*base, "--steps", "0"], "--steps must be >= 1")
     _refused(capsys, [*base, "--refine", "-1"], "--refine must be >= 0")
-    _refused(capsys, ["invert", str(not_an_image), "--prompt", "a"], "notes.png", "not a readable image")
+    _refused(
+        capsys, ["invert", str(not_an_image), "--prompt", "a"], "notes.png", "not a readable image"
+    )
     _refused(capsys, ["invert", str(tmp_path / "none.png"), "--prompt", "a"], "does not exist")
 
 
@@ -253,7 +322,9 @@ def test_invert_out_folder_gets_the_default_name(image, tmp_path):
     from whichway.cli import build_parser
     from whichway.cli.invert import check_args
 
-    args = build_parser().parse_args(["invert", str(image), "--prompt", "a", "--out", str(tmp_path / "lat")])
+    args = build_parser().parse_args(
+        ["invert", str(image), "--prompt", "a", "--out", str(tmp_path / "lat")]
+    )
     assert check_args(args) == tmp_path / "lat" / "cat.latent.safetensors"
 
 
@@ -271,7 +342,9 @@ def test_score_refuses_before_loading_lpips(no_loading, capsys, tmp_path, image)
 # --- couple -----------------------------------------------------------------------------------
 def test_couple_refuses_before_loading(no_loading, capsys, tmp_path, a_file):
     _refused(capsys, ["couple", "--steps", "1"], "--steps must be >= 2")
-    _refused(capsys, ["couple", "--embeddings", str(a_file)], "'.txt'", ".pt, .pth, .safetensors, .npz")
+    _refused(
+        capsys, ["couple", "--embeddings", str(a_file)], "'.txt'", ".pt, .pth, .safetensors, .npz"
+    )
     _refused(capsys, ["couple", "--embeddings", str(tmp_path / "none.pt")], "does not exist")
     _refused(capsys, ["couple", "one prompt", "--model", "nobody/none"], "two prompts")
     _refused(capsys, ["couple", "--random", "0", "4"], "N >= 1")
@@ -290,15 +363,35 @@ def test_check_invariance_refuses_before_loading(no_loading, capsys):
 # --- study ------------------------------------------------------------------------------------
 def test_study_refuses_before_loading(no_loading, capsys, tmp_path, a_file):
     cfg = tmp_path / "study.toml"
-    assert main(["study", "prompts", "init", str(cfg), "--set", 'pairs.source="file"',
-                 "--set", f'pairs.file="{tmp_path / "pairs.csv"}"']) == 0
+    assert (
+        main(
+            [
+                "study",
+                "prompts",
+                "init",
+                str(cfg),
+                "--set",
+                'pairs.source="file"',
+                "--set",
+                f'pairs.file="{tmp_path / "pairs.csv"}"',
+            ]
+        )
+        == 0
+    )
     (tmp_path / "pairs.csv").write_text("prompt_a,prompt_b\na,b\n")
     base = ["study", "prompts", "run", str(cfg)]
     _refused(capsys, [*base, "--out", str(a_file)], "is a file")
-    _refused(capsys, [*base, "--out", str(tmp_path / "o"), "--set", "render.height=20"],
-             "render.height must be a positive multiple of 8")
-    _refused(capsys, [*base, "--out", str(tmp_path / "o"), "--set", f'pairs.file="{tmp_path / "missing.csv"}"'],
-             "missing.csv", "does not exist")
+    _refused(
+        capsys,
+        [*base, "--out", str(tmp_path / "o"), "--set", "render.height=20"],
+        "render.height must be a positive multiple of 8",
+    )
+    _refused(
+        capsys,
+        [*base, "--out", str(tmp_path / "o"), "--set", f'pairs.file="{tmp_path / "missing.csv"}"'],
+        "missing.csv",
+        "does not exist",
+    )
     _refused(capsys, ["study", "latents", "run", str(cfg), "--out", str(tmp_path / "o")], "unknown")
     _refused(capsys, ["study", "prompts", "init", str(tmp_path / "cfg.txt")], "'.txt'", ".toml")
     assert not (tmp_path / "o").exists()
@@ -315,10 +408,18 @@ def test_tiny_model_refuses_before_building(no_loading, capsys, tmp_path, a_file
 def test_out_file_or_folder(tmp_path):
     from whichway.cli._options import IMAGE_EXTENSIONS, out_file_or_folder
 
-    assert out_file_or_folder(tmp_path / "g1", "grid.png", IMAGE_EXTENSIONS) == tmp_path / "g1" / "grid.png"
-    assert out_file_or_folder(tmp_path / "a.PNG", "grid.png", IMAGE_EXTENSIONS) == tmp_path / "a.PNG"
+    assert (
+        out_file_or_folder(tmp_path / "g1", "grid.png", IMAGE_EXTENSIONS)
+        == tmp_path / "g1" / "grid.png"
+    )
+    assert (
+        out_file_or_folder(tmp_path / "a.PNG", "grid.png", IMAGE_EXTENSIONS) == tmp_path / "a.PNG"
+    )
     (tmp_path / "runs.v2").mkdir()
-    assert out_file_or_folder(tmp_path / "runs.v2", "grid.png", IMAGE_EXTENSIONS) == tmp_path / "runs.v2" / "grid.png"
+    assert (
+        out_file_or_folder(tmp_path / "runs.v2", "grid.png", IMAGE_EXTENSIONS)
+        == tmp_path / "runs.v2" / "grid.png"
+    )
     with pytest.raises(ValueError, match=r"'\.gif'; give a file name ending in one of: \.png"):
         out_file_or_folder(tmp_path / "a.gif", "grid.png", IMAGE_EXTENSIONS)
 
@@ -359,7 +460,9 @@ def test_write_atomic(tmp_path, monkeypatch):
     assert target.read_text() == "done" and [p.name for p in target.parent.iterdir()] == ["b.txt"]
     umask = os.umask(0)
     os.umask(umask)
-    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # the usual mode, not a private temp file's
+    assert (
+        target.stat().st_mode & 0o777 == 0o666 & ~umask
+    )  # the usual mode, not a private temp file's
 
     def broken(p: Path) -> None:
         p.write_text("half")
@@ -374,7 +477,10 @@ def test_write_atomic(tmp_path, monkeypatch):
     with pytest.raises(OutputRescuedError) as info:
         write_atomic(tmp_path / "blocker" / "out.txt", lambda p: p.write_text("precious"))
     err = info.value
-    assert err.rescued.read_text() == "precious" and err.rescued.parent == tmp_path / "tmp" / "whichway-rescue"
+    assert (
+        err.rescued.read_text() == "precious"
+        and err.rescued.parent == tmp_path / "tmp" / "whichway-rescue"
+    )
     assert "\n" not in str(err) and str(err.rescued) in str(err) and isinstance(err, OSError)
 
 
@@ -405,8 +511,18 @@ def test_score_help_says_where_the_lpips_weights_go(capsys):
 
 
 def test_travel_refuses_before_loading(no_loading, capsys, tmp_path, a_file, not_an_image):
-    base = ["travel", "a cat", "a dog", "a fox", "--seconds", "2", "--model", "nobody/none",
-            "--out", str(tmp_path / "run")]
+    base = [
+        "travel",
+        "a cat",
+        "a dog",
+        "a fox",
+        "--seconds",
+        "2",
+        "--model",
+        "nobody/none",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     _refused(capsys, [*base, "--height", "63"], "--height must be a positive multiple of 8, got 63")
     _refused(capsys, ["travel", "a", "b", "--out", str(a_file)], "is a file")
     _refused(capsys, [*base, "--fps", "0"], "--fps")
@@ -421,10 +537,26 @@ def test_travel_refuses_before_loading(no_loading, capsys, tmp_path, a_file, not
 def test_studio_and_doctor_refuse_before_loading(no_loading, capsys, tmp_path, a_file):
     _refused(capsys, ["studio", "--port", "0", "--out", str(tmp_path / "runs")], "--port")
     _refused(capsys, ["studio", "--out", str(a_file)], "is a file")
-    _refused(capsys, ["studio", "--model", "nobody/none", "--offload", "model", "--device", "cpu",
-                      "--out", str(tmp_path / "runs")], "accelerator")
-    _refused(capsys, ["doctor", "--model", "nobody/none", "--height", "63", "--width", "64"],
-             "--height must be a positive multiple of 8, got 63")
+    _refused(
+        capsys,
+        [
+            "studio",
+            "--model",
+            "nobody/none",
+            "--offload",
+            "model",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        "accelerator",
+    )
+    _refused(
+        capsys,
+        ["doctor", "--model", "nobody/none", "--height", "63", "--width", "64"],
+        "--height must be a positive multiple of 8, got 63",
+    )
     assert not (tmp_path / "runs").exists()
 
 

@@ -212,7 +212,9 @@ def test_path_lengths_ot_is_geodesic_others_longer() -> None:
     ot_len = path_length_w2(interpolate_clouds(x, y, ts, method="ot"))
     assert ot_len == pytest.approx(w, rel=1e-6)
     for method in ("clip", "random"):
-        frames = interpolate_clouds(x, y, ts, method=method, generator=torch.Generator().manual_seed(1))
+        frames = interpolate_clouds(
+            x, y, ts, method=method, generator=torch.Generator().manual_seed(1)
+        )
         assert path_length_w2(frames) >= ot_len * (1 - 1e-12)
     # a batch of paths gives one length per path
     batch = torch.stack([interpolate_clouds(x, y, ts), interpolate_clouds(y, x, ts)])
@@ -232,7 +234,10 @@ def test_wasserstein2_closed_forms() -> None:
     assert wasserstein2(x, y) == pytest.approx(wasserstein2(y, x), rel=1e-12)
     batch = wasserstein2(torch.stack([x, x]), torch.stack([y, x + shift]))
     torch.testing.assert_close(
-        batch, torch.tensor([wasserstein2(x, y), float(shift.norm())], dtype=F64), rtol=1e-12, atol=0
+        batch,
+        torch.tensor([wasserstein2(x, y), float(shift.norm())], dtype=F64),
+        rtol=1e-12,
+        atol=0,
     )
 
 
@@ -262,7 +267,9 @@ def test_unequal_sizes_match_pot(n: int, m: int) -> None:
 
 def test_weights_match_pot_and_zero_mass_rows() -> None:
     x, y = clouds(10, 4, 20, m=8)
-    xw = torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=F64)  # a mask: last two rows are padding
+    xw = torch.tensor(
+        [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=F64
+    )  # a mask: last two rows are padding
     yw = torch.arange(1, 9, dtype=F64)
     c = couple(x, y, x_weights=xw, y_weights=yw)
     a, b = (xw / xw.sum()).numpy(), (yw / yw.sum()).numpy()
@@ -303,27 +310,39 @@ def test_barycenter_fixed_point_and_pot_reference() -> None:
     assert bary.converged and bary.points.shape == (20, 5) and bary.perms.shape == (4, 20)
     # fixed point: the support is the weighted average of the assigned points ...
     matched = torch.stack([stack[k][bary.perms[k]] for k in range(4)])
-    torch.testing.assert_close(bary.points, torch.einsum("k,knd->nd", weights, matched), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(
+        bary.points, torch.einsum("k,knd->nd", weights, matched), rtol=1e-14, atol=1e-14
+    )
     # ... and every assignment is optimal for the final support
     costs = [couple(bary.points, stack[k]).cost for k in range(4)]
     for k in range(4):
         assert exact_cost(bary.points, stack[k], bary.perms[k]) == pytest.approx(costs[k], rel=1e-9)
-    assert bary.cost == pytest.approx(float(sum(w * c for w, c in zip(weights.tolist(), costs))), rel=1e-9)
+    assert bary.cost == pytest.approx(
+        float(sum(w * c for w, c in zip(weights.tolist(), costs))), rel=1e-9
+    )
     # never worse than the starting support (the heaviest cloud, index 3)
     start = float(sum(w * couple(stack[3], stack[k]).cost for k, w in enumerate(weights.tolist())))
     assert bary.cost <= start
     # POT's free-support barycenter (same algorithm with ot.emd) from the same start
     n = 20
     reference = ot.lp.free_support_barycenter(
-        [c.numpy() for c in stack], [np.full(n, 1.0 / n)] * 4, stack[3].numpy().copy(),
-        weights=weights.numpy(), numItermax=200, stopThr=1e-20,
+        [c.numpy() for c in stack],
+        [np.full(n, 1.0 / n)] * 4,
+        stack[3].numpy().copy(),
+        weights=weights.numpy(),
+        numItermax=200,
+        stopThr=1e-20,
     )
-    np.testing.assert_allclose(sort_rows(bary.points).numpy(), sort_rows(torch.from_numpy(reference)).numpy(), atol=1e-10)
+    np.testing.assert_allclose(
+        sort_rows(bary.points).numpy(), sort_rows(torch.from_numpy(reference)).numpy(), atol=1e-10
+    )
     # an explicit starting support (the row-wise weighted mean) also ends at a fixed point
     mean_start = cloud_barycenter(stack, weights, init=torch.einsum("k,knd->nd", weights, stack))
     assert mean_start.converged
     matched = torch.stack([stack[k][mean_start.perms[k]] for k in range(4)])
-    torch.testing.assert_close(mean_start.points, torch.einsum("k,knd->nd", weights, matched), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(
+        mean_start.points, torch.einsum("k,knd->nd", weights, matched), rtol=1e-14, atol=1e-14
+    )
 
 
 def test_barycenter_single_cloud_and_dtype() -> None:
@@ -546,20 +565,26 @@ def test_property_unequal_sizes_match_pot(n: int, m: int, d: int, seed: int) -> 
     a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
     np.testing.assert_allclose(c.plan.sum(1).numpy(), a, rtol=0, atol=1e-14)
     np.testing.assert_allclose(c.plan.sum(0).numpy(), b, rtol=0, atol=1e-14)
-    assert c.cost == pytest.approx(n * ot.emd2(a, b, ot.dist(x.numpy(), y.numpy())), rel=1e-9, abs=1e-12)
+    assert c.cost == pytest.approx(
+        n * ot.emd2(a, b, ot.dist(x.numpy(), y.numpy())), rel=1e-9, abs=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------- float32 certificate
 
 
-def _padded_clouds(b: int, n: int, d: int, k: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded_clouds(
+    b: int, n: int, d: int, k: int, noise: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """b pairs of float32 clouds whose last k rows are one vector plus ``noise`` (padding-like
     near-ties; noise 0 gives exact duplicates)."""
     g = torch.Generator().manual_seed(seed)
 
     def one() -> torch.Tensor:
         c = torch.randn(b, n, d, generator=g)
-        c[:, n - k :] = torch.randn(b, 1, d, generator=g) + noise * torch.randn(b, k, d, generator=g)
+        c[:, n - k :] = torch.randn(b, 1, d, generator=g) + noise * torch.randn(
+            b, k, d, generator=g
+        )
         return c
 
     return one(), one()
@@ -616,7 +641,9 @@ def test_certificate_is_sound_and_uncertified_pairs_are_solved_in_float64(monkey
     # couple() gives the exact optimum for all of them, solving the uncertified ones in float64
     solved = []
     original = module._assign_exact64
-    monkeypatch.setattr(module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y))
+    monkeypatch.setattr(
+        module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y)
+    )
     c = couple(xb, yb)
     assert sum(solved) >= int(wrong.sum())
     torch.testing.assert_close(c.cost, reference, rtol=1e-9, atol=0)
@@ -632,7 +659,9 @@ def test_certificate_accepts_generic_clouds(monkeypatch) -> None:
     yb = torch.randn(12, 77, 768, generator=g) + 0.5
     solved = []
     original = module._assign_exact64
-    monkeypatch.setattr(module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y))
+    monkeypatch.setattr(
+        module, "_assign_exact64", lambda x, y: solved.append(x.shape[0]) or original(x, y)
+    )
     certified = []
     certify = module._certify
 

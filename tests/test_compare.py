@@ -23,29 +23,43 @@ def test_each_strip_is_the_morph_of_its_coupling(tiny_adapter, tmp_path):
     assert list(frames) == ["ot", "clip", "random"]
     for m in frames:
         assert frames[m].shape == (3, 3, 32, 32)
-        assert torch.equal(frames[m][0], frames["ot"][0]) and torch.equal(frames[m][-1], frames["ot"][-1])
+        assert torch.equal(frames[m][0], frames["ot"][0]) and torch.equal(
+            frames[m][-1], frames["ot"][-1]
+        )
     assert result.metrics is None
 
     for m in ("ot", "random"):
-        run = run_morph(adapter, MorphSettings("a photo of a cat", "a red dog", t=t, coupling=m, format=None, **kw),
-                        tmp_path / m, progress=False)
+        run = run_morph(
+            adapter,
+            MorphSettings("a photo of a cat", "a red dog", t=t, coupling=m, format=None, **kw),
+            tmp_path / m,
+            progress=False,
+        )
         assert result.costs[m] == pytest.approx(sum(c["cost"] for c in run.couplings), rel=1e-12)
-        assert result.w2_path_length[m] == pytest.approx(sum(c["w2_path_length"] for c in run.couplings), rel=1e-9)
+        assert result.w2_path_length[m] == pytest.approx(
+            sum(c["w2_path_length"] for c in run.couplings), rel=1e-9
+        )
         for k, path in enumerate(run.frames):
             ours = np.asarray(to_pil(frames[m][k])).astype(int)
             theirs = np.asarray(_read(path)).astype(int)
             assert np.abs(ours - theirs).max() <= 1  # same frames, other batch layout
-    assert result.costs["ot"] <= result.costs["clip"] and result.costs["ot"] <= result.costs["random"]
+    assert (
+        result.costs["ot"] <= result.costs["clip"] and result.costs["ot"] <= result.costs["random"]
+    )
 
     strips = save_comparison(result, tmp_path / "cmp", adapter)
     info = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert info["command"] == "compare" and [r["coupling"] for r in info["couplings"]] == list(frames)
+    assert info["command"] == "compare" and [r["coupling"] for r in info["couplings"]] == list(
+        frames
+    )
     assert all(p.is_file() for p in strips.values())
 
 
 def test_end_frames_must_be_0_and_1(tiny_adapter):
     with pytest.raises(ValueError, match="start at 0 and end at 1"):
-        compare_couplings(tiny_adapter("sd"), "a cat", "a dog", (0.0, 0.5), steps=1, height=32, width=32)
+        compare_couplings(
+            tiny_adapter("sd"), "a cat", "a dog", (0.0, 0.5), steps=1, height=32, width=32
+        )
 
 
 def test_small_frames_with_a_meter_are_refused_before_rendering(tiny_adapter, monkeypatch):
@@ -54,8 +68,9 @@ def test_small_frames_with_a_meter_are_refused_before_rendering(tiny_adapter, mo
     adapter = tiny_adapter("sd")
     monkeypatch.setattr(whichway.render, "render_frames", lambda *a, **k: pytest.fail("rendered"))
     with pytest.raises(ValueError, match="at least 32x32 pixels, got 16x16"):
-        compare_couplings(adapter, "a cat", "a dog", (0.0, 0.5, 1.0), steps=1, height=16, width=16,
-                          meter=object())
+        compare_couplings(
+            adapter, "a cat", "a dog", (0.0, 0.5, 1.0), steps=1, height=16, width=16, meter=object()
+        )
 
 
 def _read(path):

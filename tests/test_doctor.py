@@ -88,11 +88,16 @@ def test_plan_under_offload_counts_only_the_weights_on_the_device(tiny_adapter, 
     adapter = tiny_adapter("sd")
     parts = {m: _weights(getattr(adapter.pipe, m))[1] for m in ("unet", "vae", "text_encoder")}
     plain = plan_memory(adapter, 32, 32, 7.5, capacity_bytes=None)
-    layer = 2 * max(p.numel() * p.element_size() for m in ("unet", "vae", "text_encoder")
-                    for p in getattr(adapter.pipe, m).parameters())
+    layer = 2 * max(
+        p.numel() * p.element_size()
+        for m in ("unet", "vae", "text_encoder")
+        for p in getattr(adapter.pipe, m).parameters()
+    )
     for offload, resident in (("model", max(parts.values())), ("sequential", layer)):
         options = types.SimpleNamespace(offload=offload)
-        monkeypatch.setattr(adapter, "runtime", types.SimpleNamespace(options=options), raising=False)
+        monkeypatch.setattr(
+            adapter, "runtime", types.SimpleNamespace(options=options), raising=False
+        )
         plan = plan_memory(adapter, 32, 32, 7.5, capacity_bytes=None)
         assert plan.base_bytes == resident < plain.base_bytes == sum(parts.values())
         assert plan.per_frame_bytes == plain.per_frame_bytes
@@ -242,5 +247,7 @@ def test_out_of_memory_is_one_line_with_what_to_try(tiny_pipeline, monkeypatch, 
     capsys.readouterr()  # building the tiny model prints progress
     assert main(["doctor", "--model", model]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("whichway doctor: error: out of memory (CUDA out of memory. Tried")
+    assert "\n" not in err and err.startswith(
+        "whichway doctor: error: out of memory (CUDA out of memory. Tried"
+    )
     assert f"whichway doctor --model {model}" in err and "--offload model" in err

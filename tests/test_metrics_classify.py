@@ -26,11 +26,13 @@ def _images(n: int, seed: int = 0, size: int = 64) -> torch.Tensor:
 
 
 def test_topk_correct_counts_exactly():
-    logits = torch.tensor([
-        [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # ranking 6, 5, 4, 3, 2, 1, 0
-        [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],  # ranking 0, 1, 2, 3, 4, 5, 6
-        [0.0, 0.0, 9.0, 0.5, 0.0, 0.0, 0.0],  # ranking 2, 3, ...
-    ])
+    logits = torch.tensor(
+        [
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # ranking 6, 5, 4, 3, 2, 1, 0
+            [6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0],  # ranking 0, 1, 2, 3, 4, 5, 6
+            [0.0, 0.0, 9.0, 0.5, 0.0, 0.0, 0.0],  # ranking 2, 3, ...
+        ]
+    )
     targets = torch.tensor([6, 5, 3])
     assert topk_correct(logits, targets, ks=(1, 2, 5)) == {1: 1, 2: 2, 5: 2}
     # k larger than the number of classes counts every row
@@ -82,7 +84,9 @@ def test_preprocess_matches_timm_eval_transform(tiny):
 
     transform = timm.data.create_transform(**tiny.data_config)  # reference: PIL pipeline
     g = torch.Generator().manual_seed(1)
-    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=g), size=(300, 400), mode="bilinear")
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 12, 16, generator=g), size=(300, 400), mode="bilinear"
+    )
     pixels = (smooth[0] * 255).round().to(torch.uint8)
     ref = transform(Image.fromarray(pixels.permute(1, 2, 0).numpy()))
     ours = tiny.preprocess((pixels.float() / 255)[None])[0]
@@ -92,7 +96,9 @@ def test_preprocess_matches_timm_eval_transform(tiny):
 
 
 def test_imagenet_class_names():
-    idx = imagenet_class_index(["tench", "goldfish, Carassius auratus", "n01440764", "Great_White_Shark"])
+    idx = imagenet_class_index(
+        ["tench", "goldfish, Carassius auratus", "n01440764", "Great_White_Shark"]
+    )
     assert idx.tolist() == [0, 1, 0, 2]
     with pytest.raises(ValueError, match="several ImageNet classes"):
         imagenet_class_index(["crane"])

@@ -12,7 +12,9 @@ from whichway.metrics import embedding_path_metrics
 
 def _clouds(n: int = 9, d: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(n, d, generator=g, dtype=torch.float64) + 0.5
+    return torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(
+        n, d, generator=g, dtype=torch.float64
+    ) + 0.5
 
 
 def test_ot_path_is_a_geodesic():
@@ -27,7 +29,9 @@ def test_other_couplings_cost_more_and_give_longer_paths():
     x, y = _clouds(seed=1)
     ot = embedding_path_metrics(x, y, torch.linspace(0, 1, 11), "ot")
     clip = embedding_path_metrics(x, y, torch.linspace(0, 1, 11), "clip")
-    rnd = embedding_path_metrics(x, y, [0.0, 0.25, 0.5, 0.75, 1.0], "random", generator=torch.Generator().manual_seed(0))
+    rnd = embedding_path_metrics(
+        x, y, [0.0, 0.25, 0.5, 0.75, 1.0], "random", generator=torch.Generator().manual_seed(0)
+    )
     for other in (clip, rnd):
         assert other.cost >= ot.cost - 1e-9
         assert other.path_length_w2 >= ot.path_length_w2 - 1e-9
@@ -41,7 +45,9 @@ def test_other_couplings_cost_more_and_give_longer_paths():
 def test_batched_clouds():
     x1, y1 = _clouds(seed=2)
     x2, y2 = _clouds(seed=3)
-    m = embedding_path_metrics(torch.stack([x1, x2]), torch.stack([y1, y2]), torch.linspace(0, 1, 5), "clip")
+    m = embedding_path_metrics(
+        torch.stack([x1, x2]), torch.stack([y1, y2]), torch.linspace(0, 1, 5), "clip"
+    )
     single = embedding_path_metrics(x2, y2, torch.linspace(0, 1, 5), "clip")
     assert isinstance(m.path_length_w2, torch.Tensor) and m.path_length_w2.shape == (2,)
     assert float(m.path_length_w2[1]) == pytest.approx(single.path_length_w2, rel=1e-10)

@@ -61,7 +61,9 @@ def test_closed_form_for_diagonal_gaussians():
     a = torch.linspace(0.5, 4, d, dtype=torch.float64)
     b = torch.linspace(2, 0.1, d, dtype=torch.float64)
     expected = float((mu1 - mu2).square().sum() + (a.sqrt() - b.sqrt()).square().sum())
-    assert frechet_distance(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(expected, rel=1e-12)
+    assert frechet_distance(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(
+        expected, rel=1e-12
+    )
     # the same through the accumulator, on features whose sample moments are exactly these
     fa, fb = FrechetAccumulator(), FrechetAccumulator()
     fa.update(_exact_moments(400, mu1, torch.diag(a.sqrt()), seed=2))
@@ -98,17 +100,27 @@ def test_equals_reference_libraries_on_the_same_features():
         fa.update(chunk)
     ours = fa.compute(ra)
     ref = fid_statistics_to_metric(
-        fid_features_to_statistics(real.double()), fid_features_to_statistics(fake.double()), verbose=False
+        fid_features_to_statistics(real.double()),
+        fid_features_to_statistics(fake.double()),
+        verbose=False,
     )["frechet_inception_distance"]
     assert ours == pytest.approx(ref, rel=1e-7)
-    tm = float(_compute_fid(real.double().mean(0), torch.cov(real.double().T),
-                            fake.double().mean(0), torch.cov(fake.double().T)))
+    tm = float(
+        _compute_fid(
+            real.double().mean(0),
+            torch.cov(real.double().T),
+            fake.double().mean(0),
+            torch.cov(fake.double().T),
+        )
+    )
     assert ours == pytest.approx(tm, rel=1e-7)
 
 
 def test_streaming_and_merging_give_the_batch_statistics():
     g = torch.Generator().manual_seed(7)
-    x = torch.randn(321, 9, generator=g, dtype=torch.float64) * 5 + 1000  # large offset: cancellation-prone
+    x = (
+        torch.randn(321, 9, generator=g, dtype=torch.float64) * 5 + 1000
+    )  # large offset: cancellation-prone
     one, streamed, left, right = (FrechetAccumulator() for _ in range(4))
     one.update(x)
     for chunk in x.split(10):

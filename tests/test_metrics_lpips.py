@@ -31,8 +31,10 @@ def _naive(meter: LPIPSPath, frames: torch.Tensor) -> torch.Tensor:
     """The lpips package's own forward, two backbone passes per pair, inputs in [0, 1]."""
     with torch.no_grad():
         return torch.stack(
-            [meter.model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
-             for k in range(frames.shape[0] - 1)]
+            [
+                meter.model(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
+                for k in range(frames.shape[0] - 1)
+            ]
         ).double()
 
 
@@ -47,7 +49,9 @@ def test_once_per_frame_equals_naive_pairwise_alex(alex, batch_size):
 
 def test_once_per_frame_equals_naive_pairwise_vgg(vgg):
     frames = _frames(t=5, size=48, seed=1)
-    torch.testing.assert_close(vgg.distances(frames, batch_size=2), _naive(vgg, frames), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        vgg.distances(frames, batch_size=2), _naive(vgg, frames), atol=1e-6, rtol=0
+    )
 
 
 def test_backbone_runs_once_per_frame(alex, monkeypatch):
@@ -70,12 +74,17 @@ def test_equals_an_independent_lpips_model():
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)
-        reference = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False).eval()
+        reference = lpips.LPIPS(
+            net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False
+        ).eval()
     meter = LPIPSPath("alex", pretrained_backbone=False, seed=3)
     frames = _frames(t=4, size=96, seed=4)
     with torch.no_grad():
         expected = torch.stack(
-            [reference(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0] for k in range(3)]
+            [
+                reference(frames[k : k + 1], frames[k + 1 : k + 2], normalize=True).flatten()[0]
+                for k in range(3)
+            ]
         ).double()
     torch.testing.assert_close(meter.distances(frames, batch_size=4), expected, atol=1e-6, rtol=0)
 
@@ -94,7 +103,9 @@ def test_reversed_path_has_the_same_ppl(alex):
     fwd = alex.distances(frames, batch_size=4)
     bwd = alex.distances(frames.flip(0), batch_size=4)
     torch.testing.assert_close(bwd.flip(0), fwd, atol=1e-6, rtol=0)
-    assert alex.path_metrics(frames.flip(0)).ppl == pytest.approx(alex.path_metrics(frames).ppl, abs=1e-5)
+    assert alex.path_metrics(frames.flip(0)).ppl == pytest.approx(
+        alex.path_metrics(frames).ppl, abs=1e-5
+    )
 
 
 def test_path_metrics_use_t_and_float64_input(alex):
@@ -110,7 +121,9 @@ def test_path_metrics_use_t_and_float64_input(alex):
 def test_functional_form_matches_the_class(alex):
     frames = _frames(t=5)
     m = perceptual_path_length(frames, net="alex", pretrained_backbone=False)
-    assert m.ppl == pytest.approx(alex.path_metrics(frames).ppl, abs=1e-6)  # same seed -> same backbone
+    assert m.ppl == pytest.approx(
+        alex.path_metrics(frames).ppl, abs=1e-6
+    )  # same seed -> same backbone
 
 
 def test_random_backbone_is_seeded_without_touching_global_rng():

@@ -14,7 +14,9 @@ from whichway.metrics import LPIPSPath, score_run
 from whichway.metrics.score import load_frames
 
 
-def _write_frames(folder: Path, n: int, size: tuple[int, int] = (48, 64), seed: int = 0) -> list[Path]:
+def _write_frames(
+    folder: Path, n: int, size: tuple[int, int] = (48, 64), seed: int = 0
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     a, b = torch.rand(2, 3, *size, generator=g)
@@ -45,7 +47,12 @@ def test_plain_frame_folder_uses_uniform_t_and_writes_nothing(tmp_path):
     expected = LPIPSPath("alex", pretrained_backbone=False).path_metrics(load_frames(files))
     assert metrics["ppl"] == pytest.approx(expected.ppl, abs=1e-9)
     assert metrics["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert metrics["lpips"] == {"net": "alex", "version": "0.1", "pretrained_backbone": False, "frame_size": [48, 64]}
+    assert metrics["lpips"] == {
+        "net": "alex",
+        "version": "0.1",
+        "pretrained_backbone": False,
+        "frame_size": [48, 64],
+    }
     assert not (tmp_path / "run.json").exists()
 
 
@@ -54,15 +61,22 @@ def test_run_directory_uses_its_t_and_updates_run_json_atomically(tmp_path):
     record = _write_run(tmp_path, t)
     metrics = score_run(tmp_path, pretrained_backbone=False)
     d = metrics["steps"]
-    assert metrics["ppl_normalized"] == pytest.approx(d[0] / 0.1**2 + d[1] / 0.4**2 + d[2] / 0.5**2, rel=1e-9)
+    assert metrics["ppl_normalized"] == pytest.approx(
+        d[0] / 0.1**2 + d[1] / 0.4**2 + d[2] / 0.5**2, rel=1e-9
+    )
     assert metrics["couplings"] == record["couplings"]
     saved = json.loads((tmp_path / "run.json").read_text())
     assert {k: v for k, v in saved.items() if k != "metrics"} == record  # everything else kept
     assert saved["metrics"]["ppl"] == metrics["ppl"] and saved["metrics"]["t"] == t
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames", "run.json"]  # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "frames",
+        "run.json",
+    ]  # no temporary files left
     # scoring again overwrites the metrics instead of nesting them
     score_run(tmp_path, net="alex", pretrained_backbone=False)
-    assert json.loads((tmp_path / "run.json").read_text())["metrics"]["ppl"] == pytest.approx(metrics["ppl"])
+    assert json.loads((tmp_path / "run.json").read_text())["metrics"]["ppl"] == pytest.approx(
+        metrics["ppl"]
+    )
 
 
 def test_frames_subfolder_without_run_json(tmp_path):
@@ -101,8 +115,15 @@ def test_cli_table_and_json(tmp_path, capsys):
     _write_run(tmp_path, [0.0, 0.5, 1.0])
     assert main(["score", str(tmp_path), "--random-backbone", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "PPL  sum d_k" in out and "smoothness" in out and "coupling cost" in out and "RANDOM" in out
-    assert main(["score", str(tmp_path), "--random-backbone", "--device", "cpu", "--json", "--no-write"]) == 0
+    assert (
+        "PPL  sum d_k" in out and "smoothness" in out and "coupling cost" in out and "RANDOM" in out
+    )
+    assert (
+        main(
+            ["score", str(tmp_path), "--random-backbone", "--device", "cpu", "--json", "--no-write"]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["n_frames"] == 3 and data["lpips"]["net"] == "alex"
 

@@ -40,7 +40,9 @@ def test_gini_matches_mean_absolute_difference_and_is_scale_invariant():
     x = torch.rand(17, generator=g, dtype=torch.float64)
     assert float(gini(x)) == pytest.approx(_gini_mean_abs_difference(x), abs=1e-13)
     assert float(gini(7.5 * x)) == pytest.approx(float(gini(x)), abs=1e-13)
-    assert float(gini(x[torch.randperm(17, generator=g)])) == pytest.approx(float(gini(x)), abs=1e-15)
+    assert float(gini(x[torch.randperm(17, generator=g)])) == pytest.approx(
+        float(gini(x)), abs=1e-15
+    )
 
 
 @settings(max_examples=60, deadline=None)

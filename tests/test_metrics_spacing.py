@@ -48,9 +48,18 @@ def test_steps_become_equal_on_a_t_squared_path(refine, tolerance):
 
 
 def test_refinement_keeps_improving_and_custom_coarse_grid():
-    spreads = [respace(_render_t_squared, 9, distance=_mean_abs_difference, refine=r).spread_after for r in (0, 1, 2)]
+    spreads = [
+        respace(_render_t_squared, 9, distance=_mean_abs_difference, refine=r).spread_after
+        for r in (0, 1, 2)
+    ]
     assert spreads[0] > spreads[1] > spreads[2]
-    res = respace(_render_t_squared, 5, distance=_mean_abs_difference, coarse=torch.linspace(0, 1, 41), refine=0)
+    res = respace(
+        _render_t_squared,
+        5,
+        distance=_mean_abs_difference,
+        coarse=torch.linspace(0, 1, 41),
+        refine=0,
+    )
     assert res.t_coarse.shape == (41,) and res.steps_before.shape == (40,) and res.t.shape == (5,)
     assert res.spread_after < 0.01
 
@@ -84,9 +93,16 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="refine"):
         respace(_render_t_squared, 5, distance=_mean_abs_difference, refine=-1)
     with pytest.raises(ValueError, match="strictly increasing"):
-        respace(_render_t_squared, 5, distance=_mean_abs_difference, coarse=torch.tensor([0.0, 0.6, 0.4, 1.0]))
+        respace(
+            _render_t_squared,
+            5,
+            distance=_mean_abs_difference,
+            coarse=torch.tensor([0.0, 0.6, 0.4, 1.0]),
+        )
     with pytest.raises(ValueError, match="strictly increasing"):
-        respace(_render_t_squared, 5, distance=_mean_abs_difference, coarse=torch.tensor([0.0, 1.5]))
+        respace(
+            _render_t_squared, 5, distance=_mean_abs_difference, coarse=torch.tensor([0.0, 1.5])
+        )
     with pytest.raises(ValueError, match="render"):
         respace("not a function", 5, distance=_mean_abs_difference)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"render\(t\) must return frames \(5, 3, H, W\)"):

@@ -30,8 +30,12 @@ def test_path_endpoints_are_exact_per_group():
 def test_ot_path_is_the_geodesic_and_clip_is_not_shorter():
     a, b = _cond(2, groups=((16, 8),), pooled=None), _cond(3, groups=((16, 8),), pooled=None)
     ts = torch.linspace(0, 1, 6)
-    ot_path, _ = conditioning_path(a.to(dtype=torch.float64), b.to(dtype=torch.float64), ts, coupling="ot")
-    clip_path, (clip,) = conditioning_path(a.to(dtype=torch.float64), b.to(dtype=torch.float64), ts, coupling="clip")
+    ot_path, _ = conditioning_path(
+        a.to(dtype=torch.float64), b.to(dtype=torch.float64), ts, coupling="ot"
+    )
+    clip_path, (clip,) = conditioning_path(
+        a.to(dtype=torch.float64), b.to(dtype=torch.float64), ts, coupling="clip"
+    )
     w2 = wasserstein2(a.clouds[0][0].double(), b.clouds[0][0].double())
     assert path_length_w2(ot_path.clouds[0]) == pytest.approx(w2, rel=1e-6)
     assert path_length_w2(clip_path.clouds[0]) >= w2 - 1e-9
@@ -41,15 +45,21 @@ def test_ot_path_is_the_geodesic_and_clip_is_not_shorter():
 def test_random_coupling_is_reproducible_with_a_generator():
     a, b = _cond(4), _cond(5)
     ts = torch.tensor([0.0, 0.5, 1.0])
-    p1, c1 = conditioning_path(a, b, ts, coupling="random", generator=torch.Generator().manual_seed(7))
-    p2, c2 = conditioning_path(a, b, ts, coupling="random", generator=torch.Generator().manual_seed(7))
+    p1, c1 = conditioning_path(
+        a, b, ts, coupling="random", generator=torch.Generator().manual_seed(7)
+    )
+    p2, c2 = conditioning_path(
+        a, b, ts, coupling="random", generator=torch.Generator().manual_seed(7)
+    )
     assert all(torch.equal(x.perm, y.perm) for x, y in zip(c1, c2))
     assert torch.equal(p1.clouds[0], p2.clouds[0])
 
 
 def test_path_rejects_batches_and_mixed_families():
     with pytest.raises(ValueError, match="one prompt per side"):
-        conditioning_path(Conditioning.cat([_cond(0), _cond(1)]), _cond(2), torch.tensor([0.0, 1.0]))
+        conditioning_path(
+            Conditioning.cat([_cond(0), _cond(1)]), _cond(2), torch.tensor([0.0, 1.0])
+        )
     with pytest.raises(ValueError, match="different model families"):
         conditioning_path(_cond(0), _cond(1, groups=((7, 5),)), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
@@ -94,13 +104,25 @@ def test_endpoint_frames_equal_the_plain_pipeline(sd):
     cond = sd.encode(list(prompts))
     path, _ = conditioning_path(cond.select(0), cond.select(1), torch.tensor([0.0, 0.5, 1.0]))
     frames = render_frames(
-        sd, path, sd.initial_latent(11, SIZE, SIZE), steps=STEPS, guidance=5.0,
-        height=SIZE, width=SIZE, batch_size=3, progress=False,
+        sd,
+        path,
+        sd.initial_latent(11, SIZE, SIZE),
+        steps=STEPS,
+        guidance=5.0,
+        height=SIZE,
+        width=SIZE,
+        batch_size=3,
+        progress=False,
     )
     for frame, prompt in ((frames[0], prompts[0]), (frames[-1], prompts[1])):
         plain = sd.pipe(
-            prompt, generator=torch.Generator("cpu").manual_seed(11), num_inference_steps=STEPS,
-            guidance_scale=5.0, height=SIZE, width=SIZE, output_type="pt",
+            prompt,
+            generator=torch.Generator("cpu").manual_seed(11),
+            num_inference_steps=STEPS,
+            guidance_scale=5.0,
+            height=SIZE,
+            width=SIZE,
+            output_type="pt",
         ).images[0]
         assert torch.allclose(frame, plain.float().cpu(), atol=1e-5), (frame - plain).abs().max()
     assert not torch.allclose(frames[1], frames[0], atol=1e-3)  # the middle frame is elsewhere
@@ -113,22 +135,64 @@ def test_batched_equals_one_at_a_time_and_streams_every_frame(sd):
     seen: list[int] = []
     ticks: list[tuple[int, int]] = []
     batched = render_frames(
-        sd, path, latent, steps=STEPS, guidance=5.0, height=SIZE, width=SIZE, batch_size=4,
-        on_frame=lambda i, img: seen.append(i), on_step=lambda done, total: ticks.append((done, total)),
+        sd,
+        path,
+        latent,
+        steps=STEPS,
+        guidance=5.0,
+        height=SIZE,
+        width=SIZE,
+        batch_size=4,
+        on_frame=lambda i, img: seen.append(i),
+        on_step=lambda done, total: ticks.append((done, total)),
         progress=False,
     )
     # every denoising step of both batches is reported, with the bar hidden too
     assert ticks == [(k, 2 * STEPS) for k in range(1, 2 * STEPS + 1)]
-    single = render_frames(sd, path, latent, steps=STEPS, guidance=5.0, height=SIZE, width=SIZE, batch_size=1, progress=False)
+    single = render_frames(
+        sd,
+        path,
+        latent,
+        steps=STEPS,
+        guidance=5.0,
+        height=SIZE,
+        width=SIZE,
+        batch_size=1,
+        progress=False,
+    )
     assert seen == [0, 1, 2, 3, 4]
     assert batched.shape == (5, 3, SIZE, SIZE)
     assert torch.allclose(batched, single, atol=1e-4), (batched - single).abs().max()
-    assert render_frames(sd, path, latent, steps=1, guidance=1.0, height=SIZE, width=SIZE, keep=False, progress=False) is None
+    assert (
+        render_frames(
+            sd,
+            path,
+            latent,
+            steps=1,
+            guidance=1.0,
+            height=SIZE,
+            width=SIZE,
+            keep=False,
+            progress=False,
+        )
+        is None
+    )
 
 
 def test_render_frames_rejects_mismatched_latents(sd):
     cond = sd.encode(["a cat"]).expand(3)
     with pytest.raises(ValueError, match="3 conditionings but 2 latents"):
-        render_frames(sd, cond, torch.zeros(2, 4, 4, 4), steps=1, guidance=1.0, height=SIZE, width=SIZE)
+        render_frames(
+            sd, cond, torch.zeros(2, 4, 4, 4), steps=1, guidance=1.0, height=SIZE, width=SIZE
+        )
     with pytest.raises(ValueError, match="batch_size must be a positive integer or .auto., got 0"):
-        render_frames(sd, cond, torch.zeros(4, 4, 4), steps=1, guidance=1.0, height=SIZE, width=SIZE, batch_size=0)
+        render_frames(
+            sd,
+            cond,
+            torch.zeros(4, 4, 4),
+            steps=1,
+            guidance=1.0,
+            height=SIZE,
+            width=SIZE,
+            batch_size=0,
+        )

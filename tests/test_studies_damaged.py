@@ -30,8 +30,9 @@ from whichway.studies.prompt_study import DETERMINISTIC_COLUMNS, run_prompt_stud
 from whichway.studies.store import ResultStore
 from whichway.studies.verify import verify_run
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning",
-                                        "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning"
+)
 STORE_LOG = "whichway.studies.store"
 
 
@@ -58,8 +59,13 @@ class StopAfter:
 
 def _table(run_dir: Path, columns=DETERMINISTIC_COLUMNS) -> pd.DataFrame:
     df = ResultStore(run_dir, lock=False).read()
-    return df[list(columns)].sort_values(list(columns[:2]) if columns is DETERMINISTIC_COLUMNS
-                                         else ["unit_id", "method"]).reset_index(drop=True)
+    return (
+        df[list(columns)]
+        .sort_values(
+            list(columns[:2]) if columns is DETERMINISTIC_COLUMNS else ["unit_id", "method"]
+        )
+        .reset_index(drop=True)
+    )
 
 
 def _results(run_dir: Path) -> list[Path]:
@@ -82,13 +88,17 @@ def executor():
 def prompt_runs(tiny_pipeline, tmp_path_factory, executor):
     """An uninterrupted run (4 pairs: similarity <= 2.5) and a run stopped after 2 pairs (2 shards)."""
     tmp = tmp_path_factory.mktemp("damaged")
-    cfg = load_config("prompts", _config(tiny_pipeline("sd"), tmp, **{"pairs.max_similarity": "2.5"}))
+    cfg = load_config(
+        "prompts", _config(tiny_pipeline("sd"), tmp, **{"pairs.max_similarity": "2.5"})
+    )
     full = tmp / "full"
     run_prompt_study(cfg, full, executor=executor, progress=False)
     partial = tmp / "partial"
     with pytest.raises(_Stop):
         run_prompt_study(cfg, partial, executor=StopAfter(executor, 2), progress=False)
-    assert len(_results(partial)) == 2 and all(p.name.startswith("shard-") for p in _results(partial))
+    assert len(_results(partial)) == 2 and all(
+        p.name.startswith("shard-") for p in _results(partial)
+    )
     return cfg, full, partial, _table(full), executor
 
 
@@ -119,10 +129,20 @@ def test_uninterrupted_run_records_checksums(prompt_runs):
     assert compact.name.startswith("compact-") and "-4u-" in compact.name
     manifest = json.loads((full / "manifest.json").read_text())
     assert manifest["results_files"] == {
-        compact.name: {"sha256": hashlib.sha256(compact.read_bytes()).hexdigest(), "rows": 12, "units": 4}}
+        compact.name: {
+            "sha256": hashlib.sha256(compact.read_bytes()).hexdigest(),
+            "rows": 12,
+            "units": 4,
+        }
+    }
     assert manifest["units"] == 4 and manifest["status"] == "complete"
     rep = verify_run(full)
-    assert rep.complete and rep.units_recorded == 4 and rep.files == (compact.name,) and not rep.damaged
+    assert (
+        rep.complete
+        and rep.units_recorded == 4
+        and rep.files == (compact.name,)
+        and not rep.damaged
+    )
 
 
 def test_truncated_shard_is_set_aside_and_recomputed(prompt_runs, tmp_path, caplog):
@@ -132,7 +152,10 @@ def test_truncated_shard_is_set_aside_and_recomputed(prompt_runs, tmp_path, capl
         return _truncate(_results(d)[0])
 
     res, lines = _resume(prompt_runs, partial, tmp_path / "run", damage, caplog)
-    assert "not readable as Parquet" in lines[0] and "the 1 unit(s) it held will be computed again" in lines[0]
+    assert (
+        "not readable as Parquet" in lines[0]
+        and "the 1 unit(s) it held will be computed again" in lines[0]
+    )
     assert (res.ran, res.skipped) == (3, 1)
     pd.testing.assert_frame_equal(_table(tmp_path / "run"), ref, check_exact=True)
 
@@ -143,8 +166,17 @@ def test_random_bytes_shard_verify_then_resume(prompt_runs, tmp_path, capsys, ca
 
     def damage(d: Path) -> str:
         p = _results(d)[1]
-        p.write_bytes(torch.randint(0, 256, (p.stat().st_size,), generator=torch.Generator().manual_seed(0),
-                                    dtype=torch.uint8).numpy().tobytes())
+        p.write_bytes(
+            torch.randint(
+                0,
+                256,
+                (p.stat().st_size,),
+                generator=torch.Generator().manual_seed(0),
+                dtype=torch.uint8,
+            )
+            .numpy()
+            .tobytes()
+        )
         # verify (read-only) names it and leaves it in place
         assert main(["study", "prompts", "verify", str(d)]) == 1
         out = capsys.readouterr().out
@@ -159,7 +191,11 @@ def test_random_bytes_shard_verify_then_resume(prompt_runs, tmp_path, capsys, ca
     pd.testing.assert_frame_equal(_table(run), ref, check_exact=True)
     assert main(["study", "prompts", "verify", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "complete" in out and "units: 4 expected, 4 recorded, 0 missing" in out and "set aside earlier (1" in out
+    assert (
+        "complete" in out
+        and "units: 4 expected, 4 recorded, 0 missing" in out
+        and "set aside earlier (1" in out
+    )
 
 
 def test_truncated_compact_file_is_recomputed(prompt_runs, tmp_path, capsys, caplog):
@@ -185,7 +221,10 @@ def test_parquet_of_another_schema_is_set_aside(prompt_runs, tmp_path, capsys, c
     unit = ref.unit_id[0]  # it even claims a real unit: read as results it would record it twice
 
     def damage(d: Path) -> str:
-        pq.write_table(pa.table({"unit_id": [unit], "coupling": ["ot"], "score": [1]}), d / "results" / "x.parquet")
+        pq.write_table(
+            pa.table({"unit_id": [unit], "coupling": ["ot"], "score": [1]}),
+            d / "results" / "x.parquet",
+        )
         rep = verify_run(d)
         assert not rep.complete and [x.name for x in rep.damaged] == ["x.parquet"]
         assert rep.damaged[0].reason.startswith("schema mismatch") and rep.units_recorded == 4
@@ -213,7 +252,10 @@ def test_verify_trusts_checksums_not_only_the_reader(prompt_runs, tmp_path, caps
     pq.write_table(t.set_column(t.schema.get_field_index("ppl"), "ppl", pa.array(ppl)), path)
     assert len(pq.read_table(path)) == 12  # perfectly readable
     assert main(["study", "prompts", "verify", str(run)]) == 1
-    assert f"damaged: results/{path.name}: checksum mismatch (manifest.json records" in capsys.readouterr().out
+    assert (
+        f"damaged: results/{path.name}: checksum mismatch (manifest.json records"
+        in capsys.readouterr().out
+    )
     path.unlink()
     rep = verify_run(run)
     assert rep.missing_files == (path.name,) and rep.units_missing == 4 and not rep.complete
@@ -231,11 +273,21 @@ def test_compaction_is_durable_and_recorded_before_shards_go(tmp_path, monkeypat
         real = Path.unlink
 
         def unlink(self, *a, **k):
-            if self.name in shards:  # at each shard's removal the compacted file is in place and recorded
+            if (
+                self.name in shards
+            ):  # at each shard's removal the compacted file is in place and recorded
                 (c,) = [p for p in _results(tmp_path) if p.name.startswith("compact-")]
                 rec = json.loads((tmp_path / "manifest.json").read_text())["results_files"]
-                seen.append(rec == {c.name: {"sha256": hashlib.sha256(c.read_bytes()).hexdigest(), "rows": 3,
-                                             "units": 3}})
+                seen.append(
+                    rec
+                    == {
+                        c.name: {
+                            "sha256": hashlib.sha256(c.read_bytes()).hexdigest(),
+                            "rows": 3,
+                            "units": 3,
+                        }
+                    }
+                )
             return real(self, *a, **k)
 
         monkeypatch.setattr(Path, "unlink", unlink)
@@ -272,14 +324,19 @@ def test_cached_tensor_checks():
         data = p.read_bytes()
         flipped = bytearray(data)
         flipped[-1] ^= 1  # still parses: only the checksum can tell
-        for bad, why in ((data[: len(data) // 2], "checksum mismatch"), (bytes(flipped), "checksum mismatch"),
-                         (os.urandom(len(data)), "not a safetensors file")):
+        for bad, why in (
+            (data[: len(data) // 2], "checksum mismatch"),
+            (bytes(flipped), "checksum mismatch"),
+            (os.urandom(len(data)), "not a safetensors file"),
+        ):
             p.write_bytes(bad)
             with pytest.raises(DamagedTensorError, match=why):
                 load_tensor(p)
 
 
-def test_damaged_cached_latents_are_set_aside_and_recomputed(tiny_pipeline, tmp_path, capsys, caplog):
+def test_damaged_cached_latents_are_set_aside_and_recomputed(
+    tiny_pipeline, tmp_path, capsys, caplog
+):
     root = _images(tmp_path / "imgs", {"goldfish": 3})
     cfg = _latent_cfg(tiny_pipeline("sd"), root)
     full, part = tmp_path / "full", tmp_path / "part"
@@ -287,10 +344,16 @@ def test_damaged_cached_latents_are_set_aside_and_recomputed(tiny_pipeline, tmp_
     run_latent_study(cfg, full, executor=ex)
     # stopped after the inversions: every latent cached, no path or centroid yet
     with pytest.raises(_Stop):
-        run_latent_study(cfg, part, executor=StopAfter(ex, stop_at=lambda u: u.payload["kind"] != "inversion"))
+        run_latent_study(
+            cfg, part, executor=StopAfter(ex, stop_at=lambda u: u.payload["kind"] != "inversion")
+        )
     ref = _table(full, LATENT_COLUMNS)
-    (pair,) = ref[ref.unit_id.str.startswith("interp:")].drop_duplicates("unit_id").members  # images a path needs
-    cut, noise = (part / "latents" / "goldfish" / f"{Path(m).stem}.safetensors" for m in pair.split("|"))
+    (pair,) = (
+        ref[ref.unit_id.str.startswith("interp:")].drop_duplicates("unit_id").members
+    )  # images a path needs
+    cut, noise = (
+        part / "latents" / "goldfish" / f"{Path(m).stem}.safetensors" for m in pair.split("|")
+    )
     _truncate(cut)
     noise.write_bytes(os.urandom(noise.stat().st_size))
     assert main(["study", "latents", "verify", str(part)]) == 1
@@ -302,23 +365,36 @@ def test_damaged_cached_latents_are_set_aside_and_recomputed(tiny_pipeline, tmp_
     ex.close()
     lines = [r.getMessage() for r in caplog.records if "damaged cached latent" in r.getMessage()]
     assert len(lines) == 2 and "computed again" in lines[0]
-    assert res.ran == 2  # the path and the centroid; the 2 latents were recomputed, not recorded again
+    assert (
+        res.ran == 2
+    )  # the path and the centroid; the 2 latents were recomputed, not recorded again
     for p in (cut, noise):
         assert (p.parent / "damaged" / p.name).is_file()
         assert torch.equal(load_tensor(p), load_tensor(full / p.relative_to(part)))
     pd.testing.assert_frame_equal(_table(part, LATENT_COLUMNS), ref, check_exact=True)
-    assert json.loads((part / "metrics.json").read_text()) == json.loads((full / "metrics.json").read_text())
+    assert json.loads((part / "metrics.json").read_text()) == json.loads(
+        (full / "metrics.json").read_text()
+    )
     assert main(["study", "latents", "verify", str(part)]) == 0
 
 
 def test_files_of_an_older_whichway_are_read_but_reported_unchecked(tmp_path):
     (tmp_path / "results").mkdir()
-    pq.write_table(pa.table({"unit_id": ["a", "b"], "v": [1.0, 2.0]}), tmp_path / "results" / "shard-0123.parquet")
-    (tmp_path / "manifest.json").write_text(json.dumps({"study": "prompts", "units": 2, "status": "complete"}))
+    pq.write_table(
+        pa.table({"unit_id": ["a", "b"], "v": [1.0, 2.0]}),
+        tmp_path / "results" / "shard-0123.parquet",
+    )
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"study": "prompts", "units": 2, "status": "complete"})
+    )
     with ResultStore(tmp_path) as st:
         assert st.completed() == {"a", "b"} and not st.damaged
         st.write({"c": [{"v": 3.0}]})
-        with pytest.raises(ValueError, match="do not match the columns this run records: v: string"):
+        with pytest.raises(
+            ValueError, match="do not match the columns this run records: v: string"
+        ):
             st.write({"d": [{"v": "text"}]})
     rep = verify_run(tmp_path)
-    assert rep.unchecked == ("shard-0123.parquet",) and len(rep.files) == 1 and rep.units_recorded == 3
+    assert (
+        rep.unchecked == ("shard-0123.parquet",) and len(rep.files) == 1 and rep.units_recorded == 3
+    )

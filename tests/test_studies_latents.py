@@ -31,19 +31,42 @@ def _images(root: Path, classes: dict[str, int]) -> Path:
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             base = torch.tensor([200.0 - 80 * k, 120.0, 40.0 + 80 * k])
-            px = (base + 50 * torch.randn(36, 44, 3, generator=g)).clamp(0, 255).to(torch.uint8).numpy()
+            px = (
+                (base + 50 * torch.randn(36, 44, 3, generator=g))
+                .clamp(0, 255)
+                .to(torch.uint8)
+                .numpy()
+            )
             Image.fromarray(px).save(d / f"im{i}.png")
     return root
 
 
 def _cfg(tiny_dir: Path, root: Path, *extra: str):
-    return load_config("latents", None, [
-        f'model.id="{tiny_dir}"', 'model.device="cpu"', f'data.root="{root}"', "inversion.steps=1",
-        "render.steps=1", "render.height=32", "render.width=32", "render.batch_size=8",
-        "interpolation.pairs_per_class=1", "interpolation.nao_max_iter=5", "centroids.sizes=[2]",
-        "centroids.groups=[1]", "centroids.nao_max_iter=5", "metrics.pretrained=false",
-        'metrics.fid_features="random"', "metrics.fid_dims=[64, 192]", 'metrics.classifier="test_vit"',
-        "run.progress=false", *extra])
+    return load_config(
+        "latents",
+        None,
+        [
+            f'model.id="{tiny_dir}"',
+            'model.device="cpu"',
+            f'data.root="{root}"',
+            "inversion.steps=1",
+            "render.steps=1",
+            "render.height=32",
+            "render.width=32",
+            "render.batch_size=8",
+            "interpolation.pairs_per_class=1",
+            "interpolation.nao_max_iter=5",
+            "centroids.sizes=[2]",
+            "centroids.groups=[1]",
+            "centroids.nao_max_iter=5",
+            "metrics.pretrained=false",
+            'metrics.fid_features="random"',
+            "metrics.fid_dims=[64, 192]",
+            'metrics.classifier="test_vit"',
+            "run.progress=false",
+            *extra,
+        ],
+    )
 
 
 def test_pairs_and_groups_are_seeded_and_valid():
@@ -72,7 +95,10 @@ def test_latent_study_end_to_end_and_resume(tiny_pipeline, tmp_path):
     assert len(inv) == 6 and len(list((out / "latents").rglob("*.safetensors"))) == 6
     interp, cent = df[df.kind == "interpolation"], df[df.kind == "centroids"]
     assert sorted(interp.method.unique()) == ["cog", "lerp", "nao", "slerp"] and len(interp) == 8
-    assert sorted(cent.method.unique()) == ["cog", "euclidean", "mode_norm", "nao", "standardized"] and len(cent) == 10
+    assert (
+        sorted(cent.method.unique()) == ["cog", "euclidean", "mode_norm", "nao", "standardized"]
+        and len(cent) == 10
+    )
     assert all(len(i) == 3 for i in interp.images) and all(len(i) == 1 for i in cent.images)
     assert all((out / f).is_file() for imgs in df.images for f in imgs)
     assert (interp.seconds >= 0).all()
@@ -81,8 +107,15 @@ def test_latent_study_end_to_end_and_resume(tiny_pipeline, tmp_path):
     for kind, methods in (("interpolation", 4), ("centroids", 5)):
         assert len(metrics[kind]) == methods
         for m in metrics[kind].values():
-            assert m["fid_64"] >= 0 and m["fid_192"] >= 0 and 0 <= m["accuracy_top1"] <= m["accuracy_top5"] <= 1
-    assert metrics["interpolation"]["cog"]["images"] == 6 and metrics["centroids"]["nao"]["images"] == 2
+            assert (
+                m["fid_64"] >= 0
+                and m["fid_192"] >= 0
+                and 0 <= m["accuracy_top1"] <= m["accuracy_top5"] <= 1
+            )
+    assert (
+        metrics["interpolation"]["cog"]["images"] == 6
+        and metrics["centroids"]["nao"]["images"] == 2
+    )
     # report: Table 1 / Table 2 layout
     md = latent_report(out)
     t1 = pd.read_csv(out / "report" / "interpolation.csv")
@@ -90,7 +123,14 @@ def test_latent_study_end_to_end_and_resume(tiny_pipeline, tmp_path):
     assert list(t1.method) == ["lerp", "slerp", "nao", "cog"]
     assert list(t2.method) == ["euclidean", "standardized", "mode_norm", "nao", "cog"]
     for t in (t1, t2):
-        assert {"accuracy_top1", "accuracy_top5", "fid_64", "fid_192", "seconds_per_item", "images"} <= set(t.columns)
+        assert {
+            "accuracy_top1",
+            "accuracy_top5",
+            "fid_64",
+            "fid_192",
+            "seconds_per_item",
+            "images",
+        } <= set(t.columns)
     assert "Table 1" in md.read_text() and (out / "report" / "interpolation_examples.png").is_file()
     # resume: nothing left to do, cached latents untouched
     stamp = {p: p.stat().st_mtime_ns for p in (out / "latents").rglob("*.safetensors")}
@@ -104,8 +144,12 @@ def test_latent_study_end_to_end_and_resume(tiny_pipeline, tmp_path):
     from whichway.studies.executors import load_tensor
 
     ad = load_adapter(str(tiny_pipeline("sd")), device="cpu", dtype="float32")
-    ref = ad.invert(load_image(root / "tabby" / "im1.png"), "tabby", steps=1, guidance=1.0, height=32, width=32)
-    np.testing.assert_allclose(load_tensor(out / "latents" / "tabby" / "im1.safetensors"), ref, rtol=1e-5, atol=1e-5)
+    ref = ad.invert(
+        load_image(root / "tabby" / "im1.png"), "tabby", steps=1, guidance=1.0, height=32, width=32
+    )
+    np.testing.assert_allclose(
+        load_tensor(out / "latents" / "tabby" / "im1.safetensors"), ref, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_bad_image_folders(tmp_path):
@@ -118,11 +162,21 @@ def test_bad_image_folders(tmp_path):
     with pytest.warns(UserWarning) as rec:
         classes = find_classes(load_config("latents", None, [f'data.root="{root}"']))
     msgs = " | ".join(str(w.message) for w in rec)
-    assert "class 'a' has only 1 image" in msgs and "class 'b' has 3 images, fewer than the largest centroid size 25" in msgs
+    assert (
+        "class 'a' has only 1 image" in msgs
+        and "class 'b' has 3 images, fewer than the largest centroid size 25" in msgs
+    )
     assert [c.name for c in classes] == ["b"] and classes[0].prompt == "b"
-    with pytest.raises(ValueError, match="class folder .* does not exist; classes found: \\['a', 'b'\\]"):
-        find_classes(load_config("latents", None, [f'data.root="{root}"', 'data.classes=["zebra"]']))
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no class under .* has at least 2 images"):
+    with pytest.raises(
+        ValueError, match="class folder .* does not exist; classes found: \\['a', 'b'\\]"
+    ):
+        find_classes(
+            load_config("latents", None, [f'data.root="{root}"', 'data.classes=["zebra"]'])
+        )
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match="no class under .* has at least 2 images"),
+    ):
         find_classes(load_config("latents", None, [f'data.root="{root}"', 'data.classes=["a"]']))
     with pytest.raises(ValueError, match="unknown interpolation.methods entry 'spline'"):
         load_config("latents", None, ['interpolation.methods=["spline"]'])

@@ -23,7 +23,10 @@ from whichway.studies.pairs import (
 FIX = Path(__file__).parent / "fixtures"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CXC_FILES = [DATA / "cxc" / "sts_val.csv", DATA / "cxc" / "sts_test.csv"]
-COCO_FILES = [DATA / "coco" / "captions_val2017.json", DATA / "coco" / "captions_val2014_subset.json"]
+COCO_FILES = [
+    DATA / "coco" / "captions_val2017.json",
+    DATA / "coco" / "captions_val2014_subset.json",
+]
 
 
 def small():
@@ -36,13 +39,20 @@ def test_cxc_fixture_resolution_counts():
     assert ps.n_total == 14
     assert ps.n_unresolved == 3
     assert len(ps.pairs) == 11
-    assert ps.summary() == {"pairs_read": 14, "pairs_resolved": 11, "pairs_unresolved": 3, "pairs_invalid": 0}
+    assert ps.summary() == {
+        "pairs_read": 14,
+        "pairs_resolved": 11,
+        "pairs_unresolved": 3,
+        "pairs_invalid": 0,
+    }
     assert "COCO_val2014:sentid:99999" in ps.unresolved_ids
     row = ps.pairs.set_index("pair_id").loc["COCO_val2014:sentid:11|COCO_val2014:sentid:12"]
     assert row.prompt_a == "A black cat sleeping on a red sofa."
     assert row.prompt_b == "A cat curled up asleep on a couch."
     assert row.similarity == 4.8 and row.sampling_method == "c2c_cocaption"
-    assert ps.pairs["pair_id"].is_unique and list(ps.pairs["pair_id"]) == sorted(ps.pairs["pair_id"])
+    assert ps.pairs["pair_id"].is_unique and list(ps.pairs["pair_id"]) == sorted(
+        ps.pairs["pair_id"]
+    )
     # trailing spaces in the COCO text are stripped
     assert not ps.pairs["prompt_b"].str.endswith(" ").any()
 
@@ -62,7 +72,9 @@ def test_stratified_counts_warnings_and_reproducibility():
     with pytest.warns(UserWarning) as rec:
         s = stratified_sample(ps.pairs, 2, seed=3)
     msgs = " | ".join(str(w.message) for w in rec)
-    assert "group 2 is empty" in msgs and "group 3.5 is empty" in msgs and "group 4.5 is empty" in msgs
+    assert (
+        "group 2 is empty" in msgs and "group 3.5 is empty" in msgs and "group 4.5 is empty" in msgs
+    )
     assert "fewer than 2 pairs" in msgs and "1 (1)" in msgs
     counts = s.groupby("group").size().to_dict()
     assert counts == {0.5: 2, 1.0: 1, 1.5: 1, 2.5: 2, 3.0: 1, 4.0: 1, 5.0: 2}
@@ -75,7 +87,9 @@ def test_stratified_counts_warnings_and_reproducibility():
     picks = set()
     for seed in range(8):
         with pytest.warns(UserWarning):
-            picks.add(tuple(stratified_sample(ps.pairs, 2, seed=seed).query("group == 5.0").pair_id))
+            picks.add(
+                tuple(stratified_sample(ps.pairs, 2, seed=seed).query("group == 5.0").pair_id)
+            )
     assert len(picks) > 1
     # a larger sample extends a smaller one
     with pytest.warns(UserWarning):
@@ -89,7 +103,9 @@ def test_pair_seed_is_stable_and_distinct():
     assert 0 <= pair_seed(5, "x") < 2**63
 
 
-@pytest.mark.skipif(not all(p.is_file() for p in CXC_FILES + COCO_FILES), reason="shared data absent")
+@pytest.mark.skipif(
+    not all(p.is_file() for p in CXC_FILES + COCO_FILES), reason="shared data absent"
+)
 def test_cxc_real_data_counts():
     ps = load_cxc(CXC_FILES, COCO_FILES)
     assert ps.n_total == 88_054
@@ -108,11 +124,13 @@ def test_cxc_real_data_counts():
 
 # --- plain pair files -------------------------------------------------------------------------
 def _pairs_df():
-    return pd.DataFrame({
-        "prompt_a": ["a cat", "a red car", "a house", "a cat"],
-        "prompt_b": ["a dog", "a blue car", "a tree", "a dog"],
-        "similarity": [2.0, 4.1, 0.2, 2.0],
-    })
+    return pd.DataFrame(
+        {
+            "prompt_a": ["a cat", "a red car", "a house", "a cat"],
+            "prompt_b": ["a dog", "a blue car", "a tree", "a dog"],
+            "similarity": [2.0, 4.1, 0.2, 2.0],
+        }
+    )
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
@@ -182,9 +200,19 @@ def test_all_groups_empty_is_an_error():
 
 # --- configs ----------------------------------------------------------------------------------
 def test_config_roundtrip_and_overrides(tmp_path):
-    c = cfg.load_config("prompts", None, ["render.steps=3", 'study.couplings=["ot", "random"]',
-                                          "model.id=some/model", "render.t=[0, 0.5, 1]"])
-    assert c.render.steps == 3 and c.study.couplings == ("ot", "random") and c.model.id == "some/model"
+    c = cfg.load_config(
+        "prompts",
+        None,
+        [
+            "render.steps=3",
+            'study.couplings=["ot", "random"]',
+            "model.id=some/model",
+            "render.t=[0, 0.5, 1]",
+        ],
+    )
+    assert (
+        c.render.steps == 3 and c.study.couplings == ("ot", "random") and c.model.id == "some/model"
+    )
     assert c.render.t == (0.0, 0.5, 1.0)
     path = cfg.write_config(c, tmp_path / "c.toml")
     assert cfg.load_config("prompts", path) == c
@@ -194,15 +222,21 @@ def test_config_roundtrip_and_overrides(tmp_path):
 
 
 def test_config_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown key\(s\) 'stepz' in \[render\].*valid keys are: steps, guidance"):
+    with pytest.raises(
+        ValueError, match=r"unknown key\(s\) 'stepz' in \[render\].*valid keys are: steps, guidance"
+    ):
         cfg.load_config("prompts", None, ["render.stepz=3"])
     p = tmp_path / "c.toml"
     p.write_text('[modle]\nid = "x"\n')
-    with pytest.raises(ValueError, match="unknown key.*'modle'.*valid keys are: model, pairs, render"):
+    with pytest.raises(
+        ValueError, match="unknown key.*'modle'.*valid keys are: model, pairs, render"
+    ):
         cfg.load_config("prompts", p)
     with pytest.raises(ValueError, match="render.steps must be an integer"):
         cfg.load_config("prompts", None, ["render.steps=fast"])
-    with pytest.raises(ValueError, match="unknown study.couplings entry 'emd'; valid choices are: ot, clip, random"):
+    with pytest.raises(
+        ValueError, match="unknown study.couplings entry 'emd'; valid choices are: ot, clip, random"
+    ):
         cfg.load_config("prompts", None, ['study.couplings=["emd"]'])
     with pytest.raises(ValueError, match="unknown run.executor 'dask'"):
         cfg.load_config("prompts", None, ["run.executor=dask"])

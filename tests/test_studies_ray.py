@@ -14,18 +14,38 @@ from whichway.studies.prompt_study import DETERMINISTIC_COLUMNS, run_prompt_stud
 from whichway.studies.store import ResultStore
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning",
-                                        "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning"
+)
 
 
 def test_ray_matches_local(tiny_pipeline, tmp_path):
     pairs = tmp_path / "pairs.csv"
-    pd.DataFrame({"prompt_a": ["a red car", "a black cat", "a bowl of fruit"],
-                  "prompt_b": ["a blue bus", "a brown dog", "a plate of cake"]}).to_csv(pairs, index=False)
-    cfg = load_config("prompts", None, [
-        f'model.id="{tiny_pipeline("sd")}"', 'model.device="cpu"', 'pairs.source="file"', f'pairs.file="{pairs}"',
-        "pairs.n_per_group=5", "pairs.stratify=false", "render.steps=1", "render.height=32", "render.width=32", "render.t=[0.0, 0.5, 1.0]",
-        "metrics.pretrained=false", "study.example_pairs=0", "run.progress=false"])
+    pd.DataFrame(
+        {
+            "prompt_a": ["a red car", "a black cat", "a bowl of fruit"],
+            "prompt_b": ["a blue bus", "a brown dog", "a plate of cake"],
+        }
+    ).to_csv(pairs, index=False)
+    cfg = load_config(
+        "prompts",
+        None,
+        [
+            f'model.id="{tiny_pipeline("sd")}"',
+            'model.device="cpu"',
+            'pairs.source="file"',
+            f'pairs.file="{pairs}"',
+            "pairs.n_per_group=5",
+            "pairs.stratify=false",
+            "render.steps=1",
+            "render.height=32",
+            "render.width=32",
+            "render.t=[0.0, 0.5, 1.0]",
+            "metrics.pretrained=false",
+            "study.example_pairs=0",
+            "run.progress=false",
+        ],
+    )
     # Ray gives each 1-CPU actor one BLAS/OpenMP thread; the local run takes one too, so both sum
     # the UNet's and LPIPS's float32 products in the same order
     import torch
@@ -46,7 +66,11 @@ def test_ray_matches_local(tiny_pipeline, tmp_path):
 
     def table(d: Path) -> pd.DataFrame:
         df = ResultStore(d, lock=False).read()
-        return df[list(DETERMINISTIC_COLUMNS)].sort_values(["unit_id", "coupling"]).reset_index(drop=True)
+        return (
+            df[list(DETERMINISTIC_COLUMNS)]
+            .sort_values(["unit_id", "coupling"])
+            .reset_index(drop=True)
+        )
 
     a, b = table(tmp_path / "local"), table(tmp_path / "ray")
     assert len(a) == 9 and not b.duplicated(["unit_id", "coupling"]).any()

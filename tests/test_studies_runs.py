@@ -23,17 +23,27 @@ from whichway.studies.prompt_study import DETERMINISTIC_COLUMNS, PromptStudyWork
 from whichway.studies.store import ResultStore
 
 FIX = Path(__file__).parent / "fixtures"
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning",
-                                        "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::FutureWarning", "ignore::DeprecationWarning"
+)
 
 
 def _config(tiny_dir: Path, tmp: Path, **sets: str) -> Path:
     overrides = [
-        f'model.id="{tiny_dir}"', 'model.device="cpu"', 'pairs.source="cxc"',
-        f'pairs.sts=["{FIX / "cxc_small.csv"}"]', f'pairs.coco=["{FIX / "coco_small.json"}"]',
-        "pairs.n_per_group=1", "render.steps=1", "render.height=32", "render.width=32",
-        "render.t=[0.0, 0.5, 1.0]", "render.batch_size=8", "metrics.pretrained=false",
-        "study.example_pairs=2", "run.progress=false",
+        f'model.id="{tiny_dir}"',
+        'model.device="cpu"',
+        'pairs.source="cxc"',
+        f'pairs.sts=["{FIX / "cxc_small.csv"}"]',
+        f'pairs.coco=["{FIX / "coco_small.json"}"]',
+        "pairs.n_per_group=1",
+        "render.steps=1",
+        "render.height=32",
+        "render.width=32",
+        "render.t=[0.0, 0.5, 1.0]",
+        "render.batch_size=8",
+        "metrics.pretrained=false",
+        "study.example_pairs=2",
+        "run.progress=false",
     ] + [f"{k}={v}" for k, v in sets.items()]
     path = tmp / "study.toml"
     write_config(load_config("prompts", None, overrides), path)
@@ -42,7 +52,9 @@ def _config(tiny_dir: Path, tmp: Path, **sets: str) -> Path:
 
 def _table(run_dir: Path) -> pd.DataFrame:
     df = ResultStore(run_dir, lock=False).read()
-    return df[list(DETERMINISTIC_COLUMNS)].sort_values(["unit_id", "coupling"]).reset_index(drop=True)
+    return (
+        df[list(DETERMINISTIC_COLUMNS)].sort_values(["unit_id", "coupling"]).reset_index(drop=True)
+    )
 
 
 def _assert_same_table(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-6) -> None:
@@ -68,13 +80,30 @@ def full_run(tiny_pipeline, tmp_path_factory):
 def test_unit_rows_follow_the_geometry_and_match_an_independent_render(tiny_pipeline):
     from whichway.render import conditioning_path, render_frames
 
-    cfg = load_config("prompts", None, [
-        f'model.id="{tiny_pipeline("sd")}"', 'model.device="cpu"', "render.steps=1", "render.height=32",
-        "render.width=32", "render.t=[0.0, 0.25, 0.5, 1.0]", "metrics.pretrained=false",
-        "render.shared_endpoints=false"])
+    cfg = load_config(
+        "prompts",
+        None,
+        [
+            f'model.id="{tiny_pipeline("sd")}"',
+            'model.device="cpu"',
+            "render.steps=1",
+            "render.height=32",
+            "render.width=32",
+            "render.t=[0.0, 0.25, 0.5, 1.0]",
+            "metrics.pretrained=false",
+            "render.shared_endpoints=false",
+        ],
+    )
     worker = PromptStudyWorker(to_dict(cfg))
-    payload = {"pair_id": "x", "prompt_a": "a black cat on a red sofa", "prompt_b": "a brown dog in a field",
-               "similarity": 1.2, "group": 1.5, "seed": 11, "example": True}
+    payload = {
+        "pair_id": "x",
+        "prompt_a": "a black cat on a red sofa",
+        "prompt_b": "a brown dog in a field",
+        "similarity": 1.2,
+        "group": 1.5,
+        "seed": 11,
+        "example": True,
+    }
     res = worker(Unit("x", payload))
     rows = {r["coupling"]: r for r in res.rows}
     assert set(rows) == {"ot", "clip", "random"}
@@ -82,17 +111,30 @@ def test_unit_rows_follow_the_geometry_and_match_an_independent_render(tiny_pipe
     assert rows["ot"]["coupling_cost"] <= rows["clip"]["coupling_cost"] + 1e-9
     assert rows["ot"]["coupling_cost"] <= rows["random"]["coupling_cost"] + 1e-9
     n = worker.adapter.encode(["x"]).clouds[0].shape[1]
-    assert rows["ot"]["w2_path_length"] == pytest.approx(math.sqrt(rows["ot"]["coupling_cost"] / n), rel=1e-6)
+    assert rows["ot"]["w2_path_length"] == pytest.approx(
+        math.sqrt(rows["ot"]["coupling_cost"] / n), rel=1e-6
+    )
     assert rows["random"]["w2_path_length"] >= rows["ot"]["w2_path_length"] - 1e-9
     assert len(rows["ot"]["lpips_steps"]) == 3
     assert rows["ot"]["ppl"] == pytest.approx(sum(rows["ot"]["lpips_steps"]), rel=1e-12)
     assert set(res.files) == {f"strips/x/{c}.png" for c in rows}  # example pair -> strips kept
     # the same path rendered and measured independently, frame by frame
     cond = worker.adapter.encode([payload["prompt_a"], payload["prompt_b"]])
-    path, _ = conditioning_path(cond.select(0), cond.select(1), torch.tensor(cfg.render.t), coupling="ot")
+    path, _ = conditioning_path(
+        cond.select(0), cond.select(1), torch.tensor(cfg.render.t), coupling="ot"
+    )
     latent = worker.adapter.initial_latent(11, 32, 32)
-    frames = render_frames(worker.adapter, path, latent, steps=1, guidance=cfg.render.guidance, height=32,
-                           width=32, batch_size=1, progress=False)
+    frames = render_frames(
+        worker.adapter,
+        path,
+        latent,
+        steps=1,
+        guidance=cfg.render.guidance,
+        height=32,
+        width=32,
+        batch_size=1,
+        progress=False,
+    )
     ref = worker.meter.path_metrics(frames, cfg.render.t)
     np.testing.assert_allclose(rows["ot"]["lpips_steps"], ref.steps.numpy(), rtol=1e-3, atol=1e-10)
     # shared endpoints (t=1 rendered from E_B, not σ-permuted E_B) agree on this invariant model
@@ -100,10 +142,14 @@ def test_unit_rows_follow_the_geometry_and_match_an_independent_render(tiny_pipe
     import dataclasses
 
     shared = copy.copy(worker)  # same loaded model and LPIPS network, other render setting
-    shared.cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, shared_endpoints=True))
+    shared.cfg = dataclasses.replace(
+        cfg, render=dataclasses.replace(cfg.render, shared_endpoints=True)
+    )
     rows2 = {r["coupling"]: r for r in shared(Unit("x", payload)).rows}
     for c in rows:
-        np.testing.assert_allclose(rows2[c]["lpips_steps"], rows[c]["lpips_steps"], rtol=1e-3, atol=1e-10)
+        np.testing.assert_allclose(
+            rows2[c]["lpips_steps"], rows[c]["lpips_steps"], rtol=1e-3, atol=1e-10
+        )
         assert rows2[c]["coupling_cost"] == pytest.approx(rows[c]["coupling_cost"], rel=1e-12)
 
 
@@ -116,17 +162,36 @@ def test_cli_run_and_report(full_run):
     assert sorted(df.group.unique()) == [0.5, 1.0, 1.5, 2.5, 3.0, 4.0, 5.0]
     assert (df.groupby("unit_id").seed.nunique() == 1).all()  # one seed per pair
     rep = out / "report"
-    for name in ("report.md", "summary.csv", "significance.csv", "ppl_by_group.png", "cost_by_group.png",
-                 "examples.png"):
+    for name in (
+        "report.md",
+        "summary.csv",
+        "significance.csv",
+        "ppl_by_group.png",
+        "cost_by_group.png",
+        "examples.png",
+    ):
         assert (rep / name).is_file(), name
     summary = pd.read_csv(rep / "summary.csv")
     assert len(summary) == 8 * 3  # 7 groups + "all", 3 couplings each
-    assert {"ppl_mean", "ppl_median", "coupling_cost_mean", "w2_path_length_mean", "smoothness_mean"} <= set(summary.columns)
+    assert {
+        "ppl_mean",
+        "ppl_median",
+        "coupling_cost_mean",
+        "w2_path_length_mean",
+        "smoothness_mean",
+    } <= set(summary.columns)
     sig = pd.read_csv(rep / "significance.csv")
-    assert set(sig.comparison) == {"ot < clip", "ot < random"} and set(sig.metric) == {"ppl", "coupling_cost"}
+    assert set(sig.comparison) == {"ot < clip", "ot < random"} and set(sig.metric) == {
+        "ppl",
+        "coupling_cost",
+    }
     assert len(sig) == 2 * 2 * 8
-    overall = sig[(sig.group == "all") & (sig.metric == "coupling_cost") & (sig.comparison == "ot < random")]
-    assert overall.n.item() == 7 and overall.pvalue.item() == pytest.approx(1 / 2**7)  # OT always cheaper
+    overall = sig[
+        (sig.group == "all") & (sig.metric == "coupling_cost") & (sig.comparison == "ot < random")
+    ]
+    assert overall.n.item() == 7 and overall.pvalue.item() == pytest.approx(
+        1 / 2**7
+    )  # OT always cheaper
     text = (rep / "report.md").read_text()
     assert "Figure 3" in text and "Significance" in text and "Figure 2" in text
     import json
@@ -144,15 +209,29 @@ def test_rerun_is_a_no_op_and_changed_settings_refuse_to_resume(full_run, capsys
     assert main(["study", "prompts", "run", str(cfg), "--out", str(out), "--no-report"]) == 0
     assert "0 run now, 7 already done" in capsys.readouterr().out
     _assert_same_table(before, _table(out), rtol=0)
-    assert main(["study", "prompts", "run", str(cfg), "--out", str(out), "--set", "render.steps=2"]) == 2
+    assert (
+        main(["study", "prompts", "run", str(cfg), "--out", str(out), "--set", "render.steps=2"])
+        == 2
+    )
     assert "different configuration (render.steps: 1 -> 2)" in capsys.readouterr().err
 
 
 def test_resume_after_sigkill_equals_uninterrupted_run(full_run, tmp_path, capsys):
     cfg, ref_out = full_run
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "whichway", "study", "prompts", "run", str(cfg), "--out", str(out),
-           "--no-report", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "whichway",
+        "study",
+        "prompts",
+        "run",
+        str(cfg),
+        "--out",
+        str(out),
+        "--no-report",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -181,11 +260,39 @@ def test_resume_after_sigkill_equals_uninterrupted_run(full_run, tmp_path, capsy
 # --- bad inputs -------------------------------------------------------------------------------
 def test_cli_errors(tmp_path, capsys, tiny_pipeline):
     cfg = _config(tiny_pipeline("sd"), tmp_path)
-    assert main(["study", "prompts", "run", str(cfg), "--set", "render.stepz=3", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "study",
+                "prompts",
+                "run",
+                str(cfg),
+                "--set",
+                "render.stepz=3",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "unknown key(s) 'stepz' in [render]" in capsys.readouterr().err
     assert main(["study", "prompts", "run", str(tmp_path / "none.toml")]) == 2
     assert "not found; write one with `whichway study prompts init" in capsys.readouterr().err
-    assert main(["study", "prompts", "run", str(cfg), "--set", 'pairs.source="file"', "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "study",
+                "prompts",
+                "run",
+                str(cfg),
+                "--set",
+                'pairs.source="file"',
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "needs pairs.file" in capsys.readouterr().err
     assert main(["study", "prompts", "report", str(tmp_path / "nothing")]) == 2
     assert "not found" in capsys.readouterr().err

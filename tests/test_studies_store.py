@@ -35,8 +35,12 @@ class SquareWorker:
         x = float(unit.payload)
         rows = tuple({"k": k, "value": x * x + self.offset + k} for k in range(2))
         img = torch.full((3, 4, 4), min(1.0, x / 10))
-        return UnitResult(unit.unit_id, rows, files={f"img/{unit.unit_id}.png": img},
-                          tensors={f"cache/{unit.unit_id}.safetensors": torch.tensor([x])})
+        return UnitResult(
+            unit.unit_id,
+            rows,
+            files={f"img/{unit.unit_id}.png": img},
+            tensors={f"cache/{unit.unit_id}.safetensors": torch.tensor([x])},
+        )
 
 
 SPEC = WorkerSpec("test_studies_store:SquareWorker", {"offset": 0.5})
@@ -148,7 +152,15 @@ def test_executor_errors(tmp_path):
 # --- stats ------------------------------------------------------------------------------------
 def test_stars_levels():
     assert [stars(p) for p in (0.2, 0.05, 0.049, 0.01, 0.0099, 0.001, 0.0009, math.nan)] == [
-        "", "", "*", "*", "**", "**", "***", ""]
+        "",
+        "",
+        "*",
+        "*",
+        "**",
+        "**",
+        "***",
+        "",
+    ]
 
 
 def test_paired_wilcoxon_matches_exact_small_case():
@@ -183,8 +195,12 @@ def test_significance_table_per_group_and_overall():
         rows += [
             {"pair_id": f"p{i}", "group": group, "coupling": "ot", "ppl": base},
             {"pair_id": f"p{i}", "group": group, "coupling": "clip", "ppl": base + 0.3 + 0.01 * i},
-            {"pair_id": f"p{i}", "group": group, "coupling": "random",
-             "ppl": base + float(torch.randn((), generator=g))},
+            {
+                "pair_id": f"p{i}",
+                "group": group,
+                "coupling": "random",
+                "ppl": base + float(torch.randn((), generator=g)),
+            },
         ]
     df = pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # order must not matter
     tab = significance_table(df, "ppl")
@@ -195,7 +211,9 @@ def test_significance_table_per_group_and_overall():
     # equals scipy on the matched pairs
     wide = df.pivot(index="pair_id", columns="coupling", values="ppl")
     ref = wilcoxon(wide["ot"], wide["random"], alternative="less").pvalue
-    assert tab.query("group == 'all' and comparison == 'ot < random'").pvalue.item() == pytest.approx(ref, rel=1e-12)
+    assert tab.query(
+        "group == 'all' and comparison == 'ot < random'"
+    ).pvalue.item() == pytest.approx(ref, rel=1e-12)
     with pytest.raises(ValueError, match=r"lack column\(s\) \['ppl'\]"):
         significance_table(df.drop(columns="ppl"))
     with pytest.raises(ValueError, match="no rows for the reference coupling 'ot'"):

@@ -43,8 +43,12 @@ def studio_app(tiny_pipeline, tmp_path_factory):
     from whichway.studio.app import launch
 
     # LPIPS on a random backbone (no download): Compare then shows PPL and smoothness too
-    studio = Studio(tmp_path_factory.mktemp("studio") / "runs", str(tiny_pipeline("sd")), device="cpu",
-                    lpips_random_backbone=True)
+    studio = Studio(
+        tmp_path_factory.mktemp("studio") / "runs",
+        str(tiny_pipeline("sd")),
+        device="cpu",
+        lpips_random_backbone=True,
+    )
     studio.adapter()  # loaded once for the module, as `whichway studio --model` does
     port = _free_port()
     demo = launch(studio, port=port, block=False, quiet=True)
@@ -60,14 +64,21 @@ def screens(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def browser(studio_app):
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("browser tests need chromium and chromedriver (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "browser tests need chromium and chromedriver (apt-get install chromium chromium-driver)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1800"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1800",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.get(studio_app[1])
@@ -99,7 +110,10 @@ def _type(driver, selector: str, value) -> None:
 def _tab(driver, name: str) -> None:
     from selenium.webdriver.common.by import By
 
-    _wait(driver, lambda d: d.find_element(By.XPATH, f"//button[@role='tab' and normalize-space()='{name}']")).click()
+    _wait(
+        driver,
+        lambda d: d.find_element(By.XPATH, f"//button[@role='tab' and normalize-space()='{name}']"),
+    ).click()
 
 
 def _fill_morph(driver, a: str, b: str, *, frames=3, t="", seed=0) -> None:
@@ -143,9 +157,34 @@ def test_morph_in_the_browser_writes_the_cli_run(studio_app, browser, screens, t
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "done" and info["t"] == [0.0, 0.5, 1.0]
     cli = tmp_path / "cli"
-    assert main(["morph", "a photo of a cat", "a red dog", "--model", studio.loaded_model, "--frames", "3",
-                 "--seed", "3", "--steps", "2", "--guidance", "4", "--height", "32", "--width", "32",
-                 "--out", str(cli), "--lpips-random-backbone", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "morph",
+                "a photo of a cat",
+                "a red dog",
+                "--model",
+                studio.loaded_model,
+                "--frames",
+                "3",
+                "--seed",
+                "3",
+                "--steps",
+                "2",
+                "--guidance",
+                "4",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--out",
+                str(cli),
+                "--lpips-random-backbone",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     expected = json.loads((cli / "run.json").read_text())
     assert info["settings"] == expected["settings"] and info["frames"] == expected["frames"]
     assert info["couplings"] == expected["couplings"]
@@ -176,11 +215,19 @@ def test_compare_shows_three_strips_and_three_costs(studio_app, browser, screens
     _type(browser, "#ww-compare-h input", SMALL["height"])
     _type(browser, "#ww-compare-w input", SMALL["width"])
     _css(browser, "#ww-compare-go").click()
-    _wait(browser, lambda d: all(d.find_elements(By.CSS_SELECTOR, f"#ww-compare-{m} img") for m in ("ot", "clip", "random")))
+    _wait(
+        browser,
+        lambda d: all(
+            d.find_elements(By.CSS_SELECTOR, f"#ww-compare-{m} img")
+            for m in ("ot", "clip", "random")
+        ),
+    )
     rows = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#ww-compare-table tbody tr"))
     browser.save_screenshot(str(screens / "compare.png"))
 
-    saved = json.loads(next(studio.out_dir.glob("compare--a-photo-of-a-cat--a-red-dog*/compare.json")).read_text())
+    saved = json.loads(
+        next(studio.out_dir.glob("compare--a-photo-of-a-cat--a-red-dog*/compare.json")).read_text()
+    )
     assert [r.text.split()[0] for r in rows] == ["ot", "clip", "random"]
     for row, figures in zip(rows, saved["couplings"]):
         cells = row.text.split()
@@ -242,21 +289,84 @@ def test_api_endpoints_with_gradio_client(studio_app, tmp_path):
     client = Client(url, verbose=False)
     costs, _plot, table = client.predict("a photo of a cat", "a red dog", 0, api_name="/coupling")
     expected = studio.token_matching("a photo of a cat", "a red dog")
-    assert f"| ot | {expected.costs['ot']:.6g} |" in costs and table.count("<tr") == 1 + len(expected.groups[0].rows)
+    assert f"| ot | {expected.costs['ot']:.6g} |" in costs and table.count("<tr") == 1 + len(
+        expected.groups[0].rows
+    )
 
     with pytest.raises(Exception, match="must not be empty"):
-        client.predict("", "a dog", "", "ot", "fixed", "uniform", 3, "", 0, "", 2, 4, 32, 32, None, None, 4, "gif",
-                       8, False, api_name="/morph")
+        client.predict(
+            "",
+            "a dog",
+            "",
+            "ot",
+            "fixed",
+            "uniform",
+            3,
+            "",
+            0,
+            "",
+            2,
+            4,
+            32,
+            32,
+            None,
+            None,
+            4,
+            "gif",
+            8,
+            False,
+            api_name="/morph",
+        )
     with pytest.raises(Exception, match="multiple of 8"):
-        client.predict("a cat", "a dog", "", "ot", "fixed", "uniform", 3, "", 0, "", 2, 4, 30, 32, None, None, 4,
-                       "gif", 8, False, api_name="/morph")
+        client.predict(
+            "a cat",
+            "a dog",
+            "",
+            "ot",
+            "fixed",
+            "uniform",
+            3,
+            "",
+            0,
+            "",
+            2,
+            4,
+            30,
+            32,
+            None,
+            None,
+            4,
+            "gif",
+            8,
+            False,
+            api_name="/morph",
+        )
     with pytest.raises(Exception, match="could not load model"):
         client.predict("/nonexistent/whichway-no-such-model", api_name="/load_model")
     assert studio.loaded_model is not None  # the previous model stays loaded: the app keeps working
 
     gallery, status, files = client.predict(
-        "a cat", "a dog", "", "clip", "fixed", "uniform", 2, "", 1, "", 2, 4, 32, 32, None, None, 4, "none", 8,
-        False, api_name="/morph",
+        "a cat",
+        "a dog",
+        "",
+        "clip",
+        "fixed",
+        "uniform",
+        2,
+        "",
+        1,
+        "",
+        2,
+        4,
+        32,
+        32,
+        None,
+        None,
+        4,
+        "none",
+        8,
+        False,
+        api_name="/morph",
     )
     assert len(gallery) == 2 and status.startswith("Done") and len(files) == 2  # run.json and strip
     run = studio.open_run("a-cat--a-dog--clip")
@@ -269,8 +379,27 @@ def test_api_endpoints_with_gradio_client(studio_app, tmp_path):
         images.append(tmp_path / f"img{k}.png")
         Image.new("RGB", (32, 32), colour).save(images[-1])
     gallery, status, _files = client.predict(
-        "a cat", "a dog", "", "ot", "fixed", "uniform", 3, "", 0, "", 2, 1, 32, 32, handle_file(str(images[0])),
-        handle_file(str(images[1])), 4, "none", 8, False, api_name="/morph",
+        "a cat",
+        "a dog",
+        "",
+        "ot",
+        "fixed",
+        "uniform",
+        3,
+        "",
+        0,
+        "",
+        2,
+        1,
+        32,
+        32,
+        handle_file(str(images[0])),
+        handle_file(str(images[1])),
+        4,
+        "none",
+        8,
+        False,
+        api_name="/morph",
     )
     assert len(gallery) == 3 and status.startswith("Done")
     real = json.loads((studio.out_dir / "a-cat--a-dog--ot" / "run.json").read_text())
@@ -307,31 +436,104 @@ def test_travel_api_with_sound_writes_the_cli_run(studio_app, tmp_path):
     studio, url = studio_app
     song = tmp_path / "song.wav"
     rate = 22050
-    tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate) * (np.arange(2 * rate) % 5512 < 800)
+    tone = (
+        0.2
+        * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)
+        * (np.arange(2 * rate) % 5512 < 800)
+    )
     soundfile.write(song, tone.astype(np.float32), rate)
-    keys = {"headers": ["prompt", "seed", "time (s)"], "data": [["a cat", 3, None], ["a dog", 4, None]]}
+    keys = {
+        "headers": ["prompt", "seed", "time (s)"],
+        "data": [["a cat", 3, None], ["a dog", 4, None]],
+    }
     client = Client(url, verbose=False)
     _gallery, status, files, video = client.predict(
-        keys, handle_file(str(song)), "audio", "ot", "cog", 4, 1.0, 0, 0, 2, 4, 32, 32, "mp4", "",
+        keys,
+        handle_file(str(song)),
+        "audio",
+        "ot",
+        "cog",
+        4,
+        1.0,
+        0,
+        0,
+        2,
+        4,
+        32,
+        32,
+        "mp4",
+        "",
         api_name="/travel",
     )
     assert status.startswith("Done: 4 frames") and len(files) == 3 and str(video).endswith(".mp4")
     run = studio.runs()[0]
-    assert run.kind == "travel" and {s["type"] for s in probe_streams(run.file("video"))} == {"video", "audio"}
+    assert run.kind == "travel" and {s["type"] for s in probe_streams(run.file("video"))} == {
+        "video",
+        "audio",
+    }
 
     cli = tmp_path / "cli"
-    assert main(["travel", "a cat", "a dog", "--seeds", "3,4", "--fps", "4", "--seconds", "1", "--pacing", "audio",
-                 "--audio", run.info["settings"]["audio"], "--steps", "2", "--guidance", "4", "--height", "32",
-                 "--width", "32", "--model", studio.loaded_model, "--out", str(cli), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "travel",
+                "a cat",
+                "a dog",
+                "--seeds",
+                "3,4",
+                "--fps",
+                "4",
+                "--seconds",
+                "1",
+                "--pacing",
+                "audio",
+                "--audio",
+                run.info["settings"]["audio"],
+                "--steps",
+                "2",
+                "--guidance",
+                "4",
+                "--height",
+                "32",
+                "--width",
+                "32",
+                "--model",
+                studio.loaded_model,
+                "--out",
+                str(cli),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     expected = json.loads((cli / "run.json").read_text())
-    assert expected["settings"] == run.info["settings"] and expected["segments"] == run.info["segments"]
+    assert (
+        expected["settings"] == run.info["settings"]
+        and expected["segments"] == run.info["segments"]
+    )
     assert {p.name for p in cli.iterdir()} == {p.name for p in run.path.iterdir()}
     for ours, theirs in zip(run.frames, sorted((cli / "frames").glob("*.png")), strict=True):
         assert np.array_equal(_pixels(ours), _pixels(theirs))
 
     with pytest.raises(Exception, match="at least 2 keyframes"):
-        client.predict({"headers": ["prompt", "seed", "time (s)"], "data": [["a cat", 0, None]]}, None, "uniform",
-                       "ot", "cog", 4, 1.0, 0, 0, 2, 4, 32, 32, "mp4", "", api_name="/travel")
+        client.predict(
+            {"headers": ["prompt", "seed", "time (s)"], "data": [["a cat", 0, None]]},
+            None,
+            "uniform",
+            "ot",
+            "cog",
+            4,
+            1.0,
+            0,
+            0,
+            2,
+            4,
+            32,
+            32,
+            "mp4",
+            "",
+            api_name="/travel",
+        )
 
 
 def test_the_model_loads_once_and_reloads_when_another_is_chosen(studio_app, monkeypatch):
@@ -383,7 +585,9 @@ def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
     from whichway.render import RenderCancelled
 
     studio, _ = studio_app
-    settings = studio.morph_settings("a cat", "a red dog", frames=3, seed=2, batch_size=1, format="none", **SMALL)
+    settings = studio.morph_settings(
+        "a cat", "a red dog", frames=3, seed=2, batch_size=1, format="none", **SMALL
+    )
     job = studio.morph_job(settings)
 
     def press_cancel_during_the_first_batch(on_frame, on_step, should_stop):
@@ -412,7 +616,9 @@ def test_cancel_keeps_finished_frames_and_the_run_resumes(studio_app, tmp_path):
     # the same settings in one go, through the library call `whichway morph` makes
     cli = run_morph(studio.adapter(), settings, tmp_path / "cli", progress=False).run_dir
     for k in range(3):
-        assert np.array_equal(_pixels(run / f"frames/{k:04d}.png"), _pixels(cli / f"frames/{k:04d}.png"))
+        assert np.array_equal(
+            _pixels(run / f"frames/{k:04d}.png"), _pixels(cli / f"frames/{k:04d}.png")
+        )
 
 
 def test_frames_too_small_for_lpips_still_finish(studio_app):
@@ -421,7 +627,9 @@ def test_frames_too_small_for_lpips_still_finish(studio_app):
     settings = studio.morph_settings("a cat", "a red dog", frames=3, seed=5, format="none", **small)
     result = studio.run_sync(studio.morph_job(settings))  # the PPL summary is skipped, not an error
     assert json.loads((result.run_dir / "run.json").read_text())["status"] == "done"
-    comparison, _target, strips, note = studio.run_sync(studio.compare_job("a cat", "a red dog", frames=3, **small))
+    comparison, _target, strips, note = studio.run_sync(
+        studio.compare_job("a cat", "a red dog", frames=3, **small)
+    )
     assert comparison.metrics is None and "at least 32 pixels" in note and len(strips) == 3
 
 
@@ -457,7 +665,9 @@ def test_one_job_at_a_time(studio_app):
 def test_cli_checks_before_loading(tmp_path, capsys, monkeypatch):
     import whichway.models
 
-    monkeypatch.setattr(whichway.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(
+        whichway.models, "load_adapter", lambda *a, **k: pytest.fail("model loaded")
+    )
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["studio", "--out", str(blocker)]) == 2
@@ -481,15 +691,25 @@ def test_page_values_are_checked_before_any_model(tmp_path):
     with pytest.raises(ValueError, match="at least 2 keyframes"):
         studio.travel_settings([["a cat", 1, None], ["", None, None]])
     # the three tabs parse their shared fields alike (Compare used to fail on float("lots"))
-    for make in (lambda **k: studio.morph_settings("a cat", "a dog", **k),
-                 lambda **k: studio.travel_settings([["a cat", 1, None], ["a dog", 2, None]], seconds=1, **k),
-                 lambda **k: studio.compare_job("a cat", "a dog", **k)):
+    for make in (
+        lambda **k: studio.morph_settings("a cat", "a dog", **k),
+        lambda **k: studio.travel_settings(
+            [["a cat", 1, None], ["a dog", 2, None]], seconds=1, **k
+        ),
+        lambda **k: studio.compare_job("a cat", "a dog", **k),
+    ):
         with pytest.raises(ValueError, match="guidance must be a number, got 'lots'"):
             make(guidance="lots")
         with pytest.raises(ValueError, match="steps must be"):
             make(steps=0)
     with pytest.raises(ValueError, match="unknown run"):
         studio.open_run("../etc")
-    settings = studio.morph_settings("a cat", "a dog", frames=4, seed_b="7", latent="cog", format="none")
-    assert settings.t == (0.0, 0.333333, 0.666667, 1.0) and settings.seed_b == 7 and settings.format is None
+    settings = studio.morph_settings(
+        "a cat", "a dog", frames=4, seed_b="7", latent="cog", format="none"
+    )
+    assert (
+        settings.t == (0.0, 0.333333, 0.666667, 1.0)
+        and settings.seed_b == 7
+        and settings.format is None
+    )
     assert studio.loaded_model is None  # nothing was loaded

@@ -36,7 +36,9 @@ def check_finite(name: str, value: Tensor) -> None:
     """Raise if ``value`` holds NaN or infinity."""
     if not torch.isfinite(value).all():
         bad = int((~torch.isfinite(value)).sum())
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf); clean the input first")
+        raise ValueError(
+            f"{name} contains {bad} non-finite value(s) (NaN or inf); clean the input first"
+        )
 
 
 def check_same(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
@@ -63,7 +65,9 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
-def as_times(t: float | Sequence[float] | Tensor, *, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, bool]:
+def as_times(
+    t: float | Sequence[float] | Tensor, *, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, bool]:
     """Normalise interpolation times.
 
     Returns ``(times, scalar)``: ``times`` is a 1-D tensor (T,) of values in [0, 1] on the given

@@ -19,7 +19,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["OutputRescuedError", "cache_dir", "first_time", "has_marker", "rescue_dir", "write_atomic"]
+__all__ = [
+    "OutputRescuedError",
+    "cache_dir",
+    "first_time",
+    "has_marker",
+    "rescue_dir",
+    "write_atomic",
+]
 
 
 class OutputRescuedError(OSError):

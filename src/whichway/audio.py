@@ -68,7 +68,9 @@ class Envelope:
     duration: float
 
 
-def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = DEFAULT_SAMPLE_RATE) -> Audio:
+def load_audio(
+    path: str | os.PathLike[str], *, sample_rate: int | None = DEFAULT_SAMPLE_RATE
+) -> Audio:
     """Decode wav / flac / ogg / mp3 (anything librosa reads) to mono float32.
 
     ``sample_rate`` resamples (None keeps the file's). A missing, empty or undecodable file is a
@@ -80,7 +82,9 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = DEFAUL
     try:
         import librosa
     except ImportError as exc:
-        raise ValueError(f"reading audio needs the audio extra ({exc.name}); pip install 'whichway[audio]'") from exc
+        raise ValueError(
+            f"reading audio needs the audio extra ({exc.name}); pip install 'whichway[audio]'"
+        ) from exc
     import warnings
 
     try:
@@ -95,7 +99,9 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = DEFAUL
     return Audio(str(p), np.ascontiguousarray(samples, dtype=np.float32), int(sr), sha256_file(p))
 
 
-def envelope(audio: Audio, feature: str = "onset", *, beats: bool = False, hop_length: int = DEFAULT_HOP) -> Envelope:
+def envelope(
+    audio: Audio, feature: str = "onset", *, beats: bool = False, hop_length: int = DEFAULT_HOP
+) -> Envelope:
     """The ``onset`` strength or ``rms`` envelope of ``audio``, with times in seconds from the
     start of the track; with ``beats``, also its beats (librosa's tracker on the onset strength;
     its first call compiles, so it runs only when asked)."""
@@ -104,12 +110,18 @@ def envelope(audio: Audio, feature: str = "onset", *, beats: bool = False, hop_l
     check_choice("audio feature", feature, AUDIO_FEATURES)
     y, sr = audio.samples, audio.sample_rate
     # the onset strength (a mel spectrogram) only when it is the envelope or the beats need it
-    onset = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length) if feature == "onset" or beats else None
+    onset = (
+        librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop_length)
+        if feature == "onset" or beats
+        else None
+    )
     values = onset if feature == "onset" else librosa.feature.rms(y=y, hop_length=hop_length)[0]
     times = librosa.times_like(values, sr=sr, hop_length=hop_length)
     found = None
     if beats:
-        _, found = librosa.beat.beat_track(onset_envelope=onset, sr=sr, hop_length=hop_length, units="time")
+        _, found = librosa.beat.beat_track(
+            onset_envelope=onset, sr=sr, hop_length=hop_length, units="time"
+        )
     return Envelope(
         times=np.asarray(times, dtype=np.float64),
         values=np.maximum(np.asarray(values, dtype=np.float64), 0.0),
@@ -150,7 +162,9 @@ def paced_times(env: Envelope, times: np.ndarray, *, mean: float, floor: float) 
     scale = 1.0 / mean if mean > 0 else 0.0
     cum = _cumulative(env, tau, scale=scale, floor=floor)
     if cum[-1] <= 0:
-        logger.warning("silent segment at %.2f-%.2f s and no floor: uniform pacing there", tau[0], tau[-1])
+        logger.warning(
+            "silent segment at %.2f-%.2f s and no floor: uniform pacing there", tau[0], tau[-1]
+        )
         return (tau - tau[0]) / (tau[-1] - tau[0])
     t = cum / cum[-1]
     t[0], t[-1] = 0.0, 1.0

@@ -169,13 +169,17 @@ def _check_weights(name: str, w: object, size: int, *, normalise: bool) -> Tenso
         w = torch.as_tensor(w, dtype=torch.float64)
     w = w.detach().to(device="cpu", dtype=torch.float64)
     if w.ndim != 1 or w.shape[0] != size:
-        raise ValueError(f"{name} must be a 1-D tensor of {size} weights, got shape {tuple(w.shape)}")
+        raise ValueError(
+            f"{name} must be a 1-D tensor of {size} weights, got shape {tuple(w.shape)}"
+        )
     if not torch.isfinite(w).all() or (w < 0).any():
         raise ValueError(f"{name} must be finite and nonnegative, got {w.tolist()[:8]}")
     total = float(w.sum())
     if normalise:
         if total <= 0:
-            raise ValueError(f"{name} must have a positive sum (some point must carry mass), got all zeros")
+            raise ValueError(
+                f"{name} must have a positive sum (some point must carry mass), got all zeros"
+            )
         return w / total
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"{name} must sum to 1 (a convex combination), got sum {total:.8g}")
@@ -366,7 +370,9 @@ def _certify(
     exact[bi, ki, ji] = (xr * yr).sum(-1)  # M_ij = (x_i - a) . (b - y_j)
     gamma64 = d * 2.0**-53 / (1 - d * 2.0**-53)
     eps64 = torch.zeros_like(plain)
-    eps64[bi, ki, ji] = 1.01 * gamma64 * torch.linalg.vector_norm(xr, dim=1) * torch.linalg.vector_norm(yr, dim=1)
+    eps64[bi, ki, ji] = (
+        1.01 * gamma64 * torch.linalg.vector_norm(xr, dim=1) * torch.linalg.vector_norm(yr, dim=1)
+    )
     low_diag = torch.diagonal(exact, dim1=1, dim2=2) + torch.diagonal(eps64, dim1=1, dim2=2)
     approx = rows.index_select(0, sub)
     weight = torch.where(near, exact - eps64, approx - eps_row - tiny) - low_diag.unsqueeze(-1)
@@ -528,14 +534,20 @@ def _couple_general(
     import ot
 
     n, m = x.shape[0], y.shape[0]
-    a = _check_weights("x_weights", x_weights, n, normalise=True) if x_weights is not None else (
-        torch.full((n,), 1.0 / n, dtype=torch.float64)
+    a = (
+        _check_weights("x_weights", x_weights, n, normalise=True)
+        if x_weights is not None
+        else (torch.full((n,), 1.0 / n, dtype=torch.float64))
     )
-    b = _check_weights("y_weights", y_weights, m, normalise=True) if y_weights is not None else (
-        torch.full((m,), 1.0 / m, dtype=torch.float64)
+    b = (
+        _check_weights("y_weights", y_weights, m, normalise=True)
+        if y_weights is not None
+        else (torch.full((m,), 1.0 / m, dtype=torch.float64))
     )
     cost_matrix = _sq_dist_batched(_f64(x).unsqueeze(0), _f64(y).unsqueeze(0))[0].cpu().numpy()
-    plan, info = ot.emd(a.numpy(), b.numpy(), cost_matrix, numItermax=max(100_000, 50 * n * m), log=True)
+    plan, info = ot.emd(
+        a.numpy(), b.numpy(), cost_matrix, numItermax=max(100_000, 50 * n * m), log=True
+    )
     if info["result_code"] != 1:  # 1 = OPTIMAL in POT's network simplex
         warnings.warn(
             f"ot.emd stopped before optimality ({info['warning']}); the plan may be suboptimal",
@@ -711,7 +723,9 @@ def interpolate_clouds(
         (B, T, n, d). Same dtype and device as x (computed in at least float32).
     """
     if coupling is None:
-        coupling = couple(x, y, method, generator=generator, x_weights=x_weights, y_weights=y_weights)
+        coupling = couple(
+            x, y, method, generator=generator, x_weights=x_weights, y_weights=y_weights
+        )
     else:
         if not isinstance(coupling, Coupling):
             raise ValueError(f"coupling must be a whichway.Coupling, got {type(coupling).__name__}")
@@ -768,7 +782,9 @@ def wasserstein2(
     return float(np.sqrt(c.cost / n))
 
 
-def path_length_w2(frames: Tensor, *, weights: Tensor | Sequence[float] | None = None) -> float | Tensor:
+def path_length_w2(
+    frames: Tensor, *, weights: Tensor | Sequence[float] | None = None
+) -> float | Tensor:
     r"""W2 length of a discrete path of clouds: :math:`\sum_k W_2(E_{t_k}, E_{t_{k+1}})`.
 
     For an OT displacement path it equals :math:`W_2(E_0, E_1)` (a geodesic); any other coupling
@@ -901,7 +917,9 @@ def cloud_barycenter(
         support = _f64(start).to(x64.device)
     else:
         if not 0 <= int(init) < k_count:
-            raise ValueError(f"init must be a cloud index in 0..{k_count - 1} or a Tensor (n, d), got {init}")
+            raise ValueError(
+                f"init must be a cloud index in 0..{k_count - 1} or a Tensor (n, d), got {init}"
+            )
         support = x64[int(init)].clone()
 
     perms: Tensor | None = None

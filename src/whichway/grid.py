@@ -104,8 +104,16 @@ def _render_cells(
     from whichway.render import render_frames
 
     images = render_frames(
-        adapter, cond, latents, steps=steps, guidance=guidance, height=height, width=width,
-        batch_size=batch_size, negative=adapter.encode_negative(negative_prompt, 1), progress=progress,
+        adapter,
+        cond,
+        latents,
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        negative=adapter.encode_negative(negative_prompt, 1),
+        progress=progress,
     )
     rows, cols = shape
     cells = torch.ones(rows, cols, *images.shape[1:])
@@ -150,10 +158,20 @@ def seed_grid(
     positions = [(i, j) for i in range(size) for j in range(size)]
     cond = adapter.encode([prompt]).expand(size * size)
     return _render_cells(
-        adapter, cond, grid.reshape(size * size, *grid.shape[2:]), positions,
-        [f"({i},{j})" for i, j in positions], (size, size), Path(out),
-        steps=steps, guidance=guidance, height=height, width=width, batch_size=batch_size,
-        negative_prompt=negative_prompt, progress=progress,
+        adapter,
+        cond,
+        grid.reshape(size * size, *grid.shape[2:]),
+        positions,
+        [f"({i},{j})" for i, j in positions],
+        (size, size),
+        Path(out),
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        negative_prompt=negative_prompt,
+        progress=progress,
     )
 
 
@@ -183,7 +201,18 @@ def prompt_grid(
     latent = adapter.initial_latent(seed, height, width)
     labels = ["/".join(f"{x:.2f}".rstrip("0").rstrip(".") for x in w) for _, _, w in cells]
     return _render_cells(
-        adapter, cond, latent, [(i, j) for i, j, _ in cells], labels, (size, size), Path(out),
-        steps=steps, guidance=guidance, height=height, width=width, batch_size=batch_size,
-        negative_prompt=negative_prompt, progress=progress,
+        adapter,
+        cond,
+        latent,
+        [(i, j) for i, j, _ in cells],
+        labels,
+        (size, size),
+        Path(out),
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        batch_size=batch_size,
+        negative_prompt=negative_prompt,
+        progress=progress,
     )

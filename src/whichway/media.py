@@ -65,7 +65,9 @@ def save_image(image: Tensor, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"unknown image format {path.suffix!r} for {str(path)!r}; use .png, .jpg or .webp")
+        raise ValueError(
+            f"unknown image format {path.suffix!r} for {str(path)!r}; use .png, .jpg or .webp"
+        )
     from whichway._files import write_atomic
 
     picture = to_pil(image)
@@ -107,7 +109,9 @@ def labelled_grid(
     tw, th = max(1, round(w0 * scale)), max(1, round(h0 * scale))
     font_size = max(10, th // 10)
     text_h = font_size + 6 if labels else 0
-    sheet = Image.new("RGB", (columns * (tw + pad) + pad, rows * (th + text_h + pad) + pad), "white")
+    sheet = Image.new(
+        "RGB", (columns * (tw + pad) + pad, rows * (th + text_h + pad) + pad), "white"
+    )
     draw = ImageDraw.Draw(sheet)
     font = _font(font_size)
     for k, img in enumerate(images):
@@ -119,7 +123,9 @@ def labelled_grid(
     return sheet
 
 
-def contact_strip(frames: Sequence[Image.Image], ts: Sequence[float], *, cell: int | None = None) -> Image.Image:
+def contact_strip(
+    frames: Sequence[Image.Image], ts: Sequence[float], *, cell: int | None = None
+) -> Image.Image:
     """One row of frames labelled ``t=0.00`` ... ``t=1.00``."""
     return labelled_grid(frames, [f"t={t:.2f}" for t in ts], cell=cell)
 
@@ -140,7 +146,9 @@ def write_animation(
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in ANIMATION_FORMATS:
-        raise ValueError(f"unknown animation format {fmt!r}; valid choices are: {', '.join(ANIMATION_FORMATS)}")
+        raise ValueError(
+            f"unknown animation format {fmt!r}; valid choices are: {', '.join(ANIMATION_FORMATS)}"
+        )
     if not frames:
         raise ValueError("no frames to animate")
     seq = list(frames)
@@ -155,7 +163,12 @@ def _write_frames(seq: list[Image.Image], path: Path, fmt: str, fps: float) -> N
     duration_ms = round(1000.0 / fps)
     if fmt in ("gif", "webp"):
         seq[0].save(
-            path, format=fmt.upper(), save_all=True, append_images=seq[1:], duration=duration_ms, loop=0,
+            path,
+            format=fmt.upper(),
+            save_all=True,
+            append_images=seq[1:],
+            duration=duration_ms,
+            loop=0,
             **({"lossless": False, "quality": 90} if fmt == "webp" else {"optimize": False}),
         )
     else:
@@ -223,17 +236,31 @@ def write_video(
     duration = n / fps
     if audio is not None:
         cmd += ["-ss", f"{audio_start:.6f}", "-t", f"{duration:.6f}", "-i", str(audio)]
-    cmd += ["-map", "0:v:0"] + (["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k"] if audio is not None else [])
+    cmd += ["-map", "0:v:0"] + (
+        ["-map", "1:a:0", "-c:a", "aac", "-b:a", "192k"] if audio is not None else []
+    )
     cmd += [
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18",
-        "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-r", f"{fps}", "-movflags", "+faststart",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-crf",
+        "18",
+        "-vf",
+        "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+        "-r",
+        f"{fps}",
+        "-movflags",
+        "+faststart",
     ]
 
     def encode(tmp: Path) -> None:
         done = subprocess.run([*cmd, "-f", "mp4", str(tmp)], capture_output=True, check=False)
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip().splitlines()
-            raise ValueError(f"ffmpeg could not write {path}: {message[-1] if message else done.returncode}")
+            raise ValueError(
+                f"ffmpeg could not write {path}: {message[-1] if message else done.returncode}"
+            )
 
     from whichway._files import write_atomic
 
@@ -256,15 +283,29 @@ def probe_streams(path: str | os.PathLike[str]) -> list[dict[str, object]]:
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"media file {str(p)!r} does not exist")
-    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)], capture_output=True, check=False)
+    info = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p)], capture_output=True, check=False
+    )
     text = info.stderr.decode(errors="replace")
     streams: list[dict[str, object]] = []
     for m in re.finditer(r"Stream #0:(\d+)[^:]*: (\w+): (\w+)", text):
         streams.append({"index": int(m.group(1)), "type": m.group(2).lower(), "codec": m.group(3)})
     for s in streams:
         run = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(p), "-map", f"0:{s['index']}", "-f", "null", "-"],
-            capture_output=True, check=False,
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-nostdin",
+                "-i",
+                str(p),
+                "-map",
+                f"0:{s['index']}",
+                "-f",
+                "null",
+                "-",
+            ],
+            capture_output=True,
+            check=False,
         )
         log = run.stderr.decode(errors="replace")
         times = re.findall(r"time=\s*(\d+:\d+:\d+(?:\.\d+)?)", log)

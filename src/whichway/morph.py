@@ -91,7 +91,9 @@ class MorphSettings:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         check_batch_size(self.batch_size)
         if (self.image_a is None) != (self.image_b is None):
-            raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
+            raise ValueError(
+                "give both --image-a and --image-b (a real-image morph inverts both), or neither"
+            )
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MorphSettings:
@@ -118,7 +120,9 @@ class MorphResult:
 def check_times(t: tuple[float, ...] | list[float]) -> None:
     """Waypoint times: at least 2, strictly increasing, in [0, 1]."""
     if len(t) < 2:
-        raise ValueError(f"a morph needs at least 2 frames, got {len(t)}; use --frames N with N >= 2")
+        raise ValueError(
+            f"a morph needs at least 2 frames, got {len(t)}; use --frames N with N >= 2"
+        )
     if any(not (0.0 <= x <= 1.0) for x in t):
         raise ValueError(f"t values must lie in [0, 1], got {list(t)}")
     if any(b <= a for a, b in itertools.pairwise(t)):
@@ -174,15 +178,23 @@ def previous_run(
 
     if pixels(previous.get("settings", {})) != pixels(record):
         if any((run_dir / FRAMES_DIR).glob("*.png")):
-            logger.warning("%s holds frames of different settings; they will be overwritten", run_dir)
+            logger.warning(
+                "%s holds frames of different settings; they will be overwritten", run_dir
+            )
         return None
     return previous
 
 
-def _timings(wall: float, compiled_before: float | None, compiled_after: float | None) -> dict[str, float]:
+def _timings(
+    wall: float, compiled_before: float | None, compiled_after: float | None
+) -> dict[str, float]:
     """Seconds of this call's rendering (inversion included), split into the one-off
     ``torch.compile`` time (when the denoiser is compiled and torch reports it) and the rest."""
-    compiled = 0.0 if compiled_before is None or compiled_after is None else max(0.0, compiled_after - compiled_before)
+    compiled = (
+        0.0
+        if compiled_before is None or compiled_after is None
+        else max(0.0, compiled_after - compiled_before)
+    )
     out = {"render_seconds": round(wall - compiled, 3)}
     if compiled > 0:
         out["compile_seconds"] = round(compiled, 3)
@@ -190,7 +202,15 @@ def _timings(wall: float, compiled_before: float | None, compiled_after: float |
 
 
 def inverted_latent(
-    adapter: Adapter, path: str, prompt: str, *, steps: int, guidance: float, height: int, width: int, cache: Path
+    adapter: Adapter,
+    path: str,
+    prompt: str,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    cache: Path,
 ) -> Tensor:
     """Invert one image to its initial latent (C, h, w), cached in ``cache`` (a run directory's
     ``latents/``) so a resumed run does not invert again. Shared by morph and travel."""
@@ -203,8 +223,17 @@ def inverted_latent(
     stat = Path(path).stat() if Path(path).is_file() else None
     from whichway.models.runtime import runtime_pixel_settings
 
-    key_parts = [adapter.model_id, str(Path(path).resolve()), stat and stat.st_size, stat and stat.st_mtime_ns,
-                 prompt, steps, guidance, height, width]
+    key_parts = [
+        adapter.model_id,
+        str(Path(path).resolve()),
+        stat and stat.st_size,
+        stat and stat.st_mtime_ns,
+        prompt,
+        steps,
+        guidance,
+        height,
+        width,
+    ]
     runtime = runtime_pixel_settings(adapter)
     if runtime is not None:  # a LoRA or another VAE inverts to another latent
         key_parts.append(runtime)
@@ -215,26 +244,39 @@ def inverted_latent(
         return torch.load(cached, weights_only=True)
     image = load_image(path, size=(height, width))
     logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, guidance)
-    latent = adapter.invert(image, prompt, steps=steps, guidance=guidance, height=height, width=width)
+    latent = adapter.invert(
+        image, prompt, steps=steps, guidance=guidance, height=height, width=width
+    )
     from whichway._files import write_atomic
 
     write_atomic(cached, lambda tmp: torch.save(latent, tmp))
     return latent
 
 
-def _initial_latents(adapter: Adapter, s: MorphSettings, height: int, width: int, run_dir: Path) -> tuple[Tensor, Tensor | None, str]:
+def _initial_latents(
+    adapter: Adapter, s: MorphSettings, height: int, width: int, run_dir: Path
+) -> tuple[Tensor, Tensor | None, str]:
     """(latent A, latent B or None, latent method actually used)."""
     if s.image_a is not None and s.image_b is not None:
         if (s.inversion_steps or s.steps) != s.steps or s.inversion_guidance != s.guidance:
             logger.warning(
                 "inverting with %d steps at guidance %g but rendering with %d steps at guidance %g: "
                 "the end frames will not reproduce the images exactly (use the same values for that)",
-                s.inversion_steps or s.steps, s.inversion_guidance, s.steps, s.guidance,
+                s.inversion_steps or s.steps,
+                s.inversion_guidance,
+                s.steps,
+                s.guidance,
             )
         latents = [
             inverted_latent(
-                adapter, path, prompt, steps=s.inversion_steps or s.steps, guidance=s.inversion_guidance,
-                height=height, width=width, cache=run_dir / "latents",
+                adapter,
+                path,
+                prompt,
+                steps=s.inversion_steps or s.steps,
+                guidance=s.inversion_guidance,
+                height=height,
+                width=width,
+                cache=run_dir / "latents",
             )
             for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b))
         ]
@@ -272,9 +314,15 @@ def _render(
     latent_a, latent_b, method = _initial_latents(adapter, s, height, width, run_dir)
     info["latent_used"] = method
     options = {
-        "steps": s.steps, "guidance": s.guidance, "height": height, "width": width, "batch_size": s.batch_size,
-        "negative": adapter.encode_negative(s.negative_prompt, 1), "progress": progress,
-        "on_step": hooks.get("on_step"), "should_stop": hooks.get("should_stop"),
+        "steps": s.steps,
+        "guidance": s.guidance,
+        "height": height,
+        "width": width,
+        "batch_size": s.batch_size,
+        "negative": adapter.encode_negative(s.negative_prompt, 1),
+        "progress": progress,
+        "on_step": hooks.get("on_step"),
+        "should_stop": hooks.get("should_stop"),
     }
     on_frame = hooks.get("on_frame")
     if s.spacing == "perceptual":
@@ -306,8 +354,12 @@ def _render(
             on_frame(todo[i], target)
 
     render_frames(
-        adapter, path_at(ts[index])[0], latent_path(latent_a, latent_b, ts, method=method)[index],
-        on_frame=write, keep=False, **options,
+        adapter,
+        path_at(ts[index])[0],
+        latent_path(latent_a, latent_b, ts, method=method)[index],
+        on_frame=write,
+        keep=False,
+        **options,
     )
     return len(todo)
 
@@ -356,7 +408,11 @@ def run_morph(
 
     previous = previous_run(run_dir, record)
     n = len(s.t)
-    done = set() if previous is None else {k for k in range(n) if (frames_dir / f"{k:04d}.png").is_file()}
+    done = (
+        set()
+        if previous is None
+        else {k for k in range(n) if (frames_dir / f"{k:04d}.png").is_file()}
+    )
     ts = torch.tensor(s.t, dtype=torch.float64)
     if s.spacing == "perceptual":
         # the chosen times are only known once every frame is rendered: all or nothing
@@ -383,7 +439,10 @@ def run_morph(
     def path_at(times: Tensor) -> tuple[Any, tuple[Any, ...]]:
         # a fresh generator per call: a random coupling is the same permutation every time
         return conditioning_path(
-            cond.select(0), cond.select(1), times, coupling=s.coupling,
+            cond.select(0),
+            cond.select(1),
+            times,
+            coupling=s.coupling,
             generator=torch.Generator().manual_seed(s.seed),
         )
 
@@ -392,19 +451,36 @@ def run_morph(
         # Inverted latents reconstruct only under the sampler they were inverted for (DDIM for
         # the diffusion families, flow Euler for SD3/Flux): switch to it for this run, then give
         # the adapter back as it was.
-        restore = use_inversion_sampler(adapter, "a real-image morph") if s.image_a is not None else None
+        restore = (
+            use_inversion_sampler(adapter, "a real-image morph") if s.image_a is not None else None
+        )
         try:
             hooks = {"on_frame": on_frame, "on_step": on_step, "should_stop": should_stop}
             compiled_before = compile_seconds()
             started = time.perf_counter()
             try:
-                rendered = _render(adapter, s, run_dir, info, todo, ts, path_at, height, width, progress, meter, hooks)
+                rendered = _render(
+                    adapter,
+                    s,
+                    run_dir,
+                    info,
+                    todo,
+                    ts,
+                    path_at,
+                    height,
+                    width,
+                    progress,
+                    meter,
+                    hooks,
+                )
             except RenderCancelled:
                 info["status"] = "cancelled"
                 write_json_atomic(run_dir / RUN_FILE, info)
                 raise
             info.update(adapter.describe())  # records the scheduler actually used
-            info["timings"] = _timings(time.perf_counter() - started, compiled_before, compile_seconds())
+            info["timings"] = _timings(
+                time.perf_counter() - started, compiled_before, compile_seconds()
+            )
         finally:
             if restore is not None:
                 adapter.use_scheduler(restore)
@@ -421,7 +497,9 @@ def run_morph(
             "method": c.method,
             "cost": float(c.cost),
             "w2_path_length": path_length_w2(path.clouds[g].double()),
-            "tokens_moved": None if c.perm is None else int((c.perm != torch.arange(len(c.perm))).sum()),
+            "tokens_moved": None
+            if c.perm is None
+            else int((c.perm != torch.arange(len(c.perm))).sum()),
         }
         for g, c in enumerate(couplings)
     )
@@ -437,10 +515,16 @@ def run_morph(
     write_atomic(strip, contact_strip(pictures, ts.tolist()).save)
     animation = None
     if s.format is not None:
-        animation = write_animation(pictures, run_dir / f"morph.{s.format}", fps=s.fps, pingpong=s.pingpong)
-    info.update(status="done", strip=strip.name, animation=None if animation is None else animation.name)
+        animation = write_animation(
+            pictures, run_dir / f"morph.{s.format}", fps=s.fps, pingpong=s.pingpong
+        )
+    info.update(
+        status="done", strip=strip.name, animation=None if animation is None else animation.name
+    )
     write_json_atomic(run_dir / RUN_FILE, info)
-    return MorphResult(run_dir, tuple(ts.tolist()), frames, strip, animation, coupling_info, rendered=rendered)
+    return MorphResult(
+        run_dir, tuple(ts.tolist()), frames, strip, animation, coupling_info, rendered=rendered
+    )
 
 
 def with_runtime(record: dict[str, Any], adapter: Adapter) -> dict[str, Any]:
@@ -482,6 +566,9 @@ def use_inversion_sampler(adapter: Adapter, what: str) -> str | None:
     if asked is not None and asked != inversion:
         logger.warning(
             "%s renders with %s, the sampler its inversion is exact for; --sampler %s applies to "
-            "prompt-only runs", what, inversion, asked,
+            "prompt-only runs",
+            what,
+            inversion,
+            asked,
         )
     return adapter.use_scheduler("inversion")

@@ -86,7 +86,9 @@ def conditioning_path(
         raise ValueError(
             f"conditioning_path needs one prompt per side, got batches {len(cond_a)} and {len(cond_b)}"
         )
-    if len(cond_a.clouds) != len(cond_b.clouds) or (cond_a.pooled is None) != (cond_b.pooled is None):
+    if len(cond_a.clouds) != len(cond_b.clouds) or (cond_a.pooled is None) != (
+        cond_b.pooled is None
+    ):
         raise ValueError("the two conditionings come from different model families")
     first = cond_a.clouds[0]
     times, _ = as_times(ts, dtype=first.dtype, device=first.device)
@@ -95,7 +97,11 @@ def conditioning_path(
     groups: list[Tensor] = []
     used: list[Coupling] = []
     for g, (xa, xb) in enumerate(zip(cond_a.clouds, cond_b.clouds)):
-        c = couple(xa[0], xb[0], coupling, generator=generator) if couplings is None else couplings[g]
+        c = (
+            couple(xa[0], xb[0], coupling, generator=generator)
+            if couplings is None
+            else couplings[g]
+        )
         used.append(c)
         groups.append(interpolate_clouds(xa[0], xb[0], times, coupling=c))
     pooled = None
@@ -187,12 +193,16 @@ def render_frames(
     if latents.ndim == 3:
         latents = latents.unsqueeze(0).expand(n, *latents.shape)
     if latents.shape[0] != n:
-        raise ValueError(f"got {n} conditionings but {latents.shape[0]} latents; give one per frame or one shared")
+        raise ValueError(
+            f"got {n} conditionings but {latents.shape[0]} latents; give one per frame or one shared"
+        )
     batch_size = resolve_batch_size(batch_size, adapter, n, height, width, guidance)
     if negative is None:
         negative = adapter.encode_negative(None, 1)
     if len(negative) not in (1, n):
-        raise ValueError(f"got {n} conditionings but {len(negative)} negatives; give one per frame or one shared")
+        raise ValueError(
+            f"got {n} conditionings but {len(negative)} negatives; give one per frame or one shared"
+        )
     kept: list[Tensor] = []
     n_batches = -(-n // batch_size)
     # steps done and planned, counted here: a disabled tqdm bar (progress=False) counts nothing
@@ -227,7 +237,9 @@ def render_frames(
                     guidance=guidance,
                     height=height,
                     width=width,
-                    negative=negative.expand(stop - start) if len(negative) == 1 else negative.select(slice(start, stop)),
+                    negative=negative.expand(stop - start)
+                    if len(negative) == 1
+                    else negative.select(slice(start, stop)),
                     on_step=step,
                 )
             except Exception as exc:
@@ -247,7 +259,10 @@ def render_frames(
                     on_batch_size(batch_size)
                 logger.warning(
                     "out of memory at frames %d-%d; retrying with %d frames per batch (frames "
-                    "already finished are kept)", start, stop - 1, batch_size,
+                    "already finished are kept)",
+                    start,
+                    stop - 1,
+                    batch_size,
                 )
                 # the failed batch's steps are redone: rebase the count on the batches left
                 done, total = counted, counted + (-(-(n - start) // batch_size)) * steps

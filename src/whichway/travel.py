@@ -50,9 +50,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from whichway.models.base import Adapter, Conditioning
 
 __all__ = [
-    "KEYFRAME_KEYS", "PACINGS", "SCHEDULE_KEYS", "TRAVEL_LATENTS", "Keyframe", "Prepared", "Schedule",
-    "TravelPlan", "TravelResult", "TravelSettings", "frame_name", "plan_travel", "prepare_travel",
-    "read_schedule", "run_travel",
+    "KEYFRAME_KEYS",
+    "PACINGS",
+    "SCHEDULE_KEYS",
+    "TRAVEL_LATENTS",
+    "Keyframe",
+    "Prepared",
+    "Schedule",
+    "TravelPlan",
+    "TravelResult",
+    "TravelSettings",
+    "frame_name",
+    "plan_travel",
+    "prepare_travel",
+    "read_schedule",
+    "run_travel",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,10 +79,23 @@ VIDEO_NAME = "travel"
 
 # Settings that do not change any frame's pixels once its position (segment, t) is known: a run
 # that differs only in these keeps every frame whose position is unchanged.
-_PRESENTATION_KEYS = frozenset({
-    "batch_size", "format", "fps", "seconds", "frames_per_segment", "pacing", "audio", "audio_start",
-    "audio_feature", "audio_floor", "snap_beats", "coarse", "keyframe_times",
-})
+_PRESENTATION_KEYS = frozenset(
+    {
+        "batch_size",
+        "format",
+        "fps",
+        "seconds",
+        "frames_per_segment",
+        "pacing",
+        "audio",
+        "audio_start",
+        "audio_feature",
+        "audio_floor",
+        "snap_beats",
+        "coarse",
+        "keyframe_times",
+    }
+)
 
 
 def frame_name(index: int) -> str:
@@ -102,10 +127,15 @@ class Keyframe:
 
         if not isinstance(self.prompt, str):
             raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")  # noqa: TRY004
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
             raise ValueError(f"a keyframe seed must be an integer, got {self.seed!r}")
         if self.at is not None and (
-            isinstance(self.at, bool) or not isinstance(self.at, (int, float)) or not math.isfinite(self.at) or self.at < 0
+            isinstance(self.at, bool)
+            or not isinstance(self.at, (int, float))
+            or not math.isfinite(self.at)
+            or self.at < 0
         ):
             raise ValueError(f"a keyframe time must be a number of seconds >= 0, got {self.at!r}")
         if self.coupling is not None:
@@ -163,19 +193,28 @@ class TravelPlan:
 
     def record(self) -> dict[str, Any]:
         return {
-            "fps": self.fps, "pacing": self.pacing, "n_frames": self.n_frames, "duration": self.duration,
-            "keyframe_frames": list(self.keyframe_frames), "segment": list(self.segment), "t": list(self.t),
+            "fps": self.fps,
+            "pacing": self.pacing,
+            "n_frames": self.n_frames,
+            "duration": self.duration,
+            "keyframe_frames": list(self.keyframe_frames),
+            "segment": list(self.segment),
+            "t": list(self.t),
         }
 
 
-def _frame_count(keyframes: Sequence[Keyframe], fps: float, seconds: float | None, frames_per_segment: int | None) -> int:
+def _frame_count(
+    keyframes: Sequence[Keyframe], fps: float, seconds: float | None, frames_per_segment: int | None
+) -> int:
     if seconds is not None:
         return round(seconds * fps)
     if frames_per_segment is not None:
         return (len(keyframes) - 1) * frames_per_segment + 1
     if keyframes[-1].at is not None:
         return round(keyframes[-1].at * fps) + 1
-    raise ValueError("say how long the video is: give --seconds, frames per segment, or a time for the last keyframe")
+    raise ValueError(
+        "say how long the video is: give --seconds, frames per segment, or a time for the last keyframe"
+    )
 
 
 def _check_times_increase(keyframes: Sequence[Keyframe]) -> None:
@@ -238,7 +277,9 @@ def plan_travel(
     if frames_per_segment is not None and frames_per_segment < 1:
         raise ValueError(f"frames per segment must be >= 1, got {frames_per_segment}")
     if (pacing == "audio" or snap_beats) and audio is None:
-        raise ValueError(f"{'--pacing audio' if pacing == 'audio' else '--snap-beats'} needs a track: give --audio FILE")
+        raise ValueError(
+            f"{'--pacing audio' if pacing == 'audio' else '--snap-beats'} needs a track: give --audio FILE"
+        )
     _check_times_increase(keyframes)
     n = _frame_count(keyframes, fps, seconds, frames_per_segment)
     if n < n_key:
@@ -248,7 +289,9 @@ def plan_travel(
         )
     if pacing == "perceptual":
         if distances is None or len(distances) != n_key - 1:
-            raise ValueError("perceptual pacing needs the measured LPIPS steps of every segment (run_travel measures them)")
+            raise ValueError(
+                "perceptual pacing needs the measured LPIPS steps of every segment (run_travel measures them)"
+            )
         weights = [float(sum(steps)) for _, steps in distances]
     else:
         weights = [1.0] * (n_key - 1)
@@ -385,7 +428,9 @@ class TravelSettings:
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"--fps must be > 0, got {self.fps}")
         if self.seconds is not None and self.frames_per_segment is not None:
-            raise ValueError("give the video's length once: seconds or frames per segment, not both")
+            raise ValueError(
+                "give the video's length once: seconds or frames per segment, not both"
+            )
         if self.seconds is not None and not self.seconds > 0:
             raise ValueError(f"--seconds must be > 0, got {self.seconds}")
         check_choice("pacing", self.pacing, PACINGS)
@@ -398,7 +443,9 @@ class TravelSettings:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
         check_batch_size(self.batch_size, "--batch-size")
         if self.coarse < 2:
-            raise ValueError(f"perceptual pacing needs at least 2 coarse frames per segment, got {self.coarse}")
+            raise ValueError(
+                f"perceptual pacing needs at least 2 coarse frames per segment, got {self.coarse}"
+            )
         if self.audio_start < 0:
             raise ValueError(f"--audio-start must be >= 0 seconds, got {self.audio_start}")
         if not self.audio_floor >= 0:
@@ -436,7 +483,9 @@ class TravelSettings:
         """JSON-able settings; keyframe times are kept apart (``keyframe_times``) because they
         move frames, not pixels."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keyframes"}
-        out["keyframes"] = [{k: v for k, v in kf.record().items() if k != "at"} for kf in self.keyframes]
+        out["keyframes"] = [
+            {k: v for k, v in kf.record().items() if k != "at"} for kf in self.keyframes
+        ]
         out["keyframe_times"] = [kf.at for kf in self.keyframes]
         return out
 
@@ -482,7 +531,9 @@ def prepare_travel(settings: TravelSettings) -> Prepared:
 
         track = load_audio(s.audio)
         if seconds is None and s.frames_per_segment is None and s.keyframes[-1].at is None:
-            seconds = math.floor((track.duration - s.audio_start) * s.fps) / s.fps  # the rest of the track
+            seconds = (
+                math.floor((track.duration - s.audio_start) * s.fps) / s.fps
+            )  # the rest of the track
             if seconds * s.fps < 1:
                 raise ValueError(
                     f"the audio {s.audio} lasts {track.duration:.2f} s: nothing is left after --audio-start "
@@ -498,8 +549,15 @@ def prepare_travel(settings: TravelSettings) -> Prepared:
             )
         if s.pacing == "audio" or s.snap_beats:  # a track that is only muxed needs no envelope
             env = envelope(track, s.audio_feature, beats=s.snap_beats)
-    common = {"fps": s.fps, "seconds": seconds, "frames_per_segment": s.frames_per_segment,
-              "audio": env, "audio_start": s.audio_start, "audio_floor": s.audio_floor, "snap_beats": s.snap_beats}
+    common = {
+        "fps": s.fps,
+        "seconds": seconds,
+        "frames_per_segment": s.frames_per_segment,
+        "audio": env,
+        "audio_start": s.audio_start,
+        "audio_floor": s.audio_floor,
+        "snap_beats": s.snap_beats,
+    }
     if s.pacing == "perceptual":
         plan_travel(s.keyframes, pacing="uniform", **common)  # the keyframe times must be placeable
         return Prepared(track, env, None, n, seconds)
@@ -526,7 +584,9 @@ class _Journey:
     """The keyframes' conditionings, latents and negatives, encoded once, and each segment's
     couplings, computed once; builds the rows of any list of positions."""
 
-    def __init__(self, adapter: Adapter, s: TravelSettings, height: int, width: int, run_dir: Path) -> None:
+    def __init__(
+        self, adapter: Adapter, s: TravelSettings, height: int, width: int, run_dir: Path
+    ) -> None:
         import torch
 
         from whichway.morph import inverted_latent
@@ -544,10 +604,18 @@ class _Journey:
         self.latent = []
         for k, kf in enumerate(s.keyframes):
             if kf.image is not None:
-                self.latent.append(inverted_latent(
-                    adapter, kf.image, kf.prompt, steps=s.inversion_steps or s.steps, guidance=s.inversion_guidance,
-                    height=height, width=width, cache=run_dir / "latents",
-                ))
+                self.latent.append(
+                    inverted_latent(
+                        adapter,
+                        kf.image,
+                        kf.prompt,
+                        steps=s.inversion_steps or s.steps,
+                        guidance=s.inversion_guidance,
+                        height=height,
+                        width=width,
+                        cache=run_dir / "latents",
+                    )
+                )
             else:
                 self.latent.append(adapter.initial_latent(s.seed_of(k), height, width))
         self.method: list[str] = []
@@ -561,12 +629,17 @@ class _Journey:
                 method = "cog"  # real images have their own latents (as morph does)
             self.method.append(method)
             _, cs = conditioning_path(
-                self.cond[k], self.cond[k + 1], torch.zeros(1, dtype=torch.float64), coupling=s.segment_coupling(k),
+                self.cond[k],
+                self.cond[k + 1],
+                torch.zeros(1, dtype=torch.float64),
+                coupling=s.segment_coupling(k),
                 generator=torch.Generator().manual_seed(s.seed_of(k)),
             )
             self.couplings.append(cs)
 
-    def rows(self, positions: Sequence[tuple[int, float]]) -> tuple[Conditioning, Tensor, Conditioning]:
+    def rows(
+        self, positions: Sequence[tuple[int, float]]
+    ) -> tuple[Conditioning, Tensor, Conditioning]:
         """(conditioning, latents (P, C, h, w), negatives with 1 or P rows) of ``positions``."""
         import torch
 
@@ -581,15 +654,21 @@ class _Journey:
         neg: list[Any] = [None] * len(positions)
         for k, index in by_segment.items():
             ts = torch.tensor([positions[i][1] for i in index], dtype=torch.float64)
-            path, _ = conditioning_path(self.cond[k], self.cond[k + 1], ts, couplings=self.couplings[k])
+            path, _ = conditioning_path(
+                self.cond[k], self.cond[k + 1], ts, couplings=self.couplings[k]
+            )
             latents = latent_path(self.latent[k], self.latent[k + 1], ts, method=self.method[k])
             negs = None
             if not self.shared_negative:
-                negs, _ = conditioning_path(self.negative[k], self.negative[k + 1], ts, coupling="clip")
+                negs, _ = conditioning_path(
+                    self.negative[k], self.negative[k + 1], ts, coupling="clip"
+                )
             for j, i in enumerate(index):
                 t = float(ts[j])
                 own = k if t == 0.0 else (k + 1 if t == 1.0 else None)
-                if own is not None:  # a keyframe (k or k + 1, both exist): its own conditioning and latent
+                if (
+                    own is not None
+                ):  # a keyframe (k or k + 1, both exist): its own conditioning and latent
                     cond[i], lat[i], neg[i] = self.cond[own], self.latent[own], self.negative[own]
                 else:
                     cond[i], lat[i] = path.select(j), latents[j]
@@ -602,8 +681,17 @@ class _Renderer:
     """Streams positions through :func:`whichway.render.render_frames` in chunks of whole
     batches (a chunk spans segment boundaries), driving one progress bar for the whole run."""
 
-    def __init__(self, adapter: Adapter, journey: _Journey, s: TravelSettings, height: int, width: int,
-                 n_frames: int, progress: bool, hooks: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        adapter: Adapter,
+        journey: _Journey,
+        s: TravelSettings,
+        height: int,
+        width: int,
+        n_frames: int,
+        progress: bool,
+        hooks: dict[str, Any],
+    ) -> None:
         from tqdm.auto import tqdm
 
         self.adapter, self.journey, self.s = adapter, journey, s
@@ -614,7 +702,9 @@ class _Renderer:
         self.planned = s.batch_size  # the batch size the bar's total was planned with
         self.total = 0
         self.done = 0  # steps finished (a disabled tqdm bar does not count)
-        self.bar = tqdm(total=0, desc=f"travel: {n_frames} frames", unit="step", disable=not progress)
+        self.bar = tqdm(
+            total=0, desc=f"travel: {n_frames} frames", unit="step", disable=not progress
+        )
 
     def set_total(self, steps: int) -> None:
         """Denoising steps of the whole run (done so far included), planned at the current batch
@@ -663,7 +753,7 @@ class _Renderer:
 
         h, w = self.size
         for start in range(0, len(positions), self.chunk):
-            part = positions[start:start + self.chunk]
+            part = positions[start : start + self.chunk]
             cond, latents, negative = self.journey.rows(part)
             base, planned = self.done, self.steps_for(len(part), self.planned)
 
@@ -675,10 +765,23 @@ class _Renderer:
                 self._advance(base + done)
 
             images = render_frames(
-                self.adapter, cond, latents, steps=self.s.steps, guidance=self.s.guidance, height=h, width=w,
-                batch_size=self.batch, negative=negative, progress=False, keep=on_chunk is not None,
-                on_frame=None if on_frame is None else (lambda i, image, start=start: on_frame(start + i, image)),
-                on_step=step, should_stop=self.hooks.get("should_stop"), on_batch_size=self._shrink,
+                self.adapter,
+                cond,
+                latents,
+                steps=self.s.steps,
+                guidance=self.s.guidance,
+                height=h,
+                width=w,
+                batch_size=self.batch,
+                negative=negative,
+                progress=False,
+                keep=on_chunk is not None,
+                on_frame=None
+                if on_frame is None
+                else (lambda i, image, start=start: on_frame(start + i, image)),
+                on_step=step,
+                should_stop=self.hooks.get("should_stop"),
+                on_batch_size=self._shrink,
             )
             if on_chunk is not None:
                 on_chunk(images)
@@ -701,7 +804,9 @@ def _coarse_positions(n_key: int, coarse: int) -> list[tuple[int, float]]:
     return out + [(n_key - 2, 1.0)]
 
 
-def _measure_coarse(renderer: _Renderer, n_key: int, coarse: int, measure: Callable[[Tensor], Tensor]) -> list[tuple[list[float], list[float]]]:
+def _measure_coarse(
+    renderer: _Renderer, n_key: int, coarse: int, measure: Callable[[Tensor], Tensor]
+) -> list[tuple[list[float], list[float]]]:
     """Render the coarse pass chunk by chunk and measure consecutive LPIPS steps across the whole
     journey (never more than a chunk of frames in memory); per segment (knots, steps)."""
     import torch
@@ -719,7 +824,7 @@ def _measure_coarse(renderer: _Renderer, n_key: int, coarse: int, measure: Calla
     renderer.render(positions, on_chunk=measured)
     knots = [j / (coarse - 1) for j in range(coarse)]
     per = coarse - 1
-    return [(knots, steps[k * per:(k + 1) * per]) for k in range(n_key - 1)]
+    return [(knots, steps[k * per : (k + 1) * per]) for k in range(n_key - 1)]
 
 
 def _spread(steps: Sequence[float]) -> float:
@@ -728,7 +833,9 @@ def _spread(steps: Sequence[float]) -> float:
     return (max(steps) - min(steps)) / mean if mean > 0 else 0.0
 
 
-def _measure_frames(paths: Sequence[Path], measure: Callable[[Tensor], Tensor], chunk: int = 32) -> list[float]:
+def _measure_frames(
+    paths: Sequence[Path], measure: Callable[[Tensor], Tensor], chunk: int = 32
+) -> list[float]:
     """LPIPS steps between consecutive frame files, read ``chunk`` at a time."""
     import torch
 
@@ -737,7 +844,7 @@ def _measure_frames(paths: Sequence[Path], measure: Callable[[Tensor], Tensor], 
     out: list[float] = []
     prev = None
     for start in range(0, len(paths), chunk):
-        frames = torch.stack([load_image(p) for p in paths[start:start + chunk]])
+        frames = torch.stack([load_image(p) for p in paths[start : start + chunk]])
         both = frames if prev is None else torch.cat([prev, frames])
         if len(both) > 1:
             out.extend(float(x) for x in measure(both).detach().double().cpu())
@@ -757,20 +864,32 @@ def _segment_record(journey: _Journey, plan: TravelPlan, k: int) -> dict[str, An
     couplings = journey.couplings[k]
     lengths = [0.0] * len(couplings)
     for start in range(0, len(ts) - 1, 128):  # pieces of 129 times, overlapping by one
-        piece = torch.tensor(ts[start:start + 129], dtype=torch.float64)
-        path, _ = conditioning_path(journey.cond[k], journey.cond[k + 1], piece, couplings=couplings)
+        piece = torch.tensor(ts[start : start + 129], dtype=torch.float64)
+        path, _ = conditioning_path(
+            journey.cond[k], journey.cond[k + 1], piece, couplings=couplings
+        )
         for g, cloud in enumerate(path.clouds):
             lengths[g] += float(path_length_w2(cloud.double()))
     groups = []
     for g, c in enumerate(couplings):
-        groups.append({
-            "group": g, "method": c.method, "cost": float(c.cost), "w2_path_length": lengths[g],
-            "tokens_moved": None if c.perm is None else int((c.perm != torch.arange(len(c.perm))).sum()),
-        })
+        groups.append(
+            {
+                "group": g,
+                "method": c.method,
+                "cost": float(c.cost),
+                "w2_path_length": lengths[g],
+                "tokens_moved": None
+                if c.perm is None
+                else int((c.perm != torch.arange(len(c.perm))).sum()),
+            }
+        )
     frames = [i for i, seg in enumerate(plan.segment) if seg == k]
     return {
-        "segment": k, "from": s.keyframes[k].prompt, "to": s.keyframes[k + 1].prompt,
-        "coupling": s.segment_coupling(k), "latent": journey.method[k],
+        "segment": k,
+        "from": s.keyframes[k].prompt,
+        "to": s.keyframes[k + 1].prompt,
+        "coupling": s.segment_coupling(k),
+        "latent": journey.method[k],
         "frames": [plan.keyframe_frames[k], plan.keyframe_frames[k + 1]] if frames else [],
         "couplings": groups,
     }
@@ -828,8 +947,15 @@ def run_travel(
     if not isinstance(s.batch_size, int):  # "auto" / None: what the memory estimate fits
         from whichway.models.memory import resolve_batch_size
 
-        s = replace(s, batch_size=resolve_batch_size(s.batch_size, adapter, prep.n_frames, height, width, s.guidance))
-    record = with_runtime({**s.record(), "height": height, "width": width, "model": adapter.model_id}, adapter)
+        s = replace(
+            s,
+            batch_size=resolve_batch_size(
+                s.batch_size, adapter, prep.n_frames, height, width, s.guidance
+            ),
+        )
+    record = with_runtime(
+        {**s.record(), "height": height, "width": width, "model": adapter.model_id}, adapter
+    )
     previous = previous_run(run_dir, record, _PRESENTATION_KEYS)
     n = prep.n_frames
     names = [f"{FRAMES_DIR}/{frame_name(i)}" for i in range(n)]
@@ -844,10 +970,17 @@ def run_travel(
         **adapter.describe(),
         "settings": record,
         "keyframes": [kf.record() for kf in s.keyframes],
-        "audio": None if prep.audio is None else {
-            "path": str(prep.audio.path), "sha256": prep.audio.sha256, "start": s.audio_start,
-            "duration_used": n / s.fps, "track_duration": prep.audio.duration, "feature": s.audio_feature,
-            "floor": s.audio_floor, "snap_beats": s.snap_beats,
+        "audio": None
+        if prep.audio is None
+        else {
+            "path": str(prep.audio.path),
+            "sha256": prep.audio.sha256,
+            "start": s.audio_start,
+            "duration_used": n / s.fps,
+            "track_duration": prep.audio.duration,
+            "feature": s.audio_feature,
+            "floor": s.audio_floor,
+            "snap_beats": s.snap_beats,
         },
         "versions": library_versions,
         "status": "running",
@@ -872,7 +1005,11 @@ def run_travel(
             measure = meter.distances if hasattr(meter, "distances") else meter
             old = (previous or {}).get("perceptual") or {}
             # the coarse pass's distances are kept only if the same meter measured them
-            if old.get("coarse") == s.coarse and old.get("meter") == _meter_name(meter) and old.get("distances"):
+            if (
+                old.get("coarse") == s.coarse
+                and old.get("meter") == _meter_name(meter)
+                and old.get("distances")
+            ):
                 measured = [(list(a), list(b)) for a, b in old["distances"]]
             else:
                 coarse_frames = len(_coarse_positions(len(s.keyframes), s.coarse))
@@ -887,20 +1024,34 @@ def run_travel(
             if s.pacing == "perceptual":
                 assert measured is not None
                 plan = plan_travel(
-                    s.keyframes, fps=s.fps, seconds=prep.seconds, frames_per_segment=s.frames_per_segment,
-                    pacing="perceptual", audio=prep.envelope, audio_start=s.audio_start, snap_beats=s.snap_beats,
+                    s.keyframes,
+                    fps=s.fps,
+                    seconds=prep.seconds,
+                    frames_per_segment=s.frames_per_segment,
+                    pacing="perceptual",
+                    audio=prep.envelope,
+                    audio_start=s.audio_start,
+                    snap_beats=s.snap_beats,
                     distances=measured,
                 )
-                info["perceptual"] = {"coarse": s.coarse, "meter": _meter_name(meter),
-                                      "distances": [[a, b] for a, b in measured]}
+                info["perceptual"] = {
+                    "coarse": s.coarse,
+                    "meter": _meter_name(meter),
+                    "distances": [[a, b] for a, b in measured],
+                }
             assert plan is not None
             info["plan"] = plan.record()
             info["frames"] = names
             old_plan = (previous or {}).get("plan") or {}
             old_pos = list(zip(old_plan.get("segment", []), old_plan.get("t", [])))
             todo = [
-                i for i in range(n)
-                if not (i < len(old_pos) and tuple(old_pos[i]) == plan.position(i) and (frames_dir / frame_name(i)).is_file())
+                i
+                for i in range(n)
+                if not (
+                    i < len(old_pos)
+                    and tuple(old_pos[i]) == plan.position(i)
+                    and (frames_dir / frame_name(i)).is_file()
+                )
             ]
             for i in todo:  # nothing on disk disagrees with the run.json written next
                 (frames_dir / frame_name(i)).unlink(missing_ok=True)
@@ -944,15 +1095,24 @@ def run_travel(
         assert measured is not None and measure is not None
         before = [x for _, steps in measured for x in steps]
         old_after = ((previous or {}).get("perceptual") or {}).get("steps_after")
-        if rendered == 0 and old_after is not None and len(old_after) == len(frames) - 1 and (
-            (previous or {}).get("perceptual", {}).get("meter") == _meter_name(meter)
+        if (
+            rendered == 0
+            and old_after is not None
+            and len(old_after) == len(frames) - 1
+            and ((previous or {}).get("perceptual", {}).get("meter") == _meter_name(meter))
         ):
-            after = list(old_after)  # the same frames as the run that measured them: nothing to redo
+            after = list(
+                old_after
+            )  # the same frames as the run that measured them: nothing to redo
         else:
             after = _measure_frames(frames, measure)
         spread = {"before": _spread(before), "after": _spread(after)}
-        info["perceptual"].update(steps_before=before, steps_after=after, spread_before=spread["before"],
-                                  spread_after=spread["after"])
+        info["perceptual"].update(
+            steps_before=before,
+            steps_after=after,
+            spread_before=spread["before"],
+            spread_after=spread["after"],
+        )
 
     # strip: the keyframes, then a sample of frames
     def picture(i: int) -> Image.Image:
@@ -964,36 +1124,77 @@ def run_travel(
     blank = Image.new("RGB", picture(0).size, "white")
     keys = [picture(i) for i in plan.keyframe_frames]
     images = keys + [blank] * (columns - len(keys)) + [picture(i) for i in sample]
-    labels = [f"K{k + 1} {i / s.fps:.2f}s" for k, i in enumerate(plan.keyframe_frames)]  # prompts: run.json
+    labels = [
+        f"K{k + 1} {i / s.fps:.2f}s" for k, i in enumerate(plan.keyframe_frames)
+    ]  # prompts: run.json
     labels += [""] * (columns - len(keys)) + [f"{i / s.fps:.2f}s" for i in sample]
     strip = run_dir / "strip.png"
     write_atomic(strip, labelled_grid(images, labels, columns=columns).save)
 
     video = None
     if s.format == "mp4":
-        video = write_video(frames_dir, run_dir / f"{VIDEO_NAME}.mp4", fps=s.fps, audio=s.audio, audio_start=s.audio_start)
+        video = write_video(
+            frames_dir,
+            run_dir / f"{VIDEO_NAME}.mp4",
+            fps=s.fps,
+            audio=s.audio,
+            audio_start=s.audio_start,
+        )
     elif s.format is not None:
-        video = write_animation([picture(i) for i in range(n)], run_dir / f"{VIDEO_NAME}.{s.format}", fps=s.fps)
+        video = write_animation(
+            [picture(i) for i in range(n)], run_dir / f"{VIDEO_NAME}.{s.format}", fps=s.fps
+        )
     info.update(status="done", strip=strip.name, video=None if video is None else video.name)
     write_json_atomic(run_dir / RUN_FILE, info)
-    return TravelResult(run_dir, plan, frames, strip, video, tuple(info["segments"]), rendered, spread)
+    return TravelResult(
+        run_dir, plan, frames, strip, video, tuple(info["segments"]), rendered, spread
+    )
 
 
 # --- schedules ----------------------------------------------------------------------------------
 
 SCHEDULE_KEYS = (
-    "fps", "seconds", "frames_per_segment", "pacing", "coupling", "latent", "seed", "steps", "guidance",
-    "height", "width", "negative_prompt", "inversion_steps", "inversion_guidance", "audio", "audio_start",
-    "audio_feature", "audio_floor", "snap_beats", "coarse", "batch_size", "format", "keyframe", "prompts",
+    "fps",
+    "seconds",
+    "frames_per_segment",
+    "pacing",
+    "coupling",
+    "latent",
+    "seed",
+    "steps",
+    "guidance",
+    "height",
+    "width",
+    "negative_prompt",
+    "inversion_steps",
+    "inversion_guidance",
+    "audio",
+    "audio_start",
+    "audio_feature",
+    "audio_floor",
+    "snap_beats",
+    "coarse",
+    "batch_size",
+    "format",
+    "keyframe",
+    "prompts",
 )
 """Valid top-level keys of a schedule file: settings, then ``[[keyframe]]`` or ``[prompts]``."""
 KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "coupling", "latent")
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("fps", "seconds", "guidance", "inversion_guidance", "audio_start", "audio_floor"), (int, float)),
-    **dict.fromkeys(("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse"),
-                    (int,)),
+    **dict.fromkeys(
+        ("fps", "seconds", "guidance", "inversion_guidance", "audio_start", "audio_floor"),
+        (int, float),
+    ),
+    **dict.fromkeys(
+        ("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse"),
+        (int,),
+    ),
     "batch_size": (int, str),
-    **dict.fromkeys(("pacing", "coupling", "latent", "negative_prompt", "audio", "audio_feature", "format"), (str,)),
+    **dict.fromkeys(
+        ("pacing", "coupling", "latent", "negative_prompt", "audio", "audio_feature", "format"),
+        (str,),
+    ),
     "snap_beats": (bool,),
 }
 """Valid keys of one ``[[keyframe]]`` entry (``at`` in seconds or ``frame``, not both)."""
@@ -1077,7 +1278,9 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"could not read schedule {str(p)!r}: {exc}") from exc
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"schedule {str(p)!r} is not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}") from exc
+        raise ValueError(
+            f"schedule {str(p)!r} is not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}"
+        ) from exc
     if not isinstance(data, dict):
         raise ValueError(f"schedule {str(p)!r} must be a table of settings and keyframes")  # noqa: TRY004
     if data and all(str(k).strip().isdigit() for k in data):
@@ -1090,15 +1293,21 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
             what = {int: "an integer", str: "text", bool: "true or false"}.get(kinds[0], "a number")
             raise ValueError(f"schedule {p.name}: {key} must be {what}, got {value!r}")
     if "keyframe" in data and "prompts" in data:
-        raise ValueError(f"schedule {p.name}: give [[keyframe]] tables or a [prompts] table, not both")
+        raise ValueError(
+            f"schedule {p.name}: give [[keyframe]] tables or a [prompts] table, not both"
+        )
     entries: list[dict[str, Any]] = []
     if "prompts" in data:
         table = data["prompts"]
         if not isinstance(table, dict):
-            raise ValueError(f"schedule {p.name}: [prompts] must map frame numbers to prompts, e.g. 0 = \"a cat\"")
+            raise ValueError(
+                f'schedule {p.name}: [prompts] must map frame numbers to prompts, e.g. 0 = "a cat"'
+            )
         for key, prompt in table.items():
             if not str(key).strip().isdigit():
-                raise ValueError(f"schedule {p.name}: [prompts] keys must be frame numbers, got {key!r}")
+                raise ValueError(
+                    f"schedule {p.name}: [prompts] keys must be frame numbers, got {key!r}"
+                )
             entries.append({"prompt": prompt, "frame": int(str(key).strip())})
         entries.sort(key=lambda e: e["frame"])
     elif "keyframe" in data:
@@ -1110,13 +1319,21 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
             if "prompt" not in entry:
                 raise ValueError(f"schedule {p.name}: keyframe {k + 1} has no prompt")
             if "at" in entry and "frame" in entry:
-                raise ValueError(f"schedule {p.name}: keyframe {k + 1} gives both at (seconds) and frame; keep one")
+                raise ValueError(
+                    f"schedule {p.name}: keyframe {k + 1} gives both at (seconds) and frame; keep one"
+                )
             frame = entry.get("frame")
-            if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
-                raise ValueError(f"schedule {p.name}: keyframe {k + 1} frame must be an integer >= 0, got {frame!r}")
+            if frame is not None and (
+                isinstance(frame, bool) or not isinstance(frame, int) or frame < 0
+            ):
+                raise ValueError(
+                    f"schedule {p.name}: keyframe {k + 1} frame must be an integer >= 0, got {frame!r}"
+                )
             entries.append(dict(entry))
     else:
-        raise ValueError(f"schedule {p.name} has no keyframes: add [[keyframe]] tables or a [prompts] table")
+        raise ValueError(
+            f"schedule {p.name} has no keyframes: add [[keyframe]] tables or a [prompts] table"
+        )
     for entry in entries:
         if isinstance(entry.get("image"), str):
             entry["image"] = str((p.parent / entry["image"]).expanduser())

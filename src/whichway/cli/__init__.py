@@ -71,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from whichway.cli._options import check_model_options
 
-        check_model_options(args)  # runtime flags against the model folder, before any command imports torch
+        check_model_options(
+            args
+        )  # runtime flags against the model folder, before any command imports torch
         return int(args.func(args) or 0)
     except (CLIError, ValueError, OSError) as exc:
         # one line, whatever the exception carried (OSError: permissions, full disk, rescued output)

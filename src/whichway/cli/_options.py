@@ -23,7 +23,10 @@ model is known)."""
 
 
 def add_model_options(
-    parser: argparse.ArgumentParser, *, model_default: str | None = DEFAULT_MODEL, runtime: bool = True
+    parser: argparse.ArgumentParser,
+    *,
+    model_default: str | None = DEFAULT_MODEL,
+    runtime: bool = True,
 ) -> None:
     """--model, --device, --dtype, --variant, and the runtime options (:func:`add_runtime_options`;
     not with ``runtime=False``). ``model_default=None``: no model unless one is named."""
@@ -35,7 +38,9 @@ def add_model_options(
         f"Flux); default {model_default or 'none'}. Fast on a CPU: "
         "stabilityai/sd-turbo with --steps 1 --guidance 0",
     )
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    group.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)"
+    )
     group.add_argument(
         "--dtype",
         default=None,
@@ -53,7 +58,11 @@ def load_model(args: argparse.Namespace) -> Any:
     from whichway.models import load_adapter
 
     return load_adapter(
-        args.model, device=args.device, dtype=args.dtype, variant=args.variant, runtime=runtime_options(args)
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        variant=args.variant,
+        runtime=runtime_options(args),
     )
 
 
@@ -71,15 +80,24 @@ def add_generation_options(
     gen = parser.add_argument_group("generation")
     gen.add_argument("--steps", type=int, default=steps, help=f"denoising steps (default {steps})")
     gen.add_argument(
-        "--guidance", type=float, default=guidance, help=f"classifier-free guidance scale (default {guidance:g})"
+        "--guidance",
+        type=float,
+        default=guidance,
+        help=f"classifier-free guidance scale (default {guidance:g})",
     )
-    gen.add_argument("--height", type=int, default=None, help="pixels, a multiple of 8 (default: the model's)")
-    gen.add_argument("--width", type=int, default=None, help="pixels, a multiple of 8 (default: the model's)")
+    gen.add_argument(
+        "--height", type=int, default=None, help="pixels, a multiple of 8 (default: the model's)"
+    )
+    gen.add_argument(
+        "--width", type=int, default=None, help="pixels, a multiple of 8 (default: the model's)"
+    )
     if negative:
         gen.add_argument("--negative-prompt", default=None)
     if batch_size:
         gen.add_argument(
-            "--batch-size", type=parse_batch_size, default=None,
+            "--batch-size",
+            type=parse_batch_size,
+            default=None,
             help="frames per denoiser batch, or auto: the largest the memory estimate fits, halved on "
             "an out-of-memory error (default: auto on a GPU, 4 on a CPU)",
         )
@@ -92,7 +110,10 @@ def add_path_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     Returns the group so a command can add its own path options to it."""
     path = parser.add_argument_group("path")
     path.add_argument(
-        "--coupling", default="ot", choices=("ot", "clip", "random"), help="token pairing (default ot)"
+        "--coupling",
+        default="ot",
+        choices=("ot", "clip", "random"),
+        help="token pairing (default ot)",
     )
     path.add_argument(
         "--latent",
@@ -124,13 +145,20 @@ def add_output_options(
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help=out_help)
     out.add_argument(
-        "--format", default=default_format, choices=tuple(formats), help=f"animation (default {default_format})"
+        "--format",
+        default=default_format,
+        choices=tuple(formats),
+        help=f"animation (default {default_format})",
     )
     if pingpong:
-        out.add_argument("--pingpong", action="store_true", help="loop the animation forth and back")
+        out.add_argument(
+            "--pingpong", action="store_true", help="loop the animation forth and back"
+        )
     out.add_argument("--fps", type=float, default=fps, help=f"frames per second (default {fps:g})")
     if score:
-        out.add_argument("--no-score", action="store_true", help="skip the PPL/smoothness summary at the end")
+        out.add_argument(
+            "--no-score", action="store_true", help="skip the PPL/smoothness summary at the end"
+        )
     out.add_argument(
         "--lpips-random-backbone",
         action="store_true",
@@ -145,7 +173,9 @@ def parse_floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
 
 
 def parse_ints(text: str) -> tuple[int, ...]:
@@ -153,7 +183,9 @@ def parse_ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 # --- checks that need no model ------------------------------------------------------------------
@@ -185,7 +217,9 @@ def _writable_parent(path: Path, what: str) -> None:
     if not probe.is_dir():
         raise ValueError(f"cannot create {what} {path}: {probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {what} {path}: {probe} is not writable; choose another --out")
+        raise ValueError(
+            f"cannot write {what} {path}: {probe} is not writable; choose another --out"
+        )
 
 
 def check_out_dir(path: str | os.PathLike[str]) -> Path:
@@ -256,7 +290,9 @@ def check_size(name: str, value: int | None, multiple: int = SIZE_MULTIPLE) -> i
     default, passes)."""
     if value is not None and (value <= 0 or value % multiple):
         nearest = max(multiple, round(value / multiple) * multiple)
-        raise ValueError(f"{name} must be a positive multiple of {multiple}, got {value} (e.g. {nearest})")
+        raise ValueError(
+            f"{name} must be a positive multiple of {multiple}, got {value} (e.g. {nearest})"
+        )
     return value
 
 
@@ -267,11 +303,15 @@ def check_seed(name: str, value: int | None) -> int | None:
     return value
 
 
-def check_seeds(name: str, values: Sequence[int], *, minimum: int = 1, distinct: bool = False) -> tuple[int, ...]:
+def check_seeds(
+    name: str, values: Sequence[int], *, minimum: int = 1, distinct: bool = False
+) -> tuple[int, ...]:
     """A list of seeds: at least ``minimum`` of them, each valid, all different when ``distinct``."""
     values = tuple(values)
     if len(values) < minimum:
-        raise ValueError(f"{name} needs at least {minimum} seeds, got {len(values)} ({','.join(map(str, values))})")
+        raise ValueError(
+            f"{name} needs at least {minimum} seeds, got {len(values)} ({','.join(map(str, values))})"
+        )
     for v in values:
         check_seed(f"each of {name}", v)
     if distinct and len(set(values)) != len(values):
@@ -296,12 +336,16 @@ def check_t_values(t: Sequence[float], *, name: str = "--t", minimum: int = 2) -
     return t
 
 
-def check_animation_format(fmt: str | None, formats: Sequence[str] = ANIMATION_FORMATS) -> str | None:
+def check_animation_format(
+    fmt: str | None, formats: Sequence[str] = ANIMATION_FORMATS
+) -> str | None:
     """An animation format (``None`` or ``"none"`` = no animation, passes)."""
     if fmt is None or fmt == "none":
         return None
     if fmt not in formats:
-        raise ValueError(f"unknown animation format {fmt!r}; valid choices are: {', '.join(formats)}, none")
+        raise ValueError(
+            f"unknown animation format {fmt!r}; valid choices are: {', '.join(formats)}, none"
+        )
     return fmt
 
 
@@ -358,8 +402,12 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
         "component at a time, sequential = one layer at a time (least memory, slowest); needs a "
         "GPU (default none)",
     )
-    group.add_argument("--vae-tiling", action="store_true", help="decode the VAE in tiles (large images)")
-    group.add_argument("--vae-slicing", action="store_true", help="decode the VAE one image at a time")
+    group.add_argument(
+        "--vae-tiling", action="store_true", help="decode the VAE in tiles (large images)"
+    )
+    group.add_argument(
+        "--vae-slicing", action="store_true", help="decode the VAE one image at a time"
+    )
     group.add_argument(
         "--vae",
         default=None,
@@ -451,7 +499,9 @@ def parse_batch_size(text: str) -> int | str:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'auto', got {text!r}"
+        ) from None
     return value  # < 1 is refused by check_generation, with the one-line message of every check
 
 
@@ -465,7 +515,13 @@ def print_run_estimate(adapter: Any, args: argparse.Namespace, frames: int) -> N
     from whichway.models.timing import estimate_run_time
 
     estimate = estimate_run_time(
-        adapter, frames, args.steps, args.guidance, args.height, args.width, getattr(args, "batch_size", None)
+        adapter,
+        frames,
+        args.steps,
+        args.guidance,
+        args.height,
+        args.width,
+        getattr(args, "batch_size", None),
     )
     print(estimate.message, flush=True)
     if estimate.hint:

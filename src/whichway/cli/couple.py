@@ -54,7 +54,9 @@ def register(subparsers: Any) -> None:
         default=None,
         help="size of the random clouds when no file or model is given (default 77 768)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random clouds and coupling")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random clouds and coupling"
+    )
     parser.add_argument(
         "--steps", type=int, default=11, help="number of path times t in [0, 1] (default 11)"
     )
@@ -93,7 +95,9 @@ def _load_embeddings(path: Path) -> tuple[Any, Any]:
         if value.ndim == 3 and value.shape[0] == 1:
             value = value[0]
         if value.ndim != 2:
-            raise ValueError(f"array {key!r} in {path} must be (n, d), got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"array {key!r} in {path} must be (n, d), got shape {tuple(value.shape)}"
+            )
         clouds.append(value.to(torch.float64))  # analysis in float64; files may mix dtypes
     return clouds[0], clouds[1]
 
@@ -160,12 +164,16 @@ def check_args(args: argparse.Namespace) -> None:
     if args.embeddings is not None:
         check_input_file(args.embeddings, "--embeddings")
         if args.embeddings.suffix.lower() not in _EMBEDDING_SUFFIXES:
-            raise ValueError(f"unknown embedding file type {args.embeddings.suffix!r}; valid choices are: "
-                             f"{', '.join(_EMBEDDING_SUFFIXES)}")
+            raise ValueError(
+                f"unknown embedding file type {args.embeddings.suffix!r}; valid choices are: "
+                f"{', '.join(_EMBEDDING_SUFFIXES)}"
+            )
     if args.model is not None and len(args.prompts) != 2:
         raise CLIError("--model needs two prompts: whichway couple 'prompt A' 'prompt B' --model M")
     if args.random is not None and min(args.random) < 1:
-        raise ValueError(f"--random N D needs N >= 1 and D >= 1, got {args.random[0]} {args.random[1]}")
+        raise ValueError(
+            f"--random N D needs N >= 1 and D >= 1, got {args.random[0]} {args.random[1]}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,7 +213,11 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if args.json:
-        print(json.dumps({"prompts": list(args.prompts), "steps": args.steps, "groups": report}, indent=2))
+        print(
+            json.dumps(
+                {"prompts": list(args.prompts), "steps": args.steps, "groups": report}, indent=2
+            )
+        )
         return 0
     if args.prompts:
         print(f"A: {args.prompts[0]!r}\nB: {args.prompts[1]!r}")

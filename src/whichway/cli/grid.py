@@ -43,8 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="grid over two coordinates of the COG subspace spanned by K >= 2 seeds' latents",
     )
     s.add_argument("prompt", metavar="PROMPT")
-    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds spanning the subspace (default 0,1,2)")
-    s.add_argument("--axes", default="0,1", help="the two subspace coordinates on the grid's axes (default 0,1)")
+    s.add_argument(
+        "--seeds",
+        default="0,1,2",
+        help="comma-separated seeds spanning the subspace (default 0,1,2)",
+    )
+    s.add_argument(
+        "--axes",
+        default="0,1",
+        help="the two subspace coordinates on the grid's axes (default 0,1)",
+    )
     _common(s)
     s.set_defaults(func=run_seeds)
     q = kinds.add_parser(
@@ -66,8 +74,13 @@ def _ints(text: str, what: str) -> list[int]:
 
 def _render_options(args: argparse.Namespace) -> dict:
     return {
-        "size": args.size, "steps": args.steps, "guidance": args.guidance, "height": args.height,
-        "width": args.width, "batch_size": args.batch_size, "negative_prompt": args.negative_prompt,
+        "size": args.size,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "height": args.height,
+        "width": args.width,
+        "batch_size": args.batch_size,
+        "negative_prompt": args.negative_prompt,
         "progress": not args.quiet,
     }
 
@@ -83,14 +96,18 @@ def run_seeds(args: argparse.Namespace) -> int:
     seeds = check_seeds("--seeds", _ints(args.seeds, "--seeds"), minimum=2, distinct=True)
     axes = _ints(args.axes, "--axes")
     if len(axes) != 2 or not all(0 <= a < len(seeds) for a in axes) or axes[0] == axes[1]:
-        raise ValueError(f"--axes needs two different coordinates in 0..{len(seeds) - 1}, got {args.axes!r}")
+        raise ValueError(
+            f"--axes needs two different coordinates in 0..{len(seeds) - 1}, got {args.axes!r}"
+        )
     out = _check_common(args)
 
     from whichway.grid import seed_grid
 
     adapter = load_model(args)
     print_run_estimate(adapter, args, args.size * args.size)
-    result = seed_grid(adapter, args.prompt, seeds, out, axes=(axes[0], axes[1]), **_render_options(args))
+    result = seed_grid(
+        adapter, args.prompt, seeds, out, axes=(axes[0], axes[1]), **_render_options(args)
+    )
     print(f"wrote {result.image} ({args.size}x{args.size} cells over seeds {list(seeds)})")
     return 0
 

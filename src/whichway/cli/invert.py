@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
 
         logging.getLogger("whichway.invert").warning(
             "inversion is the exact inverse of %s, so it and --check use %s; --sampler %s is not used",
-            adapter.inversion_sampler, adapter.inversion_sampler, adapter.sampler,
+            adapter.inversion_sampler,
+            adapter.inversion_sampler,
+            adapter.sampler,
         )
     if hasattr(adapter, "inversion_refine"):
         adapter.inversion_refine = args.refine
@@ -167,7 +169,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if adapter.runtime is not None:
         metadata["runtime"] = json.dumps(adapter.runtime.describe())
-    write_atomic(out, lambda tmp: save_latent(latent, tmp, metadata))  # a finished inversion is never lost
+    write_atomic(
+        out, lambda tmp: save_latent(latent, tmp, metadata)
+    )  # a finished inversion is never lost
     std = float(latent.std())
     print(f"latent {tuple(latent.shape)} (std {std:.3f}) of {args.image} saved to {out}")
 

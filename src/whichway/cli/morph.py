@@ -43,8 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     path = add_path_options(p)
     when = path.add_mutually_exclusive_group()
-    when.add_argument("--frames", type=int, default=11, help="number of equally spaced frames (default 11)")
-    when.add_argument("--t", type=parse_floats, default=None, help="explicit times, e.g. 0,0.1,0.5,1")
+    when.add_argument(
+        "--frames", type=int, default=11, help="number of equally spaced frames (default 11)"
+    )
+    when.add_argument(
+        "--t", type=parse_floats, default=None, help="explicit times, e.g. 0,0.1,0.5,1"
+    )
     path.add_argument(
         "--spacing",
         default="uniform",
@@ -52,20 +56,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="perceptual: render a coarse pass and re-space t so consecutive frames are equally far "
         "apart in LPIPS (needs the metrics extra)",
     )
-    path.add_argument("--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)")
+    path.add_argument(
+        "--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)"
+    )
     gen = add_generation_options(p)
-    gen.add_argument("--image-a", default=None, help="real image for prompt A (inverted; latents combined with COG)")
+    gen.add_argument(
+        "--image-a",
+        default=None,
+        help="real image for prompt A (inverted; latents combined with COG)",
+    )
     gen.add_argument("--image-b", default=None, help="real image for prompt B")
     gen.add_argument(
-        "--inversion-steps", type=int, default=None,
+        "--inversion-steps",
+        type=int,
+        default=None,
         help="inversion steps for --image-a/--image-b (default: --steps, needed for exact end frames)",
     )
     gen.add_argument(
-        "--inversion-guidance", type=float, default=1.0,
+        "--inversion-guidance",
+        type=float,
+        default=1.0,
         help="guidance while inverting (default 1.0; the end frames reproduce the images when "
         "--guidance equals it)",
     )
-    add_output_options(p, out_help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)")
+    add_output_options(
+        p, out_help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)"
+    )
     p.set_defaults(func=run)
 
 
@@ -76,12 +92,16 @@ def check_args(args: argparse.Namespace) -> Path:
     if args.t is not None:
         check_t_values(args.t)
     elif args.frames < 2:
-        raise ValueError(f"--frames must be >= 2 (a morph needs at least 2 frames), got {args.frames}")
+        raise ValueError(
+            f"--frames must be >= 2 (a morph needs at least 2 frames), got {args.frames}"
+        )
     check_seed("--seed", args.seed)
     check_seed("--seed-b", args.seed_b)
     check_animation_format(args.format)
     if (args.image_a is None) != (args.image_b is None):
-        raise ValueError("give both --image-a and --image-b (a real-image morph inverts both), or neither")
+        raise ValueError(
+            "give both --image-a and --image-b (a real-image morph inverts both), or neither"
+        )
     check_input_image(args.image_a, "--image-a")
     check_input_image(args.image_b, "--image-b")
     check_at_least("--inversion-steps", args.inversion_steps, 1)
@@ -94,8 +114,10 @@ def check_args(args: argparse.Namespace) -> Path:
         for name in ("height", "width"):
             value = getattr(args, name)
             if value is not None and value < LPIPS_MIN_SIDE:
-                raise ValueError(f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
-                                 f"{LPIPS_MIN_SIDE}, got {value}")
+                raise ValueError(
+                    f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
+                    f"{LPIPS_MIN_SIDE}, got {value}"
+                )
     out = args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}"
     return check_out_dir(out)
 
@@ -135,7 +157,9 @@ def run(args: argparse.Namespace) -> int:
     adapter = load_model(args)
     print_run_estimate(adapter, args, len(ts))
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
-    print(f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)")
+    print(
+        f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)"
+    )
     for c in result.couplings:
         print(
             f"  token group {c['group']}: {c['method']} coupling cost {c['cost']:.4g}, "
@@ -207,17 +231,25 @@ def _summary_meter(args: argparse.Namespace):
         if args.lpips_random_backbone:
             return LPIPSPath("alex", pretrained_backbone=False)
         if not backbone_weights_cached("alex") and has_marker(_NO_WEIGHTS):
-            log.debug("no PPL summary: LPIPS backbone weights not cached (a download failed before)")
+            log.debug(
+                "no PPL summary: LPIPS backbone weights not cached (a download failed before)"
+            )
             return None
         return LPIPSPath("alex", pretrained_backbone=True)
     except ImportError as exc:
         if first_time(_NO_EXTRA):
-            log.warning("no PPL summary: the metrics extra is not installed (%s); pip install 'whichway[metrics]' "
-                        "(shown once)", exc.name)
+            log.warning(
+                "no PPL summary: the metrics extra is not installed (%s); pip install 'whichway[metrics]' "
+                "(shown once)",
+                exc.name,
+            )
     except FileNotFoundError:  # WeightsUnavailableError: not cached, download failed
         if first_time(_NO_WEIGHTS):
-            log.warning("no PPL summary: LPIPS weights %s not cached and not downloadable; see `whichway score "
-                        "--help` (shown once)", backbone_weights_file("alex"))
+            log.warning(
+                "no PPL summary: LPIPS weights %s not cached and not downloadable; see `whichway score "
+                "--help` (shown once)",
+                backbone_weights_file("alex"),
+            )
     return None
 
 

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Measure the LPIPS distance between consecutive frames of a `whichway morph` run (or of "
             "any folder of same-size frames, sorted by name, taken as uniform in t) and report "
             "PPL = sum_k d_k, the StyleGAN-style sum_k d_k / dt_k^2, smoothness = 1 - Gini(d), "
-            "consistency = mean(d) and the largest step. A run's run.json gets them under \"metrics\"."
+            'consistency = mean(d) and the largest step. A run\'s run.json gets them under "metrics".'
         ),
         epilog=(
             "LPIPS weights: the linear heads ship with the lpips package; the backbone's ImageNet "
@@ -26,9 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "only: values not comparable)."
         ),
     )
-    p.add_argument("path", metavar="FRAMES_DIR_OR_RUN", help="run directory (with run.json) or folder of frames")
-    p.add_argument("--net", default="alex", choices=("alex", "vgg"), help="LPIPS backbone (default alex)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    p.add_argument(
+        "path",
+        metavar="FRAMES_DIR_OR_RUN",
+        help="run directory (with run.json) or folder of frames",
+    )
+    p.add_argument(
+        "--net", default="alex", choices=("alex", "vgg"), help="LPIPS backbone (default alex)"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="frames per backbone pass (default 8)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument(
@@ -51,9 +59,16 @@ def _table(metrics: dict) -> str:
     ]
     for c in metrics.get("couplings", []):
         if isinstance(c, dict) and "cost" in c:
-            rows.append((f"coupling cost (group {c.get('group', 0)}, {c.get('method', '?')})", f"{c['cost']:.4g}"))
+            rows.append(
+                (
+                    f"coupling cost (group {c.get('group', 0)}, {c.get('method', '?')})",
+                    f"{c['cost']:.4g}",
+                )
+            )
             if c.get("w2_path_length") is not None:
-                rows.append((f"W2 path length (group {c.get('group', 0)})", f"{c['w2_path_length']:.4g}"))
+                rows.append(
+                    (f"W2 path length (group {c.get('group', 0)})", f"{c['w2_path_length']:.4g}")
+                )
     lp = metrics["lpips"]
     backbone = "pretrained" if lp["pretrained_backbone"] else "RANDOM (not comparable)"
     width = max(len(k) for k, _ in rows)
@@ -76,12 +91,18 @@ def check_args(args: argparse.Namespace) -> None:
     check_at_least("--batch-size", args.batch_size, 1)
     files, _, record = find_frames(args.path)  # FileNotFoundError / ValueError naming the path
     if len(files) < 2:
-        raise ValueError(f"{args.path} holds {len(files)} frame(s); a path needs at least 2 ({', '.join(FRAME_SUFFIXES)})")
+        raise ValueError(
+            f"{args.path} holds {len(files)} frame(s); a path needs at least 2 ({', '.join(FRAME_SUFFIXES)})"
+        )
     root = Path(args.path)
-    if record is not None and not args.no_write and not (
-        os.access(root / "run.json", os.W_OK) and os.access(root, os.W_OK | os.X_OK)
+    if (
+        record is not None
+        and not args.no_write
+        and not (os.access(root / "run.json", os.W_OK) and os.access(root, os.W_OK | os.X_OK))
     ):
-        raise ValueError(f"cannot update {root / 'run.json'} (not writable); pass --no-write to only print the metrics")
+        raise ValueError(
+            f"cannot update {root / 'run.json'} (not writable); pass --no-write to only print the metrics"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,23 +24,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
     for study in STUDIES:
-        sp = studies.add_parser(study, help=f"the {study} study",
-                                description=f"Run, resume, verify or report the {study} study.")
+        sp = studies.add_parser(
+            study,
+            help=f"the {study} study",
+            description=f"Run, resume, verify or report the {study} study.",
+        )
         actions = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
 
         run = actions.add_parser("run", help="run or resume a study from a config file")
         run.add_argument("config", metavar="CONFIG", help="study config (TOML); `init` writes one")
-        run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a setting, e.g. --set render.steps=20 --set pairs.n_per_group=10")
-        run.add_argument("--executor", choices=("local", "ray"), default=None,
-                         help="local (in-process, default) or ray (one model per actor)")
-        run.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-        run.add_argument("--workers", type=int, default=None,
-                         help="Ray actors (default: one per GPU, or 1 without GPUs)")
-        run.add_argument("--out", default=None, metavar="RUN_DIR",
-                         help="run directory (default: ./study-<study>-<config name>)")
+        run.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a setting, e.g. --set render.steps=20 --set pairs.n_per_group=10",
+        )
+        run.add_argument(
+            "--executor",
+            choices=("local", "ray"),
+            default=None,
+            help="local (in-process, default) or ray (one model per actor)",
+        )
+        run.add_argument(
+            "--address", default=None, help="Ray cluster address (default: start a local Ray)"
+        )
+        run.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="Ray actors (default: one per GPU, or 1 without GPUs)",
+        )
+        run.add_argument(
+            "--out",
+            default=None,
+            metavar="RUN_DIR",
+            help="run directory (default: ./study-<study>-<config name>)",
+        )
         run.add_argument("--no-progress", action="store_true", help="no progress bar")
-        run.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+        run.add_argument(
+            "--no-report", action="store_true", help="do not write the report at the end"
+        )
         run.set_defaults(func=_run)
 
         rep = actions.add_parser("report", help="write the Markdown/CSV/PNG report of a run")
@@ -48,18 +73,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         rep.set_defaults(func=_report)
 
         ver = actions.add_parser(
-            "verify", help="check a run's results files: complete, missing and damaged units",
-            description=("Read every results file of a run directory and check it against its recorded "
-                         "SHA-256 (and the cached latents of a latent study). Prints what is complete, "
-                         "missing and damaged; exits 0 only when the run is complete, 1 otherwise. "
-                         "Only reads: running the study again sets damaged files aside and "
-                         "computes their units again."))
+            "verify",
+            help="check a run's results files: complete, missing and damaged units",
+            description=(
+                "Read every results file of a run directory and check it against its recorded "
+                "SHA-256 (and the cached latents of a latent study). Prints what is complete, "
+                "missing and damaged; exits 0 only when the run is complete, 1 otherwise. "
+                "Only reads: running the study again sets damaged files aside and "
+                "computes their units again."
+            ),
+        )
         ver.add_argument("run_dir", metavar="RUN_DIR")
         ver.set_defaults(func=_verify)
 
         init = actions.add_parser("init", help="write a config file with every default setting")
         init.add_argument("config", metavar="CONFIG", help="path of the TOML file to write")
-        init.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        init.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE"
+        )
         init.add_argument("--force", action="store_true", help="overwrite an existing file")
         init.set_defaults(func=_init)
 
@@ -81,8 +112,15 @@ def _resolve_paths(cfg, base: Path):
     cfg = dataclasses.replace(cfg, model=model)
     if hasattr(cfg, "pairs"):
         pc = cfg.pairs
-        cfg = dataclasses.replace(cfg, pairs=dataclasses.replace(
-            pc, sts=tuple(fix(s) for s in pc.sts), coco=tuple(fix(s) for s in pc.coco), file=fix(pc.file)))
+        cfg = dataclasses.replace(
+            cfg,
+            pairs=dataclasses.replace(
+                pc,
+                sts=tuple(fix(s) for s in pc.sts),
+                coco=tuple(fix(s) for s in pc.coco),
+                file=fix(pc.file),
+            ),
+        )
     if hasattr(cfg, "data"):
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=fix(cfg.data.root)))
     return cfg
@@ -97,7 +135,9 @@ def _run(args: argparse.Namespace) -> int:
 
     path = Path(args.config)
     if not path.is_file():
-        raise CLIError(f"config file {str(path)!r} not found; write one with `whichway study {args.study} init {path}`")
+        raise CLIError(
+            f"config file {str(path)!r} not found; write one with `whichway study {args.study} init {path}`"
+        )
     overrides = list(args.overrides)
     if args.executor:
         overrides.append(f'run.executor="{args.executor}"')
@@ -122,8 +162,10 @@ def _run(args: argparse.Namespace) -> int:
             res = run_latent_study(cfg, out)
     except RunLockedError as exc:
         raise CLIError(str(exc)) from exc
-    print(f"{args.study} study: {res.units} units, {res.ran} run now, {res.skipped} already done "
-          f"({res.seconds:.1f} s) -> {out}")
+    print(
+        f"{args.study} study: {res.units} units, {res.ran} run now, {res.skipped} already done "
+        f"({res.seconds:.1f} s) -> {out}"
+    )
     if not args.no_report:
         md = _write_report(args.study, out)
         print(f"report: {md}")

@@ -23,9 +23,28 @@ from whichway.cli._options import (
 # Options a schedule file may also set: given on the command line they win, else the schedule's
 # value, else the option's default.
 _SCHEDULE_OPTIONS = (
-    "fps", "seconds", "frames_per_segment", "pacing", "coupling", "latent", "seed", "steps", "guidance",
-    "height", "width", "negative_prompt", "inversion_steps", "inversion_guidance", "audio", "audio_start",
-    "audio_feature", "audio_floor", "snap_beats", "coarse", "batch_size", "format",
+    "fps",
+    "seconds",
+    "frames_per_segment",
+    "pacing",
+    "coupling",
+    "latent",
+    "seed",
+    "steps",
+    "guidance",
+    "height",
+    "width",
+    "negative_prompt",
+    "inversion_steps",
+    "inversion_guidance",
+    "audio",
+    "audio_start",
+    "audio_feature",
+    "audio_floor",
+    "snap_beats",
+    "coarse",
+    "batch_size",
+    "format",
 )
 
 
@@ -44,41 +63,99 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog='example: whichway travel "a cat" "a dog" "a fox" --seeds 1,2,3 --seconds 12 --fps 24 '
         "--audio song.mp3 --audio-start 30 --pacing audio",
     )
-    p.add_argument("inputs", nargs="+", metavar="PROMPT_OR_SCHEDULE",
-                   help="two or more prompts, or one schedule file (.toml or .json)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PROMPT_OR_SCHEDULE",
+        help="two or more prompts, or one schedule file (.toml or .json)",
+    )
     add_model_options(p)
     path = add_path_options(p)
-    path.add_argument("--seeds", type=parse_ints, default=None,
-                      help="one seed per keyframe, e.g. 1,2,3 (default: --seed for every keyframe)")
-    path.add_argument("--at", type=parse_floats, default=None,
-                      help="one time in seconds per keyframe, e.g. 0,4,12 (default: spread evenly)")
     path.add_argument(
-        "--pacing", default="uniform", choices=("uniform", "perceptual", "audio"),
+        "--seeds",
+        type=parse_ints,
+        default=None,
+        help="one seed per keyframe, e.g. 1,2,3 (default: --seed for every keyframe)",
+    )
+    path.add_argument(
+        "--at",
+        type=parse_floats,
+        default=None,
+        help="one time in seconds per keyframe, e.g. 0,4,12 (default: spread evenly)",
+    )
+    path.add_argument(
+        "--pacing",
+        default="uniform",
+        choices=("uniform", "perceptual", "audio"),
         help="uniform: t grows evenly; perceptual: a coarse pass re-times every frame so consecutive frames "
         "are equally far apart in LPIPS over the whole video; audio: t moves with the --audio envelope",
     )
-    path.add_argument("--coarse", type=int, default=5,
-                      help="frames per segment of the perceptual coarse pass, keyframes included (default 5)")
+    path.add_argument(
+        "--coarse",
+        type=int,
+        default=5,
+        help="frames per segment of the perceptual coarse pass, keyframes included (default 5)",
+    )
     gen = add_generation_options(p)
-    gen.add_argument("--inversion-steps", type=int, default=None,
-                     help="inversion steps for keyframe images (default: --steps)")
-    gen.add_argument("--inversion-guidance", type=float, default=1.0,
-                     help="guidance while inverting keyframe images (default 1.0)")
+    gen.add_argument(
+        "--inversion-steps",
+        type=int,
+        default=None,
+        help="inversion steps for keyframe images (default: --steps)",
+    )
+    gen.add_argument(
+        "--inversion-guidance",
+        type=float,
+        default=1.0,
+        help="guidance while inverting keyframe images (default 1.0)",
+    )
     timing = p.add_argument_group("timing and music")
     length = timing.add_mutually_exclusive_group()
-    length.add_argument("--seconds", type=float, default=None,
-                        help="video length (default: the last keyframe's time, or the --audio after --audio-start)")
-    length.add_argument("--frames-per-segment", type=int, default=None, help="frames from one keyframe to the next")
-    timing.add_argument("--audio", default=None, help="music (wav, flac, ogg, mp3): muxed into the MP4, drives --pacing audio")
-    timing.add_argument("--audio-start", type=float, default=0.0, help="seconds into the track where the video starts")
-    timing.add_argument("--audio-feature", default="onset", choices=("onset", "rms"),
-                        help="envelope that drives --pacing audio (default onset strength)")
-    timing.add_argument("--audio-floor", type=float, default=0.1,
-                        help="smallest speed under --pacing audio, a fraction of the mean (default 0.1)")
-    timing.add_argument("--snap-beats", action="store_true",
-                        help="move keyframes without a time to the nearest detected beat")
-    add_output_options(p, default_format="mp4", fps=24.0, pingpong=False, score=False,
-                       out_help="run directory (default runs/travel-<first prompt>--<last prompt>)")
+    length.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="video length (default: the last keyframe's time, or the --audio after --audio-start)",
+    )
+    length.add_argument(
+        "--frames-per-segment", type=int, default=None, help="frames from one keyframe to the next"
+    )
+    timing.add_argument(
+        "--audio",
+        default=None,
+        help="music (wav, flac, ogg, mp3): muxed into the MP4, drives --pacing audio",
+    )
+    timing.add_argument(
+        "--audio-start",
+        type=float,
+        default=0.0,
+        help="seconds into the track where the video starts",
+    )
+    timing.add_argument(
+        "--audio-feature",
+        default="onset",
+        choices=("onset", "rms"),
+        help="envelope that drives --pacing audio (default onset strength)",
+    )
+    timing.add_argument(
+        "--audio-floor",
+        type=float,
+        default=0.1,
+        help="smallest speed under --pacing audio, a fraction of the mean (default 0.1)",
+    )
+    timing.add_argument(
+        "--snap-beats",
+        action="store_true",
+        help="move keyframes without a time to the nearest detected beat",
+    )
+    add_output_options(
+        p,
+        default_format="mp4",
+        fps=24.0,
+        pingpong=False,
+        score=False,
+        out_help="run directory (default runs/travel-<first prompt>--<last prompt>)",
+    )
     p.set_defaults(latent="cog")
     defaults = {}
     for action in p._actions:
@@ -113,7 +190,9 @@ def build_settings(args: argparse.Namespace):
     check_generation(argparse.Namespace(**options))
     if schedule is not None:
         if args.seeds is not None or args.at is not None:
-            raise ValueError("--seeds and --at are for prompts on the command line; a schedule sets them per keyframe")
+            raise ValueError(
+                "--seeds and --at are for prompts on the command line; a schedule sets them per keyframe"
+            )
         keyframes = schedule.keyframes(options["fps"])
     else:
         prompts = args.inputs
@@ -124,10 +203,15 @@ def build_settings(args: argparse.Namespace):
             )
         for name, values in (("--seeds", args.seeds), ("--at", args.at)):
             if values is not None and len(values) != len(prompts):
-                raise ValueError(f"{name} gives {len(values)} values for {len(prompts)} prompts; give one per prompt")
+                raise ValueError(
+                    f"{name} gives {len(values)} values for {len(prompts)} prompts; give one per prompt"
+                )
         keyframes = tuple(
-            Keyframe(prompt, seed=None if args.seeds is None else args.seeds[k],
-                     at=None if args.at is None else args.at[k])
+            Keyframe(
+                prompt,
+                seed=None if args.seeds is None else args.seeds[k],
+                at=None if args.at is None else args.at[k],
+            )
             for k, prompt in enumerate(prompts)
         )
     return TravelSettings(keyframes=keyframes, **options)
@@ -145,11 +229,21 @@ def run(args: argparse.Namespace) -> int:
     if settings.pacing == "perceptual":
         meter = lpips_meter(args, what="--pacing perceptual")
     adapter = load_model(args)
-    print_run_estimate(adapter, argparse.Namespace(
-        steps=settings.steps, guidance=settings.guidance, height=settings.height, width=settings.width,
-        batch_size=settings.batch_size, quiet=args.quiet,
-    ), prepared.n_frames)
-    result = run_travel(adapter, settings, out, progress=not args.quiet, meter=meter, prepared=prepared)
+    print_run_estimate(
+        adapter,
+        argparse.Namespace(
+            steps=settings.steps,
+            guidance=settings.guidance,
+            height=settings.height,
+            width=settings.width,
+            batch_size=settings.batch_size,
+            quiet=args.quiet,
+        ),
+        prepared.n_frames,
+    )
+    result = run_travel(
+        adapter, settings, out, progress=not args.quiet, meter=meter, prepared=prepared
+    )
     plan = result.plan
     print(
         f"{plan.n_frames} frames ({plan.duration:.2f} s at {plan.fps:g} fps, {settings.pacing} pacing) in "
@@ -160,13 +254,21 @@ def run(args: argparse.Namespace) -> int:
             f"group {c['group']}: {c['method']} cost {c['cost']:.4g}, W2 path {c['w2_path_length']:.4g}"
             for c in seg["couplings"]
         )
-        print(f"  {seg['from']!r} -> {seg['to']!r} (frames {seg['frames'][0]}-{seg['frames'][1]}, "
-              f"latent {seg['latent']}): {costs}")
+        print(
+            f"  {seg['from']!r} -> {seg['to']!r} (frames {seg['frames'][0]}-{seg['frames'][1]}, "
+            f"latent {seg['latent']}): {costs}"
+        )
     if result.spread is not None:
-        print(f"  LPIPS step spread (max-min)/mean: {result.spread['before']:.3f} before, "
-              f"{result.spread['after']:.3f} after perceptual pacing")
+        print(
+            f"  LPIPS step spread (max-min)/mean: {result.spread['before']:.3f} before, "
+            f"{result.spread['after']:.3f} after perceptual pacing"
+        )
     print(f"  strip: {result.strip}")
     if result.video is not None:
-        sound = f" with {settings.audio} from {settings.audio_start:g} s" if settings.audio and result.video.suffix == ".mp4" else ""
+        sound = (
+            f" with {settings.audio} from {settings.audio_start:g} s"
+            if settings.audio and result.video.suffix == ".mp4"
+            else ""
+        )
         print(f"  video: {result.video}{sound}")
     return 0

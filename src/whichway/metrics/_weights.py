@@ -35,7 +35,9 @@ def _is_download_failure(exc: BaseException) -> bool:
         return True
     if isinstance(exc, RuntimeError):  # truncated or corrupted partial download
         text = str(exc)
-        return any(key in text for key in ("invalid hash", "PytorchStreamReader", "failed finding central"))
+        return any(
+            key in text for key in ("invalid hash", "PytorchStreamReader", "failed finding central")
+        )
     # huggingface_hub's offline errors derive from OSError or ValueError depending on the version.
     name = type(exc).__name__
     return name in {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "HfHubHTTPError"}

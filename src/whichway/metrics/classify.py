@@ -76,11 +76,19 @@ def topk_correct(logits: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) ->
     logits = as_tensor("logits", logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must be (N, C), got shape {tuple(logits.shape)}")
-    if not isinstance(targets, Tensor) or targets.dtype.is_floating_point or targets.shape != logits.shape[:1]:
-        raise ValueError(f"targets must be an integer tensor ({logits.shape[0]},), got {targets!r:.80}")
+    if (
+        not isinstance(targets, Tensor)
+        or targets.dtype.is_floating_point
+        or targets.shape != logits.shape[:1]
+    ):
+        raise ValueError(
+            f"targets must be an integer tensor ({logits.shape[0]},), got {targets!r:.80}"
+        )
     n_classes = logits.shape[1]
     if targets.numel() and (targets.min() < 0 or targets.max() >= n_classes):
-        raise ValueError(f"targets must lie in [0, {n_classes}), got range [{int(targets.min())}, {int(targets.max())}]")
+        raise ValueError(
+            f"targets must lie in [0, {n_classes}), got range [{int(targets.min())}, {int(targets.max())}]"
+        )
     if any(k < 1 for k in ks):
         raise ValueError(f"every k must be >= 1, got {list(ks)}")
     kmax = min(max(ks), n_classes)
@@ -122,7 +130,9 @@ def imagenet_class_index(names: Sequence[str]) -> Tensor:
             )
         if len(found) > 1:
             options = "; ".join(f"{i}: {info.index_to_description(i)!r}" for i in sorted(found))
-            raise ValueError(f"{name!r} names several ImageNet classes ({options}); give the full description")
+            raise ValueError(
+                f"{name!r} names several ImageNet classes ({options}); give the full description"
+            )
         out.append(next(iter(found)))
     return torch.tensor(out, dtype=torch.int64)
 
@@ -172,7 +182,12 @@ class ClassifierAccuracy:
                 )
             self.name = model
             if checkpoint_path is not None:
-                net = timm.create_model(model, pretrained=False, checkpoint_path=os.fspath(checkpoint_path), **model_kwargs)
+                net = timm.create_model(
+                    model,
+                    pretrained=False,
+                    checkpoint_path=os.fspath(checkpoint_path),
+                    **model_kwargs,
+                )
             elif pretrained:
                 from huggingface_hub import constants
 
@@ -193,7 +208,9 @@ class ClassifierAccuracy:
             self.name = getattr(model, "default_cfg", {}).get("architecture", type(model).__name__)
             net = model
         else:
-            raise ValueError(f"model must be a timm model name or an nn.Module, got {type(model).__name__}")
+            raise ValueError(
+                f"model must be a timm model name or an nn.Module, got {type(model).__name__}"
+            )
         self.model = net.eval().requires_grad_(False)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.model.to(self.device)
@@ -235,9 +252,13 @@ class ClassifierAccuracy:
             target = scale_h if out_h == out_w else min(scale_h, scale_w)
             size = (target, int(target * w / h)) if h <= w else (int(target * h / w), target)
         else:
-            raise ValueError(f"unsupported crop_mode {crop_mode!r} in the model's data config; valid choices are: center, squash")
+            raise ValueError(
+                f"unsupported crop_mode {crop_mode!r} in the model's data config; valid choices are: center, squash"
+            )
         if (h, w) != size:
-            x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True).clamp(0, 1)
+            x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True).clamp(
+                0, 1
+            )
         # torchvision's CenterCrop offsets: int(round((size - crop) / 2))
         top = round((x.shape[-2] - out_h) / 2.0)
         left = round((x.shape[-1] - out_w) / 2.0)
@@ -251,7 +272,9 @@ class ClassifierAccuracy:
     def _check_images(self, images: Tensor) -> Tensor:
         images = as_tensor("images", images)
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"images must be a non-empty tensor (N, 3, H, W), got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be a non-empty tensor (N, 3, H, W), got shape {tuple(images.shape)}"
+            )
         check_finite("images", images)
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 1:
@@ -267,14 +290,18 @@ class ClassifierAccuracy:
         out = []
         with torch.inference_mode():
             for start in range(0, images.shape[0], self.batch_size):
-                out.append(self.model(self.preprocess(images[start : start + self.batch_size])).float())
+                out.append(
+                    self.model(self.preprocess(images[start : start + self.batch_size])).float()
+                )
         return torch.cat(out)
 
     def class_indices(self, labels: Tensor | Sequence[int] | Sequence[str]) -> Tensor:
         """Integer targets (N,) from integer labels or ImageNet class names."""
         if isinstance(labels, Tensor):
             if labels.dtype.is_floating_point or labels.ndim != 1:
-                raise ValueError(f"labels must be a 1-D integer tensor, got dtype {labels.dtype} shape {tuple(labels.shape)}")
+                raise ValueError(
+                    f"labels must be a 1-D integer tensor, got dtype {labels.dtype} shape {tuple(labels.shape)}"
+                )
             return labels.to(torch.int64)
         labels = list(labels)
         if all(isinstance(v, str) for v in labels) and labels:
@@ -293,7 +320,9 @@ class ClassifierAccuracy:
         targets = self.class_indices(labels)
         images = self._check_images(images)
         if targets.shape[0] != images.shape[0]:
-            raise ValueError(f"got {images.shape[0]} images but {targets.shape[0]} labels; give one label per image")
+            raise ValueError(
+                f"got {images.shape[0]} images but {targets.shape[0]} labels; give one label per image"
+            )
         hits = topk_correct(self.logits(images), targets, ks=(1, 5))
         self._n += images.shape[0]
         for k in self._hits:

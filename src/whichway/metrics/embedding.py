@@ -98,9 +98,13 @@ def embedding_path_metrics(
 
     times = torch.as_tensor(ts, dtype=torch.float64)
     if times.ndim != 1 or times.numel() < 2:
-        raise ValueError(f"ts must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}")
+        raise ValueError(
+            f"ts must be a 1-D sequence of at least 2 times, got shape {tuple(times.shape)}"
+        )
     coupling = couple(x, y, method, generator=generator, x_weights=x_weights, y_weights=y_weights)
-    path = interpolate_clouds(x, y, times, coupling=coupling, x_weights=x_weights, y_weights=y_weights)
+    path = interpolate_clouds(
+        x, y, times, coupling=coupling, x_weights=x_weights, y_weights=y_weights
+    )
     # (T, n, d) or (B, T, n, d); lengths measured in float64 so the OT identity L = W2 holds tightly
     length = path_length_w2(path.to(torch.float64), weights=x_weights)
     w2 = wasserstein2(x, y, x_weights=x_weights, y_weights=y_weights)
@@ -109,4 +113,6 @@ def embedding_path_metrics(
         stretch: float | Tensor = torch.where(w2 > 0, length_t / w2.clamp_min(1e-300), torch.nan)
     else:
         stretch = float(length) / w2 if w2 > 0 else math.nan
-    return EmbeddingPathMetrics(method=method, cost=coupling.cost, w2=w2, path_length_w2=length, stretch=stretch)
+    return EmbeddingPathMetrics(
+        method=method, cost=coupling.cost, w2=w2, path_length_w2=length, stretch=stretch
+    )

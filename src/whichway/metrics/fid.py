@@ -79,7 +79,9 @@ class FrechetStatistics:
     def load(cls, path: str | os.PathLike[str]) -> FrechetStatistics:
         """Read statistics written by :meth:`save`."""
         data = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        return cls(n=int(data["n"]), mean=data["mean"].to(torch.float64), cov=data["cov"].to(torch.float64))
+        return cls(
+            n=int(data["n"]), mean=data["mean"].to(torch.float64), cov=data["cov"].to(torch.float64)
+        )
 
 
 def _sqrtm_psd(a: Tensor) -> Tensor:
@@ -112,7 +114,9 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
     sigma1, sigma2 = as_tensor("sigma1", sigma1), as_tensor("sigma2", sigma2)
     d = mu1.numel()
     if mu1.ndim != 1 or mu2.shape != mu1.shape:
-        raise ValueError(f"mu1 and mu2 must be 1-D of the same length (d,), got {tuple(mu1.shape)} and {tuple(mu2.shape)}")
+        raise ValueError(
+            f"mu1 and mu2 must be 1-D of the same length (d,), got {tuple(mu1.shape)} and {tuple(mu2.shape)}"
+        )
     if sigma1.shape != (d, d) or sigma2.shape != (d, d):
         raise ValueError(
             f"sigma1 and sigma2 must be ({d}, {d}) to match the means, got {tuple(sigma1.shape)} and {tuple(sigma2.shape)}"
@@ -121,7 +125,10 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
         check_finite(name, value)
     device = mu1.device
     m1, m2 = mu1.to(torch.float64), mu2.to(device=device, dtype=torch.float64)
-    s1, s2 = sigma1.to(device=device, dtype=torch.float64), sigma2.to(device=device, dtype=torch.float64)
+    s1, s2 = (
+        sigma1.to(device=device, dtype=torch.float64),
+        sigma2.to(device=device, dtype=torch.float64),
+    )
     root1 = _sqrtm_psd(s1)
     middle = root1 @ s2 @ root1
     tr_covmean = torch.linalg.eigvalsh((middle + middle.mT) / 2).clamp_min(0).sqrt().sum()
@@ -174,9 +181,13 @@ class FrechetAccumulator:
         """
         features = as_tensor("features", features)
         if features.ndim != 2 or features.shape[0] == 0:
-            raise ValueError(f"features must be a non-empty tensor (N, d), got shape {tuple(features.shape)}")
+            raise ValueError(
+                f"features must be a non-empty tensor (N, d), got shape {tuple(features.shape)}"
+            )
         if self.dim is not None and features.shape[1] != self.dim:
-            raise ValueError(f"features have dimension {features.shape[1]} but this accumulator holds dimension {self.dim}")
+            raise ValueError(
+                f"features have dimension {features.shape[1]} but this accumulator holds dimension {self.dim}"
+            )
         check_finite("features", features)
         x = features.detach().to(torch.float64)
         mean_b = x.mean(dim=0)
@@ -209,7 +220,9 @@ class FrechetAccumulator:
     def statistics(self) -> FrechetStatistics:
         """Mean and unbiased covariance of everything seen (needs at least 2 samples)."""
         if self._mean is None or self._m2 is None or self.n < 2:
-            raise ValueError(f"need at least 2 samples for a covariance, this accumulator has {self.n}")
+            raise ValueError(
+                f"need at least 2 samples for a covariance, this accumulator has {self.n}"
+            )
         return FrechetStatistics(n=self.n, mean=self._mean.clone(), cov=self._m2 / (self.n - 1))
 
     def compute(self, other: FrechetAccumulator | FrechetStatistics) -> float:
@@ -217,7 +230,9 @@ class FrechetAccumulator:
         if isinstance(other, FrechetAccumulator):
             other = other.statistics()
         if not isinstance(other, FrechetStatistics):
-            raise ValueError(f"other must be a FrechetAccumulator or FrechetStatistics, got {type(other).__name__}")
+            raise ValueError(
+                f"other must be a FrechetAccumulator or FrechetStatistics, got {type(other).__name__}"
+            )
         mine = self.statistics()
         if other.dim != mine.dim:
             raise ValueError(f"feature dimensions differ: {mine.dim} here and {other.dim} in other")
@@ -238,10 +253,14 @@ class InceptionFeatures(nn.Module):
         A local copy of the weights; by default they download on first use into torch.hub's cache.
     """
 
-    def __init__(self, dims: int = 2048, *, weights_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, dims: int = 2048, *, weights_path: str | os.PathLike[str] | None = None
+    ) -> None:
         super().__init__()
         if dims not in INCEPTION_DIMS:
-            raise ValueError(f"unknown Inception feature dimension {dims!r}; valid choices are: {INCEPTION_DIMS}")
+            raise ValueError(
+                f"unknown Inception feature dimension {dims!r}; valid choices are: {INCEPTION_DIMS}"
+            )
         from torch_fidelity import feature_extractor_inceptionv3 as fe
 
         self.dims = dims
@@ -259,7 +278,9 @@ class InceptionFeatures(nn.Module):
             self.net = fe.FeatureExtractorInceptionV3(
                 "inception-v3-compat",
                 [str(dims)],
-                feature_extractor_weights_path=os.fspath(weights_path) if weights_path is not None else None,
+                feature_extractor_weights_path=os.fspath(weights_path)
+                if weights_path is not None
+                else None,
             )
 
     def forward(self, images: Tensor) -> Tensor:
@@ -308,7 +329,9 @@ class FID:
         if feature_extractor is None:
             feature_extractor = InceptionFeatures(dims, weights_path=weights_path)
         elif not callable(feature_extractor):
-            raise ValueError(f"feature_extractor must be an nn.Module or a callable, got {type(feature_extractor).__name__}")
+            raise ValueError(
+                f"feature_extractor must be an nn.Module or a callable, got {type(feature_extractor).__name__}"
+            )
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         if isinstance(feature_extractor, nn.Module):
             feature_extractor = feature_extractor.to(self.device).eval()
@@ -321,7 +344,9 @@ class FID:
         """Features (N, d) of images (N, 3, H, W) in [0, 1], extracted in batches."""
         images = as_tensor("images", images)
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-            raise ValueError(f"images must be a non-empty tensor (N, 3, H, W), got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be a non-empty tensor (N, 3, H, W), got shape {tuple(images.shape)}"
+            )
         check_finite("images", images)
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 1:
@@ -331,9 +356,17 @@ class FID:
             for start in range(0, images.shape[0], self.batch_size):
                 batch = images[start : start + self.batch_size].to(self.device, torch.float32)
                 feats = self.feature_extractor(batch)
-                if not isinstance(feats, Tensor) or feats.ndim != 2 or feats.shape[0] != batch.shape[0]:
-                    shape = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
-                    raise ValueError(f"feature_extractor must return a tensor (N, d) for N images, got {shape}")
+                if (
+                    not isinstance(feats, Tensor)
+                    or feats.ndim != 2
+                    or feats.shape[0] != batch.shape[0]
+                ):
+                    shape = (
+                        tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
+                    )
+                    raise ValueError(
+                        f"feature_extractor must return a tensor (N, d) for N images, got {shape}"
+                    )
                 out.append(feats.to(torch.float64))
         return torch.cat(out)
 

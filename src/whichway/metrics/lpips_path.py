@@ -105,9 +105,16 @@ def _build_lpips(net: str, pretrained_backbone: bool, seed: int) -> _lpips.LPIPS
     def build() -> _lpips.LPIPS:
         with warnings.catch_warnings():
             # lpips calls torchvision with the deprecated `pretrained=` argument.
-            warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-            return lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=not pretrained_backbone,
-                               verbose=False)
+            warnings.filterwarnings(
+                "ignore", message=".*(pretrained|weight enum).*", category=UserWarning
+            )
+            return lpips.LPIPS(
+                net=net,
+                version="0.1",
+                pretrained=True,
+                pnet_rand=not pretrained_backbone,
+                verbose=False,
+            )
 
     if not pretrained_backbone:
         # Random backbone, seeded without touching the caller's global RNG state.
@@ -217,8 +224,10 @@ class LPIPSPath:
         torch.addcmul(self._offset, images, self._gain, out=x)
         # unit-normalise each position over channels, in place (the activations are this call's):
         # lpips.normalize_tensor's x / (sqrt(sum_c x^2) + 1e-10), with one pass for the norm
-        return [out.div_(torch.linalg.vector_norm(out, dim=1, keepdim=True).add_(1e-10))
-                for out in self.backbone(x)]
+        return [
+            out.div_(torch.linalg.vector_norm(out, dim=1, keepdim=True).add_(1e-10))
+            for out in self.backbone(x)
+        ]
 
     def pair_distances(self, feats_a: list[Tensor], feats_b: list[Tensor]) -> Tensor:
         """LPIPS between matching rows of two feature lists (from :meth:`features`).
@@ -293,7 +302,9 @@ class LPIPSPath:
             frames = check_frames(frames)
             n_t = torch.as_tensor(t).numel()
             if n_t != frames.shape[0]:
-                raise ValueError(f"t has {n_t} values but frames has {frames.shape[0]}; give one t per frame")
+                raise ValueError(
+                    f"t has {n_t} values but frames has {frames.shape[0]}; give one t per frame"
+                )
         return path_metrics_from_steps(self.distances(frames, batch_size=batch_size), t)
 
 
@@ -325,7 +336,9 @@ def lpips_distances(
     """
     check_choice("net", net, LPIPS_NETS)
     dev = torch.device(device) if device is not None else as_tensor("frames", frames).device
-    return _shared_meter(net, bool(pretrained_backbone), str(dev)).distances(frames, batch_size=batch_size)
+    return _shared_meter(net, bool(pretrained_backbone), str(dev)).distances(
+        frames, batch_size=batch_size
+    )
 
 
 def perceptual_path_length(
@@ -342,8 +355,13 @@ def perceptual_path_length(
     PPL :math:`= \\sum_k d_k` (paper A) and :math:`\\sum_k d_k/\\Delta t_k^2` (StyleGAN-style), with
     :math:`d_k` the LPIPS between consecutive frames; see :class:`PathMetrics`.
     """
-    steps = lpips_distances(frames, net=net, pretrained_backbone=pretrained_backbone,
-                            batch_size=batch_size, device=device)
+    steps = lpips_distances(
+        frames,
+        net=net,
+        pretrained_backbone=pretrained_backbone,
+        batch_size=batch_size,
+        device=device,
+    )
     return path_metrics_from_steps(steps, t)
 
 

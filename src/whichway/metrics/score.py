@@ -21,7 +21,9 @@ FRAME_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 _RUN_FILE = "run.json"
 
 
-def find_frames(path: str | os.PathLike[str]) -> tuple[list[Path], list[float] | None, dict[str, Any] | None]:
+def find_frames(
+    path: str | os.PathLike[str],
+) -> tuple[list[Path], list[float] | None, dict[str, Any] | None]:
     """Frame files, their t values and the run record of a run directory or frame folder.
 
     A directory with ``run.json`` gives the frames and t listed there; otherwise the image files
@@ -34,9 +36,13 @@ def find_frames(path: str | os.PathLike[str]) -> tuple[list[Path], list[float] |
     """
     root = Path(path)
     if not root.exists():
-        raise FileNotFoundError(f"{str(root)!r} does not exist; give a run directory or a folder of frames")
+        raise FileNotFoundError(
+            f"{str(root)!r} does not exist; give a run directory or a folder of frames"
+        )
     if not root.is_dir():
-        raise ValueError(f"{str(root)!r} is not a directory; give a run directory or a folder of frames")
+        raise ValueError(
+            f"{str(root)!r} is not a directory; give a run directory or a folder of frames"
+        )
     run_file = root / _RUN_FILE
     if run_file.is_file():
         try:
@@ -59,7 +65,9 @@ def find_frames(path: str | os.PathLike[str]) -> tuple[list[Path], list[float] |
             )
         return files, t, record
     folder = root / "frames" if (root / "frames").is_dir() else root
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES
+    )
     return files, None, None
 
 
@@ -71,7 +79,9 @@ def load_frames(files: list[Path]) -> Any:
 
     if len(files) < 2:
         where = f" in {str(files[0].parent)!r}" if files else ""
-        raise ValueError(f"a path needs at least 2 frames, found {len(files)}{where} (image files: {', '.join(FRAME_SUFFIXES)})")
+        raise ValueError(
+            f"a path needs at least 2 frames, found {len(files)}{where} (image files: {', '.join(FRAME_SUFFIXES)})"
+        )
     images = [load_image(f) for f in files]
     size = images[0].shape[1:]
     for f, img in zip(files, images):
@@ -131,15 +141,21 @@ def score_run(
     result = meter.path_metrics(frames, t, batch_size=batch_size)
     metrics: dict[str, Any] = {
         **result.to_dict(),
-        "lpips": {"net": net, "version": "0.1", "pretrained_backbone": bool(pretrained_backbone),
-                  "frame_size": [int(frames.shape[2]), int(frames.shape[3])]},
+        "lpips": {
+            "net": net,
+            "version": "0.1",
+            "pretrained_backbone": bool(pretrained_backbone),
+            "frame_size": [int(frames.shape[2]), int(frames.shape[3])],
+        },
     }
     if record is not None and isinstance(record.get("couplings"), list):
         metrics["couplings"] = record["couplings"]
     if record is not None and write:
         from whichway.morph import write_json_atomic
 
-        fresh = json.loads((Path(run_dir) / _RUN_FILE).read_text())  # re-read: keep concurrent edits
+        fresh = json.loads(
+            (Path(run_dir) / _RUN_FILE).read_text()
+        )  # re-read: keep concurrent edits
         fresh["metrics"] = {k: v for k, v in metrics.items() if k != "couplings"}
         write_json_atomic(Path(run_dir) / _RUN_FILE, fresh)
     return metrics

@@ -57,7 +57,9 @@ def gini(x: Tensor) -> Tensor:
         raise ValueError(f"x must be a non-empty 1-D tensor (n,), got shape {tuple(x.shape)}")
     check_finite("x", x)
     if (x < 0).any():
-        raise ValueError(f"x must be non-negative for a Gini coefficient, got min {float(x.min()):.3g}")
+        raise ValueError(
+            f"x must be non-negative for a Gini coefficient, got min {float(x.min()):.3g}"
+        )
     v = x.to(torch.float64).sort().values
     n = v.numel()
     total = v.sum()
@@ -117,12 +119,16 @@ class PathMetrics:
         }
 
 
-def _check_path_times(t: Tensor | list[float] | None, n_frames: int, device: torch.device) -> Tensor:
+def _check_path_times(
+    t: Tensor | list[float] | None, n_frames: int, device: torch.device
+) -> Tensor:
     if t is None:
         return torch.linspace(0.0, 1.0, n_frames, dtype=torch.float64, device=device)
     times, _ = as_times(t, dtype=torch.float64, device=device)
     if times.numel() != n_frames:
-        raise ValueError(f"t has {times.numel()} values but the path has {n_frames} frames; give one t per frame")
+        raise ValueError(
+            f"t has {times.numel()} values but the path has {n_frames} frames; give one t per frame"
+        )
     dt = times.diff()
     if not ((dt > 0).all() or (dt < 0).all()):
         raise ValueError(

@@ -108,7 +108,9 @@ def invert_cumulative(knots: Tensor, steps: Tensor, n: int) -> Tensor:
     # Segment k with cum[k] <= target < cum[k+1]; zero-length segments are skipped by searchsorted.
     k = (torch.searchsorted(cum, targets, right=True) - 1).clamp(0, d.numel() - 1)
     seg = d[k]
-    frac = torch.where(seg > 0, (targets - cum[k]) / seg.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    frac = torch.where(
+        seg > 0, (targets - cum[k]) / seg.clamp_min(torch.finfo(torch.float64).tiny), 0.0
+    )
     out = t[k] + frac.clamp(0, 1) * (t[k + 1] - t[k])
     out[0], out[-1] = t[0], t[-1]
     return out
@@ -117,7 +119,9 @@ def invert_cumulative(knots: Tensor, steps: Tensor, n: int) -> Tensor:
 def _check_grid(name: str, t: Tensor) -> Tensor:
     t = as_tensor(name, t).to(torch.float64)
     if t.ndim != 1 or t.numel() < 2:
-        raise ValueError(f"{name} must be a 1-D tensor of at least 2 times, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be a 1-D tensor of at least 2 times, got shape {tuple(t.shape)}"
+        )
     check_finite(name, t)
     if (t < 0).any() or (t > 1).any() or not (t.diff() > 0).all():
         raise ValueError(f"{name} must be strictly increasing times in [0, 1], got {t.tolist()}")
@@ -126,9 +130,16 @@ def _check_grid(name: str, t: Tensor) -> Tensor:
 
 def _rendered(render: Render, t: Tensor) -> Tensor:
     frames = render(t)
-    if not isinstance(frames, Tensor) or frames.ndim != 4 or frames.shape[0] != t.numel() or frames.shape[1] != 3:
+    if (
+        not isinstance(frames, Tensor)
+        or frames.ndim != 4
+        or frames.shape[0] != t.numel()
+        or frames.shape[1] != 3
+    ):
         got = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-        raise ValueError(f"render(t) must return frames ({t.numel()}, 3, H, W) for {t.numel()} times, got {got}")
+        raise ValueError(
+            f"render(t) must return frames ({t.numel()}, 3, H, W) for {t.numel()} times, got {got}"
+        )
     return frames
 
 
@@ -136,10 +147,14 @@ def _measured(distance: Distance, frames: Tensor) -> Tensor:
     d = distance(frames)
     if not isinstance(d, Tensor) or d.shape != (frames.shape[0] - 1,):
         got = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
-        raise ValueError(f"distance(frames) must return ({frames.shape[0] - 1},) step distances, got {got}")
+        raise ValueError(
+            f"distance(frames) must return ({frames.shape[0] - 1},) step distances, got {got}"
+        )
     d = d.detach().to(torch.float64).cpu()
     if not torch.isfinite(d).all() or (d < 0).any():
-        raise ValueError(f"distance(frames) must return finite non-negative distances, got {d.tolist()}")
+        raise ValueError(
+            f"distance(frames) must return finite non-negative distances, got {d.tolist()}"
+        )
     return d
 
 
@@ -177,7 +192,11 @@ def respace(
         raise ValueError(f"refine must be a non-negative integer, got {refine!r}")
     if not callable(render):
         raise ValueError(f"render must be a callable t -> frames, got {type(render).__name__}")
-    grid = torch.linspace(0.0, 1.0, n_frames, dtype=torch.float64) if coarse is None else _check_grid("coarse", coarse)
+    grid = (
+        torch.linspace(0.0, 1.0, n_frames, dtype=torch.float64)
+        if coarse is None
+        else _check_grid("coarse", coarse)
+    )
     grid = grid.cpu()
     if distance is None:
         from whichway.metrics.lpips_path import LPIPSPath
@@ -185,7 +204,9 @@ def respace(
         distance = LPIPSPath("alex")
     measure: Distance = distance.distances if hasattr(distance, "distances") else distance  # type: ignore[union-attr]
     if not callable(measure):
-        raise ValueError(f"distance must be a callable frames -> (T-1,) distances or an LPIPSPath, got {type(distance).__name__}")
+        raise ValueError(
+            f"distance must be a callable frames -> (T-1,) distances or an LPIPSPath, got {type(distance).__name__}"
+        )
 
     frames = _rendered(render, grid)
     steps_before = _measured(measure, frames)
@@ -195,7 +216,9 @@ def respace(
     rounds = 0
     while True:
         if float(knot_steps.sum()) <= 0:
-            logger.warning("every frame of the path looks the same to the distance; keeping uniform spacing")
+            logger.warning(
+                "every frame of the path looks the same to the distance; keeping uniform spacing"
+            )
             t = torch.linspace(float(grid[0]), float(grid[-1]), n_frames, dtype=torch.float64)
         else:
             t = invert_cumulative(knots, knot_steps, n_frames)

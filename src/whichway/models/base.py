@@ -62,8 +62,10 @@ class Conditioning:
         """Rows ``index`` of the batch (an int keeps the batch axis)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        pick = (lambda t: t[index]) if isinstance(index, slice) else (
-            lambda t: t[torch.as_tensor(index, dtype=torch.long)]
+        pick = (
+            (lambda t: t[index])
+            if isinstance(index, slice)
+            else (lambda t: t[torch.as_tensor(index, dtype=torch.long)])
         )
         return Conditioning(
             tuple(pick(c) for c in self.clouds), None if self.pooled is None else pick(self.pooled)
@@ -78,7 +80,9 @@ class Conditioning:
             None if self.pooled is None else self.pooled.expand(batch, -1),
         )
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Conditioning:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Conditioning:
         return Conditioning(
             tuple(c.to(device=device, dtype=dtype) for c in self.clouds),
             None if self.pooled is None else self.pooled.to(device=device, dtype=dtype),
@@ -90,7 +94,10 @@ class Conditioning:
         if not items:
             raise ValueError("cannot concatenate an empty list of conditionings")
         groups = len(items[0].clouds)
-        if any(len(c.clouds) != groups or (c.pooled is None) != (items[0].pooled is None) for c in items):
+        if any(
+            len(c.clouds) != groups or (c.pooled is None) != (items[0].pooled is None)
+            for c in items
+        ):
             raise ValueError("conditionings to concatenate must come from the same model family")
         return Conditioning(
             tuple(torch.cat([c.clouds[g] for c in items]) for g in range(groups)),
@@ -195,7 +202,17 @@ class Adapter:
         from whichway.models._common import check_guidance, check_steps, images_to_cpu
 
         return images_to_cpu(
-            self._run(cond, latents, check_steps(steps), check_guidance(guidance), height, width, negative, on_step, "pt")
+            self._run(
+                cond,
+                latents,
+                check_steps(steps),
+                check_guidance(guidance),
+                height,
+                width,
+                negative,
+                on_step,
+                "pt",
+            )
         )
 
     @torch.no_grad()
@@ -215,7 +232,17 @@ class Adapter:
         float32 CPU, unpacked, in the denoiser's (shifted, scaled) latent space."""
         from whichway.models._common import check_guidance, check_steps
 
-        out = self._run(cond, latents, check_steps(steps), check_guidance(guidance), height, width, negative, on_step, "latent")
+        out = self._run(
+            cond,
+            latents,
+            check_steps(steps),
+            check_guidance(guidance),
+            height,
+            width,
+            negative,
+            on_step,
+            "latent",
+        )
         return out.detach().to("cpu", torch.float32)
 
     def _run(
@@ -233,7 +260,9 @@ class Adapter:
         """One batched pipeline call returning ``output_type`` "pt" images or "latent"s."""
         raise NotImplementedError
 
-    def _batch_latents(self, cond: Conditioning, latents: Tensor, height: int, width: int) -> Tensor:
+    def _batch_latents(
+        self, cond: Conditioning, latents: Tensor, height: int, width: int
+    ) -> Tensor:
         """Initial latents (B, C, h, w) or one (1, C, h, w) / (C, h, w) shared by the batch,
         checked against the size and moved to the pipeline's device and dtype."""
         from whichway.models._common import check_latents
@@ -242,10 +271,14 @@ class Adapter:
         if latents.shape[0] == 1 and len(cond) > 1:
             latents = latents.expand(len(cond), -1, -1, -1)
         if latents.shape[0] != len(cond):
-            raise ValueError(f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1")
+            raise ValueError(
+                f"latents have {latents.shape[0]} rows but cond has {len(cond)}; give B or 1"
+            )
         return latents.to(device=self.device, dtype=self.dtype)
 
-    def _inversion_size(self, image: Tensor, height: int | None, width: int | None) -> tuple[int, int]:
+    def _inversion_size(
+        self, image: Tensor, height: int | None, width: int | None
+    ) -> tuple[int, int]:
         """The given size, or the image's own rounded down to a multiple of ``size_multiple``."""
         from whichway.models._common import check_size
 

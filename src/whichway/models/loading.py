@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from whichway.models._common import resolve_device, resolve_dtype
-from whichway.models.runtime import PIPELINE_FAMILIES  # defined torch-free, for checks before loading
+from whichway.models.runtime import (
+    PIPELINE_FAMILIES,
+)  # defined torch-free, for checks before loading
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -37,6 +39,7 @@ FAMILIES: dict[str, str] = {
     "flux": "whichway.models.flux:FluxAdapter",
 }
 """family -> "module:Class" of its adapter (imported lazily)."""
+
 
 class ModelLoadError(ValueError):
     """A model could not be loaded (unknown id or path, offline without a cached copy, missing

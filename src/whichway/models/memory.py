@@ -461,7 +461,11 @@ def plan_memory(
         # under --offload only part of the weights sits on the device at a time
         runtime = getattr(adapter, "runtime", None)
         offload = getattr(getattr(runtime, "options", None), "offload", "none")
-        resident = _resident_weights(adapter, components).during_render(offload) if offload != "none" else weights
+        resident = (
+            _resident_weights(adapter, components).during_render(offload)
+            if offload != "none"
+            else weights
+        )
         method, base, per_frame = "analytic", resident + upcast_copy, max(den_frame, dec_frame)
     estimates = tuple(
         PeakEstimate(b, base + b * per_frame, _fits(base + b * per_frame, cap, headroom))

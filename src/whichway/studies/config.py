@@ -124,7 +124,9 @@ class MetricsConfig:
     device: str = ""  # "" = the model's device
     fid_dims: tuple[int, ...] = (64, 192, 768, 2048)
     classifier: str = "maxvit_tiny_tf_224.in1k"  # timm ImageNet-1k classifier; "" = no accuracy
-    fid_features: str = "inception"  # inception | random (a seeded random projection, smoke tests only)
+    fid_features: str = (
+        "inception"  # inception | random (a seeded random projection, smoke tests only)
+    )
     batch_size: int = 16
 
     def __post_init__(self) -> None:
@@ -162,13 +164,21 @@ class PromptRenderConfig:
     t: tuple[float, ...] = DEFAULT_T
     batch_size: int = 4
     negative_prompt: str = ""
-    shared_endpoints: bool = True  # render t=0/t=1 once per pair (needs a token-order-invariant model)
+    shared_endpoints: bool = (
+        True  # render t=0/t=1 once per pair (needs a token-order-invariant model)
+    )
 
     def __post_init__(self) -> None:
         _positive("render.steps", self.steps)
         _positive("render.batch_size", self.batch_size)
         ts = list(self.t)
-        if len(ts) < 2 or ts != sorted(ts) or ts[0] != 0.0 or ts[-1] != 1.0 or len(set(ts)) != len(ts):
+        if (
+            len(ts) < 2
+            or ts != sorted(ts)
+            or ts[0] != 0.0
+            or ts[-1] != 1.0
+            or len(set(ts)) != len(ts)
+        ):
             raise ValueError(
                 f"render.t must be increasing from 0.0 to 1.0 with at least 2 values, got {ts}"
             )
@@ -360,7 +370,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``"render.steps=20"`` -> (["render", "steps"], 20). The value is read as a TOML value
     (numbers, booleans, ``[lists]``, ``"strings"``); anything else is taken as a bare string."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like section.key=value (e.g. render.steps=20)")
+        raise ValueError(
+            f"override {text!r} must look like section.key=value (e.g. render.steps=20)"
+        )
     key, raw = text.split("=", 1)
     key, raw = key.strip(), raw.strip()
     if not key:

@@ -73,7 +73,9 @@ class WorkerSpec:
     def build(self) -> Worker:
         module, _, name = self.factory.partition(":")
         if not name:
-            raise ValueError(f"worker factory {self.factory!r} must look like 'package.module:name'")
+            raise ValueError(
+                f"worker factory {self.factory!r} must look like 'package.module:name'"
+            )
         try:
             obj = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as exc:
@@ -110,7 +112,9 @@ def _timed(worker: Worker, unit: Unit) -> UnitResult:
         raise RuntimeError(f"worker returned unit {result.unit_id!r} for unit {unit.unit_id!r}")
     if result.seconds:
         return result
-    return UnitResult(result.unit_id, result.rows, result.files, result.tensors, time.perf_counter() - start)
+    return UnitResult(
+        result.unit_id, result.rows, result.files, result.tensors, time.perf_counter() - start
+    )
 
 
 class _RayWorkerActor:
@@ -218,14 +222,20 @@ class RayExecutor:
 
 
 def make_executor(
-    name: str, *, address: str = "", workers: int = 0, cpus_per_worker: float = 1.0,
+    name: str,
+    *,
+    address: str = "",
+    workers: int = 0,
+    cpus_per_worker: float = 1.0,
     num_cpus: int | None = None,
 ) -> LocalExecutor | RayExecutor:
     """Executor by name: "local" | "ray"."""
     if name == "local":
         return LocalExecutor()
     if name == "ray":
-        return RayExecutor(address or None, workers=workers, cpus_per_worker=cpus_per_worker, num_cpus=num_cpus)
+        return RayExecutor(
+            address or None, workers=workers, cpus_per_worker=cpus_per_worker, num_cpus=num_cpus
+        )
     raise ValueError(f"unknown executor {name!r}; valid choices are: {', '.join(EXECUTOR_NAMES)}")
 
 
@@ -255,7 +265,9 @@ def png_bytes(image: Any) -> bytes:
     from PIL import Image
 
     if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"an image must be a Tensor (3, H, W), got {getattr(image, 'shape', type(image))}")
+        raise ValueError(
+            f"an image must be a Tensor (3, H, W), got {getattr(image, 'shape', type(image))}"
+        )
     if image.dtype != torch.uint8:
         image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     buf = io.BytesIO()
@@ -319,13 +331,16 @@ def load_tensor(path: Any) -> Any:
         raise DamagedTensorError(f"not a safetensors file ({exc})") from exc
     want = (header.get("__metadata__") or {}).get(_SHA_KEY)
     if want and hashlib.sha256(body).hexdigest() != want:
-        raise DamagedTensorError(f"checksum mismatch (SHA-256 recorded {want[:16]}…, the data has "
-                                 f"{hashlib.sha256(body).hexdigest()[:16]}…)")
+        raise DamagedTensorError(
+            f"checksum mismatch (SHA-256 recorded {want[:16]}…, the data has "
+            f"{hashlib.sha256(body).hexdigest()[:16]}…)"
+        )
     try:
         tensors = load(data)
     except Exception as exc:  # any reader error means the file is unusable
-        raise DamagedTensorError(f"not readable ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})") \
-            from exc
+        raise DamagedTensorError(
+            f"not readable ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
+        ) from exc
     if "tensor" not in tensors:
         raise DamagedTensorError(f"holds {sorted(tensors)[:3]}, not a cached tensor")
     return tensors["tensor"]
@@ -356,13 +371,25 @@ def run_units(
     todo = [u for u in units if u.unit_id not in done]
     skipped = len(units) - len(todo)
     if skipped:
-        log.info("resuming: %d of %d %s already recorded, %d to run", skipped, len(units), desc, len(todo))
+        log.info(
+            "resuming: %d of %d %s already recorded, %d to run",
+            skipped,
+            len(units),
+            desc,
+            len(todo),
+        )
     start = time.perf_counter()
     worker_seconds = 0.0
-    bar = tqdm(total=len(units), initial=skipped, desc=desc, unit="unit", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(units),
+        initial=skipped,
+        desc=desc,
+        unit="unit",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
-        for result in (executor.map(spec, todo) if todo else ()):
+        for result in executor.map(spec, todo) if todo else ():
             save_outputs(store.run_dir, result)
             store.write({result.unit_id: result.rows})
             worker_seconds += result.seconds
@@ -372,5 +399,10 @@ def run_units(
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
-    return {"units": len(units), "skipped": skipped, "ran": len(todo), "seconds": elapsed,
-            "worker_seconds": worker_seconds}
+    return {
+        "units": len(units),
+        "skipped": skipped,
+        "ran": len(todo),
+        "seconds": elapsed,
+        "worker_seconds": worker_seconds,
+    }

@@ -58,7 +58,9 @@ def find_classes(cfg: LatentStudyConfig) -> list[ClassImages]:
     images of each by file name. Empty or too small classes warn and are skipped."""
     d = cfg.data
     if not d.root:
-        raise ValueError("data.root is not set: give the folder that holds one sub-folder of images per class")
+        raise ValueError(
+            "data.root is not set: give the folder that holds one sub-folder of images per class"
+        )
     root = Path(d.root)
     if not root.is_dir():
         raise ValueError(f"data.root {str(root)!r} does not exist or is not a folder")
@@ -69,19 +71,33 @@ def find_classes(cfg: LatentStudyConfig) -> list[ClassImages]:
     for name in names:
         folder = root / name
         if not folder.is_dir():
-            raise ValueError(f"class folder {str(folder)!r} does not exist; classes found: "
-                             f"{sorted(p.name for p in root.iterdir() if p.is_dir())}")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)[: d.images_per_class]
+            raise ValueError(
+                f"class folder {str(folder)!r} does not exist; classes found: "
+                f"{sorted(p.name for p in root.iterdir() if p.is_dir())}"
+            )
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)[
+            : d.images_per_class
+        ]
         if not files:
-            warnings.warn(f"class {name!r} has no images ({', '.join(sorted(exts))}); it is skipped", stacklevel=2)
+            warnings.warn(
+                f"class {name!r} has no images ({', '.join(sorted(exts))}); it is skipped",
+                stacklevel=2,
+            )
             continue
         if len(files) < 2:
-            warnings.warn(f"class {name!r} has only 1 image; pairs need 2, so it is skipped", stacklevel=2)
+            warnings.warn(
+                f"class {name!r} has only 1 image; pairs need 2, so it is skipped", stacklevel=2
+            )
             continue
         if len(files) < need:
-            warnings.warn(f"class {name!r} has {len(files)} images, fewer than the largest centroid "
-                          f"size {need}; larger centroids are skipped for it", stacklevel=2)
-        out.append(ClassImages(name, d.prompt_template.format(name=name.replace("_", " ")), tuple(files)))
+            warnings.warn(
+                f"class {name!r} has {len(files)} images, fewer than the largest centroid "
+                f"size {need}; larger centroids are skipped for it",
+                stacklevel=2,
+            )
+        out.append(
+            ClassImages(name, d.prompt_template.format(name=name.replace("_", " ")), tuple(files))
+        )
     if not out:
         raise ValueError(f"no class under {str(root)!r} has at least 2 images")
     return out
@@ -99,8 +115,9 @@ def within_class_pairs(n: int, count: int, seed: int, class_name: str) -> list[t
     return [all_pairs[k] for k in order]
 
 
-def centroid_groups(n: int, sizes: Sequence[int], groups: Sequence[int], seed: int, class_name: str
-                    ) -> list[tuple[int, int, tuple[int, ...]]]:
+def centroid_groups(
+    n: int, sizes: Sequence[int], groups: Sequence[int], seed: int, class_name: str
+) -> list[tuple[int, int, tuple[int, ...]]]:
     """(size, index, members) of seeded random groups; sizes larger than n are skipped."""
     import torch
 
@@ -143,7 +160,10 @@ class LatentStudyWorker:
         self.cfg: LatentStudyConfig = from_dict(LatentStudyConfig, config)
         m = self.cfg.model
         self.adapter = load_adapter(
-            m.id, device=m.device or None, dtype=m.dtype or None, variant=m.variant or None,
+            m.id,
+            device=m.device or None,
+            dtype=m.dtype or None,
+            variant=m.variant or None,
             runtime=m.runtime_options(),
         )
         dh, dw = self.adapter.default_size
@@ -170,13 +190,26 @@ class LatentStudyWorker:
     def _invert(self, unit: Unit) -> UnitResult:
         p = unit.payload
         start = time.perf_counter()
-        latent = self.adapter.invert(p["image"], p["prompt"], steps=self.cfg.inversion.steps,
-                                     guidance=self.cfg.inversion.guidance, height=self.height, width=self.width)
+        latent = self.adapter.invert(
+            p["image"],
+            p["prompt"],
+            steps=self.cfg.inversion.steps,
+            guidance=self.cfg.inversion.guidance,
+            height=self.height,
+            width=self.width,
+        )
         seconds = time.perf_counter() - start
         # the adapter's own inversion ("ddim" for SD/SDXL, "flow" Euler inversion for SD3/Flux)
         method = getattr(self.adapter, "inversion", "") or "ddim"
-        row = {"kind": "inversion", "method": method, "class_name": p["class_name"], "members": p["name"],
-               "seconds": seconds, "render_seconds": 0.0, "images": []}
+        row = {
+            "kind": "inversion",
+            "method": method,
+            "class_name": p["class_name"],
+            "members": p["name"],
+            "seconds": seconds,
+            "render_seconds": 0.0,
+            "images": [],
+        }
         return UnitResult(unit.unit_id, (row,), tensors={p["cache"]: latent}, seconds=seconds)
 
     def _latents_for(self, kind: str, method: str, x: Any, seed: int) -> Any:
@@ -191,17 +224,26 @@ class LatentStudyWorker:
             ts = torch.arange(1, k + 1, dtype=torch.float64) / (k + 1)
             if method == "nao":
                 g = torch.Generator().manual_seed(seed)
-                path = gaussian.nao_interpolate(x[0], x[1], n_points=ic.nao_points, max_iter=ic.nao_max_iter,
-                                                generator=g)
+                path = gaussian.nao_interpolate(
+                    x[0], x[1], n_points=ic.nao_points, max_iter=ic.nao_max_iter, generator=g
+                )
                 return gaussian.pick_interior(path, k)
-            fn = {"lerp": gaussian.lerp, "slerp": gaussian.slerp, "cog": gaussian.cog_interpolate}[method]
+            fn = {"lerp": gaussian.lerp, "slerp": gaussian.slerp, "cog": gaussian.cog_interpolate}[
+                method
+            ]
             return fn(x[0], x[1], ts.to(x.dtype))
         cc = self.cfg.centroids
         if method == "nao":
             g = torch.Generator().manual_seed(seed)
-            return gaussian.nao_centroid(x, cc.nao_points, max_iter=cc.nao_max_iter, generator=g).centroid[None]
-        fn = {"euclidean": gaussian.euclidean_centroid, "standardized": gaussian.standardized_centroid,
-              "mode_norm": gaussian.mode_norm_centroid, "cog": gaussian.cog_centroid}[method]
+            return gaussian.nao_centroid(
+                x, cc.nao_points, max_iter=cc.nao_max_iter, generator=g
+            ).centroid[None]
+        fn = {
+            "euclidean": gaussian.euclidean_centroid,
+            "standardized": gaussian.standardized_centroid,
+            "mode_norm": gaussian.mode_norm_centroid,
+            "cog": gaussian.cog_centroid,
+        }[method]
         return fn(x)[None]
 
     def _combine(self, unit: Unit) -> UnitResult:
@@ -223,9 +265,18 @@ class LatentStudyWorker:
         all_latents = torch.cat([per_method[m] for m in methods])
         cond = self._encode(p["prompt"]).expand(len(all_latents))
         t0 = time.perf_counter()
-        images = render_frames(self.adapter, cond, all_latents, steps=self.cfg.render.steps,
-                               guidance=self.cfg.render.guidance, height=self.height, width=self.width,
-                               batch_size=self.cfg.render.batch_size, negative=self.negative, progress=False)
+        images = render_frames(
+            self.adapter,
+            cond,
+            all_latents,
+            steps=self.cfg.render.steps,
+            guidance=self.cfg.render.guidance,
+            height=self.height,
+            width=self.width,
+            batch_size=self.cfg.render.batch_size,
+            negative=self.negative,
+            progress=False,
+        )
         render_s = time.perf_counter() - t0
         assert images is not None
         files: dict[str, Any] = {}
@@ -239,9 +290,17 @@ class LatentStudyWorker:
                 files[rel] = images[offset + j]
                 paths.append(rel)
             offset += n
-            rows.append({"kind": kind, "method": m, "class_name": p["class_name"], "members": p["members"],
-                         "seconds": seconds[m], "render_seconds": render_s * n / len(all_latents),
-                         "images": paths})
+            rows.append(
+                {
+                    "kind": kind,
+                    "method": m,
+                    "class_name": p["class_name"],
+                    "members": p["members"],
+                    "seconds": seconds[m],
+                    "render_seconds": render_s * n / len(all_latents),
+                    "images": paths,
+                }
+            )
         total = time.perf_counter() - start
         for r in rows:
             r["unit_seconds"] = total
@@ -265,7 +324,9 @@ def check_cached_latent(path: Path, *, needed: bool = True) -> bool:
         return not needed
     except DamagedTensorError as exc:
         moved = set_aside(path, path.parent / "damaged")
-        log.warning("damaged cached latent %s: %s; moved to %s; it will be computed again", path, exc, moved)
+        log.warning(
+            "damaged cached latent %s: %s; moved to %s; it will be computed again", path, exc, moved
+        )
         return False
 
 
@@ -276,11 +337,11 @@ def _load_real(path: Path, size: tuple[int, int] | None = None) -> Any:
     return load_image(path, size=size)
 
 
-
 def latent_cache_path(class_name: str, image_name: str) -> str:
     """Where a run keeps the inverted latent of image ``image_name`` of class ``class_name``,
     relative to the run directory (shared with :func:`whichway.studies.verify.verify_run`)."""
     return f"latents/{safe_name(class_name)}/{safe_name(Path(image_name).stem)}.safetensors"
+
 
 def run_latent_study(
     config: LatentStudyConfig,
@@ -315,42 +376,95 @@ def run_latent_study(
     for c in classes:
         n = len(c.files)
         if config.interpolation.methods:
-            for i, j in within_class_pairs(n, config.interpolation.pairs_per_class, config.study.seed, c.name):
+            for i, j in within_class_pairs(
+                n, config.interpolation.pairs_per_class, config.study.seed, c.name
+            ):
                 uid = f"interp:{c.name}:{c.files[i].name}|{c.files[j].name}"
-                combo.append(Unit(uid, {"kind": "interpolation", "members": f"{c.files[i].name}|{c.files[j].name}",
-                                        "idx": (i, j), "class": c}))
+                combo.append(
+                    Unit(
+                        uid,
+                        {
+                            "kind": "interpolation",
+                            "members": f"{c.files[i].name}|{c.files[j].name}",
+                            "idx": (i, j),
+                            "class": c,
+                        },
+                    )
+                )
         if config.centroids.methods:
-            for k, gi, members in centroid_groups(n, config.centroids.sizes, config.centroids.groups,
-                                                  config.study.seed, c.name):
+            for k, gi, members in centroid_groups(
+                n, config.centroids.sizes, config.centroids.groups, config.study.seed, c.name
+            ):
                 uid = f"centroid:{c.name}:k{k}:{gi}"
-                combo.append(Unit(uid, {"kind": "centroids", "members": "|".join(c.files[m].name for m in members),
-                                        "idx": members, "class": c}))
+                combo.append(
+                    Unit(
+                        uid,
+                        {
+                            "kind": "centroids",
+                            "members": "|".join(c.files[m].name for m in members),
+                            "idx": members,
+                            "class": c,
+                        },
+                    )
+                )
     n_units = len(inv) + len(combo)
 
     def inversion_payload(c: ClassImages, i: int, rel: str) -> dict[str, Any]:
         f = c.files[i]
-        return {"kind": "inversion", "image": _load_real(f), "prompt": c.prompt, "class_name": c.name,
-                "name": f.name, "cache": rel}
+        return {
+            "kind": "inversion",
+            "image": _load_real(f),
+            "prompt": c.prompt,
+            "class_name": c.name,
+            "name": f.name,
+            "cache": rel,
+        }
 
     with ResultStore(run_dir) as store:
-        manifest = prepare_run(store, STUDY, cfg_dict, {
-            "classes": [c.name for c in classes], "images": sum(len(c.files) for c in classes), "units": n_units})
+        manifest = prepare_run(
+            store,
+            STUDY,
+            cfg_dict,
+            {
+                "classes": [c.name for c in classes],
+                "images": sum(len(c.files) for c in classes),
+                "units": n_units,
+            },
+        )
         if own:
             rc = config.run
-            executor = make_executor(rc.executor, address=rc.address, workers=rc.workers,
-                                     cpus_per_worker=rc.cpus_per_worker)
+            executor = make_executor(
+                rc.executor,
+                address=rc.address,
+                workers=rc.workers,
+                cpus_per_worker=rc.cpus_per_worker,
+            )
         try:
             # phase 1: inversion (images are read here, in the driver, only for units still to run).
             # A recorded inversion's cached latent is checked first: a damaged one is set aside and
             # computed again; a missing one only when a path or centroid still to run needs it.
             done = store.completed()
-            need = {(u.payload["class"].name, i) for u in combo if u.unit_id not in done for i in u.payload["idx"]}
-            redo = [Unit(uid, inversion_payload(c, i, rel)) for uid, rel, c, i in inv
-                    if uid in done and not check_cached_latent(run_dir / rel, needed=(c.name, i) in need)]
-            for result in (executor.map(spec, redo) if redo else ()):
+            need = {
+                (u.payload["class"].name, i)
+                for u in combo
+                if u.unit_id not in done
+                for i in u.payload["idx"]
+            }
+            redo = [
+                Unit(uid, inversion_payload(c, i, rel))
+                for uid, rel, c, i in inv
+                if uid in done
+                and not check_cached_latent(run_dir / rel, needed=(c.name, i) in need)
+            ]
+            for result in executor.map(spec, redo) if redo else ():
                 save_outputs(run_dir, result)  # the unit's rows are recorded already
-            inv_units = [Unit(uid, None if uid in done else inversion_payload(c, i, rel)) for uid, rel, c, i in inv]
-            total = run_units(store, executor, spec, inv_units, progress=show, desc="inversions")["ran"]
+            inv_units = [
+                Unit(uid, None if uid in done else inversion_payload(c, i, rel))
+                for uid, rel, c, i in inv
+            ]
+            total = run_units(store, executor, spec, inv_units, progress=show, desc="inversions")[
+                "ran"
+            ]
 
             # phase 2: interpolation paths and centroids
             done = store.completed()
@@ -362,13 +476,32 @@ def run_latent_study(
                 c = u.payload["class"]
                 import torch
 
-                x = torch.stack([load_tensor(run_dir / cache[(c.name, i)]) for i in u.payload["idx"]])
+                x = torch.stack(
+                    [load_tensor(run_dir / cache[(c.name, i)]) for i in u.payload["idx"]]
+                )
                 kind = u.payload["kind"]
-                methods = list(config.interpolation.methods if kind == "interpolation" else config.centroids.methods)
-                units.append(Unit(u.unit_id, {"kind": kind, "latents": x, "methods": methods, "prompt": c.prompt,
-                                              "class_name": c.name, "members": u.payload["members"],
-                                              "seed": derive_seed("nao", config.study.seed, u.unit_id)}))
-            total += run_units(store, executor, spec, units, progress=show, desc="paths and centroids")["ran"]
+                methods = list(
+                    config.interpolation.methods
+                    if kind == "interpolation"
+                    else config.centroids.methods
+                )
+                units.append(
+                    Unit(
+                        u.unit_id,
+                        {
+                            "kind": kind,
+                            "latents": x,
+                            "methods": methods,
+                            "prompt": c.prompt,
+                            "class_name": c.name,
+                            "members": u.payload["members"],
+                            "seed": derive_seed("nao", config.study.seed, u.unit_id),
+                        },
+                    )
+                )
+            total += run_units(
+                store, executor, spec, units, progress=show, desc="paths and centroids"
+            )["ran"]
         finally:
             if own:
                 executor.close()
@@ -379,10 +512,16 @@ def run_latent_study(
 
         atomic_write_json(run_dir / "metrics.json", metrics)
         store.compact()  # one file instead of one shard per unit (crash-safe, see store.py)
-        manifest.update(status="complete", units=n_units, finished=datetime.datetime.now(datetime.timezone.utc)
-                        .isoformat(timespec="seconds"), units_recorded=len(store.completed()))
+        manifest.update(
+            status="complete",
+            units=n_units,
+            finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            units_recorded=len(store.completed()),
+        )
         store.write_manifest(manifest)
-    return StudyRun(run_dir, n_units, int(total), n_units - int(total), time.perf_counter() - t_start)
+    return StudyRun(
+        run_dir, n_units, int(total), n_units - int(total), time.perf_counter() - t_start
+    )
 
 
 def score_latent_study(
@@ -408,7 +547,9 @@ def score_latent_study(
     def extractor(d: int) -> Any:
         return RandomFeatures(d) if mc.fid_features == "random" else None
 
-    fids = {d: FID(extractor(d), dims=d, device=device, batch_size=mc.batch_size) for d in mc.fid_dims}
+    fids = {
+        d: FID(extractor(d), dims=d, device=device, batch_size=mc.batch_size) for d in mc.fid_dims
+    }
     bs = mc.batch_size
     real_files = [f for c in classes for f in c.files]
     for s in range(0, len(real_files), bs):
@@ -419,15 +560,25 @@ def score_latent_study(
     if mc.classifier:
         from whichway.metrics.classify import ClassifierAccuracy
 
-        clf = ClassifierAccuracy(mc.classifier, pretrained=mc.pretrained, device=device, batch_size=bs)
-    out: dict[str, Any] = {"real_images": len(real_files), "fid_features": mc.fid_features,
-                           "classifier": mc.classifier, "classifier_pretrained": mc.pretrained}
+        clf = ClassifierAccuracy(
+            mc.classifier, pretrained=mc.pretrained, device=device, batch_size=bs
+        )
+    out: dict[str, Any] = {
+        "real_images": len(real_files),
+        "fid_features": mc.fid_features,
+        "classifier": mc.classifier,
+        "classifier_pretrained": mc.pretrained,
+    }
     for kind in ("interpolation", "centroids"):
         sub = df[df["kind"] == kind] if "kind" in df.columns else df.iloc[0:0]
         out[kind] = {}
         for method in dict.fromkeys(sub["method"]):
             rows = sub[sub.method == method]
-            files = [(run_dir / f, cls) for imgs, cls in zip(rows["images"], rows["class_name"]) for f in imgs]
+            files = [
+                (run_dir / f, cls)
+                for imgs, cls in zip(rows["images"], rows["class_name"])
+                for f in imgs
+            ]
             for fid in fids.values():
                 fid.reset(keep_real=True)
             if clf is not None:

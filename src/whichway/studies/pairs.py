@@ -94,7 +94,9 @@ def _read_table(path: Path, required: Sequence[str], what: str) -> pd.DataFrame:
     try:
         df = readers[suffix]()
     except Exception as exc:  # parser errors of the three libraries differ
-        raise ValueError(f"could not read {what} file {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"could not read {what} file {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(
@@ -125,7 +127,7 @@ def load_coco_captions(paths: Iterable[str | Path]) -> dict[int, str]:
         if not isinstance(anns, list):
             raise ValueError(
                 f"COCO captions file {str(path)!r} has no 'annotations' list; expected the COCO "
-                "captions format {\"annotations\": [{\"id\": ..., \"caption\": ...}, ...]}"
+                'captions format {"annotations": [{"id": ..., "caption": ...}, ...]}'
             )
         for ann in anns:
             try:
@@ -236,14 +238,17 @@ def load_pair_file(path: str | Path, *, max_similarity: float = 5.0) -> PairSet:
     dup = out["pair_id"].duplicated()
     if dup.any():
         warnings.warn(
-            f"{int(dup.sum())} duplicate pair(s) in {str(path)!r} dropped (same pair_id)", stacklevel=2
+            f"{int(dup.sum())} duplicate pair(s) in {str(path)!r} dropped (same pair_id)",
+            stacklevel=2,
         )
         out = out[~dup]
     out, n_invalid = _clean(out, max_similarity, need_similarity="similarity" in df.columns)
     return PairSet(out, n_total, 0, n_invalid)
 
 
-def _clean(df: pd.DataFrame, max_similarity: float, need_similarity: bool = True) -> tuple[pd.DataFrame, int]:
+def _clean(
+    df: pd.DataFrame, max_similarity: float, need_similarity: bool = True
+) -> tuple[pd.DataFrame, int]:
     """Drop empty prompts and invalid similarities; sort by pair id; fixed column order."""
     ok = (df["prompt_a"].str.len() > 0) & (df["prompt_b"].str.len() > 0)
     if need_similarity:
@@ -265,7 +270,9 @@ def _clean(df: pd.DataFrame, max_similarity: float, need_similarity: bool = True
 def group_labels(width: float = 0.5, max_similarity: float = 5.0) -> list[float]:
     """Upper edges of the similarity groups: width, 2*width, ..., max_similarity."""
     if width <= 0 or max_similarity <= 0:
-        raise ValueError(f"group width and max similarity must be positive, got {width} and {max_similarity}")
+        raise ValueError(
+            f"group width and max similarity must be positive, got {width} and {max_similarity}"
+        )
     n = round(max_similarity / width)
     if abs(n * width - max_similarity) > 1e-9:
         raise ValueError(
@@ -274,7 +281,9 @@ def group_labels(width: float = 0.5, max_similarity: float = 5.0) -> list[float]
     return [round((k + 1) * width, 10) for k in range(n)]
 
 
-def similarity_group(similarity: pd.Series, width: float = 0.5, max_similarity: float = 5.0) -> pd.Series:
+def similarity_group(
+    similarity: pd.Series, width: float = 0.5, max_similarity: float = 5.0
+) -> pd.Series:
     """Group label (upper edge) of each similarity: ``[0, w) -> w``, ..., ``[5 - w, 5] -> 5``.
 
     NaN similarities get NaN. The score is rounded to 1e-9 first so that decimal scores on an
@@ -329,13 +338,18 @@ def stratified_sample(
         raise ValueError(f"n_per_group must be >= 1, got {n_per_group}")
     missing = [c for c in ("pair_id", "similarity") if c not in pairs.columns]
     if missing:
-        raise ValueError(f"pair table lacks column(s) {missing}; load it with load_cxc or load_pair_file")
+        raise ValueError(
+            f"pair table lacks column(s) {missing}; load it with load_cxc or load_pair_file"
+        )
     df = pairs.sort_values("pair_id", kind="stable").reset_index(drop=True)
     if not stratify:
         g = torch.Generator().manual_seed(derive_seed("sample", seed, "all"))
         order = torch.randperm(len(df), generator=g)[:n_per_group].tolist()
         if len(df) < n_per_group:
-            warnings.warn(f"only {len(df)} pairs available, fewer than the {n_per_group} asked for", stacklevel=2)
+            warnings.warn(
+                f"only {len(df)} pairs available, fewer than the {n_per_group} asked for",
+                stacklevel=2,
+            )
         return df.iloc[order].assign(group=math.nan).reset_index(drop=True)
     if df["similarity"].isna().any():
         raise ValueError(
@@ -348,8 +362,11 @@ def stratified_sample(
     for label in group_labels(width, max_similarity):
         members = df[groups == label]
         if len(members) == 0:
-            warnings.warn(f"similarity group {label:g} is empty: no pairs with similarity in "
-                          f"[{label - width:g}, {label:g}{']' if label == max_similarity else ')'}", stacklevel=2)
+            warnings.warn(
+                f"similarity group {label:g} is empty: no pairs with similarity in "
+                f"[{label - width:g}, {label:g}{']' if label == max_similarity else ')'}",
+                stacklevel=2,
+            )
             continue
         if len(members) < n_per_group:
             short.append(f"{label:g} ({len(members)})")

@@ -48,8 +48,19 @@ STUDY = "prompts"
 #: Columns that are the same in every run of the same config (timings excluded); used to compare
 #: runs (resume, local vs Ray).
 DETERMINISTIC_COLUMNS: tuple[str, ...] = (
-    "unit_id", "pair_id", "coupling", "group", "similarity", "seed", "coupling_cost",
-    "w2_path_length", "ppl", "ppl_normalized", "smoothness", "consistency", "max_step",
+    "unit_id",
+    "pair_id",
+    "coupling",
+    "group",
+    "similarity",
+    "seed",
+    "coupling_cost",
+    "w2_path_length",
+    "ppl",
+    "ppl_normalized",
+    "smoothness",
+    "consistency",
+    "max_step",
 )
 
 
@@ -79,7 +90,10 @@ class PromptStudyWorker:
         self.cfg: PromptStudyConfig = from_dict(PromptStudyConfig, config)
         m = self.cfg.model
         self.adapter = load_adapter(
-            m.id, device=m.device or None, dtype=m.dtype or None, variant=m.variant or None,
+            m.id,
+            device=m.device or None,
+            dtype=m.dtype or None,
+            variant=m.variant or None,
             runtime=m.runtime_options(),
         )
         r = self.cfg.render
@@ -87,8 +101,11 @@ class PromptStudyWorker:
         self.height, self.width = r.height or dh, r.width or dw
         self.negative = self.adapter.encode_negative(r.negative_prompt or None, 1)
         device = self.cfg.metrics.device or str(self.adapter.device)
-        self.meter = LPIPSPath(self.cfg.metrics.lpips_net, pretrained_backbone=self.cfg.metrics.pretrained,
-                               device=device)
+        self.meter = LPIPSPath(
+            self.cfg.metrics.lpips_net,
+            pretrained_backbone=self.cfg.metrics.pretrained,
+            device=device,
+        )
         self.ts = torch.tensor(r.t, dtype=torch.float64)
 
     def describe(self) -> dict[str, Any]:
@@ -155,8 +172,16 @@ class PromptStudyWorker:
                     frame_seconds[j] = marks[b] / size
 
         frames = render_frames(
-            self.adapter, all_cond, latent, steps=r.steps, guidance=r.guidance, height=self.height,
-            width=self.width, batch_size=r.batch_size, negative=self.negative, on_frame=on_frame,
+            self.adapter,
+            all_cond,
+            latent,
+            steps=r.steps,
+            guidance=r.guidance,
+            height=self.height,
+            width=self.width,
+            batch_size=r.batch_size,
+            negative=self.negative,
+            on_frame=on_frame,
             progress=False,
         )
         assert frames is not None
@@ -182,7 +207,9 @@ class PromptStudyWorker:
         for name in couplings:
             pm = path_metrics_from_steps(steps_by[name], self.ts)
             own = [i for i in index[name] if not (shared and i in (0, 1))]
-            endpoint_share = (frame_seconds[0] + frame_seconds[1]) / len(couplings) if shared else 0.0
+            endpoint_share = (
+                (frame_seconds[0] + frame_seconds[1]) / len(couplings) if shared else 0.0
+            )
             strip = ""
             stem = f"{safe_name(unit.unit_id)}/{name}"
             if want_strip:
@@ -191,29 +218,31 @@ class PromptStudyWorker:
             if cfg.study.save_frames:
                 for k, i in enumerate(index[name]):
                     files[f"frames/{stem}/{k:04d}.png"] = frames[i]
-            rows.append({
-                "pair_id": p["pair_id"],
-                "prompt_a": p["prompt_a"],
-                "prompt_b": p["prompt_b"],
-                "similarity": float(p["similarity"]),
-                "group": float(p["group"]),
-                "source": p.get("source", ""),
-                "seed": seed,
-                "coupling": name,
-                "coupling_cost": costs[name],
-                "w2_path_length": w2_len[name],
-                "ppl": pm.ppl,
-                "ppl_normalized": pm.ppl_normalized,
-                "smoothness": pm.smoothness,
-                "consistency": pm.consistency,
-                "max_step": pm.max_step,
-                "lpips_steps": [float(v) for v in pm.steps.tolist()],
-                "n_frames": T,
-                "render_seconds": sum(frame_seconds[i] for i in own) + endpoint_share,
-                "metric_seconds": metric_s / len(couplings),
-                "encode_seconds": encode_s / len(couplings),
-                "strip": strip,
-            })
+            rows.append(
+                {
+                    "pair_id": p["pair_id"],
+                    "prompt_a": p["prompt_a"],
+                    "prompt_b": p["prompt_b"],
+                    "similarity": float(p["similarity"]),
+                    "group": float(p["group"]),
+                    "source": p.get("source", ""),
+                    "seed": seed,
+                    "coupling": name,
+                    "coupling_cost": costs[name],
+                    "w2_path_length": w2_len[name],
+                    "ppl": pm.ppl,
+                    "ppl_normalized": pm.ppl_normalized,
+                    "smoothness": pm.smoothness,
+                    "consistency": pm.consistency,
+                    "max_step": pm.max_step,
+                    "lpips_steps": [float(v) for v in pm.steps.tolist()],
+                    "n_frames": T,
+                    "render_seconds": sum(frame_seconds[i] for i in own) + endpoint_share,
+                    "metric_seconds": metric_s / len(couplings),
+                    "encode_seconds": encode_s / len(couplings),
+                    "strip": strip,
+                }
+            )
         total = time.perf_counter() - start
         for row in rows:
             row["unit_seconds"] = total
@@ -259,10 +288,18 @@ def load_study_pairs(cfg: PromptStudyConfig) -> tuple[Any, dict[str, Any]]:
         ps = load_cxc(pc.sts, pc.coco, max_similarity=pc.max_similarity)
     else:
         if not pc.file:
-            raise ValueError("pairs.source = 'file' needs pairs.file (CSV / JSONL / Parquet with prompt_a, prompt_b)")
+            raise ValueError(
+                "pairs.source = 'file' needs pairs.file (CSV / JSONL / Parquet with prompt_a, prompt_b)"
+            )
         ps = load_pair_file(pc.file, max_similarity=pc.max_similarity)
-    sample = stratified_sample(ps.pairs, pc.n_per_group, seed=cfg.study.seed, width=pc.group_width,
-                               max_similarity=pc.max_similarity, stratify=pc.stratify)
+    sample = stratified_sample(
+        ps.pairs,
+        pc.n_per_group,
+        seed=cfg.study.seed,
+        width=pc.group_width,
+        max_similarity=pc.max_similarity,
+        stratify=pc.stratify,
+    )
     summary = ps.summary()
     summary["pairs_sampled"] = len(sample)
     summary["unresolved_examples"] = list(ps.unresolved_ids)
@@ -285,23 +322,38 @@ def build_units(cfg: PromptStudyConfig, sample: Any) -> list[Unit]:
         examples = set(firsts[::step][:k])
     units = []
     for row in sample.itertuples(index=False):
-        units.append(Unit(row.pair_id, {
-            "pair_id": row.pair_id,
-            "prompt_a": row.prompt_a,
-            "prompt_b": row.prompt_b,
-            "similarity": float(row.similarity),
-            "group": float(row.group),
-            "source": row.source,
-            "seed": pair_seed(cfg.study.seed, row.pair_id),
-            "example": row.pair_id in examples,
-        }))
+        units.append(
+            Unit(
+                row.pair_id,
+                {
+                    "pair_id": row.pair_id,
+                    "prompt_a": row.prompt_a,
+                    "prompt_b": row.prompt_b,
+                    "similarity": float(row.similarity),
+                    "group": float(row.group),
+                    "source": row.source,
+                    "seed": pair_seed(cfg.study.seed, row.pair_id),
+                    "example": row.pair_id in examples,
+                },
+            )
+        )
     return units
 
 
 # Settings that may change between a run and its resumption (they do not change any number).
-_RESUMABLE_KEYS = {"run", "study.save_frames", "study.save_strips", "study.example_pairs",
-                   "pairs.n_per_group", "metrics.device", "metrics.batch_size", "render.batch_size",
-                   "model.device", "data.images_per_class", "interpolation.pairs_per_class"}
+_RESUMABLE_KEYS = {
+    "run",
+    "study.save_frames",
+    "study.save_strips",
+    "study.example_pairs",
+    "pairs.n_per_group",
+    "metrics.device",
+    "metrics.batch_size",
+    "render.batch_size",
+    "model.device",
+    "data.images_per_class",
+    "interpolation.pairs_per_class",
+}
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -319,8 +371,13 @@ def check_resumable(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
     """Raise ValueError when a run directory's config differs from ``new`` in a setting that
     changes results (model, pairs source, render settings, seed, couplings, metrics)."""
     a, b = _flat(old), _flat(new)
-    differ = sorted(k for k in set(a) | set(b)
-                    if a.get(k) != b.get(k) and k not in _RESUMABLE_KEYS and k.split(".")[0] not in _RESUMABLE_KEYS)
+    differ = sorted(
+        k
+        for k in set(a) | set(b)
+        if a.get(k) != b.get(k)
+        and k not in _RESUMABLE_KEYS
+        and k.split(".")[0] not in _RESUMABLE_KEYS
+    )
     if differ:
         detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:6])
         raise ValueError(
@@ -329,7 +386,9 @@ def check_resumable(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         )
 
 
-def prepare_run(store: Any, study: str, cfg_dict: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def prepare_run(
+    store: Any, study: str, cfg_dict: Mapping[str, Any], extra: Mapping[str, Any]
+) -> dict[str, Any]:
     """Check a run directory can take this config (resume) and write its manifest."""
     import datetime
 
@@ -341,7 +400,9 @@ def prepare_run(store: Any, study: str, cfg_dict: Mapping[str, Any], extra: Mapp
     if path.is_file():
         old = store.read_manifest()
         if old.get("study") != study:
-            raise ValueError(f"{str(store.run_dir)!r} holds a {old.get('study')!r} study, not {study!r}")
+            raise ValueError(
+                f"{str(store.run_dir)!r} holds a {old.get('study')!r} study, not {study!r}"
+            )
         check_resumable(old.get("config", {}), cfg_dict)
         created = old.get("created", created)
     manifest = {
@@ -384,23 +445,42 @@ def run_prompt_study(
     cfg_dict = to_dict(config)
     own = executor is None
     with ResultStore(run_dir) as store:
-        manifest = prepare_run(store, STUDY, cfg_dict, {"pairs": summary, "units": len(units),
-                                                        "couplings": list(config.study.couplings)})
+        manifest = prepare_run(
+            store,
+            STUDY,
+            cfg_dict,
+            {"pairs": summary, "units": len(units), "couplings": list(config.study.couplings)},
+        )
         if own:
             rc = config.run
-            executor = make_executor(rc.executor, address=rc.address, workers=rc.workers,
-                                     cpus_per_worker=rc.cpus_per_worker)
+            executor = make_executor(
+                rc.executor,
+                address=rc.address,
+                workers=rc.workers,
+                cpus_per_worker=rc.cpus_per_worker,
+            )
         try:
             # the worker needs neither the pair source nor the run settings: leaving them out keeps
             # the spec (and an executor's loaded workers) the same across runs that differ only there
             spec = WorkerSpec(WORKER, {"config": {**cfg_dict, "pairs": {}, "run": {}}})
-            info = run_units(store, executor, spec, units,
-                             progress=config.run.progress if progress is None else progress, desc="pairs")
+            info = run_units(
+                store,
+                executor,
+                spec,
+                units,
+                progress=config.run.progress if progress is None else progress,
+                desc="pairs",
+            )
         finally:
             if own:
                 executor.close()
         store.compact()  # one file instead of one shard per unit (crash-safe, see store.py)
-        manifest.update(status="complete", finished=datetime.datetime.now(datetime.timezone.utc)
-                        .isoformat(timespec="seconds"), units_recorded=len(store.completed()))
+        manifest.update(
+            status="complete",
+            finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            units_recorded=len(store.completed()),
+        )
         store.write_manifest(manifest)
-    return StudyRun(run_dir, len(units), int(info["ran"]), int(info["skipped"]), float(info["seconds"]))
+    return StudyRun(
+        run_dir, len(units), int(info["ran"]), int(info["skipped"]), float(info["seconds"])
+    )

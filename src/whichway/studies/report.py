@@ -41,7 +41,9 @@ def _read(run_dir: Path, study: str) -> tuple[Any, dict[str, Any], list[str]]:
     store = ResultStore(run_dir, lock=False)
     manifest = store.read_manifest()
     if manifest.get("study") != study:
-        raise ValueError(f"{str(run_dir)!r} holds a {manifest.get('study')!r} study, not a {study!r} study")
+        raise ValueError(
+            f"{str(run_dir)!r} holds a {manifest.get('study')!r} study, not a {study!r} study"
+        )
     df = store.read()
     damaged = store.damaged
     names = ", ".join(f"results/{d.name}" for d in damaged)
@@ -57,10 +59,20 @@ def _read(run_dir: Path, study: str) -> tuple[Any, dict[str, Any], list[str]]:
     if damaged:
         units = df["unit_id"].nunique()
         of = f" of {manifest['units']}" if isinstance(manifest.get("units"), int) else ""
-        log.warning("the report covers the readable results only (%d%s units); damaged: %s", units, of, names)
-        note = [(f"> **Partial report:** {len(damaged)} damaged results file(s) left out ({names}); it covers "
-                 f"{units}{of} units. Run `whichway study {study} verify {run_dir}` for details; running the "
-                 "study again sets the damaged files aside and computes their units again."), ""]
+        log.warning(
+            "the report covers the readable results only (%d%s units); damaged: %s",
+            units,
+            of,
+            names,
+        )
+        note = [
+            (
+                f"> **Partial report:** {len(damaged)} damaged results file(s) left out ({names}); it covers "
+                f"{units}{of} units. Run `whichway study {study} verify {run_dir}` for details; running the "
+                "study again sets the damaged files aside and computes their units again."
+            ),
+            "",
+        ]
     return df, manifest, note
 
 
@@ -111,18 +123,33 @@ def _box_plot(df: Any, metric: str, ylabel: str, path: Path, sig: Any = None) ->
     plt = _plt()
     groups = sorted(df["group"].unique())
     couplings = [c for c in COUPLING_ORDER if c in set(df["coupling"])] + sorted(
-        set(df["coupling"]) - set(COUPLING_ORDER))
+        set(df["coupling"]) - set(COUPLING_ORDER)
+    )
     width = 0.8 / max(1, len(couplings))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4.2))
     for j, c in enumerate(couplings):
-        data = [df[(df.group == g) & (df.coupling == c)][metric].dropna().to_numpy() for g in groups]
+        data = [
+            df[(df.group == g) & (df.coupling == c)][metric].dropna().to_numpy() for g in groups
+        ]
         pos = [i + (j - (len(couplings) - 1) / 2) * width for i in range(len(groups))]
-        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
-                        manage_ticks=False)
+        bp = ax.boxplot(
+            data,
+            positions=pos,
+            widths=width * 0.9,
+            patch_artist=True,
+            showfliers=False,
+            manage_ticks=False,
+        )
         for box in bp["boxes"]:
             box.set_facecolor(COUPLING_COLORS.get(c, "#999999"))
             box.set_alpha(0.75)
-        ax.plot([], [], color=COUPLING_COLORS.get(c, "#999999"), lw=8, label=c.upper() if c != "random" else "random")
+        ax.plot(
+            [],
+            [],
+            color=COUPLING_COLORS.get(c, "#999999"),
+            lw=8,
+            label=c.upper() if c != "random" else "random",
+        )
     if sig is not None and not sig.empty:
         top = ax.get_ylim()[1]
         for i, g in enumerate(groups):
@@ -133,7 +160,9 @@ def _box_plot(df: Any, metric: str, ylabel: str, path: Path, sig: Any = None) ->
     ax.set_xticklabels([f"{g:g}" for g in groups])
     ax.set_xlabel("similarity group (upper edge)")
     ax.set_ylabel(ylabel)
-    ax.legend(frameon=False, fontsize=8, ncol=len(couplings), loc="upper left", bbox_to_anchor=(0, -0.15))
+    ax.legend(
+        frameon=False, fontsize=8, ncol=len(couplings), loc="upper left", bbox_to_anchor=(0, -0.15)
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -164,7 +193,9 @@ def _examples_figure(run_dir: Path, df: Any, path: Path, max_pairs: int = 4) -> 
             ax.imshow(img.convert("RGB"))
         ax.set_axis_off()
         ax.set_anchor("W")  # strips flush left, under their captions
-        title = f"{c}: \"{row.prompt_a}\" -> \"{row.prompt_b}\" (sim {row.similarity:g}, PPL {row.ppl:.3g})"
+        title = (
+            f'{c}: "{row.prompt_a}" -> "{row.prompt_b}" (sim {row.similarity:g}, PPL {row.ppl:.3g})'
+        )
         ax.set_title("\n".join(textwrap.wrap(title, 140)), fontsize=7, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -194,8 +225,13 @@ def prompt_report(run_dir: str | Path) -> Path:
             sig_parts.append(significance_table(df, metric, reference="ot", others=others))
     sig = pd.concat(sig_parts, ignore_index=True) if sig_parts else pd.DataFrame()
     sig.to_csv(out / "significance.csv", index=False)
-    _box_plot(df, "ppl", "PPL (sum of per-step LPIPS)", out / "ppl_by_group.png",
-              sig[sig.metric == "ppl"] if not sig.empty else None)
+    _box_plot(
+        df,
+        "ppl",
+        "PPL (sum of per-step LPIPS)",
+        out / "ppl_by_group.png",
+        sig[sig.metric == "ppl"] if not sig.empty else None,
+    )
     _box_plot(df, "coupling_cost", "coupling cost C(σ)", out / "cost_by_group.png")
     examples = _examples_figure(run_dir, df, out / "examples.png")
 
@@ -205,16 +241,22 @@ def prompt_report(run_dir: str | Path) -> Path:
         "# Prompt-pair study: OT vs CLIP vs random couplings",
         "",
         *note,
-        (f"- model: `{cfg.get('model', {}).get('id', '?')}`; steps {cfg.get('render', {}).get('steps')}, "
-         f"guidance {cfg.get('render', {}).get('guidance')}, t = {cfg.get('render', {}).get('t')}"),
-        (f"- pairs: {df.pair_id.nunique()} recorded of {manifest.get('units', '?')} sampled; "
-         f"source read {pairs_info.get('pairs_read', '?')} pairs, {pairs_info.get('pairs_unresolved', 0)} "
-         "unresolved caption ids dropped"),
+        (
+            f"- model: `{cfg.get('model', {}).get('id', '?')}`; steps {cfg.get('render', {}).get('steps')}, "
+            f"guidance {cfg.get('render', {}).get('guidance')}, t = {cfg.get('render', {}).get('t')}"
+        ),
+        (
+            f"- pairs: {df.pair_id.nunique()} recorded of {manifest.get('units', '?')} sampled; "
+            f"source read {pairs_info.get('pairs_read', '?')} pairs, {pairs_info.get('pairs_unresolved', 0)} "
+            "unresolved caption ids dropped"
+        ),
         f"- study seed {manifest.get('seed')}; one seed per pair; couplings: {', '.join(couplings)}",
         *(["- pairs without a similarity score are shown as group 0"] if unstratified else []),
         "",
-        ("PPL = Σₖ LPIPS(frameₖ, frameₖ₊₁); coupling cost C(σ) = Σᵢ ‖E_A[i] − E_B[σ(i)]‖². Tests: paired "
-         "one-sided Wilcoxon signed-rank (H1: OT lower), * p < 0.05, ** p < 0.01, *** p < 0.001."),
+        (
+            "PPL = Σₖ LPIPS(frameₖ, frameₖ₊₁); coupling cost C(σ) = Σᵢ ‖E_A[i] − E_B[σ(i)]‖². Tests: paired "
+            "one-sided Wilcoxon signed-rank (H1: OT lower), * p < 0.05, ** p < 0.01, *** p < 0.001."
+        ),
         "",
         "## PPL by similarity group (Figure 3)",
         "",
@@ -226,21 +268,37 @@ def prompt_report(run_dir: str | Path) -> Path:
         "",
     ]
     if not sig.empty:
-        show = sig[["group", "comparison", "metric", "n", "median_diff", "win_rate", "pvalue", "stars"]]
+        show = sig[
+            ["group", "comparison", "metric", "n", "median_diff", "win_rate", "pvalue", "stars"]
+        ]
         lines += [_md_table(show), ""]
     else:
         lines += ["(needs the OT coupling and at least one other)", ""]
-    cols = ["group", "coupling", "n", "ppl_mean", "ppl_median", "coupling_cost_mean", "w2_path_length_mean",
-            "smoothness_mean"]
+    cols = [
+        "group",
+        "coupling",
+        "n",
+        "ppl_mean",
+        "ppl_median",
+        "coupling_cost_mean",
+        "w2_path_length_mean",
+        "smoothness_mean",
+    ]
     lines += ["## Summary by group and coupling", "", _md_table(summary[cols]), ""]
     if examples:
         lines += ["## Example paths (Figure 2)", "", "![examples](examples.png)", ""]
     if "unit_seconds" in df.columns:
         per_unit = df.drop_duplicates("unit_id")
         share = 1 - (per_unit["unit_render_seconds"].sum() / per_unit["unit_seconds"].sum())
-        lines += ["## Time", "",
-                  (f"- {per_unit.unit_seconds.mean():.3g} s per pair (median {per_unit.unit_seconds.median():.3g} s), "
-                   f"{share:.1%} of it outside the model's render calls"), ""]
+        lines += [
+            "## Time",
+            "",
+            (
+                f"- {per_unit.unit_seconds.mean():.3g} s per pair (median {per_unit.unit_seconds.median():.3g} s), "
+                f"{share:.1%} of it outside the model's render calls"
+            ),
+            "",
+        ]
     lines += ["Tables: [summary.csv](summary.csv), [significance.csv](significance.csv)", ""]
     md = out / "report.md"
     md.write_text("\n".join(lines), encoding="utf-8")
@@ -262,8 +320,12 @@ def latent_tables(df: Any, metrics: dict[str, Any]) -> dict[str, Any]:
         rows = []
         for method, m in metrics.get(kind, {}).items():
             times = sub[sub.method == method]["seconds"]
-            row = {"method": method, "images": m.get("images", 0),
-                   "accuracy_top1": m.get("accuracy_top1"), "accuracy_top5": m.get("accuracy_top5")}
+            row = {
+                "method": method,
+                "images": m.get("images", 0),
+                "accuracy_top1": m.get("accuracy_top1"),
+                "accuracy_top5": m.get("accuracy_top5"),
+            }
             for k, v in m.items():
                 if k.startswith("fid_"):
                     row[k] = v
@@ -281,7 +343,9 @@ def latent_report(run_dir: str | Path) -> Path:
     df, manifest, note = _read(run_dir, "latents")
     mpath = run_dir / "metrics.json"
     if not mpath.is_file():
-        raise ValueError(f"{str(run_dir)!r} has no metrics.json; the scoring phase of the run did not finish")
+        raise ValueError(
+            f"{str(run_dir)!r} has no metrics.json; the scoring phase of the run did not finish"
+        )
     metrics = json.loads(mpath.read_text())
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
@@ -289,23 +353,33 @@ def latent_report(run_dir: str | Path) -> Path:
     cfg = manifest.get("config", {})
     # the inversion method the run recorded ("ddim" for SD/SDXL, "flow" for SD3/Flux)
     inv_rows = df[df.kind == "inversion"]
-    inv_methods = sorted(str(m) for m in inv_rows["method"].dropna().unique()) if "method" in inv_rows else []
+    inv_methods = (
+        sorted(str(m) for m in inv_rows["method"].dropna().unique()) if "method" in inv_rows else []
+    )
     inv_method = "/".join(inv_methods) or "?"
     lines = [
         "# Latent study: COG vs LERP / SLERP / NAO and centroid baselines",
         "",
         *note,
-        (f"- model: `{cfg.get('model', {}).get('id', '?')}`; {inv_method} inversion, "
-         f"{cfg.get('inversion', {}).get('steps')} inversion steps, guidance {cfg.get('inversion', {}).get('guidance')}; "
-         f"render {cfg.get('render', {}).get('steps')} steps"),
-        (f"- classes: {manifest.get('classes', '?')}; images inverted: {manifest.get('images', '?')}; "
-         f"study seed {manifest.get('seed')}"),
-        (f"- FID against the {metrics.get('real_images', '?')} real images; accuracy of classifier "
-         f"`{metrics.get('classifier', '?')}` (class = the folder's prompt)"),
+        (
+            f"- model: `{cfg.get('model', {}).get('id', '?')}`; {inv_method} inversion, "
+            f"{cfg.get('inversion', {}).get('steps')} inversion steps, guidance {cfg.get('inversion', {}).get('guidance')}; "
+            f"render {cfg.get('render', {}).get('steps')} steps"
+        ),
+        (
+            f"- classes: {manifest.get('classes', '?')}; images inverted: {manifest.get('images', '?')}; "
+            f"study seed {manifest.get('seed')}"
+        ),
+        (
+            f"- FID against the {metrics.get('real_images', '?')} real images; accuracy of classifier "
+            f"`{metrics.get('classifier', '?')}` (class = the folder's prompt)"
+        ),
         "",
     ]
-    for kind, title in (("interpolation", "Table 1: interpolation (interior points of within-class paths)"),
-                        ("centroids", "Table 2: centroids")):
+    for kind, title in (
+        ("interpolation", "Table 1: interpolation (interior points of within-class paths)"),
+        ("centroids", "Table 2: centroids"),
+    ):
         t = tables[kind]
         t.to_csv(out / f"{kind}.csv", index=False)
         lines += [f"## {title}", ""]
@@ -336,7 +410,9 @@ def _latent_examples(run_dir: Path, df: Any, path: Path, max_units: int = 2) -> 
         return False
     plt = _plt()
     ncol = max(len(f) for _, _, f in rows)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(1.4 * ncol + 1, 1.4 * len(rows) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), ncol, figsize=(1.4 * ncol + 1, 1.4 * len(rows) + 0.3), squeeze=False
+    )
     for i, (u, method, files) in enumerate(rows):
         for j in range(ncol):
             ax = axes[i, j]

@@ -23,7 +23,7 @@ ALTERNATIVES: tuple[str, ...] = ("less", "greater", "two-sided")
 
 
 def stars(p: float) -> str:
-    """"***" for p < 0.001, "**" for p < 0.01, "*" for p < 0.05, "" otherwise (and for NaN)."""
+    """ "***" for p < 0.001, "**" for p < 0.01, "*" for p < 0.05, "" otherwise (and for NaN)."""
     if p is None or math.isnan(p):
         return ""
     for level, mark in STAR_LEVELS:
@@ -56,7 +56,9 @@ class PairedTest:
         return stars(self.pvalue)
 
 
-def paired_wilcoxon(x: Sequence[float], y: Sequence[float], *, alternative: str = "less") -> PairedTest:
+def paired_wilcoxon(
+    x: Sequence[float], y: Sequence[float], *, alternative: str = "less"
+) -> PairedTest:
     """One-sided (default H1: x < y) Wilcoxon signed-rank test of paired samples x, y (n,).
 
     Pairs where either value is NaN are dropped. Zero differences are dropped before ranking
@@ -66,11 +68,15 @@ def paired_wilcoxon(x: Sequence[float], y: Sequence[float], *, alternative: str 
     from scipy.stats import wilcoxon
 
     if alternative not in ALTERNATIVES:
-        raise ValueError(f"unknown alternative {alternative!r}; valid choices are: {', '.join(ALTERNATIVES)}")
+        raise ValueError(
+            f"unknown alternative {alternative!r}; valid choices are: {', '.join(ALTERNATIVES)}"
+        )
     xa = np.asarray(x, dtype=np.float64)
     ya = np.asarray(y, dtype=np.float64)
     if xa.shape != ya.shape or xa.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and paired (same length), got shapes {xa.shape} and {ya.shape}")
+        raise ValueError(
+            f"x and y must be 1-D and paired (same length), got shapes {xa.shape} and {ya.shape}"
+        )
     ok = np.isfinite(xa) & np.isfinite(ya)
     xa, ya = xa[ok], ya[ok]
     d = xa - ya
@@ -116,30 +122,42 @@ def significance_table(
     missing = [c for c in need if c not in results.columns]
     if missing:
         raise ValueError(f"results lack column(s) {missing}; they have {list(results.columns)}")
-    wide = results.pivot_table(index=["pair_id", group_col], columns="coupling", values=metric, aggfunc="first")
+    wide = results.pivot_table(
+        index=["pair_id", group_col], columns="coupling", values=metric, aggfunc="first"
+    )
     if reference not in wide.columns:
-        raise ValueError(f"no rows for the reference coupling {reference!r}; found {list(wide.columns)}")
+        raise ValueError(
+            f"no rows for the reference coupling {reference!r}; found {list(wide.columns)}"
+        )
     rows = []
     groups = sorted(wide.index.get_level_values(group_col).unique().tolist()) + ["all"]
     for g in groups:
         sub = wide if g == "all" else wide.xs(g, level=group_col, drop_level=False)
         for other in others:
             if other not in wide.columns:
-                warnings.warn(f"no rows for coupling {other!r}; it is left out of the significance table",
-                              stacklevel=2)
+                warnings.warn(
+                    f"no rows for coupling {other!r}; it is left out of the significance table",
+                    stacklevel=2,
+                )
                 continue
-            t = paired_wilcoxon(sub[reference].to_numpy(), sub[other].to_numpy(), alternative=alternative)
-            rows.append({
-                group_col: g,
-                "comparison": f"{reference} < {other}" if alternative == "less" else f"{reference} vs {other}",
-                "metric": metric,
-                "n": t.n,
-                f"mean_{reference}": t.mean_x,
-                "mean_other": t.mean_y,
-                "median_diff": t.median_diff,
-                "win_rate": t.win_rate,
-                "statistic": t.statistic,
-                "pvalue": t.pvalue,
-                "stars": t.stars,
-            })
+            t = paired_wilcoxon(
+                sub[reference].to_numpy(), sub[other].to_numpy(), alternative=alternative
+            )
+            rows.append(
+                {
+                    group_col: g,
+                    "comparison": f"{reference} < {other}"
+                    if alternative == "less"
+                    else f"{reference} vs {other}",
+                    "metric": metric,
+                    "n": t.n,
+                    f"mean_{reference}": t.mean_x,
+                    "mean_other": t.mean_y,
+                    "median_diff": t.median_diff,
+                    "win_rate": t.win_rate,
+                    "statistic": t.statistic,
+                    "pvalue": t.pvalue,
+                    "stars": t.stars,
+                }
+            )
     return pd.DataFrame(rows)

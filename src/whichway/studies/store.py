@@ -100,7 +100,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+    return atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode()
+    )
 
 
 def sha256_hex(data: bytes) -> str:
@@ -160,12 +162,16 @@ def _compatible(a: str, b: str) -> bool:
     return {a, b} <= {"string", "large_string"}
 
 
-def _merge_schema(ref: Mapping[str, str], schema: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+def _merge_schema(
+    ref: Mapping[str, str], schema: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
     """(merged column types, conflicts) of a run's recorded columns and a new file's."""
     out = dict(ref)
     conflicts = []
     for name, t in schema.items():
-        if name not in out or (_is_nullish(out[name]) and not _is_nullish(t) and _compatible(out[name], t)):
+        if name not in out or (
+            _is_nullish(out[name]) and not _is_nullish(t) and _compatible(out[name], t)
+        ):
             out[name] = t
         elif not _compatible(out[name], t):
             conflicts.append(f"{name}: {t} (the run has {out[name]})")
@@ -316,13 +322,18 @@ class ResultStore:
         path = self.run_dir / MANIFEST
         if not self.writable or not path.is_file():
             return
-        manifest = {k: v for k, v in json.loads(path.read_text()).items()
-                    if k not in (FILES_KEY, SCHEMA_KEY, DAMAGED_KEY)}
+        manifest = {
+            k: v
+            for k, v in json.loads(path.read_text()).items()
+            if k not in (FILES_KEY, SCHEMA_KEY, DAMAGED_KEY)
+        }
         manifest.update(self._store_section())
         atomic_write_json(path, manifest)
 
     # --- checking and reading ----------------------------------------------------------------
-    def _check(self, path: Path, keep_table: bool) -> tuple[ResultFile | None, str, Any, Any, list[str]]:
+    def _check(
+        self, path: Path, keep_table: bool
+    ) -> tuple[ResultFile | None, str, Any, Any, list[str]]:
         """(file record or None, reason it failed, table, the units it held (ids, a count or None
         when unknown), names it replaces)."""
         import pyarrow as pa
@@ -331,44 +342,80 @@ class ResultStore:
         meta = self._load_meta()
         rec = meta[FILES_KEY].get(path.name)
         m = _NAME_RE.match(path.name)
-        known_units = rec.get("units") if isinstance(rec, dict) else (int(m.group(3)) if m else None)
+        known_units = (
+            rec.get("units") if isinstance(rec, dict) else (int(m.group(3)) if m else None)
+        )
         data = path.read_bytes()
         sha = sha256_hex(data)
         bad_sum = ""
         if isinstance(rec, dict) and rec.get("sha256") and rec["sha256"] != sha:
             bad_sum = f"checksum mismatch (manifest.json records SHA-256 {rec['sha256'][:16]}…, the file has {sha[:16]}…)"
         elif m and not sha.startswith(m.group(4)):
-            bad_sum = f"checksum mismatch (its name says SHA-256 {m.group(4)}…, the file has {sha[:16]}…)"
+            bad_sum = (
+                f"checksum mismatch (its name says SHA-256 {m.group(4)}…, the file has {sha[:16]}…)"
+            )
         try:
             table = pq.read_table(pa.BufferReader(data))
         except Exception as exc:  # noqa: BLE001 - any reader error means the file is unusable
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = re.sub(r"^Could not open Parquet input source '<Buffer>': ", "", first)
             unreadable = f"not readable as Parquet ({first})"
-            return None, f"{bad_sum}; {unreadable}" if bad_sum else unreadable, None, known_units, []
+            return (
+                None,
+                f"{bad_sum}; {unreadable}" if bad_sum else unreadable,
+                None,
+                known_units,
+                [],
+            )
         if bad_sum:
             return None, bad_sum, None, known_units, []
         names = table.column_names
-        if "unit_id" not in names or _type_str(table.schema.field("unit_id").type) not in ("string", "large_string"):
-            return None, "schema mismatch (no string unit_id column: not a results file of this store)", \
-                None, known_units, []
+        if "unit_id" not in names or _type_str(table.schema.field("unit_id").type) not in (
+            "string",
+            "large_string",
+        ):
+            return (
+                None,
+                "schema mismatch (no string unit_id column: not a results file of this store)",
+                None,
+                known_units,
+                [],
+            )
         units = frozenset(table.column("unit_id").to_pylist())
         ref = meta[SCHEMA_KEY]
         if ref:
             extra = [n for n in names if n not in ref]
-            _, conflicts = _merge_schema(ref, {n: _type_str(table.schema.field(n).type) for n in names if n in ref})
+            _, conflicts = _merge_schema(
+                ref, {n: _type_str(table.schema.field(n).type) for n in names if n in ref}
+            )
             if extra or conflicts:
-                what = ([f"columns this run does not write: {extra[:5]}"] if extra else []) + conflicts[:3]
+                what = (
+                    [f"columns this run does not write: {extra[:5]}"] if extra else []
+                ) + conflicts[:3]
                 return None, f"schema mismatch ({'; '.join(what)})", None, units, []
-        if isinstance(rec, dict) and rec.get("rows") is not None and int(rec["rows"]) != table.num_rows:
-            return None, f"row count mismatch ({table.num_rows} rows, manifest.json records {rec['rows']})", \
-                None, units, []
+        if (
+            isinstance(rec, dict)
+            and rec.get("rows") is not None
+            and int(rec["rows"]) != table.num_rows
+        ):
+            return (
+                None,
+                f"row count mismatch ({table.num_rows} rows, manifest.json records {rec['rows']})",
+                None,
+                units,
+                [],
+            )
         replaces: list[str] = []
         smeta = table.schema.metadata or {}
         if path.name.startswith("compact-") and _REPLACES_KEY in smeta:
             replaces = list(json.loads(smeta[_REPLACES_KEY]))
-        return ResultFile(path.name, sha, table.num_rows, units), "", table if keep_table else None, \
-            {f.name: _type_str(f.type) for f in table.schema}, replaces
+        return (
+            ResultFile(path.name, sha, table.num_rows, units),
+            "",
+            table if keep_table else None,
+            {f.name: _type_str(f.type) for f in table.schema},
+            replaces,
+        )
 
     def _scan(self, keep_tables: bool = False, refresh: bool = False) -> _Scan:
         """Check every results file (cached; ``refresh`` or ``keep_tables`` reads them again)."""
@@ -408,7 +455,9 @@ class ResultStore:
             for _, _, cols in good.values():
                 merged, _ = _merge_schema(merged, cols)
             meta[SCHEMA_KEY] = merged
-        recorded = scan.done = set().union(*(f.units for f in scan.live.values())) if scan.live else set()
+        recorded = scan.done = (
+            set().union(*(f.units for f in scan.live.values())) if scan.live else set()
+        )
         for f, reason, held in bad:
             if f.name in scan.superseded:
                 continue
@@ -422,7 +471,9 @@ class ResultStore:
                 self._warned.add((f.name, reason))
                 log.warning(d.message())
             if moved:
-                meta[DAMAGED_KEY].append({"name": f.name, "moved_to": moved, "reason": reason, "units": units})
+                meta[DAMAGED_KEY].append(
+                    {"name": f.name, "moved_to": moved, "reason": reason, "units": units}
+                )
         self._scan_state = scan
         if scan.damaged and self.writable:
             self._persist()
@@ -471,14 +522,18 @@ class ResultStore:
     # --- writing ---------------------------------------------------------------------------
     def _require_writable(self, what: str) -> None:
         if not self.writable:
-            raise RuntimeError(f"this ResultStore was opened read-only (lock=False); it cannot {what}")
+            raise RuntimeError(
+                f"this ResultStore was opened read-only (lock=False); it cannot {what}"
+            )
 
     def _record_schema(self, table: Any, what: str) -> None:
         meta = self._load_meta()
         schema = {f.name: _type_str(f.type) for f in table.schema}
         merged, conflicts = _merge_schema(meta[SCHEMA_KEY], schema)
         if conflicts:
-            raise ValueError(f"{what} do not match the columns this run records: {'; '.join(conflicts[:3])}")
+            raise ValueError(
+                f"{what} do not match the columns this run records: {'; '.join(conflicts[:3])}"
+            )
         if merged != meta[SCHEMA_KEY]:
             meta[SCHEMA_KEY] = merged
             self._persist()  # before the file that needs them, so a reader never rejects it
@@ -506,16 +561,24 @@ class ResultStore:
         done = self._scan().done
         again = [u for u in rows_by_unit if u in done]
         if again:
-            raise ValueError(f"unit(s) already recorded, refusing to record them twice: {again[:5]}")
+            raise ValueError(
+                f"unit(s) already recorded, refusing to record them twice: {again[:5]}"
+            )
         records: list[dict[str, Any]] = []
         for unit_id, rows in rows_by_unit.items():
             if not rows:
-                raise ValueError(f"unit {unit_id!r} has no rows; a finished unit records at least one")
+                raise ValueError(
+                    f"unit {unit_id!r} has no rows; a finished unit records at least one"
+                )
             for row in rows:
-                records.append({"unit_id": unit_id, **{k: v for k, v in row.items() if k != "unit_id"}})
+                records.append(
+                    {"unit_id": unit_id, **{k: v for k, v in row.items() if k != "unit_id"}}
+                )
         table = pa.Table.from_pylist(records)
         self._record_schema(table, f"the rows of unit(s) {list(rows_by_unit)[:3]}")
-        key = hashlib.blake2b("\x1f".join(sorted(rows_by_unit)).encode(), digest_size=10).hexdigest()
+        key = hashlib.blake2b(
+            "\x1f".join(sorted(rows_by_unit)).encode(), digest_size=10
+        ).hexdigest()
         rec = self._put("shard", key, table)
         scan = self._scan()
         scan.live[rec.name] = rec
@@ -560,15 +623,21 @@ class ResultStore:
     def read_manifest(self) -> dict[str, Any]:
         path = self.run_dir / MANIFEST
         if not path.is_file():
-            raise ValueError(f"{str(self.run_dir)!r} is not a study run directory: {MANIFEST} is missing")
+            raise ValueError(
+                f"{str(self.run_dir)!r} is not a study run directory: {MANIFEST} is missing"
+            )
         try:
             manifest = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{str(path)!r} is damaged (not JSON: {exc}); restore it from a copy or start the "
-                             "run in a new directory") from exc
+            raise ValueError(
+                f"{str(path)!r} is damaged (not JSON: {exc}); restore it from a copy or start the "
+                "run in a new directory"
+            ) from exc
         if not isinstance(manifest, dict):
-            raise ValueError(f"{str(path)!r} is damaged (not a JSON object); restore it from a copy or start "  # noqa: TRY004
-                             "the run in a new directory")
+            raise ValueError(
+                f"{str(path)!r} is damaged (not a JSON object); restore it from a copy or start "  # noqa: TRY004
+                "the run in a new directory"
+            )
         return manifest
 
 
@@ -577,8 +646,20 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out: dict[str, str] = {}
-    for name in ("whichway", "torch", "diffusers", "transformers", "lpips", "timm", "torch-fidelity",
-                 "scipy", "pot", "pandas", "pyarrow", "ray"):
+    for name in (
+        "whichway",
+        "torch",
+        "diffusers",
+        "transformers",
+        "lpips",
+        "timm",
+        "torch-fidelity",
+        "scipy",
+        "pot",
+        "pandas",
+        "pyarrow",
+        "ray",
+    ):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

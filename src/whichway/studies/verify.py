@@ -46,13 +46,21 @@ class VerifyReport:
 
     @property
     def units_missing(self) -> int | None:
-        return None if self.units_expected is None else max(0, self.units_expected - self.units_recorded)
+        return (
+            None
+            if self.units_expected is None
+            else max(0, self.units_expected - self.units_recorded)
+        )
 
     @property
     def complete(self) -> bool:
         """Every unit recorded in readable files, and no damaged or missing file."""
-        return (self.units_missing == 0 and not self.damaged and not self.missing_files
-                and not self.latents_damaged)
+        return (
+            self.units_missing == 0
+            and not self.damaged
+            and not self.missing_files
+            and not self.latents_damaged
+        )
 
 
 def verify_run(run_dir: str | Path, study: str | None = None) -> VerifyReport:
@@ -76,10 +84,15 @@ def verify_run(run_dir: str | Path, study: str | None = None) -> VerifyReport:
     recorded_files = dict(manifest.get(FILES_KEY) or {})
     scan = store._scan()
     on_disk = {p.name for p in (run_dir / RESULTS_DIR).glob("*.parquet")}
-    missing = tuple(sorted(n for n in recorded_files if n not in on_disk and n not in scan.superseded))
+    missing = tuple(
+        sorted(n for n in recorded_files if n not in on_disk and n not in scan.superseded)
+    )
     unchecked = tuple(n for n in live if n not in recorded_files and not _NAME_RE.match(n))
-    aside = sorted(str(p.relative_to(run_dir)) for p in (run_dir / RESULTS_DIR / DAMAGED_DIR).glob("*")
-                   if p.is_file())
+    aside = sorted(
+        str(p.relative_to(run_dir))
+        for p in (run_dir / RESULTS_DIR / DAMAGED_DIR).glob("*")
+        if p.is_file()
+    )
     units = store.completed()
     lat_bad: list[tuple[str, str]] = []
     lat_missing = 0
@@ -104,10 +117,17 @@ def verify_run(run_dir: str | Path, study: str | None = None) -> VerifyReport:
                     lat_missing += 1
     expected = manifest.get("units")
     return VerifyReport(
-        run_dir=run_dir, study=kind, status=str(manifest.get("status", "?")),
-        units_expected=int(expected) if isinstance(expected, int) else None, units_recorded=len(units),
-        files=tuple(n for n in live if n not in unchecked), unchecked=unchecked, damaged=tuple(damaged),
-        missing_files=missing, set_aside=tuple(aside), latents_damaged=tuple(lat_bad),
+        run_dir=run_dir,
+        study=kind,
+        status=str(manifest.get("status", "?")),
+        units_expected=int(expected) if isinstance(expected, int) else None,
+        units_recorded=len(units),
+        files=tuple(n for n in live if n not in unchecked),
+        unchecked=unchecked,
+        damaged=tuple(damaged),
+        missing_files=missing,
+        set_aside=tuple(aside),
+        latents_damaged=tuple(lat_bad),
         latents_missing=lat_missing,
     )
 
@@ -119,23 +139,34 @@ def format_report(r: VerifyReport) -> str:
     lines = [
         f"{r.study} study run {r.run_dir}: {'complete' if r.complete else 'INCOMPLETE'} (manifest status: {r.status})",
         f"units: {exp} expected, {r.units_recorded} recorded, {miss} missing",
-        (f"results files: {len(r.files) + len(r.unchecked)} readable, {len(r.damaged)} damaged, "
-         f"{len(r.missing_files)} missing"),
+        (
+            f"results files: {len(r.files) + len(r.unchecked)} readable, {len(r.damaged)} damaged, "
+            f"{len(r.missing_files)} missing"
+        ),
     ]
     lines += [f"  ok: {RESULTS_DIR}/{n}" for n in r.files]
     lines += [f"  ok (no checksum recorded, read only): {RESULTS_DIR}/{n}" for n in r.unchecked]
     for d in r.damaged:
         held = "units unknown" if d.units is None else f"{d.units} unit(s) not recorded elsewhere"
         lines.append(f"  damaged: {RESULTS_DIR}/{d.name}: {d.reason} ({held})")
-    lines += [f"  missing: {RESULTS_DIR}/{n} (recorded in manifest.json, not on disk)" for n in r.missing_files]
+    lines += [
+        f"  missing: {RESULTS_DIR}/{n} (recorded in manifest.json, not on disk)"
+        for n in r.missing_files
+    ]
     if r.study == "latents":
-        lines.append(f"cached latents: {len(r.latents_damaged)} damaged, {r.latents_missing} absent "
-                     "(absent ones are computed again only when needed)")
+        lines.append(
+            f"cached latents: {len(r.latents_damaged)} damaged, {r.latents_missing} absent "
+            "(absent ones are computed again only when needed)"
+        )
         lines += [f"  damaged: {p}: {why}" for p, why in r.latents_damaged]
     if r.set_aside:
-        lines.append(f"set aside earlier ({len(r.set_aside)}, kept for inspection; what they held was computed again):")
+        lines.append(
+            f"set aside earlier ({len(r.set_aside)}, kept for inspection; what they held was computed again):"
+        )
         lines += [f"  {p}" for p in r.set_aside]
     if not r.complete:
-        lines.append(f"to complete it, run the study again with the same config and --out {r.run_dir}: it sets "
-                     "damaged files aside and computes the missing units")
+        lines.append(
+            f"to complete it, run the study again with the same config and --out {r.run_dir}: it sets "
+            "damaged files aside and computes the missing units"
+        )
     return "\n".join(lines)

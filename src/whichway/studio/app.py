@@ -258,7 +258,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                         type="filepath", label="Image B (optional)", sources=["upload"]
                     )
                 with gr.Row():
-                    m_batch = gr.Number(value=None, precision=0, label="Batch size (empty: auto, as the CLI)")
+                    m_batch = gr.Number(
+                        value=None, precision=0, label="Batch size (empty: auto, as the CLI)"
+                    )
                     m_format = gr.Dropdown(list(FORMATS), value="gif", label="Animation")
                     m_fps = gr.Number(value=8, label="fps")
                     m_pingpong = gr.Checkbox(label="Ping-pong")
@@ -389,13 +391,9 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 v_audio = gr.Audio(type="filepath", sources=["upload"], label="Audio (optional)")
                 with gr.Column():
-                    v_pacing = gr.Radio(
-                        list(PACINGS), value="uniform", label="Pacing"
-                    )
+                    v_pacing = gr.Radio(list(PACINGS), value="uniform", label="Pacing")
                     v_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
-                    v_latent = gr.Dropdown(
-                        list(TRAVEL_LATENTS), value="cog", label="Latent path"
-                    )
+                    v_latent = gr.Dropdown(list(TRAVEL_LATENTS), value="cog", label="Latent path")
             with gr.Row():
                 v_fps = gr.Number(value=24, label="fps", elem_id="ww-travel-fps")
                 v_seconds = gr.Number(

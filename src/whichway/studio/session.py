@@ -114,7 +114,14 @@ def _prompts(prompt_a: Any, prompt_b: Any) -> tuple[str, str]:
 
 
 def _render_options(
-    *, seed: Any, steps: Any, guidance: Any, height: Any, width: Any, negative_prompt: Any, batch_size: Any
+    *,
+    seed: Any,
+    steps: Any,
+    guidance: Any,
+    height: Any,
+    width: Any,
+    negative_prompt: Any,
+    batch_size: Any,
 ) -> dict[str, Any]:
     """The rendering fields the Morph, Travel and Compare tabs share, parsed and checked."""
     return {
@@ -187,7 +194,9 @@ class Studio:
         self.out_dir = Path(out_dir).resolve()
         self.model_id = model
         self.device, self.dtype, self.variant = device, dtype, variant
-        self.runtime = runtime  # whichway.models.runtime.RuntimeOptions (LoRA, sampler, offload, ...)
+        self.runtime = (
+            runtime  # whichway.models.runtime.RuntimeOptions (LoRA, sampler, offload, ...)
+        )
         self.lpips_random_backbone = lpips_random_backbone
         self._adapter: Adapter | None = None
         self._loaded: str | None = None
@@ -218,7 +227,10 @@ class Studio:
                 logger.info("studio: loading %s", wanted)
                 try:
                     adapter = load_adapter(
-                        wanted, device=self.device, dtype=self.dtype, variant=self.variant,
+                        wanted,
+                        device=self.device,
+                        dtype=self.dtype,
+                        variant=self.variant,
                         runtime=self.runtime,
                     )
                 except (ValueError, OSError, ImportError) as exc:
@@ -350,8 +362,15 @@ class Studio:
             image_a=image_a or None,
             image_b=image_b or None,
             format=None if format in (None, "none") else format,
-            **_render_options(seed=seed, steps=steps, guidance=guidance, height=height, width=width,
-                              negative_prompt=negative_prompt, batch_size=batch_size),
+            **_render_options(
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                height=height,
+                width=width,
+                negative_prompt=negative_prompt,
+                batch_size=batch_size,
+            ),
             pingpong=bool(pingpong),
             fps=fps_value,
         )
@@ -429,7 +448,9 @@ class Studio:
 
                 try:
                     score_run(result.run_dir, meter=scorer)
-                except ValueError as exc:  # e.g. frames below LPIPS's minimum: the run itself is fine
+                except (
+                    ValueError
+                ) as exc:  # e.g. frames below LPIPS's minimum: the run itself is fine
                     logger.warning("no PPL summary: %s", exc)
             return result
 
@@ -522,12 +543,21 @@ class Studio:
             latent=latent,
             audio=self.keep_upload(audio),
             format=None if format in (None, "none") else format,
-            **_render_options(seed=seed, steps=steps, guidance=guidance, height=height, width=width,
-                              negative_prompt=negative_prompt, batch_size=batch_size),
+            **_render_options(
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                height=height,
+                width=width,
+                negative_prompt=negative_prompt,
+                batch_size=batch_size,
+            ),
         )
         return settings, prepare_travel(settings)
 
-    def travel_job(self, settings: Any, run_dir: Path | None = None, prepared: Any = None) -> Callable[..., Any]:
+    def travel_job(
+        self, settings: Any, run_dir: Path | None = None, prepared: Any = None
+    ) -> Callable[..., Any]:
         """A job for :meth:`stream`: :func:`whichway.travel.run_travel` into ``run_dir`` (default
         ``<out>/travel-<first prompt>--<last prompt>``, as ``whichway travel`` names it, with
         ``-2``, ``-3``, ... when that folder is taken)."""
@@ -589,8 +619,15 @@ class Studio:
         from whichway.morph import check_times
 
         check_times(times)
-        options = _render_options(seed=seed, steps=steps, guidance=guidance, height=height, width=width,
-                                  negative_prompt=negative_prompt, batch_size=batch_size)
+        options = _render_options(
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            height=height,
+            width=width,
+            negative_prompt=negative_prompt,
+            batch_size=batch_size,
+        )
 
         def job(
             on_frame: Any, on_step: Callable[[int, int], None], should_stop: Callable[[], bool]
@@ -602,7 +639,10 @@ class Studio:
             h = options["height"] or adapter.default_size[0]
             w = options["width"] or adapter.default_size[1]
             if meter is not None and min(h, w) < LPIPS_MIN_SIDE:
-                meter, note = None, f"PPL unavailable: LPIPS needs frames of at least {LPIPS_MIN_SIDE} pixels"
+                meter, note = (
+                    None,
+                    f"PPL unavailable: LPIPS needs frames of at least {LPIPS_MIN_SIDE} pixels",
+                )
             result = compare_couplings(
                 adapter,
                 prompt_a,
