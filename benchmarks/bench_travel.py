@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _result import WARM, Result, report  # noqa: E402
+from _result import WARM, Result, report
 
 PROMPTS = (
     "a photo of a cat sitting on a sofa",

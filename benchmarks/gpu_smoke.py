@@ -382,7 +382,7 @@ def smoke(
                 row = run_variant(
                     pipe, family, variant, frames=frames, steps=steps, size=size, device=device
                 )
-            except Exception as exc:  # noqa: BLE001 - a variant that fails is reported, the rest run
+            except Exception as exc:
                 print(
                     f"{family:<7}{variant:<9}{size:>6}{str(dtype)[6:]:>10}  failed: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"

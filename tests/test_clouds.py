@@ -306,7 +306,7 @@ def test_barycenter_fixed_point_and_pot_reference() -> None:
     g = torch.Generator().manual_seed(23)
     stack = torch.randn(4, 20, 5, generator=g, dtype=F64)
     weights = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=F64)
-    bary = cloud_barycenter([c for c in stack], weights)
+    bary = cloud_barycenter(list(stack), weights)
     assert bary.converged and bary.points.shape == (20, 5) and bary.perms.shape == (4, 20)
     # fixed point: the support is the weighted average of the assigned points ...
     matched = torch.stack([stack[k][bary.perms[k]] for k in range(4)])

@@ -202,7 +202,7 @@ def test_render_equals_plain_pipeline(tiny_adapter, family, guidance) -> None:
         on_step=lambda: steps.append(1),
     )
     assert image.shape == (1, 3, H, W) and image.dtype == torch.float32
-    assert 0 <= float(image.min()) and float(image.max()) <= 1
+    assert float(image.min()) >= 0 and float(image.max()) <= 1
     assert len(steps) == STEPS
     torch.testing.assert_close(image, _plain(adapter, PROMPT, 3, guidance), rtol=0, atol=1e-5)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -397,7 +398,7 @@ def test_perceptual_spacing_records_its_times_and_resumes(tiny_pipeline, tmp_pat
     result = run_morph(adapter, s, tmp_path, progress=False, meter=meter)
     info = json.loads((tmp_path / "run.json").read_text())
     t = info["t"]
-    assert t[0] == 0.0 and t[-1] == 1.0 and all(b > a for a, b in zip(t, t[1:]))
+    assert t[0] == 0.0 and t[-1] == 1.0 and all(b > a for a, b in itertools.pairwise(t))
     assert list(result.t) == t and len(result.frames) == 4
     assert info["spacing"]["t_coarse"] == list(uniform_times(4))
     assert result.rendered == info["spacing"]["frames_rendered"] >= 8  # coarse pass + final pass

@@ -20,8 +20,8 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
-from whichway.cli import main
-from whichway.studio.session import Studio
+from whichway.cli import main  # noqa: E402 -- after the gradio importorskip
+from whichway.studio.session import Studio  # noqa: E402
 
 SMALL = {"steps": 2, "height": 32, "width": 32, "guidance": 4.0}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

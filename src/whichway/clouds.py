@@ -927,7 +927,7 @@ def cloud_barycenter(
     previous = float("inf")
     iterations = 0
     objective = float("inf")
-    for iterations in range(1, max_iter + 1):
+    for iterations in range(1, max_iter + 1):  # noqa: B007 -- read after the loop
         # assignment step: each cloud to the current support, all K problems in one batch
         new_perms, _ = _assign_and_cost(support.expand(k_count, n, d), x64)
         if perms is not None and torch.equal(new_perms, perms):

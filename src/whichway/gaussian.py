@@ -125,7 +125,7 @@ def _as_mean(mean: object, shape: torch.Size, device: torch.device) -> Tensor | 
             return None
         return torch.full((math.prod(shape),), float(mean), dtype=_F64, device=device)
     if not isinstance(mean, Tensor):
-        raise ValueError(  # noqa: TRY004 -- the project reports all bad input as ValueError
+        raise ValueError(
             f"mean must be None, a number, or a tensor broadcastable to {tuple(shape)}, "
             f"got {type(mean).__name__}"
         )
@@ -304,7 +304,7 @@ def cog_iid(
     """
     x = _check_latents("latents", latents)
     if not callable(cdf) or not callable(icdf):
-        raise ValueError(  # noqa: TRY004 -- the project reports all bad input as ValueError
+        raise ValueError(
             "cdf and icdf must be callables mapping a tensor to a tensor of the same shape"
         )
     if not (isinstance(clamp, float) and 0.0 < clamp < 0.5):
@@ -858,7 +858,7 @@ def _nao_optimise(
             paths.new_empty(paths[:, 1:].shape),
             torch.empty_like(paths),
         )
-        for iterations in range(1, max_iter + 1):
+        for iterations in range(1, max_iter + 1):  # noqa: B007 -- read after the loop
             if centroid is not None:
                 paths[:, -1] = centroid
             loss, grad = _path_loss_and_grad(paths, eps, d, work)

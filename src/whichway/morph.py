@@ -7,6 +7,7 @@ and only the missing ones are rendered.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -142,10 +143,8 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("whichway", "torch", "diffusers", "transformers", "scipy", "pot"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out
 
 

@@ -126,7 +126,7 @@ class Keyframe:
         from whichway.clouds import COUPLING_METHODS
 
         if not isinstance(self.prompt, str):
-            raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")  # noqa: TRY004
+            raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
@@ -1282,7 +1282,7 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
             f"schedule {str(p)!r} is not valid {p.suffix.lstrip('.').upper() or 'TOML'}: {exc}"
         ) from exc
     if not isinstance(data, dict):
-        raise ValueError(f"schedule {str(p)!r} must be a table of settings and keyframes")  # noqa: TRY004
+        raise ValueError(f"schedule {str(p)!r} must be a table of settings and keyframes")
     if data and all(str(k).strip().isdigit() for k in data):
         data = {"prompts": data}  # a bare Deforum table {frame: prompt}
     _unknown(f"schedule {p.name}", list(data), SCHEDULE_KEYS)

@@ -312,9 +312,9 @@ class Adapter:
         from whichway.models._common import prepare_image, vae_encode
 
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
         if not isinstance(image, Tensor):
-            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")  # noqa: TRY004
+            raise ValueError("image must be a torch.Tensor (3, H, W) with values in [0, 1]")
         height, width = self._inversion_size(image, height, width)
         clean = vae_encode(self.pipe.vae, prepare_image(image, height, width))
         return self.invert_latent(clean[0], prompt, steps=steps, guidance=guidance, on_step=on_step)

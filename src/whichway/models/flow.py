@@ -345,7 +345,7 @@ class FlowMatchingAdapter(Adapter):
         scheduler (``use_scheduler("inversion")``) so that rendering retraces the path.
         """
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")  # noqa: TRY004
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
         steps = check_steps(steps)
         guidance = check_guidance(guidance)
         if not isinstance(latent, Tensor) or latent.ndim not in (3, 4):

@@ -75,7 +75,7 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT_S) -> str:
         try:
             get_session().head(url, timeout=timeout)
             result.append("")
-        except Exception as exc:  # noqa: BLE001 - connection refused, DNS failure, timeout, proxy
+        except Exception as exc:
             result.append(
                 f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             )

@@ -76,10 +76,14 @@ class InvarianceReport:
     def summary(self) -> str:
         verdict = "INVARIANT to" if self.invariant else "SENSITIVE to"
         lines = [
-            f"{self.model or self.family} ({self.family}, {self.dtype}): "
-            f"{verdict} the order of its text tokens",
-            f"  token groups permuted: {', '.join(map(str, self.n_tokens))} rows; "
-            f"timestep {self.timestep:g}",
+            (
+                f"{self.model or self.family} ({self.family}, {self.dtype}): "
+                f"{verdict} the order of its text tokens"
+            ),
+            (
+                f"  token groups permuted: {', '.join(map(str, self.n_tokens))} rows; "
+                f"timestep {self.timestep:g}"
+            ),
             f"  max |difference|      = {self.max_abs:.3e}",
             f"  relative to output    = {self.max_rel:.3e}  (tolerance {self.tolerance:.0e})",
             f"  text effect (vs uncond) = {self.text_effect:.3e}",

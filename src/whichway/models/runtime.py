@@ -108,7 +108,7 @@ class LoraSpec:
         ``:SCALE`` suffix the whole text is the source and the scale is 1.0 (so ``C:\\x`` or a
         name with a colon stays whole)."""
         if not isinstance(text, str):
-            raise ValueError(f"--lora expects PATH_OR_ID[:SCALE], got {text!r}")  # noqa: TRY004
+            raise ValueError(f"--lora expects PATH_OR_ID[:SCALE], got {text!r}")
         head, sep, tail = text.rpartition(":")
         if sep and head:
             try:
@@ -318,10 +318,8 @@ def build_scheduler(name: str, config: Any) -> Any:
             algorithm_type="dpmsolver++",
             solver_order=2,
         )
-    if (
-        config.get("prediction_type") == "flow_prediction"
-        or "shift" in config
-        and "beta_start" not in config
+    if config.get("prediction_type") == "flow_prediction" or (
+        "shift" in config and "beta_start" not in config
     ):
         raise ValueError(
             f"sampler {name!r} is a diffusion sampler but this model samples by flow matching"
@@ -447,12 +445,12 @@ def resolve_lora_file(source: str) -> Path:
             return Path(hf_hub_download(repo, filename))
         try:
             return Path(hf_hub_download(repo, DEFAULT_LORA_FILE))
-        except Exception as first:  # noqa: BLE001 - any miss: try the repository's only file
+        except Exception as first:
             from huggingface_hub import list_repo_files
 
             try:
                 files = [f for f in list_repo_files(repo) if f.endswith(LORA_SUFFIX)]
-            except Exception:  # noqa: BLE001 - report the first, clearer error
+            except Exception:
                 raise first from None
             if len(files) != 1:
                 raise ValueError(
@@ -670,7 +668,7 @@ def compile_seconds() -> float | None:
         from torch._dynamo.utils import calculate_time_spent
 
         return float(calculate_time_spent().get("total_wall_time", 0.0))
-    except Exception:  # noqa: BLE001 - private API: absent or changed in another torch
+    except Exception:
         return None
 
 
@@ -760,7 +758,7 @@ def apply_runtime(
     from whichway.models.base import Adapter
 
     if not isinstance(options, RuntimeOptions):
-        raise ValueError(f"options must be RuntimeOptions, got {type(options).__name__}")  # noqa: TRY004
+        raise ValueError(f"options must be RuntimeOptions, got {type(options).__name__}")
     adapter = target if isinstance(target, Adapter) else None
     pipe = target.pipe if adapter is not None else target
     family = adapter.family if adapter is not None else None

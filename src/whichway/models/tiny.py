@@ -13,6 +13,7 @@ architecture (random weights, ~860M parameters): the real denoiser cost, for ben
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from collections.abc import Iterable
@@ -45,8 +46,7 @@ def _bpe(symbols: list[str], merges: list[tuple[str, str]]) -> list[str]:
     symbols = list(symbols)
     while len(symbols) > 1:
         pairs = [
-            (ranks.get(pair, len(ranks)), i)
-            for i, pair in enumerate(zip(symbols, symbols[1:], strict=False))
+            (ranks.get(pair, len(ranks)), i) for i, pair in enumerate(itertools.pairwise(symbols))
         ]
         rank, _ = min(pairs)
         if rank == len(ranks):

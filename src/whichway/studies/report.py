@@ -188,7 +188,7 @@ def _examples_figure(run_dir: Path, df: Any, path: Path, max_pairs: int = 4) -> 
     import textwrap
 
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.5 * len(rows) + 0.4), squeeze=False)
-    for ax, (pid, c, row) in zip(axes[:, 0], rows):
+    for ax, (_pid, c, row) in zip(axes[:, 0], rows):
         with Image.open(run_dir / row.strip) as img:
             ax.imshow(img.convert("RGB"))
         ax.set_axis_off()
@@ -413,7 +413,7 @@ def _latent_examples(run_dir: Path, df: Any, path: Path, max_units: int = 2) -> 
     fig, axes = plt.subplots(
         len(rows), ncol, figsize=(1.4 * ncol + 1, 1.4 * len(rows) + 0.3), squeeze=False
     )
-    for i, (u, method, files) in enumerate(rows):
+    for i, (_u, method, files) in enumerate(rows):
         for j in range(ncol):
             ax = axes[i, j]
             ax.set_axis_off()

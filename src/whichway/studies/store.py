@@ -356,7 +356,7 @@ class ResultStore:
             )
         try:
             table = pq.read_table(pa.BufferReader(data))
-        except Exception as exc:  # noqa: BLE001 - any reader error means the file is unusable
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = re.sub(r"^Could not open Parquet input source '<Buffer>': ", "", first)
             unreadable = f"not readable as Parquet ({first})"
@@ -635,7 +635,7 @@ class ResultStore:
             ) from exc
         if not isinstance(manifest, dict):
             raise ValueError(
-                f"{str(path)!r} is damaged (not a JSON object); restore it from a copy or start "  # noqa: TRY004
+                f"{str(path)!r} is damaged (not a JSON object); restore it from a copy or start "
                 "the run in a new directory"
             )
         return manifest

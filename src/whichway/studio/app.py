@@ -58,7 +58,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
                 yield from fn(*args, **kwargs)
             except gr.Error:
                 raise
-            except Exception as exc:  # noqa: BLE001 - shown in the page as one line
+            except Exception as exc:
                 raise _error(exc) from None
 
         return streaming
@@ -69,7 +69,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except Exception as exc:  # noqa: BLE001 - shown in the page as one line
+        except Exception as exc:
             raise _error(exc) from None
 
     return wrapper
@@ -82,7 +82,7 @@ def _frame_items(frames: dict[int, Path], ts: tuple[float, ...]) -> list[tuple[s
 def _finished(result: Any) -> tuple[list[tuple[str, str]], str, list[str], str | None]:
     """(gallery, status, download files, video) of a finished morph or travel run."""
     if hasattr(result, "plan"):  # a travel
-        frames = {k: p for k, p in enumerate(result.frames)}
+        frames = dict(enumerate(result.frames))
         items = [(str(p), f"{k / result.plan.fps:.2f}s") for k, p in frames.items()]
         files = [
             str(p)

@@ -286,7 +286,7 @@ class Studio:
                         self.should_stop,
                     )
                     events.put(("done", result))
-                except BaseException as exc:  # noqa: BLE001 - handed to the page as a message
+                except BaseException as exc:
                     events.put(("error", exc))
 
             worker = threading.Thread(target=work, name="whichway-studio-job", daemon=True)
