@@ -82,7 +82,8 @@ def bench(
 ) -> dict:
     from PIL import Image
 
-    from whichway.travel import Keyframe, TravelSettings, _Journey, run_travel
+    from whichway.travel import Keyframe, TravelSettings, run_travel
+    from whichway.travel.rendering import Journey
 
     device = adapter.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -114,7 +115,7 @@ def bench(
         result = run_travel(adapter, settings, tmp / "whichway", progress=False)
         sync()
         t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
-        journey = _Journey(adapter, settings, size, size, tmp / "loop")
+        journey = Journey(adapter, settings, size, size, tmp / "loop")
         sync()
         t0, c0 = time.perf_counter(), time.process_time()
         per_frame_loop(

@@ -415,18 +415,18 @@ def test_perceptual_pacing_respaces_the_whole_journey(tiny_adapter, tmp_path, mo
     assert info["segments"][0]["latent"] == "fixed"  # one seed: the latent stays
     # resume reuses the measurement: nothing is rendered again
     assert info["perceptual"]["meter"] == "lpips-alex-random"
-    import whichway.travel
+    import whichway.travel.pacing
 
-    measure_frames = whichway.travel._measure_frames
+    measure_frames = whichway.travel.pacing.measure_frames
     monkeypatch.setattr(
-        whichway.travel, "_measure_frames", lambda *a, **k: pytest.fail("measured again")
+        whichway.travel.pacing, "measure_frames", lambda *a, **k: pytest.fail("measured again")
     )
     assert run_travel(adapter, settings, tmp_path, progress=False, meter=meter).rendered == 0
     assert (
         json.loads((tmp_path / "run.json").read_text())["perceptual"]["steps_after"]
         == info["perceptual"]["steps_after"]
     )
-    monkeypatch.setattr(whichway.travel, "_measure_frames", measure_frames)
+    monkeypatch.setattr(whichway.travel.pacing, "measure_frames", measure_frames)
     # ... but not one taken by another meter: the coarse pass is measured again (here twice the
     # distances, so the same pacing and every final frame kept)
     again = run_travel(

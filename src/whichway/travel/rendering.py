@@ -1,0 +1,263 @@
+"""Rendering a journey: the keyframes' conditionings and latents encoded once (:class:`Journey`),
+any list of positions (segment, t) streamed through the denoiser in whole batches that span segment
+boundaries, with one progress bar for the whole run (:class:`Renderer`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
+
+    from whichway.models.base import Adapter, Conditioning
+    from whichway.travel.plan import TravelPlan
+    from whichway.travel.settings import TravelSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Journey:
+    """The keyframes' conditionings, latents and negatives, encoded once, and each segment's
+    couplings, computed once; builds the rows of any list of positions."""
+
+    def __init__(
+        self, adapter: Adapter, s: TravelSettings, height: int, width: int, run_dir: Path
+    ) -> None:
+        import torch
+
+        from whichway.morph import inverted_latent
+        from whichway.render import conditioning_path
+
+        self.s = s
+        prompts = list(dict.fromkeys(kf.prompt for kf in s.keyframes))
+        encoded = adapter.encode(prompts)
+        self.cond = [encoded.select(prompts.index(kf.prompt)) for kf in s.keyframes]
+        negatives = [s.negative_of(k) for k in range(len(s.keyframes))]
+        self.shared_negative = len(set(negatives)) == 1
+        unique_neg = list(dict.fromkeys(negatives))
+        encoded_neg = [adapter.encode_negative(x, 1) for x in unique_neg]
+        self.negative = [encoded_neg[unique_neg.index(x)] for x in negatives]
+        self.latent = []
+        for k, kf in enumerate(s.keyframes):
+            if kf.image is not None:
+                self.latent.append(
+                    inverted_latent(
+                        adapter,
+                        kf.image,
+                        kf.prompt,
+                        steps=s.inversion_steps or s.steps,
+                        guidance=s.inversion_guidance,
+                        height=height,
+                        width=width,
+                        cache=run_dir / "latents",
+                    )
+                )
+            else:
+                self.latent.append(adapter.initial_latent(s.seed_of(k), height, width))
+        self.method: list[str] = []
+        self.couplings = []
+        for k in range(len(s.keyframes) - 1):
+            a, b = s.keyframes[k], s.keyframes[k + 1]
+            method = s.segment_latent(k)
+            if a.image is None and b.image is None and s.seed_of(k) == s.seed_of(k + 1):
+                method = "fixed"  # one seed: COG of a latent with itself would rescale it
+            elif method == "fixed":
+                method = "cog"  # real images have their own latents (as morph does)
+            self.method.append(method)
+            _, cs = conditioning_path(
+                self.cond[k],
+                self.cond[k + 1],
+                torch.zeros(1, dtype=torch.float64),
+                coupling=s.segment_coupling(k),
+                generator=torch.Generator().manual_seed(s.seed_of(k)),
+            )
+            self.couplings.append(cs)
+
+    def rows(
+        self, positions: Sequence[tuple[int, float]]
+    ) -> tuple[Conditioning, Tensor, Conditioning]:
+        """(conditioning, latents (P, C, h, w), negatives with 1 or P rows) of ``positions``."""
+        import torch
+
+        from whichway.models.base import Conditioning
+        from whichway.render import conditioning_path, latent_path
+
+        by_segment: dict[int, list[int]] = {}
+        for i, (k, _) in enumerate(positions):
+            by_segment.setdefault(k, []).append(i)
+        cond: list[Any] = [None] * len(positions)
+        lat: list[Any] = [None] * len(positions)
+        neg: list[Any] = [None] * len(positions)
+        for k, index in by_segment.items():
+            ts = torch.tensor([positions[i][1] for i in index], dtype=torch.float64)
+            path, _ = conditioning_path(
+                self.cond[k], self.cond[k + 1], ts, couplings=self.couplings[k]
+            )
+            latents = latent_path(self.latent[k], self.latent[k + 1], ts, method=self.method[k])
+            negs = None
+            if not self.shared_negative:
+                negs, _ = conditioning_path(
+                    self.negative[k], self.negative[k + 1], ts, coupling="clip"
+                )
+            for j, i in enumerate(index):
+                t = float(ts[j])
+                own = k if t == 0.0 else (k + 1 if t == 1.0 else None)
+                if (
+                    own is not None
+                ):  # a keyframe (k or k + 1, both exist): its own conditioning and latent
+                    cond[i], lat[i], neg[i] = self.cond[own], self.latent[own], self.negative[own]
+                else:
+                    cond[i], lat[i] = path.select(j), latents[j]
+                    neg[i] = None if negs is None else negs.select(j)
+        negative = self.negative[0] if self.shared_negative else Conditioning.cat(neg)
+        return Conditioning.cat(cond), torch.stack([x.to(lat[0].dtype) for x in lat]), negative
+
+
+class Renderer:
+    """Streams positions through :func:`whichway.render.render_frames` in chunks of whole
+    batches (a chunk spans segment boundaries), driving one progress bar for the whole run."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        journey: Journey,
+        s: TravelSettings,
+        height: int,
+        width: int,
+        n_frames: int,
+        progress: bool,
+        hooks: dict[str, Any],
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.adapter, self.journey, self.s = adapter, journey, s
+        self.size = (height, width)
+        self.hooks = hooks
+        self.chunk = s.batch_size * max(1, 32 // s.batch_size)
+        self.batch = s.batch_size  # halved for the rest of the run after an out-of-memory retry
+        self.planned = s.batch_size  # the batch size the bar's total was planned with
+        self.total = 0
+        self.done = 0  # steps finished (a disabled tqdm bar does not count)
+        self.bar = tqdm(
+            total=0, desc=f"travel: {n_frames} frames", unit="step", disable=not progress
+        )
+
+    def set_total(self, steps: int) -> None:
+        """Denoising steps of the whole run (done so far included), planned at the current batch
+        size: the bar's end and ETA."""
+        self.planned = self.batch
+        self._show_total(steps)
+
+    def _show_total(self, steps: int) -> None:
+        self.total = steps
+        self.bar.total = steps
+        self.bar.refresh()
+
+    def steps_for(self, frames: int, batch: int | None = None) -> int:
+        """Denoising steps of ``frames`` frames rendered in chunks of whole batches of ``batch``
+        frames (default: the current batch size)."""
+        batch = batch or self.batch
+        full, rest = divmod(frames, self.chunk)
+        per_chunk = -(-self.chunk // batch)
+        return (full * per_chunk + -(-rest // batch)) * self.s.steps
+
+    def _shrink(self, batch_size: int) -> None:
+        self.batch = batch_size
+
+    def _advance(self, done: int) -> None:
+        """Steps finished so far in the whole run; it moves back when a batch that ran out of
+        memory is redone."""
+        if done >= self.done:
+            self.bar.update(done - self.done)
+        else:
+            self.bar.n = done
+            self.bar.refresh()
+        self.done = done
+        if self.hooks.get("on_step") is not None:
+            self.hooks["on_step"](self.done, self.total)
+
+    def render(
+        self,
+        positions: Sequence[tuple[int, float]],
+        on_frame: Callable[[int, Tensor], None] | None = None,
+        *,
+        on_chunk: Callable[[Tensor], None] | None = None,
+    ) -> None:
+        """Render ``positions`` in order: ``on_frame(index, image)`` per frame, or
+        ``on_chunk(frames (P, 3, H, W))`` per chunk (then a chunk's frames are kept until it ends)."""
+        from whichway.render import render_frames
+
+        h, w = self.size
+        for start in range(0, len(positions), self.chunk):
+            part = positions[start : start + self.chunk]
+            cond, latents, negative = self.journey.rows(part)
+            base, planned = self.done, self.steps_for(len(part), self.planned)
+
+            def step(done: int, total: int, base: int = base) -> None:
+                nonlocal planned
+                if total != planned:  # a smaller batch than planned, after an out-of-memory retry
+                    self._show_total(self.total + total - planned)
+                    planned = total
+                self._advance(base + done)
+
+            images = render_frames(
+                self.adapter,
+                cond,
+                latents,
+                steps=self.s.steps,
+                guidance=self.s.guidance,
+                height=h,
+                width=w,
+                batch_size=self.batch,
+                negative=negative,
+                progress=False,
+                keep=on_chunk is not None,
+                on_frame=None
+                if on_frame is None
+                else (lambda i, image, start=start: on_frame(start + i, image)),
+                on_step=step,
+                should_stop=self.hooks.get("should_stop"),
+                on_batch_size=self._shrink,
+            )
+            if on_chunk is not None:
+                on_chunk(images)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def render_into(
+    renderer: Renderer,
+    plan: TravelPlan,
+    todo: Sequence[int],
+    frames_dir: Path,
+    on_frame: Callable[[int, Path], None] | None = None,
+) -> int:
+    """Render the frames ``todo`` of ``plan`` into ``frames_dir``, one render per distinct
+    position (frames held before the first or after the last keyframe repeat one), each written
+    as soon as its batch finishes; ``on_frame(index, png_path)`` after each file. Returns the
+    number of renders."""
+    from whichway.media import save_image
+    from whichway.travel.record import frame_name
+
+    targets: dict[tuple[int, float], list[int]] = {}
+    for i in todo:
+        targets.setdefault(plan.position(i), []).append(i)
+    unique = list(targets)
+    renderer.set_total(renderer.done + renderer.steps_for(len(unique)))
+
+    def write(j: int, image: Tensor) -> None:
+        for i in targets[unique[j]]:
+            target = frames_dir / frame_name(i)
+            save_image(image, target)
+            if on_frame is not None:
+                on_frame(i, target)
+
+    if unique:
+        renderer.render(unique, write)
+    else:
+        logger.info("all %d frames already rendered in %s", plan.n_frames, frames_dir.parent)
+    return len(unique)

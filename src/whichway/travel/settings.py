@@ -1,0 +1,197 @@
+"""What defines a journey: its :class:`Keyframe` stops and the run's :class:`TravelSettings`,
+each checked on construction (nothing here needs a model or a file)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, fields
+from typing import Any
+
+from whichway._checks import check_batch_size, check_choice
+
+PACINGS = ("uniform", "perceptual", "audio")
+TRAVEL_LATENTS = ("fixed", "cog", "slerp", "lerp")
+"""Latent paths a segment can take (NAO needs equally spaced points, which pacing does not keep)."""
+DEFAULT_AUDIO_FLOOR = 0.1
+"""Speed floor under audio pacing, as a fraction of the mean speed."""
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """One stop of a journey.
+
+    ``at`` is its time in seconds (None: spread between the neighbouring keyframes that have one;
+    the first keyframe opens the video, the last closes it). ``image`` makes it a real image,
+    inverted to its initial latent (as morph does). ``coupling`` and ``latent`` override the run's
+    for the segment that *leaves* this keyframe.
+    """
+
+    prompt: str
+    _: KW_ONLY
+    seed: int | None = None
+    image: str | None = None
+    at: float | None = None
+    negative_prompt: str | None = None
+    coupling: str | None = None
+    latent: str | None = None
+
+    def __post_init__(self) -> None:
+        from whichway.clouds import COUPLING_METHODS
+
+        if not isinstance(self.prompt, str):
+            raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise ValueError(f"a keyframe seed must be an integer, got {self.seed!r}")
+        if self.at is not None and (
+            isinstance(self.at, bool)
+            or not isinstance(self.at, (int, float))
+            or not math.isfinite(self.at)
+            or self.at < 0
+        ):
+            raise ValueError(f"a keyframe time must be a number of seconds >= 0, got {self.at!r}")
+        if self.coupling is not None:
+            check_choice("coupling", self.coupling, COUPLING_METHODS)
+        if self.latent is not None:
+            _check_latent(self.latent)
+
+    def record(self) -> dict[str, Any]:
+        """The keyframe as a JSON-able dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _check_latent(latent: str) -> None:
+    if latent == "nao":
+        raise ValueError(
+            "latent method 'nao' optimises equally spaced points, which travel pacing does not keep; "
+            "use cog, slerp, lerp or fixed"
+        )
+    check_choice("latent method", latent, TRAVEL_LATENTS)
+
+
+def check_times_increase(keyframes: Sequence[Keyframe]) -> None:
+    timed = [(k, kf.at) for k, kf in enumerate(keyframes) if kf.at is not None]
+    for (ka, a), (kb, b) in itertools.pairwise(timed):
+        if b <= a:
+            raise ValueError(
+                f"keyframe times must increase: keyframe {kb + 1} at {b:g} s is not after keyframe {ka + 1} at {a:g} s"
+            )
+
+
+@dataclass(frozen=True)
+class TravelSettings:
+    """Everything that defines a travel run. Keyframes without a seed take ``seed``; without a
+    negative prompt, ``negative_prompt``; ``coupling`` and ``latent`` apply to every segment
+    whose start keyframe does not override them. Under ``latent="cog"`` a segment whose keyframes
+    share one seed keeps that latent (``fixed``)."""
+
+    keyframes: tuple[Keyframe, ...]
+    fps: float = 24.0
+    seconds: float | None = None
+    frames_per_segment: int | None = None
+    pacing: str = "uniform"
+    coupling: str = "ot"
+    latent: str = "cog"
+    seed: int = 0
+    steps: int = 30
+    guidance: float = 7.5
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+    inversion_steps: int | None = None
+    inversion_guidance: float = 1.0
+    audio: str | None = None
+    audio_start: float = 0.0
+    audio_feature: str = "onset"
+    audio_floor: float = DEFAULT_AUDIO_FLOOR
+    snap_beats: bool = False
+    coarse: int = 5
+    batch_size: int | str | None = None
+    format: str | None = "mp4"
+
+    def __post_init__(self) -> None:
+        from whichway.audio import AUDIO_FEATURES
+        from whichway.clouds import COUPLING_METHODS
+        from whichway.media import ANIMATION_FORMATS
+
+        object.__setattr__(self, "keyframes", tuple(self.keyframes))
+        if any(not isinstance(k, Keyframe) for k in self.keyframes):
+            raise ValueError("keyframes must be Keyframe objects")
+        if len(self.keyframes) < 2:
+            raise ValueError(f"a travel needs at least 2 keyframes, got {len(self.keyframes)}")
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"--fps must be > 0, got {self.fps}")
+        if self.seconds is not None and self.frames_per_segment is not None:
+            raise ValueError(
+                "give the video's length once: seconds or frames per segment, not both"
+            )
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+        check_choice("pacing", self.pacing, PACINGS)
+        check_choice("coupling", self.coupling, COUPLING_METHODS)
+        _check_latent(self.latent)
+        check_choice("audio feature", self.audio_feature, AUDIO_FEATURES)
+        if self.format is not None:
+            check_choice("video format", self.format, ANIMATION_FORMATS)
+        if self.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {self.steps}")
+        check_batch_size(self.batch_size, "--batch-size")
+        if self.coarse < 2:
+            raise ValueError(
+                f"perceptual pacing needs at least 2 coarse frames per segment, got {self.coarse}"
+            )
+        if self.audio_start < 0:
+            raise ValueError(f"--audio-start must be >= 0 seconds, got {self.audio_start}")
+        if not self.audio_floor >= 0:
+            raise ValueError(f"--audio-floor must be >= 0, got {self.audio_floor}")
+        if self.audio is None and (self.pacing == "audio" or self.snap_beats):
+            raise ValueError(
+                f"{'--pacing audio' if self.pacing == 'audio' else '--snap-beats'} needs a track: give --audio FILE"
+            )
+        check_times_increase(self.keyframes)
+        for k in range(len(self.keyframes) - 1):
+            a, b = self.keyframes[k], self.keyframes[k + 1]
+            if self.segment_latent(k) == "fixed" and a.image is None and b.image is None:
+                sa, sb = self.seed_of(k), self.seed_of(k + 1)
+                if sa != sb:
+                    raise ValueError(
+                        f"segment {k + 1} ({a.prompt!r} -> {b.prompt!r}) uses latent 'fixed' but its keyframes have "
+                        f"seeds {sa} and {sb}; give them one seed or use --latent cog"
+                    )
+
+    def seed_of(self, k: int) -> int:
+        s = self.keyframes[k].seed
+        return self.seed if s is None else s
+
+    def negative_of(self, k: int) -> str | None:
+        s = self.keyframes[k].negative_prompt
+        return self.negative_prompt if s is None else s
+
+    def segment_coupling(self, k: int) -> str:
+        return self.keyframes[k].coupling or self.coupling
+
+    def segment_latent(self, k: int) -> str:
+        return self.keyframes[k].latent or self.latent
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able settings; keyframe times are kept apart (``keyframe_times``) because they
+        move frames, not pixels."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keyframes"}
+        out["keyframes"] = [
+            {k: v for k, v in kf.record().items() if k != "at"} for kf in self.keyframes
+        ]
+        out["keyframe_times"] = [kf.at for kf in self.keyframes]
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TravelSettings:
+        """The settings a ``run.json`` ``"settings"`` entry (:meth:`record`, plus what the run
+        added: the resolved size, the model, the runtime options) describes, to resume it."""
+        names = {f.name for f in fields(cls)} - {"keyframes"}
+        kept = {k: v for k, v in record.items() if k in names}
+        entries = record.get("keyframes", [])
+        times = record.get("keyframe_times") or [None] * len(entries)
+        return cls(tuple(Keyframe(**kf, at=at) for kf, at in zip(entries, times)), **kept)
