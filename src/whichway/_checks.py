@@ -1,15 +1,18 @@
 """Input validation shared by the geometry modules.
 
 Every check raises :class:`ValueError` with a message that says what was wrong and what is
-accepted, following diffusers' rule: concise errors over silent correction.
+accepted, following diffusers' rule: concise errors over silent correction. Torch is imported
+inside the tensor checks only, so the command line's size checks run before it loads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import Tensor
 
 
 def check_batch_size(value: object, name: str = "batch size") -> None:
@@ -23,7 +26,9 @@ def check_batch_size(value: object, name: str = "batch size") -> None:
 
 def as_tensor(name: str, value: object) -> Tensor:
     """Return ``value`` as a floating tensor, or raise a ValueError naming ``name``."""
-    if not isinstance(value, Tensor):
+    import torch
+
+    if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if not value.is_floating_point():
         raise ValueError(
@@ -34,6 +39,8 @@ def as_tensor(name: str, value: object) -> Tensor:
 
 def check_finite(name: str, value: Tensor) -> None:
     """Raise if ``value`` holds NaN or infinity."""
+    import torch
+
     if not torch.isfinite(value).all():
         bad = int((~torch.isfinite(value)).sum())
         raise ValueError(
@@ -74,11 +81,13 @@ def as_times(
     dtype/device and ``scalar`` says whether a single float was given (so the caller drops the
     leading T axis).
     """
-    scalar = isinstance(t, (int, float)) or (isinstance(t, Tensor) and t.ndim == 0)
+    import torch
+
+    scalar = isinstance(t, (int, float)) or (isinstance(t, torch.Tensor) and t.ndim == 0)
     times = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
     if times.numel() == 0:
         raise ValueError("t is empty; give a float in [0, 1] or a 1-D tensor of them")
-    if isinstance(t, Tensor) and t.ndim > 1:
+    if isinstance(t, torch.Tensor) and t.ndim > 1:
         raise ValueError(f"t must be a float or a 1-D tensor (T,), got shape {tuple(t.shape)}")
     if not torch.isfinite(times).all() or (times < 0).any() or (times > 1).any():
         bad = times[~((times >= 0) & (times <= 1))]

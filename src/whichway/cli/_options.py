@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +203,8 @@ def check_generation(args: argparse.Namespace) -> None:
     if isinstance(batch, int) and batch < 1:
         raise ValueError(f"--batch-size must be a positive integer or 'auto', got {batch}")
     fps = getattr(args, "fps", None)
-    if fps is not None and not fps > 0:
-        raise ValueError(f"--fps must be > 0, got {fps}")
+    if fps is not None and not 0 < fps < float("inf"):
+        raise ValueError(f"--fps must be > 0 and finite, got {fps}")
 
 
 def _writable_parent(path: Path, what: str) -> None:
@@ -526,3 +526,53 @@ def print_run_estimate(adapter: Any, args: argparse.Namespace, frames: int) -> N
     print(estimate.message, flush=True)
     if estimate.hint:
         print(f"  {estimate.hint}", flush=True)
+
+
+# --- bounded work: what a request needs, checked before anything is allocated ------------------
+
+
+def check_request(
+    args: argparse.Namespace,
+    label: str,
+    frames: int,
+    *,
+    out: str | os.PathLike[str] | None,
+    held_per_frame: Callable[[int, int], int] | None = None,
+    disk_per_frame: Callable[[int, int], int] | None = None,
+) -> Any:
+    """Work out what a request of ``frames`` frames needs (:mod:`whichway.budget`: frames on disk
+    under ``out``, memory, denoiser calls) from the local model's config or the arguments alone,
+    and refuse what cannot fit (ValueError, one line with the figure and the limit). ``args``
+    carries --model, --device, --steps, --guidance, --height, --width, --batch-size (and
+    --inversion-steps); ``held_per_frame(height, width)``: bytes the run keeps per frame until
+    it ends; ``disk_per_frame(height, width)``: bytes written per frame (default one PNG).
+    Returns the :class:`whichway.budget.Need`."""
+    from whichway.budget import (
+        build_need,
+        check_need,
+        check_steps,
+        frame_size,
+        model_facts,
+        renders_on_cpu,
+    )
+
+    facts = model_facts(getattr(args, "model", None))
+    check_steps("--steps", getattr(args, "steps", None), facts)
+    check_steps("--inversion-steps", getattr(args, "inversion_steps", None), facts)
+    height, width = frame_size(getattr(args, "height", None), getattr(args, "width", None), facts)
+    batch = getattr(args, "batch_size", None)
+    need = build_need(
+        label,
+        frames=frames,
+        height=height,
+        width=width,
+        steps=getattr(args, "steps", None) or 1,
+        guidance=getattr(args, "guidance", None) or 0.0,
+        facts=facts,
+        on_cpu=renders_on_cpu(getattr(args, "device", None)),
+        batch=batch if isinstance(batch, int) else 1,
+        held_bytes_per_frame=0 if held_per_frame is None else held_per_frame(height, width),
+        disk_bytes_per_frame=None if disk_per_frame is None else disk_per_frame(height, width),
+    )
+    check_need(need, out)
+    return need

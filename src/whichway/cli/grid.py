@@ -11,6 +11,7 @@ from whichway.cli._options import (
     add_model_options,
     check_at_least,
     check_generation,
+    check_request,
     check_seed,
     check_seeds,
     load_model,
@@ -89,7 +90,31 @@ def _check_common(args: argparse.Namespace) -> Path:
     """The checks both grids share (no model needed); returns the image file to write."""
     check_at_least("--size", args.size, 2)
     check_generation(args)
-    return out_file_or_folder(args.out, GRID_FILE, IMAGE_EXTENSIONS)
+    out = out_file_or_folder(args.out, GRID_FILE, IMAGE_EXTENSIONS)
+    check_request(
+        args,
+        f"--size {args.size}",
+        args.size * args.size,  # cells (a triangle of prompts fills about half)
+        out=out.parent,
+        held_per_frame=_held_per_cell,
+        disk_per_frame=_sheet_bytes_per_cell,
+    )
+    return out
+
+
+def _held_per_cell(height: int, width: int) -> int:
+    """Bytes a grid keeps per cell until its sheet is written: the rendered float32 image, its
+    copy in the cell array, the RGB picture and its thumbnail on the sheet."""
+    from whichway.budget import thumbnail_pixels
+
+    return 3 * height * width * (4 + 4 + 1) + 3 * thumbnail_pixels(height, width)
+
+
+def _sheet_bytes_per_cell(height: int, width: int) -> int:
+    """Bytes of one cell's thumbnail in the sheet's PNG (a floor)."""
+    from whichway.budget import PNG_BYTES_PER_PIXEL, thumbnail_pixels
+
+    return int(thumbnail_pixels(height, width) * PNG_BYTES_PER_PIXEL)
 
 
 def run_seeds(args: argparse.Namespace) -> int:

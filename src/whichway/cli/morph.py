@@ -16,6 +16,7 @@ from whichway.cli._options import (
     check_generation,
     check_input_image,
     check_out_dir,
+    check_request,
     check_seed,
     check_t_values,
     load_model,
@@ -118,8 +119,22 @@ def check_args(args: argparse.Namespace) -> Path:
                     f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
                     f"{LPIPS_MIN_SIDE}, got {value}"
                 )
-    out = args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}"
-    return check_out_dir(out)
+    out = check_out_dir(
+        args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}"
+    )
+    frames = len(args.t) if args.t is not None else args.frames
+    label = f"--t with {frames} values" if args.t is not None else f"--frames {frames}"
+    # every frame is kept in memory at full size for the animation and as a thumbnail for the strip
+    check_request(args, label, frames, out=out, held_per_frame=held_for_strip_and_animation)
+    return out
+
+
+def held_for_strip_and_animation(height: int, width: int) -> int:
+    """Bytes a morph keeps per frame until it ends: the RGB frame for the animation and its
+    thumbnail in the contact strip."""
+    from whichway.budget import thumbnail_pixels
+
+    return 3 * (height * width + thumbnail_pixels(height, width))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,8 +12,11 @@ from whichway.cli._options import (
     add_model_options,
     add_output_options,
     add_path_options,
+    check_at_least,
     check_generation,
     check_out_dir,
+    check_positive,
+    check_request,
     load_model,
     parse_floats,
     parse_ints,
@@ -169,13 +172,49 @@ def _is_schedule(inputs: list[str]) -> bool:
     return len(inputs) == 1 and Path(inputs[0]).suffix.lower() in (".toml", ".json")
 
 
-def build_settings(args: argparse.Namespace):
-    """TravelSettings from the parsed arguments (and the schedule file, if one is given); every
-    check here needs no model."""
-    from whichway.travel import Keyframe, TravelSettings, read_schedule
+def _length_label(options: dict, last_at: float | None) -> str:
+    """The argument that sets the video's length, as the user wrote it."""
+    if options["seconds"] is not None:
+        return f"--seconds {options['seconds']:g} at --fps {options['fps']:g}"
+    if options["frames_per_segment"] is not None:
+        return f"--frames-per-segment {options['frames_per_segment']}"
+    return f"the last keyframe at {last_at:g} s at --fps {options['fps']:g}"
 
+
+def _check_length(
+    args: argparse.Namespace, options: dict, keyframes: int, last_at: float | None, out: Path
+) -> None:
+    """Refuse a journey whose frames cannot fit the disk or memory (one line), before any
+    keyframe is built or any array the size of the video is allocated."""
+    from whichway.budget import travel_frame_count
+
+    check_positive("--seconds", options["seconds"])
+    check_at_least("--frames-per-segment", options["frames_per_segment"], 1)
+    n = travel_frame_count(
+        keyframes, last_at, options["fps"], options["seconds"], options["frames_per_segment"]
+    )
+    if n is None:  # the audio track sets the length: known once it is decoded
+        return
+    animated = options["format"] not in (None, "mp4")  # GIF / WebP are encoded in memory
+    check_request(
+        argparse.Namespace(**options, model=args.model, device=args.device),
+        _length_label(options, last_at),
+        n,
+        out=out,
+        held_per_frame=(lambda h, w: 3 * h * w) if animated else None,
+    )
+
+
+def build_settings(args: argparse.Namespace, out: Path | None = None):
+    """TravelSettings from the parsed arguments (and the schedule file, if one is given); every
+    check here needs no model. With ``out`` (where the run directory goes) the journey's size is
+    checked against that disk and the memory first."""
     defaults = args._travel_defaults
-    schedule = read_schedule(args.inputs[0]) if _is_schedule(args.inputs) else None
+    schedule = None
+    if _is_schedule(args.inputs):
+        from whichway.travel import read_schedule
+
+        schedule = read_schedule(args.inputs[0])
     given = schedule.settings if schedule is not None else {}
 
     def value(name: str):
@@ -194,6 +233,8 @@ def build_settings(args: argparse.Namespace):
                 "--seeds and --at are for prompts on the command line; a schedule sets them per keyframe"
             )
         keyframes = schedule.keyframes(options["fps"])
+        if out is not None:
+            _check_length(args, options, len(keyframes), keyframes[-1].at, out)
     else:
         prompts = args.inputs
         if len(prompts) < 2:
@@ -206,6 +247,15 @@ def build_settings(args: argparse.Namespace):
                 raise ValueError(
                     f"{name} gives {len(values)} values for {len(prompts)} prompts; give one per prompt"
                 )
+        for at in args.at or ():
+            if not 0 <= at < float("inf"):
+                raise ValueError(f"--at values must be seconds >= 0, got {at:g}")
+        if out is not None:
+            _check_length(
+                args, options, len(prompts), None if args.at is None else args.at[-1], out
+            )
+        from whichway.travel import Keyframe
+
         keyframes = tuple(
             Keyframe(
                 prompt,
@@ -214,6 +264,8 @@ def build_settings(args: argparse.Namespace):
             )
             for k, prompt in enumerate(prompts)
         )
+    from whichway.travel import TravelSettings
+
     return TravelSettings(keyframes=keyframes, **options)
 
 
@@ -221,7 +273,9 @@ def run(args: argparse.Namespace) -> int:
     from whichway.cli.morph import lpips_meter
     from whichway.travel import prepare_travel, run_travel
 
-    settings = build_settings(args)
+    if args.out:
+        check_out_dir(args.out)
+    settings = build_settings(args, Path(args.out or "runs"))  # the disk the frames go to
     first, last = settings.keyframes[0].prompt, settings.keyframes[-1].prompt
     out = check_out_dir(args.out or f"runs/travel-{slug(first, 24)}--{slug(last, 24)}")
     prepared = prepare_travel(settings)  # images, audio, times: all before any model loads

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -173,24 +172,6 @@ def component_memory(pipe: Any) -> tuple[ComponentMemory, ...]:
 # --- devices --------------------------------------------------------------------------------
 
 
-def _cpu_memory() -> tuple[int | None, int | None]:
-    """(total, available) RAM in bytes: /proc/meminfo, else os.sysconf."""
-    try:
-        info: dict[str, int] = {}
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                key, _, rest = line.partition(":")
-                info[key] = int(rest.split()[0]) * 1024
-        return info.get("MemTotal"), info.get("MemAvailable", info.get("MemFree"))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
-    except (ValueError, OSError, AttributeError):
-        return None, None
-
-
 def device_memory(device: str | torch.device) -> DeviceMemory:
     """Total and free memory of ``device`` ("cpu", "cuda", "cuda:1", "mps")."""
     device = torch.device(device)
@@ -205,7 +186,9 @@ def device_memory(device: str | torch.device) -> DeviceMemory:
         return DeviceMemory(
             "mps", "Apple GPU", total, total - int(torch.mps.driver_allocated_memory())
         )
-    total, free = _cpu_memory()
+    from whichway.budget import cpu_memory
+
+    total, free = cpu_memory()
     return DeviceMemory(str(device), "CPU", total, free)
 
 
@@ -298,16 +281,10 @@ def denoiser_elements(adapter: Adapter, height: int, width: int) -> int:
 
 def decoder_elements(vae: Any, height: int, width: int) -> int:
     """A_vae: activation elements alive at once while the VAE decodes one image of
-    height x width (3 tensors of the largest level, upsampled input included)."""
-    channels = list(reversed(vae.config.block_out_channels))  # decoder order: latent -> pixels
-    levels = len(channels)
-    largest = 0
-    for level, c in enumerate(channels):
-        scale = 2 ** (levels - 1 - level)  # the last level is at full resolution
-        cells = math.ceil(height / scale) * math.ceil(width / scale)
-        incoming = channels[level - 1] if level else c
-        largest = max(largest, max(c, incoming) * cells)
-    return 3 * largest
+    height x width (:func:`whichway.budget.vae_decode_elements` of its widths)."""
+    from whichway.budget import vae_decode_elements
+
+    return vae_decode_elements(list(vae.config.block_out_channels), height, width)
 
 
 def _vae_upcast(vae: Any) -> bool:
