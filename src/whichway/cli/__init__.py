@@ -1,8 +1,9 @@
 """The ``whichway`` command.
 
 Each sub-command lives in its own module of this package and exposes
-``register(subparsers) -> None``; the module's top level imports only the standard library, so
-``whichway --help`` is instant. Heavy libraries (torch, diffusers, ray, lpips) are imported inside
+``register(subparsers) -> None``; the module's top level imports only the standard library and
+whichway's torch-free modules (``tests/test_imports.py`` checks it), so ``whichway --help`` is
+instant. Heavy libraries (torch, diffusers, ray, lpips) are imported inside
 the command functions.
 """
 

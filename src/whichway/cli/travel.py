@@ -22,33 +22,8 @@ from whichway.cli._options import (
     parse_ints,
     print_run_estimate,
 )
-
-# Options a schedule file may also set: given on the command line they win, else the schedule's
-# value, else the option's default.
-_SCHEDULE_OPTIONS = (
-    "fps",
-    "seconds",
-    "frames_per_segment",
-    "pacing",
-    "coupling",
-    "latent",
-    "seed",
-    "steps",
-    "guidance",
-    "height",
-    "width",
-    "negative_prompt",
-    "inversion_steps",
-    "inversion_guidance",
-    "audio",
-    "audio_start",
-    "audio_feature",
-    "audio_floor",
-    "snap_beats",
-    "coarse",
-    "batch_size",
-    "format",
-)
+from whichway.travel.schedule import SCHEDULE_SETTINGS
+from whichway.travel.settings import PACINGS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     path.add_argument(
         "--pacing",
         default="uniform",
-        choices=("uniform", "perceptual", "audio"),
+        choices=PACINGS,
         help="uniform: t grows evenly; perceptual: a coarse pass re-times every frame so consecutive frames "
         "are equally far apart in LPIPS over the whole video; audio: t moves with the --audio envelope",
     )
@@ -162,7 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(latent="cog")
     defaults = {}
     for action in p._actions:
-        if action.dest in _SCHEDULE_OPTIONS:
+        if action.dest in SCHEDULE_SETTINGS:
             defaults[action.dest] = action.default
             action.default = None
     p.set_defaults(func=run, _travel_defaults=defaults)
@@ -223,7 +198,7 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
             return v
         return given.get(name, defaults[name])
 
-    options = {name: value(name) for name in _SCHEDULE_OPTIONS}
+    options = {name: value(name) for name in SCHEDULE_SETTINGS}
     if options["format"] == "none":
         options["format"] = None
     check_generation(argparse.Namespace(**options))

@@ -1,7 +1,7 @@
-"""Perceptual pacing: a coarse pass renders every segment at a few local times and measures the
-LPIPS steps between consecutive frames; :func:`perceptual_times` inverts each segment's cumulative
-distance so the final frames are equally far apart; the steps of the finished frames say how even
-the result is (:func:`spread_of`)."""
+"""Perceptual pacing, measured: a coarse pass renders every segment at a few local times and
+measures the LPIPS steps between consecutive frames (:func:`measure_coarse`), from which
+:func:`whichway.travel.plan.plan_travel` places every frame; the steps between the finished frames
+say how even the result is (:func:`spread_of`)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
     from whichway.travel.rendering import Renderer
-
-
-def perceptual_times(measured: tuple[Sequence[float], Sequence[float]], count: int) -> list[float]:
-    import torch
-
-    from whichway.metrics.spacing import invert_cumulative
-
-    knots = torch.as_tensor(list(measured[0]), dtype=torch.float64)
-    steps = torch.as_tensor(list(measured[1]), dtype=torch.float64)
-    if steps.sum() <= 0:
-        return [j / (count - 1) for j in range(count)]
-    out = invert_cumulative(knots, steps, count).tolist()
-    out[0], out[-1] = 0.0, 1.0
-    return out
 
 
 def meter_name(meter: Any) -> str:

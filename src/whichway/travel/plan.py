@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from whichway._checks import check_choice
-from whichway.travel.pacing import perceptual_times
 from whichway.travel.settings import (
     DEFAULT_AUDIO_FLOOR,
     PACINGS,
@@ -216,7 +215,7 @@ def plan_travel(
             tau = audio_start + np.arange(f0, f1 + 1, dtype=np.float64) / fps
             local = paced_times(audio, tau, mean=mean, floor=audio_floor).tolist()
         else:
-            local = perceptual_times(distances[k], m + 1)  # type: ignore[index]
+            local = _perceptual_times(distances[k], m + 1)  # type: ignore[index]
         for j in range(m + 1):
             segment[f0 + j], t[f0 + j] = k, float(local[j])
         t[f0] = 0.0
@@ -226,6 +225,22 @@ def plan_travel(
     for i in range(frames[-1] + 1, n):
         segment[i], t[i] = n_key - 2, 1.0
     return TravelPlan(float(fps), tuple(segment), tuple(t), tuple(frames), pacing)
+
+
+def _perceptual_times(measured: tuple[Sequence[float], Sequence[float]], count: int) -> list[float]:
+    """``count`` local times in [0, 1] equally far apart along one segment's measured path: the
+    inverse of its cumulative LPIPS distance (``measured`` = (knots (M,), steps (M-1,)))."""
+    import torch
+
+    from whichway.metrics.spacing import invert_cumulative
+
+    knots = torch.as_tensor(list(measured[0]), dtype=torch.float64)
+    steps = torch.as_tensor(list(measured[1]), dtype=torch.float64)
+    if steps.sum() <= 0:
+        return [j / (count - 1) for j in range(count)]
+    out = invert_cumulative(knots, steps, count).tolist()
+    out[0], out[-1] = 0.0, 1.0
+    return out
 
 
 @dataclass(frozen=True)

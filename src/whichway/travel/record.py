@@ -13,7 +13,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from whichway.models.base import Adapter
     from whichway.travel.plan import Prepared, TravelPlan
-    from whichway.travel.rendering import Journey
     from whichway.travel.settings import TravelSettings
 
 FRAME_DIGITS = 5
@@ -43,49 +42,6 @@ PRESENTATION_KEYS = frozenset(
 def frame_name(index: int) -> str:
     """``frames/00042.png`` style file name of frame ``index``."""
     return f"{index:0{FRAME_DIGITS}d}.png"
-
-
-def segment_record(journey: Journey, plan: TravelPlan, k: int) -> dict[str, Any]:
-    """Coupling cost and W₂ path length (over the segment's frame times) per token group."""
-    import torch
-
-    from whichway.clouds import path_length_w2
-    from whichway.render import conditioning_path
-
-    s = journey.s
-    ts = sorted({t for seg, t in zip(plan.segment, plan.t) if seg == k} | {0.0, 1.0})
-    couplings = journey.couplings[k]
-    lengths = [0.0] * len(couplings)
-    for start in range(0, len(ts) - 1, 128):  # pieces of 129 times, overlapping by one
-        piece = torch.tensor(ts[start : start + 129], dtype=torch.float64)
-        path, _ = conditioning_path(
-            journey.cond[k], journey.cond[k + 1], piece, couplings=couplings
-        )
-        for g, cloud in enumerate(path.clouds):
-            lengths[g] += float(path_length_w2(cloud.double()))
-    groups = []
-    for g, c in enumerate(couplings):
-        groups.append(
-            {
-                "group": g,
-                "method": c.method,
-                "cost": float(c.cost),
-                "w2_path_length": lengths[g],
-                "tokens_moved": None
-                if c.perm is None
-                else int((c.perm != torch.arange(len(c.perm))).sum()),
-            }
-        )
-    frames = [i for i, seg in enumerate(plan.segment) if seg == k]
-    return {
-        "segment": k,
-        "from": s.keyframes[k].prompt,
-        "to": s.keyframes[k + 1].prompt,
-        "coupling": s.segment_coupling(k),
-        "latent": journey.method[k],
-        "frames": [plan.keyframe_frames[k], plan.keyframe_frames[k + 1]] if frames else [],
-        "couplings": groups,
-    }
 
 
 def _rgb(path: Path) -> Image.Image:

@@ -115,6 +115,47 @@ class Journey:
         negative = self.negative[0] if self.shared_negative else Conditioning.cat(neg)
         return Conditioning.cat(cond), torch.stack([x.to(lat[0].dtype) for x in lat]), negative
 
+    def segment_record(self, plan: TravelPlan, k: int) -> dict[str, Any]:
+        """The ``run.json`` entry of segment k: its keyframes, coupling and latent method, and per
+        token group the coupling cost and the W₂ path length over the segment's frame times."""
+        import torch
+
+        from whichway.clouds import path_length_w2
+        from whichway.render import conditioning_path
+
+        s = self.s
+        ts = sorted({t for seg, t in zip(plan.segment, plan.t) if seg == k} | {0.0, 1.0})
+        couplings = self.couplings[k]
+        lengths = [0.0] * len(couplings)
+        for start in range(0, len(ts) - 1, 128):  # pieces of 129 times, overlapping by one
+            piece = torch.tensor(ts[start : start + 129], dtype=torch.float64)
+            path, _ = conditioning_path(self.cond[k], self.cond[k + 1], piece, couplings=couplings)
+            for g, cloud in enumerate(path.clouds):
+                lengths[g] += float(path_length_w2(cloud.double()))
+        groups = []
+        for g, c in enumerate(couplings):
+            groups.append(
+                {
+                    "group": g,
+                    "method": c.method,
+                    "cost": float(c.cost),
+                    "w2_path_length": lengths[g],
+                    "tokens_moved": None
+                    if c.perm is None
+                    else int((c.perm != torch.arange(len(c.perm))).sum()),
+                }
+            )
+        frames = [i for i, seg in enumerate(plan.segment) if seg == k]
+        return {
+            "segment": k,
+            "from": s.keyframes[k].prompt,
+            "to": s.keyframes[k + 1].prompt,
+            "coupling": s.segment_coupling(k),
+            "latent": self.method[k],
+            "frames": [plan.keyframe_frames[k], plan.keyframe_frames[k + 1]] if frames else [],
+            "couplings": groups,
+        }
+
 
 class Renderer:
     """Streams positions through :func:`whichway.render.render_frames` in chunks of whole

@@ -16,7 +16,6 @@ from whichway.travel.record import (
     frame_name,
     frames_to_render,
     remove_stale_frames,
-    segment_record,
     settings_record,
     start_record,
     write_strip,
@@ -136,7 +135,7 @@ def run_travel(
             info["status"] = "cancelled"
             write_json_atomic(run_dir / RUN_FILE, info)
             raise
-        info["segments"] = [segment_record(journey, plan, k) for k in range(len(s.keyframes) - 1)]
+        info["segments"] = [journey.segment_record(plan, k) for k in range(len(s.keyframes) - 1)]
         info.update(adapter.describe())  # the scheduler actually used
     finally:
         if renderer is not None:

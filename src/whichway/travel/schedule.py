@@ -12,7 +12,7 @@ from typing import Any
 
 from whichway.travel.settings import Keyframe, TravelSettings
 
-SCHEDULE_KEYS = (
+SCHEDULE_SETTINGS = (
     "fps",
     "seconds",
     "frames_per_segment",
@@ -35,9 +35,10 @@ SCHEDULE_KEYS = (
     "coarse",
     "batch_size",
     "format",
-    "keyframe",
-    "prompts",
 )
+"""The settings a schedule file may set (fields of :class:`TravelSettings`); a front end's options
+of the same names win over them."""
+SCHEDULE_KEYS = (*SCHEDULE_SETTINGS, "keyframe", "prompts")
 """Valid top-level keys of a schedule file: settings, then ``[[keyframe]]`` or ``[prompts]``."""
 KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "coupling", "latent")
 """Valid keys of one ``[[keyframe]]`` entry (``at`` in seconds or ``frame``, not both)."""
