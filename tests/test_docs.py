@@ -156,3 +156,15 @@ def test_docs_figures_are_small_and_referenced() -> None:
     for png in pngs:
         assert png.stat().st_size < 300 * 1024, f"{png.name} is over 300 KB"
         assert png.name in pages, f"{png.name} is not shown on any page"
+
+
+def test_readme_keeps_the_ci_test_command() -> None:
+    """``.ci/run`` reads the line after the marker; the docs site says how to serve itself."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("\n")
+    at = readme.index("<!-- test-command -->")
+    assert readme[at + 1 : at + 4] == [
+        "```bash",
+        'pip install -e ".[test]" && python -m pytest -q',
+        "```",
+    ]
+    assert "mkdocs serve" in "\n".join(readme)
