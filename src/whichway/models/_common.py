@@ -22,14 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from whichway.models.base import StepCallback
-
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
 """dtype names accepted by ``--dtype`` and :func:`whichway.models.load_adapter`."""
+
+StepCallback = Callable[[], None]
+"""Called once per denoising step of a batch (drives the caller's progress bar)."""
 
 #: seed of the per-row generators that draw a stochastic scheduler's step noise during render
 STEP_NOISE_SEED = 0
@@ -81,6 +82,15 @@ def resolve_dtype(
 
 
 # --- prompts ----------------------------------------------------------------------------------
+
+
+def dtype_keyword() -> str:
+    """``dtype`` on diffusers versions that deprecate ``torch_dtype``, else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return "torch_dtype"
+    return "dtype"
 
 
 def warn_if_truncated(

@@ -14,12 +14,23 @@ modules never import model code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from whichway.models._common import (
+    StepCallback,
+    check_guidance,
+    check_latents,
+    check_size,
+    check_steps,
+    images_to_cpu,
+    prepare_image,
+    vae_encode,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -103,10 +114,6 @@ class Conditioning:
             tuple(torch.cat([c.clouds[g] for c in items]) for g in range(groups)),
             None if items[0].pooled is None else torch.cat([c.pooled for c in items]),
         )
-
-
-StepCallback = Callable[[], None]
-"""Called once per denoising step of a batch (drives the caller's progress bar)."""
 
 
 class Adapter:
@@ -199,8 +206,6 @@ class Adapter:
         conditional halves in the same batch). latents (B, C, h, w) unpacked, unscaled N(0, I)
         draws, or one (C, h, w) shared by the batch; negative: B or 1 rows, default the
         pipeline's own unconditional. Returns (B, 3, H, W) float32 CPU images in [0, 1]."""
-        from whichway.models._common import check_guidance, check_steps, images_to_cpu
-
         return images_to_cpu(
             self._run(
                 cond,
@@ -230,8 +235,6 @@ class Adapter:
     ) -> Tensor:
         """As :meth:`render`, but return the clean latent before the VAE decoder: (B, C, h, w)
         float32 CPU, unpacked, in the denoiser's (shifted, scaled) latent space."""
-        from whichway.models._common import check_guidance, check_steps
-
         out = self._run(
             cond,
             latents,
@@ -265,8 +268,6 @@ class Adapter:
     ) -> Tensor:
         """Initial latents (B, C, h, w) or one (1, C, h, w) / (C, h, w) shared by the batch,
         checked against the size and moved to the pipeline's device and dtype."""
-        from whichway.models._common import check_latents
-
         latents = check_latents(latents, self.latent_shape(height, width))
         if latents.shape[0] == 1 and len(cond) > 1:
             latents = latents.expand(len(cond), -1, -1, -1)
@@ -280,8 +281,6 @@ class Adapter:
         self, image: Tensor, height: int | None, width: int | None
     ) -> tuple[int, int]:
         """The given size, or the image's own rounded down to a multiple of ``size_multiple``."""
-        from whichway.models._common import check_size
-
         m = self.size_multiple
         h = height if height is not None else max(m, (int(image.shape[-2]) // m) * m)
         w = width if width is not None else max(m, (int(image.shape[-1]) // m) * m)
@@ -309,8 +308,6 @@ class Adapter:
         shifted and scaled as the pipeline undoes it) and inverted by :meth:`invert_latent`:
         DDIM inversion for the diffusion families, Euler inversion for flow matching.
         """
-        from whichway.models._common import prepare_image, vae_encode
-
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
         if not isinstance(image, Tensor):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from whichway.models._common import resolve_device, resolve_dtype
+from whichway.models._common import dtype_keyword, resolve_device, resolve_dtype
 from whichway.models.runtime import (
     PIPELINE_FAMILIES,
 )  # defined torch-free, for checks before loading
@@ -85,15 +85,6 @@ def _load_error(model: str, exc: BaseException) -> ModelLoadError:
     )
 
 
-def _dtype_keyword() -> str:
-    """``dtype`` on diffusers versions that deprecate ``torch_dtype``, else ``torch_dtype``."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
-    except ImportError:
-        return "torch_dtype"
-    return "dtype"
-
-
 def _pipeline_class_name(model: str, local_files_only: bool = False) -> str:
     """Read ``_class_name`` from the model's ``model_index.json`` (cheap; no weights)."""
     from diffusers import DiffusionPipeline
@@ -157,7 +148,7 @@ def load_adapter(
     try:
         pipe = DiffusionPipeline.from_pretrained(
             model,
-            **{_dtype_keyword(): resolved_dtype},
+            **{dtype_keyword(): resolved_dtype},
             variant=variant,
             use_safetensors=True,
             trust_remote_code=False,

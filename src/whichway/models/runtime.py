@@ -569,14 +569,14 @@ def load_vae(source: str, pipe: Any) -> Any:
     check_vae_source(source)
     path = Path(source).expanduser()
     subfolder = _vae_subfolder(path) if path.is_dir() else None
-    from whichway.models.loading import _dtype_keyword
+    from whichway.models._common import dtype_keyword
 
     try:
         vae = AutoencoderKL.from_pretrained(
             str(path) if path.is_dir() else source,
             subfolder=subfolder,
             use_safetensors=True,
-            **{_dtype_keyword(): pipe.vae.dtype if pipe.vae is not None else pipe.dtype},
+            **{dtype_keyword(): pipe.vae.dtype if pipe.vae is not None else pipe.dtype},
         )
     except Exception as exc:  # missing files, network, not a VAE
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

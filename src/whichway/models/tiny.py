@@ -3,7 +3,7 @@
 No machine here can download weights, so tests and offline demos build pipelines the way
 diffusers' own pipeline tests do (``get_dummy_components`` under ``torch.manual_seed``): a UNet
 with ``block_out_channels=(32, 64)``, a tiny AutoencoderKL, CLIP text encoders with hidden size
-32 and a CLIP BPE tokenizer built from a small vocabulary written here. They are saved with
+32 and a CLIP BPE tokenizer over a small vocabulary (:mod:`whichway.models.tiny_tokenizers`). They are saved with
 ``save_pretrained(safe_serialization=True)`` and loaded back through the same
 ``from_pretrained`` path a user's hub id takes, so the code under test is the code users run.
 
@@ -13,106 +13,30 @@ architecture (random weights, ~860M parameters): the real denoiser cost, for ben
 
 from __future__ import annotations
 
-import itertools
-import json
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from whichway.models.tiny_tokenizers import (  # public here since the tiny models began
+    TINY_WORDS,
+    tiny_clip_tokenizer,
+    write_tiny_clip_vocab,
+)
+
+__all__ = [
+    "SD15_UNET_CONFIG",
+    "TINY_FAMILIES",
+    "TINY_WORDS",
+    "build_tiny_pipeline",
+    "full_size_pipeline",
+    "tiny_clip_tokenizer",
+    "tiny_sd_pipeline",
+    "tiny_sdxl_pipeline",
+    "write_tiny_clip_vocab",
+]
+
 TINY_FAMILIES = ("sd", "sdxl", "sd3", "flux")
-
-#: words of the tiny vocabulary: whole-word tokens for the prompts tests and demos use; any
-#: other word still tokenizes, letter by letter
-TINY_WORDS = (
-    "a an the of on in with and at by to from for is are under over near photo painting drawing "
-    "picture sketch portrait close up view oil watercolor style cat dog horse bird fish car tree "
-    "house city street beach forest mountain river sea lake sky moon sun star astronaut man woman "
-    "child person people riding sitting running standing flying red blue green yellow black white "
-    "small big old young beautiful dark bright night day morning snow rain field flower flowers "
-    "garden table chair cup apple orange fruit bowl boat ship train plane bicycle road bridge "
-    "castle robot dragon lion tiger bear elephant giraffe zebra"
-).split()
-
-_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
-_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()&/"
-
-
-def _bpe(symbols: list[str], merges: list[tuple[str, str]]) -> list[str]:
-    """CLIP's byte-pair encoding of one word: repeatedly merge the adjacent pair of best rank."""
-    ranks = {pair: rank for rank, pair in enumerate(merges)}
-    symbols = list(symbols)
-    while len(symbols) > 1:
-        pairs = [
-            (ranks.get(pair, len(ranks)), i) for i, pair in enumerate(itertools.pairwise(symbols))
-        ]
-        rank, _ = min(pairs)
-        if rank == len(ranks):
-            break
-        best = merges[rank]
-        merged: list[str] = []
-        i = 0
-        while i < len(symbols):
-            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
-                merged.append(symbols[i] + symbols[i + 1])
-                i += 2
-            else:
-                merged.append(symbols[i])
-                i += 1
-        symbols = merged
-    return symbols
-
-
-def write_tiny_clip_vocab(directory: str | Path, words: Iterable[str] = TINY_WORDS) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` of a tiny CLIP BPE vocabulary into ``directory``.
-
-    Tokens: the two special tokens, every character of ``_CHARS`` alone and with the
-    end-of-word mark ``</w>``, and for each word the merges that make BPE read it as one token
-    (every merge result is a token, so any text tokenizes, unknown words letter by letter).
-    Returns the directory.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab: dict[str, int] = {}
-
-    def add(token: str) -> None:
-        vocab.setdefault(token, len(vocab))
-
-    for token in _SPECIAL:
-        add(token)
-    for char in _CHARS:
-        add(char)
-        add(char + "</w>")
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        word = word.lower()
-        if not word or any(c not in _CHARS for c in word):
-            raise ValueError(f"tiny vocabulary words must use only {_CHARS!r}; got {word!r}")
-        # append merges until BPE (with every merge so far) reads the word as one token; a new
-        # merge has the lowest priority, so it never changes how earlier words are read
-        pieces = _bpe([*word[:-1], word[-1] + "</w>"], merges)
-        while len(pieces) > 1:
-            merges.append((pieces[0], pieces[1]))
-            add(pieces[0] + pieces[1])
-            pieces = _bpe(pieces, merges)
-    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (directory / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
-    )
-    return directory
-
-
-def tiny_clip_tokenizer(pad_token: str = "<|endoftext|>", model_max_length: int = 77) -> Any:
-    """A ``CLIPTokenizer`` over the tiny vocabulary (SD 1.x pads with ``<|endoftext|>``)."""
-    from transformers import CLIPTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_tiny_clip_vocab(tmp)
-        return CLIPTokenizer.from_pretrained(
-            tmp, pad_token=pad_token, model_max_length=model_max_length
-        )
 
 
 def _clip_config(tokenizer: Any, **overrides: Any) -> Any:
@@ -269,10 +193,9 @@ def build_tiny_pipeline(family: str, path: str | Path, *, seed: int = 0) -> Path
         )
     path = Path(path)
     if family in ("sd3", "flux"):
-        import importlib
+        from whichway.models import tiny_mmdit
 
-        module = importlib.import_module("whichway.models.tiny_mmdit")
-        builder = getattr(module, f"build_tiny_{family}")
+        builder = getattr(tiny_mmdit, f"build_tiny_{family}")
         return Path(builder(path, seed=seed))
     pipe = tiny_sd_pipeline(seed=seed) if family == "sd" else tiny_sdxl_pipeline(seed=seed)
     path.mkdir(parents=True, exist_ok=True)

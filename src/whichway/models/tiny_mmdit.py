@@ -4,8 +4,8 @@ Both are assembled from the real diffusers/transformers classes (the way diffuse
 tests build ``get_dummy_components()``), with every width shrunk so a 64x64 image renders in well
 under a second on a CPU, and saved with ``save_pretrained(path, safe_serialization=True)`` so they
 load through exactly the ``DiffusionPipeline.from_pretrained(path)`` code path a hub id takes.
-Nothing is downloaded: the CLIP tokenizers are :func:`whichway.models.tiny.tiny_clip_tokenizer`
-(shared with the SD/SDXL builders) and the T5 tokenizer is a Unigram model built here in code.
+Nothing is downloaded: the CLIP tokenizers (shared with the SD/SDXL builders) and the T5 tokenizer
+come from :mod:`whichway.models.tiny_tokenizers`.
 
 Shapes kept faithful to the real models where it matters to whichway:
 
@@ -21,43 +21,16 @@ Shapes kept faithful to the real models where it matters to whichway:
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from whichway.models.tiny import TINY_WORDS, tiny_clip_tokenizer
-
-if TYPE_CHECKING:  # pragma: no cover
-    from transformers import T5Tokenizer
+from whichway.models.tiny_tokenizers import (  # tiny_t5_tokenizer: public here before
+    tiny_clip_tokenizer,
+    tiny_t5_tokenizer,
+)
 
 CLIP_WINDOW = 77
 """Token window of the tiny CLIP tokenizers (as the real CLIP encoders)."""
-T5_WINDOW = 512
-"""``model_max_length`` of the tiny T5 tokenizer (as the real T5-XXL tokenizer)."""
-
-
-def tiny_t5_tokenizer() -> T5Tokenizer:
-    """A T5 (Unigram, SentencePiece-style) tokenizer over a tiny vocabulary, built in code.
-
-    Pieces: ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2), the word-start marker, single
-    characters with and without it, and the whole words of the tiny CLIP vocabulary
-    (:data:`whichway.models.tiny.TINY_WORDS`); no sentinel ``<extra_id_*>`` tokens.
-    """
-    from transformers import T5Tokenizer
-
-    pieces: list[tuple[str, float]] = [
-        ("<pad>", 0.0),
-        ("</s>", 0.0),
-        ("<unk>", 0.0),
-        ("\u2581", -2.0),
-    ]
-    for ch in string.ascii_letters + string.digits + string.punctuation:
-        pieces.append((ch, -4.0))
-        pieces.append(("\u2581" + ch, -4.5))
-    for word in TINY_WORDS:
-        if len(word) > 1:
-            pieces.append(("\u2581" + word, -1.0))
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=T5_WINDOW)
 
 
 def _tiny_vae(seed: int, *, scaling_factor: float, shift_factor: float) -> Any:
