@@ -209,7 +209,7 @@ def test_unreachable_hub_fails_within_seconds_with_the_load_message(tmp_path, ca
     err = capsys.readouterr().err
     assert rc == 2
     assert "could not load model 'whichway-tests/not-cached-anywhere'" in err
-    assert "no connection to http://127.0.0.1:9" in err and "huggingface-cli download" in err
+    assert "no connection to http://127.0.0.1:9" in err and "hf download" in err
     assert elapsed < 10  # the probe's own timeout is 3 s; diffusers' retries took ~30 s
 
 

@@ -80,7 +80,7 @@ def _load_error(model: str, exc: BaseException) -> ModelLoadError:
         "is right (a local directory must hold model_index.json and safetensors weights). "
         "For a hub "
         "id the files must be downloaded, or already in the Hugging Face cache when there is no "
-        "network or HF_HUB_OFFLINE=1 is set: run `huggingface-cli download "
+        "network or HF_HUB_OFFLINE=1 is set: run `hf download "
         f"{model}` once where the network is available, or pass the local directory instead."
     )
 
