@@ -837,6 +837,45 @@ def path_length_w2(
 # barycenters
 
 
+def _stacked_clouds(clouds: Tensor | Sequence[Tensor]) -> Tensor:
+    """K checked, finite clouds of one shape, dtype and device as one Tensor (K, n, d)."""
+    if isinstance(clouds, Tensor):
+        stack = as_tensor("clouds", clouds)
+        if stack.ndim != 3:
+            raise ValueError(
+                f"clouds must be a Tensor (K, n, d) or a sequence of Tensors (n, d), got shape {tuple(stack.shape)}"
+            )
+    else:
+        if len(clouds) == 0:
+            raise ValueError("clouds is empty; give K >= 1 clouds (n, d)")
+        items = [_check_cloud(f"clouds[{k}]", c, batched_ok=False) for k, c in enumerate(clouds)]
+        for k, c in enumerate(items[1:], start=1):
+            check_same("clouds[0]", items[0], f"clouds[{k}]", c)
+        stack = torch.stack(items)
+    if stack.shape[0] == 0 or stack.shape[1] == 0 or stack.shape[2] == 0:
+        raise ValueError(
+            f"clouds is empty (shape {tuple(stack.shape)}); give K >= 1 clouds of n >= 1 points, d >= 1"
+        )
+    check_finite("clouds", stack)
+    return stack
+
+
+def _initial_support(x64: Tensor, init: int | Tensor) -> Tensor:
+    """The barycenter's starting support (n, d) in float64 on ``x64``'s device: cloud ``init`` of
+    ``x64`` (K, n, d), or the explicit points ``init``."""
+    k_count, n, d = x64.shape
+    if isinstance(init, Tensor):
+        start = _check_cloud("init", init, batched_ok=False)
+        if start.shape != (n, d):
+            raise ValueError(f"init must be a cloud of shape {(n, d)}, got {tuple(start.shape)}")
+        return _f64(start).to(x64.device)
+    if not 0 <= int(init) < k_count:
+        raise ValueError(
+            f"init must be a cloud index in 0..{k_count - 1} or a Tensor (n, d), got {init}"
+        )
+    return x64[int(init)].clone()
+
+
 def cloud_barycenter(
     clouds: Tensor | Sequence[Tensor],
     weights: Tensor | Sequence[float] | None = None,
@@ -880,24 +919,7 @@ def cloud_barycenter(
         ``points`` (n, d) in the clouds' dtype/device, ``perms`` (K, n), ``iterations``,
         ``converged``, ``cost``.
     """
-    if isinstance(clouds, Tensor):
-        stack = as_tensor("clouds", clouds)
-        if stack.ndim != 3:
-            raise ValueError(
-                f"clouds must be a Tensor (K, n, d) or a sequence of Tensors (n, d), got shape {tuple(stack.shape)}"
-            )
-    else:
-        if len(clouds) == 0:
-            raise ValueError("clouds is empty; give K >= 1 clouds (n, d)")
-        items = [_check_cloud(f"clouds[{k}]", c, batched_ok=False) for k, c in enumerate(clouds)]
-        for k, c in enumerate(items[1:], start=1):
-            check_same("clouds[0]", items[0], f"clouds[{k}]", c)
-        stack = torch.stack(items)
-    if stack.shape[0] == 0 or stack.shape[1] == 0 or stack.shape[2] == 0:
-        raise ValueError(
-            f"clouds is empty (shape {tuple(stack.shape)}); give K >= 1 clouds of n >= 1 points, d >= 1"
-        )
-    check_finite("clouds", stack)
+    stack = _stacked_clouds(clouds)
     k_count, n, d = stack.shape
     if weights is None:
         w = torch.full((k_count,), 1.0 / k_count, dtype=torch.float64)
@@ -908,19 +930,7 @@ def cloud_barycenter(
 
     x64 = _f64(stack)
     w64 = w.to(x64.device)
-    if init is None:
-        init = int(torch.argmax(w))  # first maximum
-    if isinstance(init, Tensor):
-        start = _check_cloud("init", init, batched_ok=False)
-        if start.shape != (n, d):
-            raise ValueError(f"init must be a cloud of shape {(n, d)}, got {tuple(start.shape)}")
-        support = _f64(start).to(x64.device)
-    else:
-        if not 0 <= int(init) < k_count:
-            raise ValueError(
-                f"init must be a cloud index in 0..{k_count - 1} or a Tensor (n, d), got {init}"
-            )
-        support = x64[int(init)].clone()
+    support = _initial_support(x64, int(torch.argmax(w)) if init is None else init)  # 1st max
 
     perms: Tensor | None = None
     converged = False
