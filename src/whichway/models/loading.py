@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from whichway.models._common import dtype_keyword, resolve_device, resolve_dtype
-from whichway.models.runtime import (
-    PIPELINE_FAMILIES,
-)  # defined torch-free, for checks before loading
+from whichway.models.samplers import PIPELINE_FAMILIES  # torch-free, for checks before loading
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
