@@ -28,6 +28,7 @@ _COMMANDS = (
     "studio",
     "doctor",
     "tiny_model",
+    "comfyui",
 )
 
 

@@ -1,0 +1,357 @@
+"""The ComfyUI nodes of whichway (loaded by the pack folder's ``__init__.py``).
+
+Every node checks its fields in ``VALIDATE_INPUTS`` where it can (ComfyUI then refuses the graph
+with HTTP 400 and ``node_errors`` before anything runs) and raises a one-line ValueError naming
+the fix where the problem is only visible at run time (the batch of a latent, the shape of a
+conditioning). ComfyUI's own modules are imported inside the functions that run in its server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from whichway.clouds import COUPLING_METHODS
+from whichway.comfyui.noise import NOISE_METHODS, PathNoise, parse_times
+
+CATEGORY = "whichway"
+_MAX_FRAMES = 10_000
+_SEED = {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}
+_FRAMES = {"default": 9, "min": 2, "max": _MAX_FRAMES, "tooltip": "frames from t = 0 to t = 1"}
+_TIMES = {
+    "default": "",
+    "multiline": False,
+    "tooltip": "explicit t values, e.g. 0, 0.25, 0.5, 1 (overrides frames when not empty)",
+}
+
+
+def _check_times(frames: Any, t_values: Any) -> bool | str:
+    try:
+        parse_times(t_values if isinstance(t_values, str) else "", frames if frames else 2)
+    except ValueError as exc:
+        return str(exc)
+    return True
+
+
+def _batch(name: str, conditioning: Any) -> int:
+    """The largest batch among a CONDITIONING's entries (tensor and pooled_output)."""
+    sizes = {1}
+    for entry in conditioning:
+        sizes.add(int(entry[0].shape[0]))
+        pooled = entry[1].get("pooled_output")
+        if pooled is not None:
+            sizes.add(int(pooled.shape[0]))
+    return max(sizes)
+
+
+class PromptPath:
+    """Two CONDITIONINGs -> a batch of N conditionings along the OT (or clip / random) path."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Interpolates two prompts' token clouds: E_t[i] = (1 - t) E_A[i] + t E_B[σ(i)], σ the "
+        "optimal-transport pairing of tokens (Karris et al. 2025), pooled vectors linearly."
+    )
+    RETURN_TYPES = ("CONDITIONING", "STRING")
+    RETURN_NAMES = ("conditioning", "report")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "conditioning_a": ("CONDITIONING", {"tooltip": "prompt A (CLIPTextEncode)"}),
+                "conditioning_b": ("CONDITIONING", {"tooltip": "prompt B (CLIPTextEncode)"}),
+                "frames": ("INT", _FRAMES),
+                "coupling": (list(COUPLING_METHODS), {"default": "ot"}),
+                "seed": ("INT", {**_SEED, "tooltip": "seed of the random coupling"}),
+            },
+            "optional": {"t_values": ("STRING", _TIMES)},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames: Any = None, t_values: Any = None) -> bool | str:
+        return _check_times(frames, t_values)
+
+    def run(
+        self,
+        conditioning_a: Any,
+        conditioning_b: Any,
+        frames: int,
+        coupling: str,
+        seed: int,
+        t_values: str = "",
+    ) -> tuple[Any, str]:
+        from whichway.comfyui.conditioning import coupling_report, prompt_path
+
+        times = parse_times(t_values, frames)
+        path = prompt_path(conditioning_a, conditioning_b, times, coupling=coupling, seed=seed)
+        sizes = [b - a for a, b in path.groups.bounds]
+        report = coupling_report(path.groups, path.couplings, sizes)
+        report += "\nt: " + ", ".join(f"{t:.4g}" for t in times)
+        return path.conditioning, report
+
+
+class NoisePath:
+    """A NOISE for a batch of frames: one seed for all, or a COG / slerp / lerp path A -> B."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Initial noise per frame: 'fixed' gives every frame seed A's noise (the paper's setting); "
+        "cog / slerp / lerp move from seed A's noise to seed B's. Use it with SamplerCustomAdvanced "
+        "or whichway's sampler (KSampler draws different noise for every batch item)."
+    )
+    RETURN_TYPES = ("NOISE",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "seed_a": ("INT", _SEED),
+                "seed_b": ("INT", {**_SEED, "default": 1}),
+                "method": (list(NOISE_METHODS), {"default": "fixed"}),
+                "frames": ("INT", _FRAMES),
+            },
+            "optional": {"t_values": ("STRING", _TIMES)},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames: Any = None, t_values: Any = None) -> bool | str:
+        return _check_times(frames, t_values)
+
+    def run(
+        self, seed_a: int, seed_b: int, method: str, frames: int, t_values: str = ""
+    ) -> tuple[PathNoise]:
+        times = tuple(parse_times(t_values, frames))
+        return (PathNoise(seed_a, seed_b, method, times),)
+
+
+class LatentPath:
+    """Two LATENTs (e.g. VAEEncode'd or inverted images) -> a LATENT batch along a path."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Combines two latents per frame: cog z = ((1-t) x_A + t x_B) / sqrt((1-t)^2 + t^2) keeps "
+        "Gaussian latents Gaussian (Bodin et al.); slerp and lerp for comparison."
+    )
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "latent_a": ("LATENT",),
+                "latent_b": ("LATENT",),
+                "method": (["cog", "slerp", "lerp"], {"default": "cog"}),
+                "frames": ("INT", _FRAMES),
+            },
+            "optional": {"t_values": ("STRING", _TIMES)},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames: Any = None, t_values: Any = None) -> bool | str:
+        return _check_times(frames, t_values)
+
+    def run(
+        self, latent_a: dict, latent_b: dict, method: str, frames: int, t_values: str = ""
+    ) -> tuple[dict]:
+        from whichway.render import latent_path
+
+        a, b = latent_a["samples"], latent_b["samples"]
+        if a.shape[0] != 1 or b.shape[0] != 1:
+            raise ValueError(
+                f"latent path needs one latent per side, got batches {a.shape[0]} and {b.shape[0]}; "
+                "pick one with LatentFromBatch"
+            )
+        if a.shape != b.shape:
+            raise ValueError(
+                f"latents A {tuple(a.shape)} and B {tuple(b.shape)} differ in size; encode both "
+                "images at the same width and height"
+            )
+        times = parse_times(t_values, frames)
+        path = latent_path(a[0].float(), b[0].float(), times, method=method)
+        return ({"samples": path.to(a.dtype)},)
+
+
+class Sampler:
+    """KSampler with a NOISE per frame that refuses mismatched batches instead of cutting them."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Samples a batch of frames with the noise of a whichway noise path (or journey). A "
+        "conditioning batch that differs from the latent batch is an error, not a silent cut."
+    )
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        import comfy.samplers
+
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "noise": ("NOISE",),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "latent_image": ("LATENT",),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "euler"}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal"}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            }
+        }
+
+    def run(
+        self,
+        model: Any,
+        noise: Any,
+        positive: Any,
+        negative: Any,
+        latent_image: dict,
+        steps: int,
+        cfg: float,
+        sampler_name: str,
+        scheduler: str,
+        denoise: float,
+    ) -> tuple[dict]:
+        import comfy.sample
+        import comfy.utils
+        import latent_preview
+
+        samples = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        batch = samples.shape[0]
+        for name, cond in (("positive", positive), ("negative", negative)):
+            got = _batch(name, cond)
+            if got not in (1, batch):
+                raise ValueError(
+                    f"the {name} conditioning has {got} frames but the latent batch {batch}; set "
+                    f"EmptyLatentImage's batch_size to {got} (ComfyUI's KSampler would cut it silently)"
+                )
+        drawn = noise.generate_noise({**latent_image, "samples": samples})
+        result = comfy.sample.sample(
+            model,
+            drawn,
+            steps,
+            cfg,
+            sampler_name,
+            scheduler,
+            positive,
+            negative,
+            samples,
+            denoise=denoise,
+            noise_mask=latent_image.get("noise_mask"),
+            callback=latent_preview.prepare_callback(model, steps),
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED,
+            seed=int(getattr(noise, "seed", 0)),
+        )
+        out = dict(latent_image)
+        out.pop("batch_index", None)
+        out["samples"] = result
+        return (out,)
+
+
+class Journey:
+    """A keyframe schedule -> per-frame CONDITIONING (OT per segment), NOISE and t."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Travels through keyframes ('0': 'a cat', '48': 'a dog', or whichway's TOML): every "
+        "segment is an OT prompt path and a noise path; pacing uniform or by the audio's onsets."
+    )
+    RETURN_TYPES = ("CONDITIONING", "NOISE", "STRING")
+    RETURN_NAMES = ("conditioning", "noise", "frames")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        from whichway.audio import AUDIO_FEATURES
+
+        return {
+            "required": {
+                "clip": ("CLIP",),
+                "schedule": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": '"0": "a photo of a cat",\n"24": "a photo of a dog"',
+                    },
+                ),
+                "frames": ("INT", {"default": 25, "min": 2, "max": _MAX_FRAMES}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 1000.0}),
+                "coupling": (list(COUPLING_METHODS), {"default": "ot"}),
+                "noise": (list(NOISE_METHODS), {"default": "cog"}),
+                "seed": ("INT", _SEED),
+                "pacing": (["uniform", "audio"], {"default": "uniform"}),
+                "audio_feature": (list(AUDIO_FEATURES), {"default": "onset"}),
+            },
+            "optional": {"audio": ("AUDIO",)},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(
+        cls, schedule: Any = None, frames: Any = None, fps: Any = None
+    ) -> bool | str:
+        from whichway.comfyui.journey import parse_schedule, plan_journey
+
+        if not isinstance(schedule, str) or not isinstance(fps, (int, float)):
+            return True  # linked from another node: checked when it runs
+        try:
+            keyframes = parse_schedule(schedule, float(fps))
+            if isinstance(frames, int):
+                plan_journey(keyframes, frames, fps=float(fps))
+        except ValueError as exc:
+            return str(exc)
+        return True
+
+    def run(
+        self,
+        clip: Any,
+        schedule: str,
+        frames: int,
+        fps: float,
+        coupling: str,
+        noise: str,
+        seed: int,
+        pacing: str,
+        audio_feature: str,
+        audio: Any = None,
+    ) -> tuple[Any, PathNoise, str]:
+        from whichway.comfyui.journey import (
+            audio_envelope,
+            journey_frames,
+            parse_schedule,
+            plan_journey,
+        )
+
+        if pacing == "audio" and audio is None:
+            raise ValueError("pacing 'audio' needs the audio input: connect a LoadAudio node")
+        keyframes = parse_schedule(schedule, fps)
+        env = audio_envelope(audio, audio_feature) if pacing == "audio" else None
+        journey = plan_journey(keyframes, frames, fps=fps, pacing=pacing, audio=env)
+        encoded = [clip.encode_from_tokens_scheduled(clip.tokenize(kf.prompt)) for kf in keyframes]
+        conditioning, path_noise, table = journey_frames(
+            journey, encoded, coupling=coupling, noise=noise, seed=seed
+        )
+        return conditioning, path_noise, table
+
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "WhichwayPromptPath": PromptPath,
+    "WhichwayNoisePath": NoisePath,
+    "WhichwayLatentPath": LatentPath,
+    "WhichwaySampler": Sampler,
+    "WhichwayJourney": Journey,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "WhichwayPromptPath": "Prompt path (OT) · whichway",
+    "WhichwayNoisePath": "Noise path (COG) · whichway",
+    "WhichwayLatentPath": "Latent path (COG) · whichway",
+    "WhichwaySampler": "Path sampler · whichway",
+    "WhichwayJourney": "Journey · whichway",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

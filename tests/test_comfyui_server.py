@@ -1,0 +1,359 @@
+"""whichway's ComfyUI nodes on a real ComfyUI server (the vendored 0.3.64, ``COMFYUI_DIR``).
+
+One server per session (a free loopback port, stopped at the end) with the pack installed by
+``whichway.comfyui.install`` and a small random SD 1.x checkpoint built from ComfyUI's own module
+classes (``tests/comfyui/build_checkpoint.py``; ``COMFYUI_CHECKPOINT`` reuses one built by CI).
+Graphs are 64 x 64, 2 steps, euler, so each runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE / "comfyui"))
+from comfy_server import ComfyServer  # noqa: E402
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+CKPT = "tiny-sd15.safetensors"
+# ComfyUI imports these at start; without them the server cannot run here
+COMFY_REQUIREMENTS = ("torchsde", "av", "alembic", "kornia", "spandrel", "aiohttp", "requests")
+
+pytestmark = [
+    pytest.mark.skipif(
+        not COMFYUI_DIR or not (Path(COMFYUI_DIR) / "main.py").is_file(),
+        reason="no ComfyUI: set COMFYUI_DIR to an unpacked ComfyUI (CI unpacks ../shared/vendor/)",
+    ),
+    pytest.mark.skipif(
+        any(importlib.util.find_spec(m) is None for m in COMFY_REQUIREMENTS),
+        reason="ComfyUI's requirements are not installed (pip install -r $COMFYUI_DIR/requirements.txt requests)",
+    ),
+    pytest.mark.timeout(900),
+]
+
+SEED, STEPS, CFG = 5, 2, 7.0
+
+
+def build_checkpoint(out: Path) -> Path:
+    subprocess.run(
+        [sys.executable, str(HERE / "comfyui" / "build_checkpoint.py"), COMFYUI_DIR, str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    from whichway.comfyui.install import install
+
+    base = tmp_path_factory.mktemp("comfyui")
+    (base / "custom_nodes").mkdir()
+    install(base)
+    checkpoints = base / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    given = os.environ.get("COMFYUI_CHECKPOINT")
+    if given and Path(given).is_file():
+        (checkpoints / CKPT).symlink_to(Path(given).resolve())
+    else:
+        build_checkpoint(checkpoints / CKPT)
+    server = ComfyServer.start(Path(COMFYUI_DIR), base)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Graph:
+    """An API-format graph built node by node: ``add`` returns the node's id."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, Any]] = {}
+
+    def add(self, class_type: str, **inputs: Any) -> str:
+        key = str(len(self.nodes) + 1)
+        self.nodes[key] = {"class_type": class_type, "inputs": inputs}
+        return key
+
+    def base(self) -> tuple[list, list, list]:
+        ckpt = self.add("CheckpointLoaderSimple", ckpt_name=CKPT)
+        return [ckpt, 0], [ckpt, 1], [ckpt, 2]
+
+    def encode(self, clip: list, text: str) -> list:
+        return [self.add("CLIPTextEncode", clip=clip, text=text), 0]
+
+    def save(self, vae: list, latent: list, prefix: str) -> str:
+        image = self.add("VAEDecode", samples=latent, vae=vae)
+        return self.add("SaveImage", images=[image, 0], filename_prefix=prefix)
+
+    def plain(self, model, clip, vae, negative, text: str, seed: int, prefix: str) -> str:
+        """ComfyUI's own render of one prompt: KSampler on a batch of one."""
+        empty = self.add("EmptyLatentImage", width=64, height=64, batch_size=1)
+        latent = self.add(
+            "KSampler",
+            model=model,
+            seed=seed,
+            steps=STEPS,
+            cfg=CFG,
+            sampler_name="euler",
+            scheduler="normal",
+            positive=self.encode(clip, text),
+            negative=negative,
+            latent_image=[empty, 0],
+            denoise=1.0,
+        )
+        return self.save(vae, [latent, 0], prefix)
+
+    def path_sampler(self, model, vae, positive, negative, noise, batch: int, prefix: str) -> str:
+        empty = self.add("EmptyLatentImage", width=64, height=64, batch_size=batch)
+        latent = self.add(
+            "WhichwaySampler",
+            model=model,
+            noise=noise,
+            positive=positive,
+            negative=negative,
+            latent_image=[empty, 0],
+            steps=STEPS,
+            cfg=CFG,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=1.0,
+        )
+        return self.save(vae, [latent, 0], prefix)
+
+
+def error_of(entry: dict[str, Any]) -> dict[str, Any]:
+    assert entry["status"]["status_str"] == "error", entry["status"]
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert errors, entry["status"]["messages"]
+    return errors[0]
+
+
+def test_object_info_lists_every_node_with_inputs(comfy: ComfyServer) -> None:
+    from whichway.comfyui.nodes import NODE_CLASS_MAPPINGS
+
+    expected = {
+        "WhichwayPromptPath": {"conditioning_a", "conditioning_b", "frames", "coupling", "seed"},
+        "WhichwayNoisePath": {"seed_a", "seed_b", "method", "frames"},
+        "WhichwayLatentPath": {"latent_a", "latent_b", "method", "frames"},
+        "WhichwaySampler": {
+            *("model", "noise", "positive", "negative", "latent_image", "steps", "cfg"),
+            *("sampler_name", "scheduler", "denoise"),
+        },
+        "WhichwayJourney": {
+            *("clip", "schedule", "frames", "fps", "coupling", "noise", "seed", "pacing"),
+            "audio_feature",
+        },
+    }
+    assert set(NODE_CLASS_MAPPINGS) == set(expected)
+    info = comfy.get("/object_info").body
+    for name, cls in NODE_CLASS_MAPPINGS.items():
+        assert name in info, f"{name} missing from /object_info"
+        assert info[name]["category"] == "whichway"
+        assert set(info[name]["input"]["required"]) == expected[name]
+        assert info[name]["output"] == list(cls.RETURN_TYPES)
+    assert "euler" in info["WhichwaySampler"]["input"]["required"]["sampler_name"][0]
+    assert "IMPORT FAILED" not in comfy.log_text()
+
+
+def test_morph_endpoints_equal_plain_renders(comfy: ComfyServer) -> None:
+    """Frame t = 0 of an OT morph with shared noise is ComfyUI's plain render of A (same seed,
+    sampler, steps), frame t = 1 that of B; the middle frame is neither."""
+    g = Graph()
+    model, clip, vae = g.base()
+    negative = g.encode(clip, "")
+    plain_a = g.plain(model, clip, vae, negative, "a red cube on a table", SEED, "plain_a")
+    plain_b = g.plain(model, clip, vae, negative, "a blue sphere in the sky", SEED, "plain_b")
+    path = g.add(
+        "WhichwayPromptPath",
+        conditioning_a=g.encode(clip, "a red cube on a table"),
+        conditioning_b=g.encode(clip, "a blue sphere in the sky"),
+        frames=3,
+        coupling="ot",
+        seed=0,
+    )
+    noise = g.add("WhichwayNoisePath", seed_a=SEED, seed_b=SEED + 1, method="fixed", frames=3)
+    morph = g.path_sampler(model, vae, [path, 0], negative, [noise, 0], 3, "morph")
+    entry = comfy.run(g.nodes)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (a,), (b,) = comfy.images(entry, plain_a), comfy.images(entry, plain_b)
+    frames = comfy.images(entry, morph)
+    assert len(frames) == 3 and frames[0].shape == (64, 64, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 10  # the two prompts differ visibly
+    assert np.abs(frames[0].astype(int) - a.astype(int)).max() <= 1
+    assert np.abs(frames[2].astype(int) - b.astype(int)).max() <= 1
+    assert np.abs(frames[1].astype(int) - a.astype(int)).max() > 1
+
+
+def test_journey_keyframes_equal_plain_renders(comfy: ComfyServer) -> None:
+    """A TOML journey with a seed per keyframe (COG noise between them): its keyframe frames are
+    the plain renders of their prompts with their seeds."""
+    schedule = "\n".join(
+        [
+            "[[keyframe]]",
+            'prompt = "a red cube"',
+            "seed = 3",
+            "frame = 0",
+            "[[keyframe]]",
+            'prompt = "a green tree"',
+            "seed = 4",
+            "frame = 2",
+            "[[keyframe]]",
+            'prompt = "a blue car"',
+            "seed = 5",
+            "frame = 4",
+        ]
+    )
+    g = Graph()
+    model, clip, vae = g.base()
+    negative = g.encode(clip, "")
+    plains = [
+        g.plain(model, clip, vae, negative, text, seed, f"key{seed}")
+        for text, seed in (("a red cube", 3), ("a green tree", 4), ("a blue car", 5))
+    ]
+    journey = g.add(
+        "WhichwayJourney",
+        clip=clip,
+        schedule=schedule,
+        frames=5,
+        fps=24.0,
+        coupling="ot",
+        noise="cog",
+        seed=0,
+        pacing="uniform",
+        audio_feature="onset",
+    )
+    frames_node = g.path_sampler(model, vae, [journey, 0], negative, [journey, 1], 5, "journey")
+    entry = comfy.run(g.nodes)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    frames = comfy.images(entry, frames_node)
+    assert len(frames) == 5
+    for k, node in zip((0, 2, 4), plains):
+        (plain,) = comfy.images(entry, node)
+        assert np.abs(frames[k].astype(int) - plain.astype(int)).max() <= 1, k
+
+
+def _journey_graph(schedule: str, frames: int = 5) -> dict[str, Any]:
+    g = Graph()
+    model, clip, vae = g.base()
+    journey = g.add(
+        "WhichwayJourney",
+        clip=clip,
+        schedule=schedule,
+        frames=frames,
+        fps=24.0,
+        coupling="ot",
+        noise="fixed",
+        seed=0,
+        pacing="uniform",
+        audio_feature="onset",
+    )
+    negative = g.encode(clip, "")
+    g.path_sampler(model, vae, [journey, 0], negative, [journey, 1], frames, "bad")
+    return g.nodes
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("", "schedule is empty"),
+        ('"4": "a cat", "0": "a dog"', "must increase"),
+        ('"0": "a cat"', "at least 2 keyframes"),
+    ],
+)
+def test_bad_schedule_is_a_validation_error(
+    comfy: ComfyServer, schedule: str, message: str
+) -> None:
+    refused = comfy.queue(_journey_graph(schedule))
+    assert refused.status == 400, refused.body
+    errors = refused.body["node_errors"]
+    node = next(
+        k for k, v in errors.items() if v["errors"][0]["type"] == "custom_validation_failed"
+    )
+    assert errors[node]["class_type"] == "WhichwayJourney"
+    assert any(message in e["details"] for e in errors[node]["errors"]), errors
+    # the server goes on serving: the next, valid graph is accepted
+    assert comfy.queue(_journey_graph('"0": "a cat", "4": "a dog"')).status == 200
+
+
+def test_bad_t_values_are_a_validation_error(comfy: ComfyServer) -> None:
+    g = Graph()
+    model, clip, vae = g.base()
+    path = g.add(
+        "WhichwayPromptPath",
+        conditioning_a=g.encode(clip, "a"),
+        conditioning_b=g.encode(clip, "b"),
+        frames=3,
+        coupling="ot",
+        seed=0,
+        t_values="0, 1.5",
+    )
+    noise = g.add("WhichwayNoisePath", seed_a=0, seed_b=0, method="fixed", frames=3)
+    g.path_sampler(model, vae, [path, 0], g.encode(clip, ""), [noise, 0], 3, "bad_t")
+    refused = comfy.queue(g.nodes)
+    assert refused.status == 400
+    assert "[0, 1]" in str(refused.body["node_errors"])
+
+
+def test_mismatched_batches_are_a_one_line_error(comfy: ComfyServer) -> None:
+    """A 3-frame conditioning on a 2-frame latent: an execution error naming the node and the
+    batch size to set, not KSampler's silent cut; the next graph runs."""
+    g = Graph()
+    model, clip, vae = g.base()
+    negative = g.encode(clip, "")
+    path = g.add(
+        "WhichwayPromptPath",
+        conditioning_a=g.encode(clip, "a red cube"),
+        conditioning_b=g.encode(clip, "a blue sphere"),
+        frames=3,
+        coupling="ot",
+        seed=0,
+    )
+    noise = g.add("WhichwayNoisePath", seed_a=SEED, seed_b=SEED, method="fixed", frames=2)
+    g.path_sampler(model, vae, [path, 0], negative, [noise, 0], 2, "mismatch")
+    error = error_of(comfy.run(g.nodes))
+    assert error["node_type"] == "WhichwaySampler"
+    message = error["exception_message"]
+    assert "\n" not in message.strip()
+    assert "3 frames" in message and "batch_size to 3" in message
+
+
+def test_combined_conditioning_is_a_one_line_error(comfy: ComfyServer) -> None:
+    """A conditioning that is not one CLIPTextEncode output (two combined entries) is refused
+    with what to connect; then the server still renders."""
+    g = Graph()
+    model, clip, vae = g.base()
+    combined = g.add(
+        "ConditioningCombine",
+        conditioning_1=g.encode(clip, "a"),
+        conditioning_2=g.encode(clip, "b"),
+    )
+    path = g.add(
+        "WhichwayPromptPath",
+        conditioning_a=[combined, 0],
+        conditioning_b=g.encode(clip, "c"),
+        frames=3,
+        coupling="ot",
+        seed=0,
+    )
+    noise = g.add("WhichwayNoisePath", seed_a=0, seed_b=0, method="fixed", frames=3)
+    g.path_sampler(model, vae, [path, 0], g.encode(clip, ""), [noise, 0], 3, "x")
+    error = error_of(comfy.run(g.nodes))
+    assert error["node_type"] == "WhichwayPromptPath"
+    assert "2 conditioning entries" in error["exception_message"]
+    assert "\n" not in error["exception_message"].strip()
+    g2 = Graph()
+    model, clip, vae = g2.base()
+    node = g2.plain(model, clip, vae, g2.encode(clip, ""), "a cat", 0, "after_error")
+    entry = comfy.run(g2.nodes)
+    assert entry["status"]["status_str"] == "success"
+    assert len(comfy.images(entry, node)) == 1
