@@ -5,7 +5,7 @@ A schedule is the text of a node field, in one of two forms:
 * FizzNodes / Deforum: ``"0": "a cat", "48": "a dog"`` (frame numbers in increasing order,
   optionally wrapped in braces);
 * whichway's TOML (``[[keyframe]]`` tables with ``prompt``, ``seed``, ``frame`` or ``at``, or a
-  ``[prompts]`` table), as ``whichway travel --schedule`` reads it
+  ``[prompts]`` table), as ``whichway travel SCHEDULE.toml`` reads it
   (:func:`whichway.travel.read_schedule`).
 
 The frames are planned by :func:`whichway.travel.plan_travel` (the same arithmetic as
@@ -71,7 +71,7 @@ def parse_schedule(text: str, fps: float) -> tuple[Any, ...]:
         entries = _fizz_entries(stripped)
         keyframes = tuple(Keyframe(prompt, at=frame / fps) for frame, prompt in entries)
     else:
-        # whichway's TOML schedule, read by the same function as `whichway travel --schedule`
+        # whichway's TOML schedule, read by the same function as `whichway travel SCHEDULE.toml`
         fd, path = tempfile.mkstemp(suffix=".toml", prefix="whichway-schedule-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
