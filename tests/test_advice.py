@@ -214,6 +214,9 @@ def check_command(command: str, help_cache: dict) -> str | None:
         if program not in PROGRAMS:
             continue
         if program == "python":
+            form = args[1] if args[:1] == ["-m"] and len(args) > 1 else (args or [""])[0]
+            if form and _PLACEHOLDER.search(Path(form).stem):
+                continue  # python -m MODULE, python PATH.py: a form, not a command
             if args and args[0].endswith(".py"):
                 if not (ROOT / args[0]).is_file():
                     return f"no script {args[0]} in the repository"
@@ -224,7 +227,7 @@ def check_command(command: str, help_cache: dict) -> str | None:
                 elif importlib.util.find_spec(module) is None:
                     problem = f"no module {module!r} for `python -m {module}`"
                 else:
-                    problem = help_cache.setdefault((module,), None)
+                    problem = None
                 if problem:
                     return problem
             continue
