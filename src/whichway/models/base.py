@@ -14,6 +14,7 @@ modules never import model code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -99,6 +100,43 @@ class Conditioning:
             None if self.pooled is None else self.pooled.to(device=device, dtype=dtype),
         )
 
+    @property
+    def rows(self) -> tuple[int, ...]:
+        """Token rows per group, (n_0, n_1, ...)."""
+        return tuple(int(c.shape[1]) for c in self.clouds)
+
+    def tile(self, rows: Sequence[int]) -> Conditioning:
+        """Each group repeated whole along the token axis to ``rows[g]`` rows (a multiple of n_g).
+
+        In cross-attention softmax(q·Kᵀ/√D)·V, r copies of every key/value row give every copy
+        1/r of the original's weight and the same values: the output is unchanged, so a cloud of
+        n rows and its r-fold tiling condition a UNet identically (up to float rounding).
+        """
+        if len(rows) != len(self.clouds) or any(
+            r < c.shape[1] or r % c.shape[1] for r, c in zip(rows, self.clouds)
+        ):
+            raise ValueError(f"cannot tile token groups of {self.rows} rows to {tuple(rows)}")
+        return Conditioning(
+            tuple(
+                c if r == c.shape[1] else c.repeat(1, r // c.shape[1], 1)
+                for r, c in zip(rows, self.clouds)
+            ),
+            self.pooled,
+        )
+
+    @staticmethod
+    def aligned(items: Sequence[Conditioning]) -> list[Conditioning]:
+        """The items tiled (:meth:`tile`) to the least common multiple of their row counts per
+        group, so that they can be batched and coupled row for row (long prompts of different
+        chunk counts)."""
+        if not items:
+            return []
+        groups = len(items[0].clouds)
+        if any(len(c.clouds) != groups for c in items):
+            raise ValueError("conditionings to align must come from the same model family")
+        target = [math.lcm(*(c.rows[g] for c in items)) for g in range(groups)]
+        return [c.tile(target) for c in items]
+
     @staticmethod
     def cat(items: Sequence[Conditioning]) -> Conditioning:
         """Concatenate along the batch axis."""
@@ -132,6 +170,11 @@ class Adapter:
     pipeline_classes: ClassVar[tuple[str, ...]] = ()
     #: "ddim" (epsilon/v prediction) or "flow" (flow matching)
     inversion: ClassVar[str] = ""
+
+    #: what a prompt weight does (:data:`whichway.prompts.weighting.WEIGHTING_RULES`)
+    weighting: str = "comfyui"
+    #: a prompt longer than a CLIP window: "chunk" (75-token chunks) or "truncate"
+    long_prompts: str = "chunk"
 
     #: the sampler an inversion is the exact inverse of ("ddim" or "flow-euler"): what a
     #: real-image morph renders with

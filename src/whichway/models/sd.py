@@ -45,6 +45,9 @@ from whichway.models._common import (
     warn_if_truncated,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
+from whichway.models.prompting import clip_encoder, encode_with_syntax, token_count
+from whichway.prompts.chunks import TokenChunks, encode_chunks, tokenize_chunks, warn_cut
+from whichway.prompts.syntax import ParsedPrompt, parse_prompt
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -73,7 +76,7 @@ class SDAdapter(Adapter):
     def __init__(self, pipe: DiffusionPipeline, model_id: str = "") -> None:
         super().__init__(pipe, model_id)
         pipe.set_progress_bar_config(disable=True)
-        self._negative_cache: dict[str | None, Conditioning] = {}
+        self._negative_cache: dict[tuple[str | None, str, str], Conditioning] = {}
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -102,35 +105,72 @@ class SDAdapter(Adapter):
             if tokenizer is not None:
                 warn_if_truncated(tokenizer, prompts, tokenizer.model_max_length, name)
 
+    def _fits(self, prompt: str) -> bool:
+        """Whether the pipeline's own encoding keeps all of a plain ``prompt`` (or cutting is
+        what the user asked for, ``long_prompts="truncate"``)."""
+        return self.long_prompts == "truncate" or all(
+            token_count(tok, prompt) <= tok.model_max_length
+            for tok, _ in self._tokenizers
+            if tok is not None
+        )
+
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Conditioning:
-        """Prompts -> one token cloud (B, 77, d) per prompt through ``pipe.encode_prompt``.
+        """Prompts -> one token cloud (B, 77·k, d) through ``pipe.encode_prompt`` (plain prompts)
+        or the chunked, weighted encoder (:mod:`whichway.prompts`; k = the most chunks of a
+        prompt in the batch, shorter clouds tiled).
 
-        Warns :class:`~whichway.models.PromptTruncatedWarning` for prompts longer than 77 tokens.
+        With ``long_prompts="truncate"`` a long prompt is cut at 77 tokens as the pipeline cuts
+        it, with :class:`~whichway.models.PromptTruncatedWarning`.
         """
         prompts = check_prompts(prompts)
-        self._warn_truncated(prompts)
-        return self._encode(prompts)
+        if self.long_prompts == "truncate":
+            self._warn_truncated(prompts)
+        return encode_with_syntax(
+            prompts, fits=self._fits, plain=self._encode, parsed=self._encode_parsed
+        )
 
     def _encode(self, prompts: list[str]) -> Conditioning:
         embeds, _ = self.pipe.encode_prompt(prompts, self.device, 1, False)
         return Conditioning((embeds.float().cpu(),))
 
+    def _chunks(self, tokenizer: Any, parsed: ParsedPrompt, index: int, name: str) -> TokenChunks:
+        window = int(tokenizer.model_max_length)
+        chunks = tokenize_chunks(tokenizer, parsed, window, chunked=self.long_prompts == "chunk")
+        warn_cut(chunks, index, window, name)
+        return chunks
+
+    def _encode_parsed(self, parsed: ParsedPrompt, index: int) -> Conditioning:
+        """One prompt with syntax or longer than the window: chunks of 77 tokens through the CLIP
+        text encoder's last hidden state (as ``encode_prompt`` calls it), weighted by
+        ``self.weighting``, joined: (1, 77·k, d)."""
+        encoder = self.pipe.text_encoder
+        chunks = self._chunks(self.pipe.tokenizer, parsed, index, "CLIP text encoder")
+        cloud, _ = encode_chunks(chunks, clip_encoder(encoder), self.weighting, self.device)
+        return Conditioning((cloud.to(encoder.dtype).float().cpu().unsqueeze(0),))
+
     @torch.no_grad()
     def encode_negative(self, negative_prompt: str | None = None, batch: int = 1) -> Conditioning:
-        """The unconditional conditioning of the plain pipeline (``""``), or a negative prompt's;
-        computed once per negative prompt and repeated ``batch`` times."""
+        """The unconditional conditioning of the plain pipeline (``""``), or a negative prompt's
+        (with syntax or long: as :meth:`encode` encodes it); computed once per negative prompt
+        and repeated ``batch`` times."""
         if negative_prompt is not None and not isinstance(negative_prompt, str):
             raise ValueError(
                 f"negative_prompt must be a string or None, got {type(negative_prompt).__name__}"
             )
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
-        if negative_prompt not in self._negative_cache:
-            if negative_prompt:
-                self._warn_truncated([negative_prompt])
-            self._negative_cache[negative_prompt] = self._encode_negative(negative_prompt)
-        return self._negative_cache[negative_prompt].expand(batch)
+        key = (negative_prompt, self.weighting, self.long_prompts)
+        if key not in self._negative_cache:
+            if negative_prompt and not (
+                parse_prompt(negative_prompt, "negative").plain and self._fits(negative_prompt)
+            ):
+                self._negative_cache[key] = self.encode([negative_prompt])
+            else:
+                if negative_prompt:
+                    self._warn_truncated([negative_prompt])
+                self._negative_cache[key] = self._encode_negative(negative_prompt)
+        return self._negative_cache[key].expand(batch)
 
     def _encode_negative(self, negative_prompt: str | None) -> Conditioning:
         # the pipeline's own unconditional branch (uncond_tokens = [""] without a negative prompt)
@@ -239,6 +279,8 @@ class SDAdapter(Adapter):
                 raise ValueError(
                     f"negative has {len(negative)} rows but cond has {batch}; give B or 1"
                 )
+            # long prompts: both tiled to a common row count, invisible to cross-attention
+            cond, negative = Conditioning.aligned([cond, negative])
             negative = negative.to(self.device, self.dtype)
         else:
             negative = None
@@ -296,7 +338,7 @@ class SDAdapter(Adapter):
         cond = self.encode([prompt]).expand(batch)
         cfg = self._uses_cfg(guidance)
         if cfg:
-            cond = Conditioning.cat([self.encode_negative(None, batch), cond])
+            cond = Conditioning.cat(Conditioning.aligned([self.encode_negative(None, batch), cond]))
         cond = cond.to(self.device, self.dtype)
         unet_kwargs = self._unet_kwargs(cond, height, width, guidance)
         unet = self.pipe.unet

@@ -16,7 +16,10 @@ import torch
 from torch import Tensor
 
 from whichway.models.base import Conditioning
+from whichway.models.prompting import clip_encoder
 from whichway.models.sd import SDAdapter
+from whichway.prompts.chunks import encode_chunks
+from whichway.prompts.syntax import ParsedPrompt
 
 
 class SDXLAdapter(SDAdapter):
@@ -45,6 +48,31 @@ class SDXLAdapter(SDAdapter):
             do_classifier_free_guidance=False,
         )
         return Conditioning((embeds.float().cpu(),), pooled.float().cpu())
+
+    def _encode_parsed(self, parsed: ParsedPrompt, index: int) -> Conditioning:
+        """One prompt with syntax or longer than the window: each encoder's chunks (penultimate
+        hidden states, as ``encode_prompt`` takes them) weighted by ``self.weighting``, joined
+        along the tokens and concatenated per token: (1, 77·k, 768 + 1280); pooled from the
+        second encoder's first chunk (as A1111 and ComfyUI take it)."""
+        clouds: list[Tensor] = []
+        pooled = None
+        encoders = (self.pipe.text_encoder, self.pipe.text_encoder_2)
+        for (tokenizer, name), encoder in zip(self._tokenizers, encoders):
+            if tokenizer is None or encoder is None:
+                continue
+            chunks = self._chunks(tokenizer, parsed, index, name)
+            cloud, pool = encode_chunks(
+                chunks, clip_encoder(encoder, -2), self.weighting, self.device
+            )
+            clouds.append(cloud.to(encoder.dtype))
+            pooled = pool if pool is not None else pooled
+        if len({c.shape[0] for c in clouds}) != 1:
+            raise ValueError(
+                f"prompt {index}: the two tokenizers split it into different chunk counts "
+                f"{[c.shape[0] // 77 for c in clouds]}; shorten it or add BREAK"
+            )
+        cloud = torch.cat(clouds, dim=-1).float().cpu().unsqueeze(0)
+        return Conditioning((cloud,), pooled.float().cpu().unsqueeze(0))
 
     def _encode_negative(self, negative_prompt: str | None) -> Conditioning:
         # the pipeline's own rule: zeros when no negative prompt is given and the model's config

@@ -1,0 +1,76 @@
+"""Prompt syntax and long prompts inside the adapters: which path a prompt takes.
+
+A plain prompt (no syntax, within every chunked encoder's window) goes through the pipeline's own
+``encode_prompt``, bit for bit as without the syntax layer. Any other prompt is parsed
+(:func:`whichway.prompts.syntax.parse_prompt`), tokenized into chunks and encoded by the family's
+``_encode_parsed``. A batch whose prompts have different row counts is tiled to a common count
+(:meth:`Conditioning.aligned`), which cross-attention cannot tell from the prompts themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from whichway.models.base import Conditioning
+from whichway.prompts.chunks import EncoderFn
+from whichway.prompts.syntax import ParsedPrompt, parse_prompt
+
+LONG_PROMPTS = ("chunk", "truncate")
+"""What a prompt longer than a CLIP window does: encoded in 75-token chunks (A1111, ComfyUI) or
+cut to the window as the pipelines cut it (with a warning)."""
+
+
+def check_long_prompts(mode: str) -> str:
+    if mode not in LONG_PROMPTS:
+        raise ValueError(
+            f"unknown long-prompt mode {mode!r}; valid choices are: {', '.join(LONG_PROMPTS)}"
+        )
+    return mode
+
+
+def token_count(tokenizer: Any, text: str) -> int:
+    """Tokens of ``text`` with the special tokens, untruncated."""
+    return len(tokenizer(text, truncation=False, add_special_tokens=True, verbose=False).input_ids)
+
+
+def encode_with_syntax(
+    prompts: Sequence[str],
+    *,
+    fits: Callable[[str], bool],
+    plain: Callable[[list[str]], Conditioning],
+    parsed: Callable[[ParsedPrompt, int], Conditioning],
+) -> Conditioning:
+    """Encode ``prompts`` (B), each by the pipeline (``plain``, batched, for plain prompts that
+    ``fits``) or by ``parsed`` (chunks and weights); rows aligned across the batch."""
+    items = [parse_prompt(p, f"{i} ({p[:40]!r})") for i, p in enumerate(prompts)]
+    simple = [p.plain and fits(p.source) for p in items]
+    if all(simple):
+        return plain(list(prompts))
+    simple_at = [i for i, s in enumerate(simple) if s]
+    batch = plain([prompts[i] for i in simple_at]) if simple_at else None
+    out = [
+        batch.select(simple_at.index(i)) if simple[i] else parsed(items[i], i)
+        for i in range(len(items))
+    ]
+    return Conditioning.cat(Conditioning.aligned(out))
+
+
+def clip_encoder(text_encoder: Any, layer: int | None = None) -> EncoderFn:
+    """CLIP as the diffusers pipelines call it: ids (k, L) -> (hidden (k, L, d), pooled or None).
+
+    layer : None = the last hidden state (SD 1.x/2.x); -2 = the penultimate hidden state, without
+    the final layer norm (SDXL, SD3), with the projected pooled vector when the model has one.
+    """
+
+    def run(ids: Tensor) -> tuple[Tensor, Tensor | None]:
+        ids = ids.to(text_encoder.device)
+        if layer is None:
+            return text_encoder(ids, attention_mask=None)[0], None
+        out = text_encoder(ids, output_hidden_states=True)
+        pooled = out[0] if out[0].ndim == 2 else None
+        return out.hidden_states[layer], pooled
+
+    return run

@@ -1,0 +1,65 @@
+"""What a prompt weight does to the token embeddings: the rules in use, as pure tensor math.
+
+For one chunk of L tokens, z (L, d) is the text encoder's output, w (L,) the tokens' weights
+(1 for BOS, EOS and padding) and e (L, d) the output for the empty chunk (BOS, EOS, padding) of
+the same length:
+
+* ``comfyui`` (default; ComfyUI's CLIPTextEncode):  z'ᵢ = eᵢ + wᵢ·(zᵢ − eᵢ) -- each token moves
+  along the line from the empty prompt's token at its position, w = 1 leaves it in place.
+* ``a1111`` (A1111 "Original" emphasis):  z' = (w ⊙ z) · mean(z) / mean(w ⊙ z), the means over
+  all L·d entries of the chunk: scale each token, then restore the chunk's mean.
+* ``multiply`` (A1111 "No norm"):  z'ᵢ = wᵢ·zᵢ.
+
+With every weight 1 each rule returns z unchanged (the same tensor), so ``(word:1.0)`` is ``word``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+WEIGHTING_RULES: tuple[str, ...] = ("comfyui", "a1111", "multiply")
+DEFAULT_WEIGHTING = "comfyui"
+
+
+def check_weighting(rule: str) -> str:
+    """``rule`` if it is one of :data:`WEIGHTING_RULES`, else a ValueError naming the choices."""
+    if rule not in WEIGHTING_RULES:
+        raise ValueError(
+            f"unknown weighting rule {rule!r}; valid choices are: {', '.join(WEIGHTING_RULES)}"
+        )
+    return rule
+
+
+def apply_weights(z: Tensor, weights: Tensor, rule: str, empty: Tensor | None = None) -> Tensor:
+    """Weighted chunk encodings.
+
+    z : Tensor (k, L, d)    encoder output of k chunks
+    weights : Tensor (k, L) per-token weights
+    rule : one of :data:`WEIGHTING_RULES`
+    empty : Tensor (L, d)   encoder output of the empty chunk (``comfyui`` only)
+
+    Returns (k, L, d) in z's dtype; chunks whose weights are all 1 are returned as they are.
+    """
+    check_weighting(rule)
+    if z.ndim != 3 or weights.shape != z.shape[:2]:
+        raise ValueError(
+            f"z must be (k, L, d) and weights (k, L); got {tuple(z.shape)}, {tuple(weights.shape)}"
+        )
+    out = z.clone()
+    w = weights.to(device=z.device, dtype=z.dtype)
+    for k in range(z.shape[0]):
+        if bool((weights[k] == 1).all()):
+            continue
+        wk = w[k].unsqueeze(-1)
+        if rule == "comfyui":
+            if empty is None or empty.shape != z.shape[1:]:
+                raise ValueError("the comfyui rule needs the empty chunk's encoding (L, d)")
+            e = empty.to(device=z.device, dtype=z.dtype)
+            moved = (z[k] - e) * wk + e
+            out[k] = moved.where(wk != 1, z[k])
+        elif rule == "a1111":
+            scaled = z[k] * wk
+            out[k] = scaled * (z[k].mean() / scaled.mean())
+        else:
+            out[k] = z[k] * wk
+    return out
