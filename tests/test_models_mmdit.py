@@ -150,6 +150,7 @@ def test_negative_is_the_empty_prompt(tiny_adapter, family) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_long_prompt_warns_with_count_and_cut_text(fresh_adapter, family) -> None:
     adapter = fresh_adapter(family, max_sequence_length=16)
+    adapter.long_prompts = "truncate"  # SD3's CLIP part is otherwise chunked, not cut
     long_prompt = " ".join(["a red car"] * 40)  # 120 words: over CLIP's 77 and T5's 16
     with pytest.warns(PromptTruncatedWarning) as record:
         adapter.encode([long_prompt])

@@ -185,13 +185,21 @@ def test_sdxl_conditioning_and_zero_negative(tiny_adapter):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_long_prompt_warns_with_count_and_cut_text(tiny_adapter, family):
+def test_long_prompt_warns_with_count_and_cut_text_when_truncating(tiny_adapter, family):
     adapter = tiny_adapter(family)
     prompt = "cat " * 80 + "zebra giraffe"
-    with pytest.warns(
-        PromptTruncatedWarning, match=r"84 tokens but the .* window is 77.*zebra giraffe"
-    ):
-        cond = adapter.encode([prompt])
+    # by default a long prompt is encoded in 75-token chunks: nothing cut, nothing to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromptTruncatedWarning)
+        assert adapter.encode([prompt]).clouds[0].shape[1] == 154
+    adapter.long_prompts = "truncate"  # what the pipeline does, when the user asks for it
+    try:
+        with pytest.warns(
+            PromptTruncatedWarning, match=r"84 tokens but the .* window is 77.*zebra giraffe"
+        ):
+            cond = adapter.encode([prompt])
+    finally:
+        adapter.long_prompts = "chunk"
     assert cond.clouds[0].shape[1] == 77
     with warnings.catch_warnings():
         warnings.simplefilter("error", PromptTruncatedWarning)

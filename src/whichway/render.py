@@ -90,6 +90,10 @@ def conditioning_path(
         cond_b.pooled is None
     ):
         raise ValueError("the two conditionings come from different model families")
+    # clouds of different row counts (long prompts of different chunk counts): both tiled to
+    # the least common multiple, which cross-attention cannot tell from the prompts, so the
+    # coupling is an exact assignment and the path ends at B itself
+    cond_a, cond_b = Conditioning.aligned([cond_a, cond_b])
     first = cond_a.clouds[0]
     times, _ = as_times(ts, dtype=first.dtype, device=first.device)
     if couplings is not None and len(couplings) != len(cond_a.clouds):

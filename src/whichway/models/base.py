@@ -133,7 +133,10 @@ class Conditioning:
             return []
         groups = len(items[0].clouds)
         if any(len(c.clouds) != groups for c in items):
-            raise ValueError("conditionings to align must come from the same model family")
+            raise ValueError(
+                "conditionings to align must come from the same model family; got token groups "
+                f"of {[c.rows for c in items]} rows"
+            )
         target = [math.lcm(*(c.rows[g] for c in items)) for g in range(groups)]
         return [c.tile(target) for c in items]
 

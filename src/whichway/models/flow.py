@@ -43,6 +43,9 @@ from whichway.models._common import (
     cpu_normal_latent,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
+from whichway.models.prompting import encode_with_syntax
+from whichway.prompts.chunks import encode_chunks, tokenize_chunks, warn_cut
+from whichway.prompts.syntax import ParsedPrompt
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -244,7 +247,7 @@ class FlowMatchingAdapter(Adapter):
             )
         self.max_sequence_length = length
         self.inversion_refine = inversion_refine
-        self._negative_cache: dict[str, Conditioning] = {}
+        self._negative_cache: dict[tuple[str, str, str], Conditioning] = {}
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -263,8 +266,34 @@ class FlowMatchingAdapter(Adapter):
         return self.latent_channels, height // f, width // f
 
     # --- text ------------------------------------------------------------------------------
+    @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Conditioning:
-        return self._encode(check_prompts(prompts))
+        """Prompts -> conditioning: plain prompts through the pipeline's ``encode_prompt``, prompts
+        with syntax or over a CLIP window through :meth:`_encode_parsed` (:mod:`whichway.prompts`);
+        a batch of different row counts tiled to a common count."""
+        return encode_with_syntax(
+            check_prompts(prompts), fits=self._fits, plain=self._encode, parsed=self._encode_parsed
+        )
+
+    def _fits(self, prompt: str) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _encode_parsed(self, parsed: ParsedPrompt, index: int) -> Conditioning:  # pragma: no cover
+        raise NotImplementedError
+
+    def _t5_cloud(self, tokenizer: Any, encoder: Any, parsed: ParsedPrompt, index: int) -> Tensor:
+        """T5 tokens of a parsed prompt: one window of ``max_sequence_length`` (what does not fit
+        is cut, with a warning), weighted by ``self.weighting``: (n, D) in the encoder's dtype."""
+        window = self.max_sequence_length
+        chunks = tokenize_chunks(tokenizer, parsed, window, chunked=False)
+        warn_cut(chunks, index, window, "T5 text encoder")
+        cloud, _ = encode_chunks(
+            chunks,
+            lambda ids: (encoder(ids.to(encoder.device))[0], None),
+            self.weighting,
+            self.device,
+        )
+        return cloud
 
     def _encode(self, prompts: list[str]) -> Conditioning:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -279,9 +308,10 @@ class FlowMatchingAdapter(Adapter):
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive integer, got {batch!r}")
         text = negative_prompt or ""
-        if text not in self._negative_cache:
-            self._negative_cache[text] = self._encode([text])
-        return self._negative_cache[text].expand(batch)
+        key = (text, self.weighting, self.long_prompts)
+        if key not in self._negative_cache:
+            self._negative_cache[key] = self.encode([text])
+        return self._negative_cache[key].expand(batch)
 
     def _negative_for(self, negative: Conditioning | None, batch: int) -> Conditioning:
         negative = self.encode_negative(None, 1) if negative is None else negative

@@ -32,6 +32,7 @@ from torch import Tensor
 from whichway.models._common import check_guidance, step_callback, warn_if_truncated
 from whichway.models.base import Conditioning, StepCallback
 from whichway.models.flow import FlowMatchingAdapter, FlowSchedule, Velocity, flow_schedule
+from whichway.prompts.syntax import ParsedPrompt
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -130,6 +131,30 @@ class FluxAdapter(FlowMatchingAdapter):
         )
         return Conditioning(
             (embeds.detach().to("cpu", torch.float32).contiguous(),),
+            pooled.detach().to("cpu", torch.float32),
+        )
+
+    def _fits(self, prompt: str) -> bool:
+        """Every plain prompt takes the pipeline's path: T5 has its own window
+        (``max_sequence_length``) and CLIP gives only the pooled vector, from its first 77
+        tokens (a longer prompt warns: that is what Flux cannot take)."""
+        return True
+
+    @torch.no_grad()
+    def _encode_parsed(self, parsed: ParsedPrompt, index: int) -> Conditioning:
+        """One prompt with syntax: T5 tokens (1, n, D) weighted by ``self.weighting`` in one
+        window; pooled from CLIP on the text without syntax (weights do not move it, as in
+        ComfyUI)."""
+        text = parsed.text
+        warn_if_truncated(
+            self.pipe.tokenizer, [text], int(self.pipe.tokenizer_max_length), "CLIP text encoder"
+        )
+        pooled = self.pipe._get_clip_prompt_embeds(
+            prompt=[text], device=self.device, num_images_per_prompt=1
+        )
+        t5 = self._t5_cloud(self.pipe.tokenizer_2, self.pipe.text_encoder_2, parsed, index)
+        return Conditioning(
+            (t5.to("cpu", torch.float32).unsqueeze(0),),
             pooled.detach().to("cpu", torch.float32),
         )
 

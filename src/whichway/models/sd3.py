@@ -26,6 +26,9 @@ from torch import Tensor
 from whichway.models._common import guided, step_callback, warn_if_truncated
 from whichway.models.base import Conditioning, StepCallback
 from whichway.models.flow import FlowMatchingAdapter, FlowSchedule, Velocity, flow_schedule
+from whichway.models.prompting import clip_encoder, token_count
+from whichway.prompts.chunks import encode_chunks, tokenize_chunks, warn_cut
+from whichway.prompts.syntax import ParsedPrompt
 
 
 class SD3Adapter(FlowMatchingAdapter):
@@ -91,6 +94,49 @@ class SD3Adapter(FlowMatchingAdapter):
             pooled.detach().to("cpu", torch.float32),
         )
 
+    def _fits(self, prompt: str) -> bool:
+        """Plain prompts within both CLIP windows take the pipeline's path (T5 has its own
+        window and cuts, with a warning, as the pipeline does)."""
+        return self.long_prompts == "truncate" or all(
+            token_count(tok, prompt) <= self.clip_tokens
+            for tok in (self.pipe.tokenizer, self.pipe.tokenizer_2)
+        )
+
+    @torch.no_grad()
+    def _encode_parsed(self, parsed: ParsedPrompt, index: int) -> Conditioning:
+        """One prompt with syntax or over the CLIP window: each CLIP encoder's chunks
+        (penultimate hidden states) weighted and joined, concatenated per token and zero-padded
+        to D -> CLIP group (1, 77·k, D); T5 group (1, n, D) one window, weighted; pooled = both
+        CLIP encoders' pooled vectors of the first chunk."""
+        pipe = self.pipe
+        clouds, pools = [], []
+        names = ("CLIP text encoder", "CLIP text encoder 2")
+        pairs = ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2))
+        for (tokenizer, encoder), name in zip(pairs, names):
+            chunks = tokenize_chunks(
+                tokenizer, parsed, self.clip_tokens, chunked=self.long_prompts == "chunk"
+            )
+            warn_cut(chunks, index, self.clip_tokens, name)
+            cloud, pool = encode_chunks(
+                chunks, clip_encoder(encoder, -2), self.weighting, self.device
+            )
+            clouds.append(cloud.to(encoder.dtype))
+            pools.append(pool)
+        if pipe.text_encoder_3 is None or pipe.tokenizer_3 is None:
+            width = int(pipe.transformer.config.joint_attention_dim)
+            t5 = torch.zeros(self.max_sequence_length, width, dtype=clouds[0].dtype)
+        else:
+            t5 = self._t5_cloud(pipe.tokenizer_3, pipe.text_encoder_3, parsed, index)
+        clip = torch.cat(clouds, dim=-1)
+        clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
+        return Conditioning(
+            (
+                clip.to("cpu", torch.float32).unsqueeze(0),
+                t5.to("cpu", torch.float32).unsqueeze(0),
+            ),
+            torch.cat(pools, dim=-1).to("cpu", torch.float32).unsqueeze(0),
+        )
+
     def _joint(self, cond: Conditioning, name: str = "cond") -> tuple[Tensor, Tensor]:
         """(prompt_embeds (B, 77 + n, D), pooled (B, p)) on the pipeline's device and dtype."""
         if len(cond.clouds) != 2 or cond.pooled is None:
@@ -99,9 +145,9 @@ class SD3Adapter(FlowMatchingAdapter):
                 f"{len(cond.clouds)} group(s) and {'no' if cond.pooled is None else 'a'} pooled vector"
             )
         clip, t5 = cond.clouds
-        if clip.shape[1] != self.clip_tokens or clip.shape[2] != t5.shape[2]:
+        if clip.shape[1] % self.clip_tokens or clip.shape[2] != t5.shape[2]:
             raise ValueError(
-                f"SD3 token groups must be CLIP (B, {self.clip_tokens}, D) and T5 (B, n, D); got "
+                f"SD3 token groups must be CLIP (B, {self.clip_tokens}·k, D) and T5 (B, n, D); got "
                 f"{tuple(clip.shape)} and {tuple(t5.shape)}"
             )
         joint = torch.cat([clip, t5], dim=1).to(device=self.device, dtype=self.dtype)
@@ -122,16 +168,17 @@ class SD3Adapter(FlowMatchingAdapter):
     ) -> Tensor:
         """One ``StableDiffusion3Pipeline`` call: the joint prompt embeddings re-assembled from the
         two groups, the given latents, CFG halves batched by the pipeline when guidance > 1."""
-        embeds, pooled = self._joint(cond)
         latents = self._batch_latents(cond, latents, height, width)
         kwargs: dict[str, Any] = {}
         if guidance > 1:
-            neg_embeds, neg_pooled = self._joint(
-                self._negative_for(negative, len(cond)), "negative"
-            )
+            # the pipeline batches both halves: a CLIP group of another chunk count is tiled
+            # (as ComfyUI does; not invisible in joint attention, see docs/prompts.md)
+            cond, negative = Conditioning.aligned([cond, self._negative_for(negative, len(cond))])
+            neg_embeds, neg_pooled = self._joint(negative, "negative")
             kwargs.update(
                 negative_prompt_embeds=neg_embeds, negative_pooled_prompt_embeds=neg_pooled
             )
+        embeds, pooled = self._joint(cond)
         out = self.pipe(
             prompt_embeds=embeds,
             pooled_prompt_embeds=pooled,
@@ -172,10 +219,12 @@ class SD3Adapter(FlowMatchingAdapter):
     def _velocity(self, cond: Conditioning, guidance: float) -> Velocity:
         """The sampler's velocity field: the transformer on [negative; cond] in one batch when
         guidance > 1, combined as v_u + w (v_c − v_u) (Ho & Salimans 2022)."""
-        embeds, pooled = self._joint(cond)
         cfg = guidance > 1
         if cfg:
-            neg_embeds, neg_pooled = self._joint(self._negative_for(None, len(cond)), "negative")
+            cond, negative = Conditioning.aligned([cond, self._negative_for(None, len(cond))])
+            neg_embeds, neg_pooled = self._joint(negative, "negative")
+        embeds, pooled = self._joint(cond)
+        if cfg:
             embeds, pooled = torch.cat([neg_embeds, embeds]), torch.cat([neg_pooled, pooled])
         transformer = self.pipe.transformer
 

@@ -15,6 +15,7 @@ With every weight 1 each rule returns z unchanged (the same tensor), so ``(word:
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 WEIGHTING_RULES: tuple[str, ...] = ("comfyui", "a1111", "multiply")
@@ -58,8 +59,10 @@ def apply_weights(z: Tensor, weights: Tensor, rule: str, empty: Tensor | None = 
             moved = (z[k] - e) * wk + e
             out[k] = moved.where(wk != 1, z[k])
         elif rule == "a1111":
-            scaled = z[k] * wk
-            out[k] = scaled * (z[k].mean() / scaled.mean())
+            # the mean ratio in float64: both means are sums of L·d terms of either sign
+            z64 = z[k].double()
+            scaled = z64 * weights[k].to(device=z.device, dtype=torch.float64).unsqueeze(-1)
+            out[k] = (scaled * (z64.mean() / scaled.mean())).to(z.dtype)
         else:
             out[k] = z[k] * wk
     return out
