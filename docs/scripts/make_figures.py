@@ -9,8 +9,8 @@ plot and the studio's tabs look like, not what a real model draws.
 
 * ``tiny-strip.png``: ``strip.png`` of ``whichway morph`` on ``whichway tiny-model sd``;
 * ``token-matching.png``: ``whichway.matching.matching_figure`` for two prompts;
-* ``study-ppl.png``: ``ppl_by_group.png`` of ``whichway study prompts report`` on a 7-pair run
-  over the test fixtures' Crisscrossed Captions sample;
+* ``study-ppl.png``: ``ppl_by_group.png`` of ``whichway study prompts run`` (its report) on 16
+  prompt pairs in four similarity groups;
 * ``studio-{morph,travel,compare,coupling,runs}.png``: the screenshots the browser tests in
   ``tests/test_studio.py`` save (needs ``chromium`` and ``chromedriver``).
 
@@ -28,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "docs" / "assets"
-FIXTURES = ROOT / "tests" / "fixtures"
 STUDIO_TABS = ("morph", "travel", "compare", "coupling", "runs")
 
 
@@ -99,29 +98,59 @@ def matching(tmp: Path) -> None:
     save_small(tmp / "matching.png", "token-matching.png", width=1000)
 
 
+#: prompt pairs for the study figure: four similarity groups, four pairs each
+STUDY_PAIRS = {
+    1.0: [
+        ("a cat", "a bridge at night"),
+        ("a red car", "a bowl of soup"),
+        ("a mountain lake", "a typewriter"),
+        ("a violin", "a desert road"),
+    ],
+    2.5: [
+        ("a cat on a sofa", "a dog in a garden"),
+        ("a red car", "a blue bicycle"),
+        ("a mountain lake", "a river in a forest"),
+        ("a violin", "a piano in a hall"),
+    ],
+    4.0: [
+        ("a cat on a sofa", "a kitten on a couch"),
+        ("a red car", "a red truck"),
+        ("a mountain lake", "a lake below mountains"),
+        ("a violin", "a cello"),
+    ],
+    5.0: [
+        ("a cat on a sofa", "a cat sitting on a sofa"),
+        ("a red car", "a red automobile"),
+        ("a mountain lake", "a lake in the mountains"),
+        ("a violin", "a violin on a table"),
+    ],
+}
+
+
 def study(tmp: Path) -> None:
-    config, run = tmp / "study.toml", tmp / "study-run"
+    import csv
+
+    pairs, config, run = tmp / "pairs.csv", tmp / "study.toml", tmp / "study-run"
+    with pairs.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt_a", "prompt_b", "similarity"])
+        for similarity, group in STUDY_PAIRS.items():
+            writer.writerows((a, b, similarity) for a, b in group)
     whichway("study", "prompts", "init", str(config))
     sets = [
         f'model.id="{tiny_model(tmp)}"',
         'model.device="cpu"',
-        'pairs.source="cxc"',
-        f'pairs.sts=["{FIXTURES / "cxc_small.csv"}"]',
-        f'pairs.coco=["{FIXTURES / "coco_small.json"}"]',
-        "pairs.n_per_group=1",
-        "render.steps=1",
+        'pairs.source="file"',
+        f'pairs.file="{pairs}"',
+        "pairs.n_per_group=4",
+        "render.steps=2",
         "render.height=32",
         "render.width=32",
         "render.t=[0.0, 0.25, 0.5, 0.75, 1.0]",
         "metrics.pretrained=false",
     ]
     whichway(
-        "study",
-        "prompts",
-        "run",
-        str(config),
-        "--out",
-        str(run),
+        *("study", "prompts", "run", str(config), "--out", str(run)),
         *(arg for s in sets for arg in ("--set", s)),
     )
     save_small(run / "report" / "ppl_by_group.png", "study-ppl.png", width=1000)
