@@ -27,7 +27,7 @@ import griffe
 _ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`~?([^`]+)`")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 _LITERAL = re.compile(r"(\$[^$]+\$|``[^`]+``|`[^`]+`)")
-_STAR = re.compile(r"(?<![*\\])\*(?=[A-Za-z_])")
+_STAR = re.compile(r"(?<![*\\])\*(?=[A-Za-z_]\w*[),\]])")  # (K, *shape), not *emphasis*
 _MATH_BLOCK = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<inline>.*)$")
 
 
@@ -63,7 +63,8 @@ def rst_to_markdown(text: str) -> str:
 
 
 def _escape_stars(text: str) -> str:
-    """Escape a star before a name, as in (K, *shape), which would open Markdown emphasis; not
+    """Escape the star of a shape's ``*name`` as in (K, *shape), which would open Markdown
+    emphasis (a real ``*emphasis*`` is left alone); not
     inside math or code, nor on a NumPy section's ``name : type`` lines (griffe reads the type
     there and shows it as code)."""
     lines = text.split("\n")
