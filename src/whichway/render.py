@@ -26,6 +26,7 @@ from whichway._checks import as_times, check_choice
 from whichway.clouds import Coupling, couple, interpolate_clouds
 
 if TYPE_CHECKING:  # pragma: no cover
+    from whichway.attention.batch import AttentionPath
     from whichway.models.base import Adapter, Conditioning
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def render_frames(
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_batch_size: Callable[[int], None] | None = None,
+    attention: AttentionPath | None = None,
 ) -> Tensor | None:
     """Render T waypoints in batches.
 
@@ -184,6 +186,8 @@ def render_frames(
         raised (frames of the finished batches were already handed to ``on_frame``)
     on_batch_size : called with the smaller batch size after an out-of-memory retry, so that a
         caller rendering in several calls starts the next one at the size that fits
+    attention : render with attention interpolation (AID, :mod:`whichway.attention`): each
+        batch is denoised with the path's two endpoint rows beside it; None = plain rendering
 
     Frames rendered in one batch equal the frames rendered one at a time (float tolerance).
     """
@@ -233,8 +237,13 @@ def render_frames(
             stop = min(start + batch_size, n)
             counted = done
             out_of_memory = False
+            render = (
+                adapter.render
+                if attention is None
+                else attention.renderer(adapter, slice(start, stop))
+            )
             try:
-                images = adapter.render(
+                images = render(
                     cond.select(slice(start, stop)),
                     latents[start:stop],
                     steps=steps,

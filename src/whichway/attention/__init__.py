@@ -1,0 +1,31 @@
+"""Interpolation inside the denoiser's attention: AID / PAID (He et al. 2024).
+
+:mod:`whichway.attention.methods` names the methods and their settings (torch-free);
+:mod:`whichway.attention.aid` holds the attention math and the diffusers processors;
+:mod:`whichway.attention.batch` renders a batch of waypoints with the endpoint rows once.
+Names are imported lazily, so importing the package does not import torch.
+"""
+
+from __future__ import annotations
+
+from whichway._lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "AID_LAYERS": "whichway.attention.methods",
+    "AID_MODES": "whichway.attention.methods",
+    "ATTENTION_FAMILIES": "whichway.attention.methods",
+    "METHODS": "whichway.attention.methods",
+    "AIDSettings": "whichway.attention.methods",
+    "check_warmup_ratio": "whichway.attention.methods",
+    "settings_for": "whichway.attention.methods",
+    "AIDAttnProcessor": "whichway.attention.aid",
+    "AIDControl": "whichway.attention.aid",
+    "aid_attention": "whichway.attention.aid",
+    "installed": "whichway.attention.aid",
+    "AttentionPath": "whichway.attention.batch",
+    "render_aid_batch": "whichway.attention.batch",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,0 +1,246 @@
+"""AID: attention interpolation (He et al., "AID: Attention Interpolation of Text-to-Image
+Diffusion", NeurIPS 2024; official code ``QY-H00/attention-interpolation-diffusion``).
+
+A batch of rows [A, B, m_1 .. m_k] goes through one denoiser call. In every attention layer
+AID acts on, a middle row m with coefficient c attends to the endpoint rows' keys and values
+of the same layer (self-attention: projections of the rows' hidden states; cross-attention:
+projections of their text conditions):
+
+* outer: out_m = (1 - c) Attn(Q_m, K_A, V_A) + c Attn(Q_m, K_B, V_B)   (mixed after softmax)
+* inner: out_m = Attn(Q_m, (1 - c) K_A + c K_B, (1 - c) V_A + c V_B)   (one softmax)
+* fused: the row's own keys/values are concatenated to the endpoint's along the token axis,
+  e.g. Attn(Q_m, [K_m; K_A], [V_m; V_A]) (outer) or Attn(Q_m, [K_m; K_c], [V_m; V_c]) (inner).
+
+Attn(Q, K, V) = softmax(Q K^T * scale) V per head. The endpoint rows themselves attend plainly
+(at c = 0 and c = 1 the formulas reduce to plain attention: duplicated key/value pairs leave
+softmax attention unchanged). The processor works on the conditional half of a guided batch
+only; the unconditional rows attend plainly, as in the official pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from whichway.attention.methods import AID_LAYERS, AID_MODES
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """softmax(Q K^T * scale) V; q (N, H, n, d), k and v (N, H, m, d) -> (N, H, n, d)."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+def aid_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    coefs: Tensor,
+    key_a: Tensor,
+    value_a: Tensor,
+    key_b: Tensor,
+    value_b: Tensor,
+    *,
+    mode: str = "outer",
+    fused: bool = True,
+    scale: float,
+) -> Tensor:
+    """AID attention of k middle rows towards two endpoint rows.
+
+    Parameters
+    ----------
+    q : Tensor (k, H, n, d)       queries of the middle rows
+    k, v : Tensor (k, H, m, d)    the middle rows' own keys and values (used when ``fused``)
+    coefs : Tensor (k,)           interpolation coefficient c of each row, in [0, 1]
+    key_a, value_a, key_b, value_b : Tensor (1, H, m, d)   the endpoint rows' keys/values
+    mode : "outer" | "inner"
+    fused : concatenate the row's own keys/values to the endpoint's
+
+    Returns
+    -------
+    Tensor (k, H, n, d)
+
+    outer: (1 - c) Attn(Q, K_A*, V_A*) + c Attn(Q, K_B*, V_B*);
+    inner: Attn(Q, (1 - c) K_A + c K_B (*), (1 - c) V_A + c V_B (*)), where (*) prepends the
+    row's own K, V along the token axis when ``fused``.
+    """
+    if mode not in AID_MODES:
+        raise ValueError(f"unknown AID mode {mode!r}; valid choices are: {', '.join(AID_MODES)}")
+    c = coefs.to(dtype=q.dtype, device=q.device).reshape(-1, 1, 1, 1)
+    rows = q.shape[0]
+
+    def keys(x: Tensor, own: Tensor) -> Tensor:
+        x = x.expand(rows, *x.shape[1:])
+        return torch.cat([own, x], dim=-2) if fused else x
+
+    if mode == "outer":
+        out_a = attend(q, keys(key_a, k), keys(value_a, v), scale)
+        out_b = attend(q, keys(key_b, k), keys(value_b, v), scale)
+        return (1 - c) * out_a + c * out_b
+    key_c = (1 - c) * key_a + c * key_b
+    value_c = (1 - c) * value_a + c * value_b
+    return attend(q, keys(key_c, k), keys(value_c, v), scale)
+
+
+@dataclass
+class AIDControl:
+    """Shared, mutable state of the AID processors of one denoiser during one batch render.
+
+    coefs : Tensor (k,)   c of the middle rows; the conditional rows are [A, B, m_1 .. m_k]
+    warmup_calls : int    AID acts on denoiser calls 0 .. warmup_calls - 1 (the official
+        ``i < int(steps * warmup_ratio)``), then every layer attends plainly
+    calls : int           denoiser calls seen so far (advanced by a forward pre-hook)
+    """
+
+    coefs: Tensor
+    warmup_calls: int
+    calls: int = 0
+    current: int = field(default=-1)
+
+    @property
+    def rows(self) -> int:
+        """Conditional rows per denoiser call: the two endpoints and the middle rows."""
+        return 2 + len(self.coefs)
+
+    @property
+    def active(self) -> bool:
+        return 0 <= self.current < self.warmup_calls
+
+    def advance(self, *_: Any) -> None:
+        """Forward pre-hook of the denoiser: a new call (one denoising step) begins."""
+        self.current = self.calls
+        self.calls += 1
+
+
+def _heads(x: Tensor, heads: int) -> Tensor:
+    """(N, n, H*d) -> (N, H, n, d)."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+class AIDAttnProcessor:
+    """A diffusers attention processor applying AID to the conditional middle rows.
+
+    The batch it sees is [uncond rows; cond rows] under classifier-free guidance or [cond rows]
+    without; the cond rows are [A, B, m_1 .. m_k] (``control.rows`` of them). While
+    ``control.active`` is false (after the warmup, or before any step) it hands the call to
+    ``plain``, the processor it replaced, unchanged.
+    """
+
+    def __init__(self, control: AIDControl, plain: Any, *, mode: str, fused: bool) -> None:
+        if mode not in AID_MODES:
+            raise ValueError(
+                f"unknown AID mode {mode!r}; valid choices are: {', '.join(AID_MODES)}"
+            )
+        self.control = control
+        self.plain = plain
+        self.mode = mode
+        self.fused = fused
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Tensor:
+        control = self.control
+        if not control.active:
+            return self.plain(
+                attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs
+            )
+        if attention_mask is not None:
+            raise ValueError("AID does not support attention masks (UNet attention has none)")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        spatial = hidden_states.ndim == 4
+        if spatial:
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channels, height * width).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is None:
+            context = hidden_states
+        elif attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        else:
+            context = encoder_hidden_states
+
+        q = _heads(attn.to_q(hidden_states), attn.heads)
+        k = _heads(attn.to_k(context), attn.heads)
+        v = _heads(attn.to_v(context), attn.heads)
+        if getattr(attn, "norm_q", None) is not None:
+            q = attn.norm_q(q)
+        if getattr(attn, "norm_k", None) is not None:
+            k = attn.norm_k(k)
+        total = q.shape[0]
+        first = total - control.rows  # rows before it are the unconditional half
+        if first not in (0, total // 2):
+            raise ValueError(
+                f"AID expected {control.rows} conditional rows (or twice that under guidance), "
+                f"got a batch of {total}"
+            )
+        a, b = first, first + 1
+        plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], attn.scale)
+        mixed = aid_attention(
+            q[first + 2 :],
+            k[first + 2 :],
+            v[first + 2 :],
+            control.coefs,
+            k[a : a + 1],
+            v[a : a + 1],
+            k[b : b + 1],
+            v[b : b + 1],
+            mode=self.mode,
+            fused=self.fused,
+            scale=attn.scale,
+        )
+        out = torch.cat([plain, mixed]).transpose(1, 2).reshape(total, -1, q.shape[1] * q.shape[3])
+        out = attn.to_out[1](attn.to_out[0](out.to(q.dtype)))
+        if spatial:
+            out = out.transpose(-1, -2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def _acts_on(module: Any, layers: str) -> bool:
+    cross = bool(getattr(module, "is_cross_attention", False))
+    return layers == "both" or (layers == "cross") == cross
+
+
+@contextlib.contextmanager
+def installed(
+    denoiser: torch.nn.Module, control: AIDControl, *, mode: str, fused: bool, layers: str
+) -> Iterator[int]:
+    """Install :class:`AIDAttnProcessor` on the denoiser's attention layers of kind ``layers``
+    ("both" | "self" | "cross") for the duration of the block; yields how many were installed.
+
+    The processors they replace are kept and put back on exit, and a forward pre-hook counts
+    the denoiser's calls for the warmup (``control``)."""
+    from diffusers.models.attention_processor import Attention
+
+    if layers not in AID_LAYERS:
+        raise ValueError(
+            f"unknown AID layers {layers!r}; valid choices are: {', '.join(AID_LAYERS)}"
+        )
+    replaced: list[tuple[Any, Any]] = []
+    for module in denoiser.modules():
+        if isinstance(module, Attention) and _acts_on(module, layers):
+            plain = module.get_processor()
+            replaced.append((module, plain))
+            module.set_processor(AIDAttnProcessor(control, plain, mode=mode, fused=fused))
+    hook = denoiser.register_forward_pre_hook(control.advance)
+    try:
+        yield len(replaced)
+    finally:
+        hook.remove()
+        for module, plain in replaced:
+            module.set_processor(plain)

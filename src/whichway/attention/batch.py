@@ -1,0 +1,138 @@
+"""Batched AID rendering: the two endpoint rows are denoised once per batch of frames.
+
+The official AID code denoises [A, frame, B] for every frame (three rows per frame). Here a
+batch of k frames is one denoiser batch [A, B, m_1 .. m_k] (and its unconditional twin under
+guidance, which attends plainly), so k frames cost k + 2 rows per step. The endpoint rows are
+the path's own t = 0 and t = 1 waypoints (conditioning and initial latent), so a middle row
+sees exactly the endpoint frames the plain morph renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whichway.attention.methods import AIDSettings
+    from whichway.models.base import Adapter, Conditioning
+
+
+@dataclass(frozen=True)
+class AttentionPath:
+    """What :func:`whichway.render.render_frames` needs to render a path with AID.
+
+    settings : AIDSettings
+    ends : Conditioning with 2 rows      the path's conditioning at t = 0 and t = 1
+    end_latents : Tensor (2, C, h, w)    the path's initial latents at t = 0 and t = 1
+    coefs : Tensor (T,)                  c of every waypoint handed to render_frames (its t)
+    """
+
+    settings: AIDSettings
+    ends: Conditioning
+    end_latents: Tensor
+    coefs: Tensor
+
+    def renderer(self, adapter: Adapter, rows: slice) -> Any:
+        """``adapter.render`` for the waypoints ``rows`` of the path, with AID."""
+
+        def render(cond: Conditioning, latents: Tensor, **options: Any) -> Tensor:
+            return render_aid_batch(
+                adapter,
+                self.settings,
+                self.ends,
+                self.end_latents,
+                cond,
+                latents,
+                self.coefs[rows],
+                **options,
+            )
+
+        return render
+
+
+def _same_row(cond: Conditioning, i: int, ends: Conditioning, j: int) -> bool:
+    pick = [(a[i], b[j]) for a, b in zip(cond.clouds, ends.clouds)]
+    if cond.pooled is not None and ends.pooled is not None:
+        pick.append((cond.pooled[i], ends.pooled[j]))
+    return all(torch.equal(x, y) for x, y in pick)
+
+
+def render_aid_batch(
+    adapter: Adapter,
+    settings: AIDSettings,
+    ends: Conditioning,
+    end_latents: Tensor,
+    cond: Conditioning,
+    latents: Tensor,
+    coefs: Tensor,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    negative: Conditioning | None = None,
+    on_step: Any = None,
+) -> Tensor:
+    """Render k waypoints with AID in one denoiser batch [A, B, m_1 .. m_k].
+
+    Parameters
+    ----------
+    ends : Conditioning (2 rows)         endpoint conditionings A (t = 0) and B (t = 1)
+    end_latents : Tensor (2, C, h, w)    endpoint initial latents
+    cond : Conditioning (k rows)         the waypoints' own conditionings
+    latents : Tensor (k, C, h, w)        the waypoints' initial latents
+    coefs : Tensor (k,)                  each waypoint's c (its t on the path)
+    negative : Conditioning (1 or k rows) or None; the endpoint rows take the first/last row
+
+    Returns
+    -------
+    Tensor (k, 3, H, W) images in [0, 1]
+
+    With ``warmup_calls(steps) == 0`` AID never acts and the waypoints are rendered plainly
+    (the endpoint rows would change nothing). A waypoint whose c is 0 or 1 and whose inputs are
+    the endpoint's is the endpoint row itself and is not rendered twice.
+    """
+    k = len(cond)
+    if latents.ndim == 3:
+        latents = latents.unsqueeze(0).expand(k, *latents.shape)
+    if len(coefs) != k or latents.shape[0] != k:
+        raise ValueError(f"got {k} conditionings, {latents.shape[0]} latents, {len(coefs)} coefs")
+    options: dict[str, Any] = {"steps": steps, "guidance": guidance, "height": height}
+    options.update(width=width, on_step=on_step)
+    warmup = settings.warmup_calls(steps)
+    if warmup == 0:
+        return adapter.render(cond, latents, negative=negative, **options)
+    from whichway.attention.aid import AIDControl, installed
+    from whichway.models.base import Conditioning
+
+    # waypoints that are an endpoint row (same c, conditioning and latent) reuse its image
+    reuse: dict[int, int] = {}
+    for i in range(k):
+        for end, c in ((0, 0.0), (1, 1.0)):
+            if (
+                float(coefs[i]) == c
+                and torch.equal(latents[i], end_latents[end].to(latents))
+                and _same_row(cond, i, ends, end)
+            ):
+                reuse[i] = end
+    middle = [i for i in range(k) if i not in reuse]
+    rows = Conditioning.cat([ends.to(dtype=cond.clouds[0].dtype), cond.select(middle)])
+    row_latents = torch.cat([end_latents.to(latents), latents[middle]])
+    if negative is not None:
+        ends_negative = Conditioning.cat([negative.select(0), negative.select(len(negative) - 1)])
+        rest = negative.expand(len(middle)) if len(negative) == 1 else negative.select(middle)
+        negative = Conditioning.cat([ends_negative, rest])
+    control = AIDControl(coefs[middle].double(), warmup)
+    with installed(
+        adapter.pipe.unet,
+        control,
+        mode=settings.mode,
+        fused=settings.fused,
+        layers=settings.layers,
+    ):
+        images = adapter.render(rows, row_latents, negative=negative, **options)
+    order = [reuse[i] if i in reuse else 2 + middle.index(i) for i in range(k)]
+    return images[order]

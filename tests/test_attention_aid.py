@@ -1,0 +1,140 @@
+"""AID's attention processors against the official formulas (He et al. 2024, code
+``QY-H00/attention-interpolation-diffusion``), written here with diffusers' own legacy attention
+helpers (``head_to_batch_dim``, ``get_attention_scores``, ``bmm``) as the official processors
+compute them, on random diffusers ``Attention`` modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from whichway.attention import AIDAttnProcessor, AIDControl, aid_attention
+
+TOL = 1e-6
+
+
+def _module(cross: bool, seed: int = 0):
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    torch.manual_seed(seed)
+    attn = Attention(
+        32, cross_attention_dim=24 if cross else None, heads=4, dim_head=8, out_bias=True
+    ).double()
+    attn.set_processor(AttnProcessor2_0())
+    return attn
+
+
+def _inputs(rows: int, cross: bool, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(rows, 10, 32, generator=g, dtype=torch.float64)
+    context = torch.randn(rows, 7, 24, generator=g, dtype=torch.float64) if cross else None
+    return hidden, context
+
+
+def _official(attn, hidden, context, coefs, mode, fused):
+    """The official Outer/InnerInterpolatedAttnProcessor for one middle row per call: rows of
+    the batch [A, m, B], each row's c in (0, c, 1); returns the middle row's output."""
+    outs = []
+    for i, c in enumerate(coefs.tolist()):
+        rows = [0, 2 + i, 1]
+        h = hidden[rows]
+        ctx = h if context is None else context[rows]
+        coef = torch.tensor([0.0, c, 1.0], dtype=h.dtype).reshape(-1, 1, 1)
+        query = attn.head_to_batch_dim(attn.to_q(h))
+        key, value = attn.to_k(ctx), attn.to_v(ctx)
+        k_a, k_b = key[0:1].expand(3, -1, -1), key[-1:].expand(3, -1, -1)
+        v_a, v_b = value[0:1].expand(3, -1, -1), value[-1:].expand(3, -1, -1)
+        if mode == "inner":
+            k_a = k_b = (1 - coef) * k_a + coef * k_b
+            v_a = v_b = (1 - coef) * v_a + coef * v_b
+        k_a, k_b, v_a, v_b = (attn.head_to_batch_dim(x) for x in (k_a, k_b, v_a, v_b))
+        if fused:
+            own_k, own_v = attn.head_to_batch_dim(key), attn.head_to_batch_dim(value)
+            k_a, k_b = torch.cat([own_k, k_a], -2), torch.cat([own_k, k_b], -2)
+            v_a, v_b = torch.cat([own_v, v_a], -2), torch.cat([own_v, v_b], -2)
+        out_a = attn.batch_to_head_dim(torch.bmm(attn.get_attention_scores(query, k_a), v_a))
+        out_b = attn.batch_to_head_dim(torch.bmm(attn.get_attention_scores(query, k_b), v_b))
+        out = (1 - coef) * out_a + coef * out_b if mode == "outer" else out_a
+        out = attn.to_out[1](attn.to_out[0](out))
+        outs.append(out[1])
+    return torch.stack(outs)
+
+
+def _aid(attn, hidden, context, coefs, mode, fused, warmup=1):
+    control = AIDControl(coefs, warmup_calls=warmup)
+    control.advance()
+    processor = AIDAttnProcessor(control, attn.get_processor(), mode=mode, fused=fused)
+    with torch.no_grad():
+        return processor(attn, hidden, context)
+
+
+@pytest.mark.parametrize("mode", ["outer", "inner"])
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("cross", [False, True])
+def test_processor_equals_the_official_formula(mode, fused, cross):
+    attn = _module(cross)
+    coefs = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    hidden, context = _inputs(5, cross)
+    with torch.no_grad():
+        expected = _official(attn, hidden, context, coefs, mode, fused)
+    out = _aid(attn, hidden, context, coefs, mode, fused)
+    assert torch.allclose(out[2:], expected, atol=TOL, rtol=0)
+    # the endpoint rows attend plainly
+    with torch.no_grad():
+        plain = attn.get_processor()(attn, hidden, context)
+    assert torch.allclose(out[:2], plain[:2], atol=TOL, rtol=0)
+    assert not torch.allclose(out[2:], plain[2:], atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["outer", "inner"])
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("cross", [False, True])
+def test_at_c0_and_c1_a_row_attends_like_the_endpoint(mode, fused, cross):
+    """A middle row holding the endpoint's own inputs at c = 0 (A) or c = 1 (B) gets plain
+    attention: duplicated keys/values leave softmax attention unchanged."""
+    attn = _module(cross, seed=3)
+    hidden, context = _inputs(2, cross, seed=4)
+    rows = [0, 1, 0, 1]
+    hidden = hidden[rows]
+    context = None if context is None else context[rows]
+    out = _aid(attn, hidden, context, torch.tensor([0.0, 1.0]), mode, fused)
+    with torch.no_grad():
+        plain = attn.get_processor()(attn, hidden, context)
+    assert torch.allclose(out, plain, atol=TOL, rtol=0)
+
+
+def test_unconditional_half_and_inactive_calls_are_plain():
+    attn = _module(cross=True)
+    hidden, context = _inputs(8, cross=True)  # [uncond x 4; cond A, B, m1, m2]
+    coefs = torch.tensor([0.3, 0.6], dtype=torch.float64)
+    with torch.no_grad():
+        plain = attn.get_processor()(attn, hidden, context)
+    out = _aid(attn, hidden, context, coefs, "outer", True)
+    assert torch.allclose(out[:6], plain[:6], atol=TOL, rtol=0)
+    assert not torch.allclose(out[6:], plain[6:], atol=1e-3)
+    expected = _official(attn, hidden[4:], context[4:], coefs, "outer", True)
+    assert torch.allclose(out[6:], expected, atol=TOL, rtol=0)
+    # after the warmup the processor hands every call to the plain processor, bit for bit
+    assert torch.equal(_aid(attn, hidden, context, coefs, "outer", True, warmup=0), plain)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_inner_cross_attention_is_attention_on_the_lerped_condition(fused):
+    """to_k / to_v have no bias, so inner AID on cross-attention equals plain cross-attention on
+    (1 - c) E_A + c E_B, fused or not (the identity with paper A's row-order path)."""
+    attn = _module(cross=True, seed=5)
+    assert attn.to_k.bias is None and attn.to_v.bias is None
+    hidden, context = _inputs(4, cross=True, seed=6)
+    coefs = torch.tensor([0.25, 0.7], dtype=torch.float64)
+    c = coefs.reshape(-1, 1, 1)
+    context = torch.cat([context[:2], (1 - c) * context[0:1] + c * context[1:2]])
+    out = _aid(attn, hidden, context, coefs, "inner", fused)
+    with torch.no_grad():
+        plain = attn.get_processor()(attn, hidden, context)
+    assert torch.allclose(out, plain, atol=TOL, rtol=0)
+
+
+def test_aid_attention_rejects_unknown_modes():
+    q = torch.zeros(1, 1, 2, 4)
+    with pytest.raises(ValueError, match="unknown AID mode"):
+        aid_attention(q, q, q, torch.zeros(1), q, q, q, q, mode="middle", scale=1.0)
