@@ -61,8 +61,14 @@ class MorphSettings:
     format: str | None = "gif"
     pingpong: bool = False
     fps: float = 8.0
+    method: str = "plain"
+    warmup_ratio: float = 0.5
+    aid_layers: str = "both"
+    fused: bool = True
+    guide_prompt: str | None = None
 
     def __post_init__(self) -> None:
+        from whichway.attention.methods import check_method
         from whichway.clouds import COUPLING_METHODS
         from whichway.media import ANIMATION_FORMATS
         from whichway.render import LATENT_METHODS
@@ -72,6 +78,7 @@ class MorphSettings:
         if self.format is not None:
             check_choice("animation format", self.format, ANIMATION_FORMATS)
         check_times(self.t)
+        check_method(self.method, self.warmup_ratio, self.aid_layers, self.guide_prompt)
         check_choice("spacing", self.spacing, ("uniform", "perceptual"))
         if self.spacing == "perceptual" and self.latent == "nao":
             raise ValueError(
@@ -312,6 +319,27 @@ def _render(
     frames_dir = run_dir / FRAMES_DIR
     latent_a, latent_b, method = _initial_latents(adapter, s, height, width, run_dir)
     info["latent_used"] = method
+    guide = adapter.encode([s.guide_prompt]) if s.guide_prompt is not None else None
+
+    def frames_at(times: Tensor) -> dict[str, Any]:
+        # the waypoints' conditioning (PAID: the guide prompt's in the middle) and, for an
+        # attention method, the path's endpoint rows each batch is denoised beside
+        cond = path_at(times)[0]
+        if s.method == "plain":
+            return {"cond": cond}
+        from whichway.attention.batch import AttentionPath, with_guide
+        from whichway.attention.methods import settings_for
+
+        ends = path_at(torch.tensor([0.0, 1.0], dtype=torch.float64))[0]
+        end_latents = torch.stack([latent_a, latent_a if latent_b is None else latent_b])
+        aid = settings_for(
+            s.method, fused=s.fused, warmup_ratio=s.warmup_ratio, layers=s.aid_layers
+        )
+        return {
+            "cond": cond if guide is None else with_guide(cond, times, guide),
+            "attention": AttentionPath(aid, ends, end_latents, times),
+        }
+
     options = {
         "steps": s.steps,
         "guidance": s.guidance,
@@ -329,7 +357,8 @@ def _render(
 
         def render_at(times: Tensor) -> Tensor:
             latents = latent_path(latent_a, latent_b, times, method=method)
-            return render_frames(adapter, path_at(times)[0], latents, **options)
+            at = frames_at(times)
+            return render_frames(adapter, at.pop("cond"), latents, **at, **options)
 
         spaced = respace(render_at, len(ts), coarse=ts, distance=meter, refine=1)
         for k, image in enumerate(spaced.frames):
@@ -352,12 +381,14 @@ def _render(
         if on_frame is not None:
             on_frame(todo[i], target)
 
+    at = frames_at(ts[index])
     render_frames(
         adapter,
-        path_at(ts[index])[0],
+        at.pop("cond"),
         latent_path(latent_a, latent_b, ts, method=method)[index],
         on_frame=write,
         keep=False,
+        **at,
         **options,
     )
     return len(todo)
@@ -398,6 +429,10 @@ def run_morph(
     from whichway.render import RenderCancelled, conditioning_path
 
     s = settings
+    if s.method != "plain":
+        from whichway.attention.methods import check_family
+
+        check_family(s.method, adapter.family)
     run_dir = Path(out_dir)
     frames_dir = run_dir / FRAMES_DIR
     frames_dir.mkdir(parents=True, exist_ok=True)
@@ -537,9 +572,15 @@ def with_runtime(record: dict[str, Any], adapter: Adapter) -> dict[str, Any]:
 
 
 def _settings_record(s: MorphSettings, adapter: Adapter) -> dict[str, Any]:
-    """The settings ``run.json`` records and a resume must match."""
+    """The settings ``run.json`` records and a resume must match (a plain morph leaves out the
+    attention-method keys, so runs recorded before they existed still resume)."""
+    from whichway.attention.methods import ATTENTION_KEYS
+
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
-    return with_runtime({**asdict(s), "t": list(s.t), "height": height, "width": width}, adapter)
+    record = {**asdict(s), "t": list(s.t), "height": height, "width": width}
+    if s.method == "plain":
+        record = {k: v for k, v in record.items() if k not in ATTENTION_KEYS}
+    return with_runtime(record, adapter)
 
 
 def can_resume(run_dir: str | os.PathLike[str], settings: MorphSettings, adapter: Adapter) -> bool:

@@ -53,6 +53,15 @@ class AttentionPath:
         return render
 
 
+def with_guide(cond: Conditioning, ts: Tensor, guide: Conditioning) -> Conditioning:
+    """PAID's conditioning: the rows with 0 < t < 1 take the guide prompt's (1 row), the end
+    rows keep their own. cond (T rows), ts (T,) -> Conditioning (T rows)."""
+    from whichway.models.base import Conditioning
+
+    rows = [guide if 0.0 < float(t) < 1.0 else cond.select(i) for i, t in enumerate(ts)]
+    return Conditioning.cat(rows)
+
+
 def _same_row(cond: Conditioning, i: int, ends: Conditioning, j: int) -> bool:
     pick = [(a[i], b[j]) for a, b in zip(cond.clouds, ends.clouds)]
     if cond.pooled is not None and ends.pooled is not None:

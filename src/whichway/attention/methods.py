@@ -19,6 +19,10 @@ ATTENTION_FAMILIES = ("sd", "sdxl")
 """Families whose denoiser AID is built for (UNet attention)."""
 
 
+ATTENTION_KEYS = ("method", "warmup_ratio", "aid_layers", "fused", "guide_prompt")
+"""Settings of an attention method, as morph records them."""
+
+
 def check_warmup_ratio(value: float) -> float:
     """The fraction of denoising steps AID acts on: a number in [0, 1]."""
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
@@ -56,3 +60,30 @@ def settings_for(method: str, *, fused: bool, warmup_ratio: float, layers: str) 
     if mode is None:
         raise ValueError(f"{method!r} is not an attention method; choose from {METHODS[1:]}")
     return AIDSettings(mode=mode, fused=fused, warmup_ratio=warmup_ratio, layers=layers)
+
+
+def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: str | None) -> None:
+    """One-line ValueErrors for an attention-method request that cannot run: an unknown method
+    or layer set, a warmup ratio outside [0, 1], a guide prompt without ``paid`` or ``paid``
+    without one."""
+    from whichway._checks import check_choice
+
+    check_choice("method", method, METHODS)
+    check_choice("AID layers", layers, AID_LAYERS)
+    check_warmup_ratio(warmup_ratio)
+    if guide_prompt is not None and method != "paid":
+        raise ValueError(
+            f"--guide-prompt is PAID's prompt for the middle frames; use --method paid (got "
+            f"--method {method})"
+        )
+    if method == "paid" and not guide_prompt:
+        raise ValueError("--method paid needs --guide-prompt TEXT (the middle frames' prompt)")
+
+
+def check_family(method: str, family: str | None) -> None:
+    """An attention method needs a denoiser it is built for (:data:`ATTENTION_FAMILIES`)."""
+    if method != "plain" and family is not None and family not in ATTENTION_FAMILIES:
+        raise ValueError(
+            f"--method {method} is built for UNet attention ({', '.join(ATTENTION_FAMILIES)} "
+            f"models), not {family}; use --method plain with this model"
+        )
