@@ -464,28 +464,35 @@ def runtime_options(args: argparse.Namespace) -> Any:
     return None if options.is_default else options
 
 
+def local_model_family(args: argparse.Namespace) -> str | None:
+    """The family ("sd", "sdxl", "sd3", "flux") of a local --model folder from its
+    model_index.json, torch-free; None for a hub id, no --model or an unknown pipeline."""
+    import json
+
+    model = getattr(args, "model", None)  # None: the command's default hub model (or none yet)
+    index = Path(str(model)).expanduser() / "model_index.json" if model else None
+    if index is None or not index.is_file():
+        return None
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return None
+    from whichway.models.runtime import family_of_pipeline_class
+
+    return family_of_pipeline_class(class_name)
+
+
 def check_model_options(args: argparse.Namespace) -> None:
     """Refuse bad runtime flags before any model is loaded (ValueError, one line): LoRA and VAE
     paths, a sampler unknown or (for a local model directory) not of the model's family,
     --offload with --device cpu. Needs no torch; hub models' families are checked by
     ``load_adapter`` from their config, still before any weight is loaded."""
-    import json
 
     options = runtime_options(args)
     if options is None:
         return
     device = getattr(args, "device", None)
-    family = None
-    model = getattr(args, "model", None)  # None: the command's default hub model (or none yet)
-    index = Path(str(model)).expanduser() / "model_index.json" if model else None
-    if options.sampler is not None and index is not None and index.is_file():
-        try:
-            class_name = json.loads(index.read_text()).get("_class_name")
-        except (OSError, ValueError):
-            class_name = None
-        from whichway.models.runtime import family_of_pipeline_class
-
-        family = family_of_pipeline_class(class_name)
+    family = local_model_family(args) if options.sampler is not None else None
     options.check(family=family, device=device if device == "cpu" else None, attention=False)
 
 
@@ -576,3 +583,78 @@ def check_request(
     )
     check_need(need, out)
     return need
+
+
+# --- interpolation inside attention (AID / PAID) ------------------------------------------------
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--method, --warmup-ratio, --aid-layers, --fused/--no-fused, --guide-prompt: attention
+    interpolation (AID / PAID, :mod:`whichway.attention`) on top of the path."""
+    from whichway.attention.methods import AID_LAYERS, METHODS
+
+    group = parser.add_argument_group("method (interpolation inside attention)")
+    group.add_argument(
+        "--method",
+        default="plain",
+        choices=METHODS,
+        help="plain: the conditioning/latent path only (default); aid-outer / aid-inner: AID "
+        "(He et al. 2024), middle frames attend to the end frames' keys/values, mixed after / "
+        "before softmax; paid: AID with --guide-prompt as the middle frames' prompt",
+    )
+    group.add_argument(
+        "--warmup-ratio",
+        type=float,
+        default=None,
+        help="fraction of the denoising steps AID acts on, in [0, 1] (default 0.5, the official "
+        "value; 0 = the plain method)",
+    )
+    group.add_argument(
+        "--aid-layers",
+        default=None,
+        choices=AID_LAYERS,
+        help="attention layers AID acts on (default both, as the official code)",
+    )
+    group.add_argument(
+        "--fused",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="fuse AID with self-attention: a frame also attends to its own keys/values "
+        "(default on, as the official code)",
+    )
+    group.add_argument("--guide-prompt", default=None, help="paid: the prompt of the middle frames")
+    return group
+
+
+def method_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The attention-method settings of the command line (checked, defaults filled in) as
+    :class:`whichway.morph.MorphSettings` fields; a ValueError (one line) for an option that
+    does not fit the method or the local model's family."""
+    from whichway.attention.methods import AIDSettings, check_family, check_method
+
+    method = args.method
+    if method == "plain":
+        given = [
+            name
+            for name, value in (
+                ("--warmup-ratio", args.warmup_ratio),
+                ("--aid-layers", args.aid_layers),
+                ("--fused/--no-fused", args.fused),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} set(s) how AID acts; add --method aid-outer, aid-inner or paid"
+            )
+    defaults = AIDSettings()
+    settings = {
+        "method": method,
+        "warmup_ratio": defaults.warmup_ratio if args.warmup_ratio is None else args.warmup_ratio,
+        "aid_layers": args.aid_layers or defaults.layers,
+        "fused": defaults.fused if args.fused is None else args.fused,
+        "guide_prompt": args.guide_prompt,
+    }
+    check_method(method, settings["warmup_ratio"], settings["aid_layers"], args.guide_prompt)
+    check_family(method, local_model_family(args))
+    return settings

@@ -8,6 +8,7 @@ from pathlib import Path
 from whichway._files import slug
 from whichway.cli._options import (
     add_generation_options,
+    add_method_options,
     add_model_options,
     add_output_options,
     add_path_options,
@@ -20,6 +21,7 @@ from whichway.cli._options import (
     check_seed,
     check_t_values,
     load_model,
+    method_settings,
     parse_floats,
     print_run_estimate,
 )
@@ -80,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="guidance while inverting (default 1.0; the end frames reproduce the images when "
         "--guidance equals it)",
     )
+    add_method_options(p)
     add_output_options(
         p, out_help="run directory (default runs/<prompt-a>--<prompt-b>--<coupling>)"
     )
@@ -90,6 +93,7 @@ def check_args(args: argparse.Namespace) -> Path:
     """Every morph argument that needs no model, checked before anything heavy is imported or
     loaded; returns the run directory."""
     check_generation(args)
+    args.method_settings = method_settings(args)
     if args.t is not None:
         check_t_values(args.t)
     elif args.frames < 2:
@@ -119,8 +123,9 @@ def check_args(args: argparse.Namespace) -> Path:
                     f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
                     f"{LPIPS_MIN_SIDE}, got {value}"
                 )
+    method = "" if args.method == "plain" else f"--{args.method}"
     out = check_out_dir(
-        args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}"
+        args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}{method}"
     )
     frames = len(args.t) if args.t is not None else args.frames
     label = f"--t with {frames} values" if args.t is not None else f"--frames {frames}"
@@ -165,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         pingpong=args.pingpong,
         fps=args.fps,
         spacing=args.spacing,
+        **args.method_settings,
     )
     # perceptual spacing cannot run without LPIPS: load it (and fail) before the model; the
     # end-of-run summary only builds its LPIPS once the frames are safely on disk

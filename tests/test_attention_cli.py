@@ -1,0 +1,80 @@
+"""`whichway morph --method ...` end to end on the tiny SD pipeline, and the one-line errors a
+method request gets before any model loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from whichway.cli import main
+from whichway.morph import MorphSettings, run_morph
+
+FAST = ["--steps", "2", "--height", "32", "--width", "32", "--guidance", "4", "--quiet"]
+FAST += ["--no-score", "--format", "none", "--frames", "4"]
+
+
+def test_paid_morph_records_its_method_and_resumes(tiny_pipeline, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["morph", "a cat", "a dog", "--model", str(tiny_pipeline("sd")), "--out", str(out)]
+    argv += [*FAST, "--method", "paid", "--guide-prompt", "a cat and a dog", "--no-fused"]
+    assert main([*argv, "--warmup-ratio", "0.5"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    settings = record["settings"]
+    assert settings["method"] == "paid"
+    assert settings["guide_prompt"] == "a cat and a dog"
+    assert (settings["warmup_ratio"], settings["fused"], settings["aid_layers"]) == (
+        0.5,
+        False,
+        "both",
+    )
+    assert record["status"] == "done" and len(list((out / "frames").glob("*.png"))) == 4
+    capsys.readouterr()
+    assert main([*argv, "--warmup-ratio", "0.5"]) == 0
+    assert "(0 rendered now)" in capsys.readouterr().out
+    # another warmup ratio changes the pixels: every frame is rendered again
+    assert main([*argv, "--warmup-ratio", "1"]) == 0
+    assert "(4 rendered now)" in capsys.readouterr().out
+
+
+def test_plain_records_no_attention_keys(tiny_adapter, tmp_path):
+    """Runs recorded before attention methods existed keep resuming: a plain morph's run.json
+    has none of their keys, and MorphSettings.from_record reads it back as plain."""
+    adapter = tiny_adapter("sd")
+    s = MorphSettings("a cat", "a dog", (0.0, 1.0), steps=1, height=32, width=32, format=None)
+    result = run_morph(adapter, s, tmp_path, progress=False)
+    recorded = json.loads((result.run_dir / "run.json").read_text())["settings"]
+    assert "method" not in recorded and "warmup_ratio" not in recorded
+    assert MorphSettings.from_record(recorded).method == "plain"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "aid-outer", "--warmup-ratio", "-0.1"], r"warmup ratio must lie in \[0, 1\]"),
+        (["--guide-prompt", "a cat-dog"], "use --method paid"),
+        (["--method", "aid-inner", "--guide-prompt", "x"], "use --method paid"),
+        (["--method", "paid"], "needs --guide-prompt"),
+        (["--aid-layers", "self"], "add --method aid-outer, aid-inner or paid"),
+        (["--method", "aid-outer"], r"built for UNet attention \(sd, sdxl models\), not flux"),
+    ],
+)
+def test_method_errors_are_one_line_before_any_model_loads(tmp_path, capsys, extra, message):
+    import re
+
+    # a model folder that names a Flux pipeline but holds no weights: refused from its index
+    model = tmp_path / "flux-model"
+    model.mkdir()
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    argv = ["morph", "a", "b", "--model", str(model), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_settings_refuse_an_attention_method_on_a_joint_attention_model(tiny_adapter, tmp_path):
+    s = MorphSettings("a", "b", (0.0, 1.0), steps=1, method="aid-inner", format=None)
+    with pytest.raises(ValueError, match="not sd3"):
+        run_morph(tiny_adapter("sd3"), s, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        MorphSettings("a", "b", (0.0, 1.0), method="aid-outer", warmup_ratio=2.0)
