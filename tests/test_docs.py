@@ -31,6 +31,15 @@ API_PAGES = {
     "whichway.models": "models",
     "whichway.travel": "travel",
     "whichway.studies": "studies",
+    "whichway.render": "render",
+    "whichway.morph": "morph",
+    "whichway.grid": "grid",
+    "whichway.media": "media",
+    "whichway.matching": "matching",
+    "whichway.compare": "compare",
+    "whichway.audio": "audio",
+    "whichway.prompts": "prompts",
+    "whichway.budget": "budget",
 }
 
 pytest.importorskip("mkdocstrings_handlers.python", reason="the docs extra is not installed")
@@ -90,8 +99,18 @@ def _words(text: str) -> list[str]:
 
 
 def _public(module_name: str) -> list[tuple[str, object]]:
+    """``__all__``, or for a module without one what mkdocstrings shows: the functions and
+    classes it defines whose names do not start with an underscore."""
     module = importlib.import_module(module_name)
-    return [(name, getattr(module, name)) for name in module.__all__]
+    if hasattr(module, "__all__"):
+        return [(name, getattr(module, name)) for name in module.__all__]
+    return [
+        (name, obj)
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and obj.__module__ == module_name
+    ]
 
 
 def test_the_site_builds_strict_and_fast(built: tuple[Path, float]) -> None:

@@ -121,6 +121,9 @@ def match_clouds(
 ) -> GroupMatching:
     """The OT pairing of two token clouds as a table.
 
+    The OT coupling sigma* minimises C(sigma) = sum_i ||a_i - b_sigma(i)||^2
+    (:func:`whichway.clouds.couple`); clip is sigma = id; random is a seeded permutation.
+
     Parameters
     ----------
     cloud_a, cloud_b : Tensor (n, d)
@@ -129,9 +132,6 @@ def match_clouds(
         Token strings and padding flags per row (``"row i"`` and no padding when omitted).
     seed : int
         Seed of the random coupling's ``torch.Generator`` (as ``whichway morph`` draws it).
-
-    The OT coupling sigma* minimises C(sigma) = sum_i ||a_i - b_sigma(i)||^2
-    (:func:`whichway.clouds.couple`); clip is sigma = id; random is a seeded permutation.
     """
     import torch
 

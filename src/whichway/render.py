@@ -172,6 +172,8 @@ def render_frames(
 ) -> Tensor | None:
     """Render T waypoints in batches.
 
+    Frames rendered in one batch equal the frames rendered one at a time (float tolerance).
+
     Parameters
     ----------
     cond : Conditioning with T rows
@@ -188,8 +190,6 @@ def render_frames(
         caller rendering in several calls starts the next one at the size that fits
     attention : render with attention interpolation (AID, :mod:`whichway.attention`): each
         batch is denoised with the path's two endpoint rows beside it; None = plain rendering
-
-    Frames rendered in one batch equal the frames rendered one at a time (float tolerance).
     """
     from tqdm.auto import tqdm
 
