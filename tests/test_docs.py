@@ -32,6 +32,7 @@ API_PAGES = {
     "whichway.travel": "travel",
     "whichway.studies": "studies",
     "whichway.render": "render",
+    "whichway.attention": "attention",
     "whichway.morph": "morph",
     "whichway.grid": "grid",
     "whichway.media": "media",
