@@ -116,6 +116,13 @@ class WhichwayDocs(griffe.Extension):
             for name, source in exports.items():
                 if name not in module.members:
                     module.set_member(name, griffe.Alias(name, f"{source}.{name}", parent=module))
+                try:
+                    module.members[name].final_target  # noqa: B018 -- resolves the alias
+                except (griffe.AliasResolutionError, griffe.CyclicAliasError):
+                    # a warning, so that `mkdocs build --strict` fails on a stale export table
+                    griffe.logger.warning(
+                        f"{module.path}._EXPORTS names {name!r} in {source}, which has no such name"
+                    )
             if exports:
                 module.exports = sorted(exports) + [
                     n for n in ("__version__",) if n in module.members
