@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -188,3 +189,49 @@ def test_readme_keeps_the_ci_test_command() -> None:
         "```",
     ]
     assert "mkdocs serve" in "\n".join(readme)
+
+
+def _extension():
+    """docs/scripts/griffe_whichway.py, the griffe extension mkdocs.yml loads, imported by path."""
+    spec = importlib.util.spec_from_file_location(
+        "griffe_whichway", ROOT / "docs" / "scripts" / "griffe_whichway.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_restructuredtext_becomes_markdown_with_math() -> None:
+    convert = _extension().rst_to_markdown
+    doc = (
+        "Combine *these* latents.\n"
+        "\n"
+        ".. math::\n"
+        "\n"
+        "    z = \\frac{y}{\\sqrt\\beta}\n"
+        "\n"
+        "See :func:`~whichway.gaussian.cog` and :math:`w_k = 1/K` for (K, *shape).\n"
+        "\n"
+        "Parameters\n"
+        "----------\n"
+        "latents : Tensor (K, *shape)\n"
+        "    K latents, each (*shape).\n"
+    )
+    assert convert(doc) == (
+        "Combine *these* latents.\n"
+        "\n"
+        "$$\n"
+        "z = \\frac{y}{\\sqrt\\beta}\n"
+        "$$\n"
+        "\n"
+        "See `whichway.gaussian.cog` and $w_k = 1/K$ for (K, \\*shape).\n"
+        "\n"
+        "Parameters\n"
+        "----------\n"
+        "latents : Tensor (K, *shape)\n"
+        "    K latents, each (\\*shape).\n"
+    )
+    # the one-line form, indented inside a section's description
+    assert convert("    .. math:: W_2 = \\sqrt{C/n}\n    after") == (
+        "    $$\n    W_2 = \\sqrt{C/n}\n    $$\n\n    after"
+    )
