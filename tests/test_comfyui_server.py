@@ -357,3 +357,112 @@ def test_combined_conditioning_is_a_one_line_error(comfy: ComfyServer) -> None:
     entry = comfy.run(g2.nodes)
     assert entry["status"]["status_str"] == "success"
     assert len(comfy.images(entry, node)) == 1
+
+
+MIDDLE_SCRIPT = """
+import sys, torch
+comfy_dir, ckpt, out = sys.argv[1:4]
+sys.path.insert(0, comfy_dir)
+sys.argv = [sys.argv[0], "--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()
+import comfy.sd
+import nodes
+from whichway.comfyui.nodes import PromptPath
+_, clip, _ = comfy.sd.load_checkpoint_guess_config(ckpt)[:3]
+a = nodes.CLIPTextEncode().encode(clip, "a red cube on a table")[0]
+b = nodes.CLIPTextEncode().encode(clip, "a blue sphere in the sky")[0]
+path, report = PromptPath().run(a, b, 5, "ot", 0)
+shuffled, _ = PromptPath().run(a, b, 5, "random", 3)
+torch.save({"a": a, "b": b, "path": path, "random": shuffled, "report": report}, out)
+"""
+
+
+def test_middle_conditioning_is_interpolate_clouds_of_comfyuis_tensors(
+    comfy: ComfyServer, tmp_path: Path
+) -> None:
+    """ComfyUI's own CLIPTextEncode output through the prompt-path node: every frame equals
+    whichway.interpolate_clouds of the same tensors (OT coupling; and the random coupling of the
+    same seed, which surely leaves row order), pooled the linear path."""
+    import torch
+
+    from whichway.clouds import couple, interpolate_clouds
+
+    ckpt = comfy.log.parent / "models" / "checkpoints" / CKPT
+    out = tmp_path / "path.pt"
+    run = subprocess.run(
+        [sys.executable, "-c", MIDDLE_SCRIPT, COMFYUI_DIR, str(ckpt), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=COMFYUI_DIR,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    saved = torch.load(out, weights_only=False)
+    (ta, ia), (tb, ib) = saved["a"][0], saved["b"][0]
+    assert ta.shape == (1, 77, 768) and ia["pooled_output"].shape == (1, 768)
+    tensor, info = saved["path"][0]
+    times = torch.linspace(0, 1, 5, dtype=torch.float64)
+    coupling = couple(ta[0].float(), tb[0].float(), "ot")
+    expected = interpolate_clouds(ta[0].float(), tb[0].float(), times, coupling=coupling)
+    assert torch.equal(tensor, expected.to(ta.dtype))
+    assert torch.equal(tensor[0], ta[0])
+    shuffled = couple(
+        ta[0].float(), tb[0].float(), "random", generator=torch.Generator().manual_seed(3)
+    )
+    assert int((shuffled.perm != torch.arange(77)).sum()) > 0
+    expected = interpolate_clouds(ta[0].float(), tb[0].float(), times, coupling=shuffled)
+    assert torch.equal(saved["random"][0][0], expected.to(ta.dtype))
+    pa, pb = ia["pooled_output"][0], ib["pooled_output"][0]
+    for k, t in enumerate(times.tolist()):
+        assert torch.allclose(info["pooled_output"][k], (1 - t) * pa + t * pb, atol=1e-6)
+    assert saved["report"].startswith("SD 1.x: 1 token group\nCLIP-L: 77 tokens, coupling ot")
+
+
+def _small(api: dict[str, Any]) -> dict[str, Any]:
+    """An example graph at test size: the tiny checkpoint, 64 x 64, 2 steps."""
+    for node in api.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = CKPT
+        if node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=64, height=64)
+        if node["class_type"] == "WhichwaySampler":
+            inputs["steps"] = STEPS
+    return api
+
+
+@pytest.mark.parametrize("name", ["whichway_ot_morph", "whichway_journey_mp4"])
+def test_example_workflows_run(comfy: ComfyServer, name: str) -> None:
+    """The shipped workflow files, read back into API graphs with the server's /object_info,
+    run to completion: 9 PNG frames for the morph, an H.264 MP4 of 49 frames for the journey."""
+    import json
+
+    import av
+
+    from whichway.comfyui.install import pack_dir
+
+    sys.path.insert(0, str(HERE / "comfyui"))
+    from workflows import EXAMPLES, to_api
+
+    info = comfy.get("/object_info").body
+    workflow = json.loads((pack_dir() / "example_workflows" / f"{name}.json").read_text())
+    api = to_api(workflow, info)
+    expected = {
+        k: {"class_type": v["class_type"], "inputs": v["inputs"]}
+        for k, v in EXAMPLES[name]().items()
+    }
+    assert api == expected  # the file is the graph the generator describes
+    entry = comfy.run(_small(api))
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saver = next(k for k, v in api.items() if v["class_type"] in ("SaveImage", "SaveVideo"))
+    files = entry["outputs"][saver]["images"]
+    if name == "whichway_ot_morph":
+        assert len(comfy.images(entry, saver)) == 9
+        return
+    (video,) = files
+    assert video["filename"].endswith(".mp4")
+    path = comfy.log.parent / "output" / video["subfolder"] / video["filename"]
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == 49

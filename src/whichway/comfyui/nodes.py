@@ -15,7 +15,7 @@ from whichway.comfyui.noise import NOISE_METHODS, PathNoise, parse_times
 
 CATEGORY = "whichway"
 _MAX_FRAMES = 10_000
-_SEED = {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}
+_SEED = {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}
 _FRAMES = {"default": 9, "min": 2, "max": _MAX_FRAMES, "tooltip": "frames from t = 0 to t = 1"}
 _TIMES = {
     "default": "",
