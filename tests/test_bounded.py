@@ -142,3 +142,123 @@ def test_format_size_units():
     assert budget.format_size(999) == "999 B"
     assert budget.format_size(1536) == "1.5 kB"
     assert budget.format_size(3.7e12) == "3.7 TB"
+
+
+# --- cancel in every phase of a morph ----------------------------------------------------------
+
+
+def _image_morph(tmp_path):
+    import torch
+
+    from whichway.media import to_pil
+    from whichway.morph import MorphSettings
+
+    g = torch.Generator().manual_seed(0)
+    for name in ("a.png", "b.png"):
+        to_pil(torch.rand(3, 16, 16, generator=g)).save(tmp_path / name)
+    return MorphSettings(
+        "a cat",
+        "a dog",
+        t=(0.0, 0.5, 1.0),
+        steps=3,
+        guidance=1.0,
+        height=16,
+        width=16,
+        image_a=str(tmp_path / "a.png"),
+        image_b=str(tmp_path / "b.png"),
+        batch_size=1,
+        format="gif",
+    )
+
+
+def _stop_after(polls: int):
+    """A should_stop that says stop from its ``polls``-th call on, and counts its calls."""
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= polls
+
+    return should_stop, calls
+
+
+@pytest.mark.parametrize(
+    ("polls", "phase"),
+    [(1, "encoding"), (2, "inversion"), (5, "inversion"), (9, "rendering")],
+)
+def test_a_cancel_stops_a_morph_in_its_phase(tiny_pipeline, tmp_path, polls, phase):
+    """Polls: 1 = before encoding, 2..7 = after each of the 2 x 3 inversion steps, then one per
+    batch of one frame. The run stops at that poll, records "cancelled" and keeps only finished
+    files: no inverted latent of an unfinished inversion, no frame of an unfinished batch."""
+    from whichway.models import load_adapter
+    from whichway.morph import run_morph
+    from whichway.render import RenderCancelled
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    should_stop, calls = _stop_after(polls)
+    run = tmp_path / "run"
+    with pytest.raises(RenderCancelled):
+        run_morph(adapter, _image_morph(tmp_path), run, progress=False, should_stop=should_stop)
+    assert len(calls) == polls  # stopped at the first poll that said so
+    assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+    latents = list((run / "latents").glob("*.pt")) if (run / "latents").exists() else []
+    frames = sorted((run / "frames").glob("*.png"))
+    if phase == "encoding":
+        assert not latents and not frames
+    elif phase == "inversion":
+        assert len(latents) == (polls - 2) // 3 and not frames  # only finished inversions
+    else:
+        assert len(latents) == 2 and len(frames) == polls - 8
+    assert not list(run.rglob("*.tmp*"))
+
+
+def test_a_cancel_after_the_last_frame_skips_the_strip_and_resumes(tiny_pipeline, tmp_path):
+    """The writing phase: a cancel once every frame is on disk stops before the strip and the
+    animation; the same settings then finish without rendering again."""
+    from whichway.models import load_adapter
+    from whichway.morph import run_morph
+    from whichway.render import RenderCancelled
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    settings = _image_morph(tmp_path)
+    written = []
+    with pytest.raises(RenderCancelled):
+        run_morph(
+            adapter,
+            settings,
+            tmp_path / "run",
+            progress=False,
+            on_frame=lambda k, p: written.append(k),
+            should_stop=lambda: len(written) == 3,
+        )
+    run = tmp_path / "run"
+    assert len(list((run / "frames").glob("*.png"))) == 3
+    assert not (run / "strip.png").exists() and not (run / "morph.gif").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "cancelled"
+    result = run_morph(adapter, settings, run, progress=False)
+    assert result.rendered == 0 and (run / "strip.png").is_file() and (run / "morph.gif").is_file()
+
+
+def test_a_study_that_cannot_fit_the_disk_is_refused_before_loading(tiny_pipeline, tmp_path):
+    from whichway.cli import main
+
+    assert main(["study", "prompts", "init", str(tmp_path / "p.toml")]) == 0
+    (tmp_path / "pairs.csv").write_text("prompt_a,prompt_b,similarity\na cat,a dog,3\n")
+    sets = [
+        f'model.id="{tiny_pipeline("sd")}"',
+        'pairs.source="file"',
+        'pairs.file="pairs.csv"',
+        "pairs.n_per_group=100000000",
+        "study.save_frames=true",
+    ]
+    args = ["study", "prompts", "run", "p.toml"] + [x for s in sets for x in ("--set", s)]
+    result = run_measured(args, tmp_path)
+    assert result["rc"] == 2
+    line = result["stderr"].strip()
+    assert re.fullmatch(
+        r"whichway study: error: pairs\.n_per_group 100000000 x 10 groups x 3 couplings "
+        r"\(11 frames each\) needs [\d.]+ TB for the frames on disk; [\d.]+ [kMGT]?B free in .*",
+        line,
+    ), line
+    assert result["peak_bytes"] < 1e9 and result["wall"] < 2.0
+    assert not list(tmp_path.glob("study-*"))

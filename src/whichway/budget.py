@@ -27,7 +27,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -308,3 +308,55 @@ def travel_frame_count(
     if last_at is not None:
         return round(last_at * fps) + 1
     return None
+
+
+def morph_held_bytes(height: int, width: int) -> int:
+    """Bytes a morph keeps per frame until it ends: the RGB frame for the animation and its
+    thumbnail in the contact strip."""
+    return 3 * (height * width + thumbnail_pixels(height, width))
+
+
+def check_request(
+    label: str,
+    frames: int,
+    *,
+    model: str | os.PathLike[str] | None,
+    device: str | None,
+    steps: int | None,
+    guidance: float | None,
+    height: int | None,
+    width: int | None,
+    batch_size: int | str | None = None,
+    inversion_steps: int | None = None,
+    out: str | os.PathLike[str] | None,
+    held_per_frame: Callable[[int, int], int] | None = None,
+    disk_per_frame: Callable[[int, int], int] | None = None,
+    steps_name: str = "--steps",
+) -> Need:
+    """Work out what a request of ``frames`` frames needs (frames on disk under ``out``, memory,
+    denoiser calls) from the local model's config or the arguments alone, and refuse what cannot
+    fit: more steps than the scheduler has, frames beyond the free disk, memory beyond the
+    available RAM (ValueError, one line with the figure and the limit).
+
+    ``held_per_frame(height, width)``: bytes the run keeps per frame until it ends;
+    ``disk_per_frame(height, width)``: bytes written per frame (default one PNG frame);
+    ``steps_name``: how the step count is named in a refusal. Returns the :class:`Need`."""
+    facts = model_facts(model)
+    check_steps(steps_name, steps, facts)
+    check_steps("--inversion-steps", inversion_steps, facts)
+    h, w = frame_size(height, width, facts)
+    need = build_need(
+        label,
+        frames=frames,
+        height=h,
+        width=w,
+        steps=steps or 1,
+        guidance=guidance or 0.0,
+        facts=facts,
+        on_cpu=renders_on_cpu(device),
+        batch=batch_size if isinstance(batch_size, int) else 1,
+        held_bytes_per_frame=0 if held_per_frame is None else held_per_frame(h, w),
+        disk_bytes_per_frame=None if disk_per_frame is None else disk_per_frame(h, w),
+    )
+    check_need(need, out)
+    return need

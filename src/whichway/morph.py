@@ -217,9 +217,11 @@ def inverted_latent(
     height: int,
     width: int,
     cache: Path,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Tensor:
     """Invert one image to its initial latent (C, h, w), cached in ``cache`` (a run directory's
-    ``latents/``) so a resumed run does not invert again. Shared by morph and travel."""
+    ``latents/``) so a resumed run does not invert again. Shared by morph and travel.
+    ``should_stop()`` is polled after every inversion step (:class:`whichway.render.RenderCancelled`)."""
     import hashlib
 
     import torch
@@ -250,8 +252,16 @@ def inverted_latent(
         return torch.load(cached, weights_only=True)
     image = load_image(path, size=(height, width))
     logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, guidance)
+    from whichway.render import stop_if_asked
+
     latent = adapter.invert(
-        image, prompt, steps=steps, guidance=guidance, height=height, width=width
+        image,
+        prompt,
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        on_step=lambda: stop_if_asked(should_stop),
     )
     from whichway._files import write_atomic
 
@@ -260,7 +270,12 @@ def inverted_latent(
 
 
 def _initial_latents(
-    adapter: Adapter, s: MorphSettings, height: int, width: int, run_dir: Path
+    adapter: Adapter,
+    s: MorphSettings,
+    height: int,
+    width: int,
+    run_dir: Path,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Tensor, Tensor | None, str]:
     """(latent A, latent B or None, latent method actually used)."""
     if s.image_a is not None and s.image_b is not None:
@@ -283,6 +298,7 @@ def _initial_latents(
                 height=height,
                 width=width,
                 cache=run_dir / "latents",
+                should_stop=should_stop,
             )
             for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b))
         ]
@@ -317,7 +333,9 @@ def _render(
     from whichway.render import latent_path, render_frames
 
     frames_dir = run_dir / FRAMES_DIR
-    latent_a, latent_b, method = _initial_latents(adapter, s, height, width, run_dir)
+    latent_a, latent_b, method = _initial_latents(
+        adapter, s, height, width, run_dir, hooks.get("should_stop")
+    )
     info["latent_used"] = method
     guide = adapter.encode([s.guide_prompt]) if s.guide_prompt is not None else None
 
@@ -467,6 +485,17 @@ def run_morph(
     }
     write_json_atomic(run_dir / RUN_FILE, info)
 
+    from whichway.render import stop_if_asked
+
+    def cancelled() -> None:  # a cancel between phases: record it, keep what is on disk
+        try:
+            stop_if_asked(should_stop, len(done), n)
+        except RenderCancelled:
+            info["status"] = "cancelled"
+            write_json_atomic(run_dir / RUN_FILE, info)
+            raise
+
+    cancelled()
     # Each prompt is encoded once; couplings and paths are pure geometry on the encoded clouds.
     cond = adapter.encode([s.prompt_a, s.prompt_b])
 
@@ -523,6 +552,7 @@ def run_morph(
         rendered = 0
         info["latent_used"] = (previous or {}).get("latent_used")
     ts = torch.tensor(info["t"], dtype=torch.float64)
+    cancelled()  # before the strip and the animation are written
 
     path, couplings = path_at(ts)
     coupling_info = tuple(

@@ -45,6 +45,14 @@ class RenderCancelled(Exception):
         self.total = total
 
 
+def stop_if_asked(should_stop: Callable[[], bool] | None, done: int = 0, total: int = 0) -> None:
+    """Raise :class:`RenderCancelled` when ``should_stop()`` says so (None: never): the check a
+    run makes between its phases (encoding, inversion steps, batches, writing) so that a cancel
+    is honoured within one denoiser call or batch."""
+    if should_stop is not None and should_stop():
+        raise RenderCancelled(done, total)
+
+
 def _lerp_exact(a: Tensor, b: Tensor, ts: Tensor) -> Tensor:
     """(1 - t) a + t b for each t in ts (T,), exact at t = 0 and t = 1; returns (T, *a.shape)."""
     t = ts.to(dtype=a.dtype, device=a.device).reshape(-1, *([1] * a.ndim))
@@ -232,8 +240,7 @@ def render_frames(
 
         start = 0
         while start < n:
-            if should_stop is not None and should_stop():
-                raise RenderCancelled(start, n)
+            stop_if_asked(should_stop, start, n)
             stop = min(start + batch_size, n)
             counted = done
             out_of_memory = False

@@ -547,42 +547,27 @@ def check_request(
     held_per_frame: Callable[[int, int], int] | None = None,
     disk_per_frame: Callable[[int, int], int] | None = None,
 ) -> Any:
-    """Work out what a request of ``frames`` frames needs (:mod:`whichway.budget`: frames on disk
-    under ``out``, memory, denoiser calls) from the local model's config or the arguments alone,
-    and refuse what cannot fit (ValueError, one line with the figure and the limit). ``args``
-    carries --model, --device, --steps, --guidance, --height, --width, --batch-size (and
-    --inversion-steps); ``held_per_frame(height, width)``: bytes the run keeps per frame until
-    it ends; ``disk_per_frame(height, width)``: bytes written per frame (default one PNG).
-    Returns the :class:`whichway.budget.Need`."""
-    from whichway.budget import (
-        build_need,
-        check_need,
-        check_steps,
-        frame_size,
-        model_facts,
-        renders_on_cpu,
-    )
+    """:func:`whichway.budget.check_request` with the parsed --model, --device, --steps,
+    --guidance, --height, --width, --batch-size and --inversion-steps: refuse a request of
+    ``frames`` frames that cannot fit the disk under ``out`` or the memory (ValueError, one line
+    with the figure and the limit) before anything is allocated or loaded."""
+    from whichway.budget import check_request as check
 
-    facts = model_facts(getattr(args, "model", None))
-    check_steps("--steps", getattr(args, "steps", None), facts)
-    check_steps("--inversion-steps", getattr(args, "inversion_steps", None), facts)
-    height, width = frame_size(getattr(args, "height", None), getattr(args, "width", None), facts)
-    batch = getattr(args, "batch_size", None)
-    need = build_need(
+    return check(
         label,
-        frames=frames,
-        height=height,
-        width=width,
-        steps=getattr(args, "steps", None) or 1,
-        guidance=getattr(args, "guidance", None) or 0.0,
-        facts=facts,
-        on_cpu=renders_on_cpu(getattr(args, "device", None)),
-        batch=batch if isinstance(batch, int) else 1,
-        held_bytes_per_frame=0 if held_per_frame is None else held_per_frame(height, width),
-        disk_bytes_per_frame=None if disk_per_frame is None else disk_per_frame(height, width),
+        frames,
+        model=getattr(args, "model", None),
+        device=getattr(args, "device", None),
+        steps=getattr(args, "steps", None),
+        guidance=getattr(args, "guidance", None),
+        height=getattr(args, "height", None),
+        width=getattr(args, "width", None),
+        batch_size=getattr(args, "batch_size", None),
+        inversion_steps=getattr(args, "inversion_steps", None),
+        out=out,
+        held_per_frame=held_per_frame,
+        disk_per_frame=disk_per_frame,
     )
-    check_need(need, out)
-    return need
 
 
 # --- interpolation inside attention (AID / PAID) ------------------------------------------------

@@ -130,16 +130,10 @@ def check_args(args: argparse.Namespace) -> Path:
     frames = len(args.t) if args.t is not None else args.frames
     label = f"--t with {frames} values" if args.t is not None else f"--frames {frames}"
     # every frame is kept in memory at full size for the animation and as a thumbnail for the strip
-    check_request(args, label, frames, out=out, held_per_frame=held_for_strip_and_animation)
+    from whichway.budget import morph_held_bytes
+
+    check_request(args, label, frames, out=out, held_per_frame=morph_held_bytes)
     return out
-
-
-def held_for_strip_and_animation(height: int, width: int) -> int:
-    """Bytes a morph keeps per frame until it ends: the RGB frame for the animation and its
-    thumbnail in the contact strip."""
-    from whichway.budget import thumbnail_pixels
-
-    return 3 * (height * width + thumbnail_pixels(height, width))
 
 
 def run(args: argparse.Namespace) -> int:

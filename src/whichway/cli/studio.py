@@ -36,7 +36,52 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="LPIPS with a random backbone for Compare's PPL (offline demos only: values not comparable)",
     )
+    from whichway.studio.limits import (
+        DEFAULT_MAX_FRAMES,
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_SECONDS,
+        DEFAULT_MAX_STEPS,
+    )
+
+    limits = p.add_argument_group("limits per job (checked before a job is queued)")
+    limits.add_argument(
+        "--max-frames",
+        type=int,
+        default=DEFAULT_MAX_FRAMES,
+        help=f"frames of one morph, travel or comparison (default {DEFAULT_MAX_FRAMES:,})",
+    )
+    limits.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"height x width of one frame (default {DEFAULT_MAX_PIXELS:,} = 2048x2048)",
+    )
+    limits.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULT_MAX_STEPS,
+        help=f"denoising or inversion steps (default {DEFAULT_MAX_STEPS})",
+    )
+    limits.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help=f"length of a travel's video (default {DEFAULT_MAX_SECONDS:g} s)",
+    )
     p.set_defaults(func=run)
+
+
+def limits_of(args: argparse.Namespace):
+    """The :class:`whichway.studio.limits.Limits` of --max-frames/--max-pixels/--max-steps/
+    --max-seconds (ValueError, one line, when one is not positive)."""
+    from whichway.studio.limits import Limits
+
+    return Limits(
+        max_frames=args.max_frames,
+        max_pixels=args.max_pixels,
+        max_steps=args.max_steps,
+        max_seconds=args.max_seconds,
+    )
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -49,6 +94,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_out_dir(args.out)
     if args.model is not None and not args.model.strip():
         raise ValueError("--model must not be empty")
+    limits_of(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,11 +130,15 @@ def run(args: argparse.Namespace) -> int:
         variant=args.variant,
         runtime=runtime_options(args),
         lpips_random_backbone=args.lpips_random_backbone,
+        limits=limits_of(args),
     )
     if args.model:
         studio.adapter()  # load once, up front: a bad model is reported before the page opens
     print(
         f"whichway studio on http://{args.host}:{args.port} (runs in {studio.out_dir}); Ctrl+C stops it"
+    )
+    print(
+        f"  {studio.limits.describe()} Change them with --max-frames, --max-pixels, --max-steps, --max-seconds."
     )
     launch(studio, host=args.host, port=args.port, share=args.share)
     return 0

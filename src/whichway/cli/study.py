@@ -151,6 +151,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, progress=False))
     out = check_out_dir(args.out or f"study-{args.study}-{path.stem}")
     _check_config(cfg)
+    _check_size(args.study, cfg, out)
     try:
         if args.study == "prompts":
             from whichway.studies.prompt_study import run_prompt_study
@@ -185,6 +186,65 @@ def _check_config(cfg) -> None:
         for name in files:
             if name:
                 check_input_file(name, "pairs file")
+
+
+def _check_size(study: str, cfg, out: Path) -> None:
+    """Refuse a study whose images cannot fit the disk under ``out``, whose one unit cannot fit
+    the memory, or whose steps exceed the scheduler's, before any data or model is loaded
+    (:func:`whichway.budget.check_request`; figures are upper bounds from the config: a group or
+    class with fewer items than asked for writes less)."""
+    from whichway.budget import PNG_BYTES_PER_PIXEL, check_request, thumbnail_pixels
+
+    r = cfg.render
+    common = {
+        "model": cfg.model.id,
+        "device": cfg.model.device or None,
+        "steps": r.steps,
+        "guidance": r.guidance,
+        "height": r.height or None,
+        "width": r.width or None,
+        "batch_size": r.batch_size,
+        "out": out,
+        "steps_name": "render.steps",
+    }
+    if study == "prompts":
+        from whichway.studies.pairs import group_labels
+
+        p, s = cfg.pairs, cfg.study
+        groups = len(group_labels(p.group_width, p.max_similarity)) if p.stratify else 1
+        paths = p.n_per_group * groups * len(s.couplings)
+        frames = len(r.t)
+
+        def disk(height: int, width: int) -> int:  # per path: its frames and/or its strip
+            png = frames * (height * width if s.save_frames else 0)
+            strip = frames * thumbnail_pixels(height, width) if s.save_strips else 0
+            return int((png + strip) * PNG_BYTES_PER_PIXEL)
+
+        check_request(
+            f"pairs.n_per_group {p.n_per_group} x {groups} groups x {len(s.couplings)} couplings "
+            f"({frames} frames each)",
+            paths,
+            disk_per_frame=disk,
+            **common,
+        )
+        return
+    from whichway.budget import check_steps, model_facts
+
+    check_steps("inversion.steps", cfg.inversion.steps, model_facts(cfg.model.id))
+    i, c = cfg.interpolation, cfg.centroids
+    root = Path(cfg.data.root)
+    classes = len(cfg.data.classes) or (
+        sum(1 for d in root.iterdir() if d.is_dir()) if root.is_dir() else 0
+    )
+    images = classes * (
+        i.pairs_per_class * len(i.methods) * i.interior + sum(c.groups) * len(c.methods)
+    )
+    check_request(
+        f"{classes} classes x ({i.pairs_per_class} pairs x {len(i.methods)} methods x "
+        f"{i.interior} points + {sum(c.groups)} centroids x {len(c.methods)} methods)",
+        images,
+        **common,
+    )
 
 
 def _write_report(study: str, run_dir: Path) -> Path:

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 COUPLINGS = COUPLING_METHODS
 LATENTS = LATENT_METHODS
 FORMATS = (*ANIMATION_FORMATS, "none")
-JOB = "whichway-job"  # every rendering handler shares one queue slot: one job at a time
+# Handlers are not limited by Gradio's queue: each checks its request (the studio's limits, the
+# disk, the memory) as soon as it arrives and refuses at once, then waits for the studio's one job
+# slot (Studio.stream), saying so in the page.
 
 CSS = """
 #ww-token-table table { border-collapse: collapse; font-size: 0.9em; }
@@ -129,6 +131,8 @@ def _stream_run(
         elif kind == "step":
             done, total = value
             progress((done, total), desc="denoising", unit="steps")
+        elif kind == "queued":
+            yield [], "Waiting for the running job to finish…", None, None
         elif kind == "error":
             raise _error(value)
         elif kind == "done":
@@ -210,13 +214,14 @@ def build_app(studio: Studio) -> gr.Blocks:
             else "Model loads on first use.",
             elem_id="ww-model-status",
         )
+        gr.Markdown(studio.limits.describe(), elem_id="ww-limits")
 
         @_guarded
         def load_model(model_id: str) -> str:
-            adapter = studio.adapter(model_id)
+            adapter = studio.run_sync(lambda *_: studio.adapter(model_id))  # not under a job
             return f"Model: `{studio.loaded_model}` ({adapter.family}, {adapter.device}, {adapter.dtype})"
 
-        load.click(load_model, model, model_status, api_name="load_model", concurrency_id=JOB)
+        load.click(load_model, model, model_status, api_name="load_model", concurrency_limit=None)
 
         # --- Morph -----------------------------------------------------------------------------
         with gr.Tab("Morph", id="morph", elem_id="ww-tab-morph"):
@@ -357,7 +362,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 m_inputs,
                 [m_gallery, m_status, m_files],
                 api_name="morph",
-                concurrency_id=JOB,
+                concurrency_limit=None,
             )
 
         def cancel() -> str:
@@ -496,7 +501,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 ],
                 [v_gallery, v_status, v_files, v_video],
                 api_name="travel",
-                concurrency_id=JOB,
+                concurrency_limit=None,
             )
             v_cancel.click(cancel, None, v_status, api_visibility="private", queue=False)
 
@@ -576,7 +581,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width],
                 [c_table, *c_strips],
                 api_name="compare",
-                concurrency_id=JOB,
+                concurrency_limit=None,
             )
 
         # --- Coupling --------------------------------------------------------------------------
@@ -599,7 +604,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             def coupling(a: str, b: str, seed: Any) -> tuple[str, Any, str]:
                 from whichway.matching import matching_figure
 
-                matching = studio.token_matching(a, b, seed)
+                matching = studio.token_matching(a, b, seed)  # waits for the job slot
                 return _cost_table(matching), matching_figure(matching), _token_table(matching)
 
             k_go.click(
@@ -607,7 +612,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 [k_a, k_b, k_seed],
                 [k_costs, k_plot, k_table],
                 api_name="coupling",
-                concurrency_id=JOB,
+                concurrency_limit=None,
             )
 
         # --- Runs ------------------------------------------------------------------------------
@@ -673,9 +678,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                 ):
                     yield status
 
-            r_resume.click(resume, r_pick, r_status, api_name="resume", concurrency_id=JOB).then(
-                refresh, None, r_pick, api_visibility="private"
-            )
+            r_resume.click(
+                resume, r_pick, r_status, api_name="resume", concurrency_limit=None
+            ).then(refresh, None, r_pick, api_visibility="private")
 
         demo.load(
             refresh, None, r_pick, api_visibility="private"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whichway._files import slug
+from whichway.studio.limits import Limits
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.compare import CouplingComparison
@@ -48,10 +49,25 @@ def user_message(exc: BaseException) -> str:
     if isinstance(exc, RenderCancelled):
         return f"Cancelled: {exc}."
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if out_of_memory(exc):
+        gist = text.split(". ")[0][:200]
+        return (
+            f"Out of memory ({gist}); the job stopped, finished frames are kept and the model stays "
+            "loaded: try fewer frames, a smaller size or batch size"
+        )
     if isinstance(exc, USER_ERRORS):
         return text
     logger.error("studio job failed", exc_info=exc)
     return f"{type(exc).__name__}: {text}"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is Python's MemoryError or PyTorch's out-of-memory error."""
+    if isinstance(exc, MemoryError):
+        return True
+    from whichway.models.memory import is_out_of_memory
+
+    return is_out_of_memory(exc)
 
 
 def parse_times(text: str) -> tuple[float, ...]:
@@ -178,6 +194,8 @@ class Studio:
     device, dtype, variant : as ``whichway morph --device/--dtype/--variant``
     lpips_random_backbone : LPIPS with a random backbone (offline demos and tests; PPL values are
         then not comparable with published ones)
+    limits : what one job may ask for (:class:`whichway.studio.limits.Limits`), checked with the
+        disk and memory (:func:`whichway.budget.check_request`) before a job is queued
     """
 
     def __init__(
@@ -190,8 +208,10 @@ class Studio:
         variant: str | None = None,
         runtime: Any = None,
         lpips_random_backbone: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.out_dir = Path(out_dir).resolve()
+        self.limits = limits or Limits()
         self.model_id = model
         self.device, self.dtype, self.variant = device, dtype, variant
         self.runtime = (
@@ -272,10 +292,15 @@ class Studio:
 
     def stream(self, job: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
         """Run ``job(on_frame, on_step, should_stop)`` in a worker thread, one job at a time, and
-        yield its events as they happen: ("frame", (index, path)), ("step", (done, total)), then
-        ("done", result) or ("error", exception)."""
+        yield its events as they happen: ("queued", None) first when another job holds the slot,
+        ("frame", (index, path)), ("step", (done, total)), then ("done", result) or ("error",
+        exception). Whatever the job raised, the slot is freed and the memory its tensors held is
+        returned (:meth:`_recover`)."""
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        with self._job_lock:
+        if not self._job_lock.acquire(blocking=False):
+            yield "queued", None  # another job is running: this one starts when it ends
+            self._job_lock.acquire()
+        try:
             self._cancel.clear()
 
             def work() -> None:
@@ -301,6 +326,22 @@ class Studio:
                 if worker.is_alive():  # the page went away mid-job: stop after this batch
                     self._cancel.set()
                 worker.join()
+                self._recover()
+        finally:
+            self._job_lock.release()
+
+    def _recover(self) -> None:
+        """After a job, whatever it did: return what its tensors held (the collector and the
+        accelerator's cache), so that a job that failed, an out-of-memory one included, leaves
+        the app and the loaded model serving the next job with the memory it started with."""
+        if self._adapter is None:
+            import gc
+
+            gc.collect()
+            return
+        from whichway.models.memory import release_cached_memory  # collects, empties the cache
+
+        release_cached_memory(self._adapter.device)
 
     def run_sync(self, job: Callable[..., Any]) -> Any:
         """Run a job to the end (API callers and tests): its result, or its exception raised."""
@@ -310,6 +351,91 @@ class Studio:
             if kind == "error":
                 raise value
         raise RuntimeError("job ended without a result")  # pragma: no cover
+
+    # --- sizes ---------------------------------------------------------------------------------
+    def check_request(
+        self,
+        label: str,
+        frames: int,
+        *,
+        steps: int | None,
+        guidance: float | None,
+        height: int | None,
+        width: int | None,
+        batch_size: int | None = None,
+        inversion_steps: int | None = None,
+        held_per_frame: Callable[[int, int], int] | None = None,
+    ) -> Any:
+        """Refuse a job beyond this studio's :class:`Limits` or beyond the disk under the run
+        folder and the memory (:func:`whichway.budget.check_request`), before it is queued:
+        ValueError, one line. Returns the :class:`whichway.budget.Need`."""
+        from whichway.budget import check_request, frame_size, model_facts
+
+        self.limits.check_frames(frames)
+        self.limits.check_steps(steps)
+        self.limits.check_steps(inversion_steps, "inversion steps")
+        model = self._loaded or self.model_id
+        self.limits.check_size(*frame_size(height, width, model_facts(model)))
+        return check_request(
+            label,
+            frames,
+            model=model,
+            device=self.device,
+            steps=steps,
+            guidance=guidance,
+            height=height,
+            width=width,
+            batch_size=batch_size,
+            inversion_steps=inversion_steps,
+            out=self.out_dir,
+            held_per_frame=held_per_frame,
+        )
+
+    def check_morph(self, settings: MorphSettings) -> None:
+        """:meth:`check_request` for a morph (a new one or a run to resume)."""
+        from whichway.budget import morph_held_bytes
+
+        self.check_request(
+            f"{len(settings.t)} frames",
+            len(settings.t),
+            steps=settings.steps,
+            guidance=settings.guidance,
+            height=settings.height,
+            width=settings.width,
+            batch_size=settings.batch_size if isinstance(settings.batch_size, int) else None,
+            inversion_steps=settings.inversion_steps,
+            held_per_frame=morph_held_bytes,
+        )
+
+    def check_travel(self, settings: Any, frames: int | None = None) -> None:
+        """:meth:`check_request` for a travel: of ``frames`` frames, or of the length its
+        settings give (when the audio track sets it, nothing is checked until ``frames`` is
+        known from the decoded track)."""
+        from whichway.budget import travel_frame_count
+
+        if settings.seconds is not None and not math.isfinite(settings.seconds):
+            raise ValueError(f"seconds must be a finite number, got {settings.seconds}")
+        if frames is None:
+            keys = settings.keyframes
+            frames = travel_frame_count(
+                len(keys), keys[-1].at, settings.fps, settings.seconds, settings.frames_per_segment
+            )
+        if frames is None:
+            return
+        self.limits.check_frames(frames)
+        self.limits.check_seconds(frames / settings.fps)
+        animated = settings.format not in (None, "mp4")  # GIF / WebP are encoded in memory
+        self.check_request(
+            f"{frames} frames",
+            frames,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            height=settings.height,
+            width=settings.width,
+            batch_size=settings.batch_size if isinstance(settings.batch_size, int) else None,
+            inversion_steps=settings.inversion_steps,
+            held_per_frame=(lambda h, w: 3 * h * w) if animated else None,
+        )
 
     # --- morph ---------------------------------------------------------------------------------
     def morph_settings(
@@ -343,15 +469,18 @@ class Studio:
         prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
         times = parse_times(t or "")
         if not times:
-            times = uniform_times(_int("frames", frames, minimum=2) or 2)
+            count = _int("frames", frames, minimum=2) or 2
+            self.limits.check_frames(count)  # before a list of that many times is built
+            times = uniform_times(count)
+        self.limits.check_frames(len(times))
         for path in (image_a, image_b):
             if path:
                 load_image(path)  # ValueError naming the file when it is not a readable image
         image_a, image_b = self.keep_upload(image_a), self.keep_upload(image_b)
         fps_value = _number("fps", fps)
-        if not fps_value > 0:
+        if not 0 < fps_value < math.inf:
             raise ValueError(f"fps must be > 0, got {fps!r}")
-        return MorphSettings(
+        settings = MorphSettings(
             prompt_a=prompt_a,
             prompt_b=prompt_b,
             t=tuple(times),
@@ -374,6 +503,8 @@ class Studio:
             pingpong=bool(pingpong),
             fps=fps_value,
         )
+        self.check_morph(settings)
+        return settings
 
     def keep_upload(self, path: str | None) -> str | None:
         """Copy an uploaded file into ``<out>/uploads/<content hash><suffix>`` (once) and return
@@ -467,12 +598,18 @@ class Studio:
             raise ValueError(
                 f"{name} is a {run.kind} run; only morph and travel runs resume from the page"
             )
-        return self.morph_job(MorphSettings.from_record(run.info.get("settings", {})), run.path)
+        settings = MorphSettings.from_record(run.info.get("settings", {}))
+        self.check_morph(settings)
+        return self.morph_job(settings, run.path)
 
     def _resume_travel(self, run: RunInfo) -> Callable[..., Any]:
-        from whichway.travel import TravelSettings
+        from whichway.travel import TravelSettings, prepare_travel
 
-        return self.travel_job(TravelSettings.from_record(run.info.get("settings", {})), run.path)
+        settings = TravelSettings.from_record(run.info.get("settings", {}))
+        self.check_travel(settings)  # before the plan is built
+        prepared = prepare_travel(settings)
+        self.check_travel(settings, prepared.n_frames)
+        return self.travel_job(settings, run.path, prepared)
 
     # --- travel --------------------------------------------------------------------------------
     def travel_settings(
@@ -553,7 +690,10 @@ class Studio:
                 batch_size=batch_size,
             ),
         )
-        return settings, prepare_travel(settings)
+        self.check_travel(settings)  # before the plan is built
+        prepared = prepare_travel(settings)
+        self.check_travel(settings, prepared.n_frames)
+        return settings, prepared
 
     def travel_job(
         self, settings: Any, run_dir: Path | None = None, prepared: Any = None
@@ -611,13 +751,16 @@ class Studio:
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
         """A job rendering the pair with ot, clip and random couplings (shared end frames); the
         strips and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
+        from whichway.budget import morph_held_bytes
         from whichway.compare import compare_couplings, save_comparison
-        from whichway.morph import uniform_times
+        from whichway.morph import check_times, uniform_times
 
         prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
-        times = parse_times(t or "") or uniform_times(_int("frames", frames, minimum=2) or 2)
-        from whichway.morph import check_times
-
+        times = parse_times(t or "")
+        if not times:
+            count = _int("frames", frames, minimum=2) or 2
+            self.limits.check_frames(count)  # before a list of that many times is built
+            times = uniform_times(count)
         check_times(times)
         options = _render_options(
             seed=seed,
@@ -627,6 +770,17 @@ class Studio:
             width=width,
             negative_prompt=negative_prompt,
             batch_size=batch_size,
+        )
+        self.limits.check_frames(len(times))
+        self.check_request(  # three paths (ot, clip, random) kept for their strips
+            f"{len(times)} frames x 3 couplings",
+            3 * len(times),
+            steps=options["steps"],
+            guidance=options["guidance"],
+            height=options["height"],
+            width=options["width"],
+            batch_size=options["batch_size"],
+            held_per_frame=morph_held_bytes,
         )
 
         def job(
