@@ -262,3 +262,57 @@ def test_a_study_that_cannot_fit_the_disk_is_refused_before_loading(tiny_pipelin
     ), line
     assert result["peak_bytes"] < 1e9 and result["wall"] < 2.0
     assert not list(tmp_path.glob("study-*"))
+
+
+# --- a 100,000-frame travel plans and starts in the memory of a short one ----------------------
+
+_TRAVEL = r"""
+import json, resource, sys
+from whichway.models import load_adapter
+from whichway.render import RenderCancelled
+from whichway.travel import Keyframe, TravelSettings, run_travel
+
+model, out, per_segment = sys.argv[1], sys.argv[2], int(sys.argv[3])
+adapter = load_adapter(model, device="cpu")
+settings = TravelSettings(
+    (Keyframe("a cat", seed=1), Keyframe("a dog", seed=2)),
+    frames_per_segment=per_segment, steps=1, guidance=2.0, height=16, width=16, batch_size=4,
+    format=None,
+)
+written = []
+try:
+    run_travel(adapter, settings, out, progress=False, on_frame=lambda i, p: written.append(i),
+               should_stop=lambda: len(written) >= 8)  # stop after the first two batches
+    status = "done"
+except RenderCancelled:
+    status = "cancelled"
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "written": len(written), "status": status}))
+"""
+
+
+def _travel_peak(model: Path, out: Path, per_segment: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-c", _TRAVEL, str(model), str(out), str(per_segment)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_100000_frame_travel_starts_in_the_memory_of_a_100_frame_one(tiny_pipeline, tmp_path):
+    """8x8 latents (16x16 pixels on the tiny model), stopped after two batches of four frames:
+    the peak RSS of the 100,000-frame run is within 1.5x that of the 100-frame run, since the
+    conditioning and latent paths are built per batch and the plan is arithmetic."""
+    model = tiny_pipeline("sd")
+    short = _travel_peak(model, tmp_path / "short", 99)  # 100 frames
+    long = _travel_peak(model, tmp_path / "long", 99_999)  # 100,000 frames
+    for run in (short, long):
+        assert run["status"] == "cancelled" and run["written"] == 8
+    info = json.loads((tmp_path / "long" / "run.json").read_text())
+    assert info["status"] == "cancelled" and info["plan"]["n_frames"] == 100_000
+    assert len(list((tmp_path / "long" / "frames").glob("*.png"))) == 8
+    assert long["peak"] < 1.5 * short["peak"], (long["peak"], short["peak"])

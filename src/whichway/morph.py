@@ -164,6 +164,26 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def cancel_point(
+    should_stop: Callable[[], bool] | None,
+    run_dir: Path,
+    info: dict[str, Any],
+    done: int,
+    total: int,
+) -> None:
+    """A cancel between a run's phases: when ``should_stop()`` says so, ``run.json`` records
+    ``"status": "cancelled"`` (what is on disk is kept, the same settings resume) and
+    :class:`whichway.render.RenderCancelled` is raised. Shared by morph and travel."""
+    from whichway.render import RenderCancelled, stop_if_asked
+
+    try:
+        stop_if_asked(should_stop, done, total)
+    except RenderCancelled:
+        info["status"] = "cancelled"
+        write_json_atomic(run_dir / RUN_FILE, info)
+        raise
+
+
 def previous_run(
     run_dir: Path, record: dict[str, Any], presentation: frozenset[str] = _PRESENTATION_KEYS
 ) -> dict[str, Any] | None:
@@ -485,17 +505,7 @@ def run_morph(
     }
     write_json_atomic(run_dir / RUN_FILE, info)
 
-    from whichway.render import stop_if_asked
-
-    def cancelled() -> None:  # a cancel between phases: record it, keep what is on disk
-        try:
-            stop_if_asked(should_stop, len(done), n)
-        except RenderCancelled:
-            info["status"] = "cancelled"
-            write_json_atomic(run_dir / RUN_FILE, info)
-            raise
-
-    cancelled()
+    cancel_point(should_stop, run_dir, info, len(done), n)  # before encoding
     # Each prompt is encoded once; couplings and paths are pure geometry on the encoded clouds.
     cond = adapter.encode([s.prompt_a, s.prompt_b])
 
@@ -552,7 +562,7 @@ def run_morph(
         rendered = 0
         info["latent_used"] = (previous or {}).get("latent_used")
     ts = torch.tensor(info["t"], dtype=torch.float64)
-    cancelled()  # before the strip and the animation are written
+    cancel_point(should_stop, run_dir, info, n, n)  # before the strip and animation are written
 
     path, couplings = path_at(ts)
     coupling_info = tuple(

@@ -72,15 +72,14 @@ class TravelPlan:
 def _frame_count(
     keyframes: Sequence[Keyframe], fps: float, seconds: float | None, frames_per_segment: int | None
 ) -> int:
-    if seconds is not None:
-        return round(seconds * fps)
-    if frames_per_segment is not None:
-        return (len(keyframes) - 1) * frames_per_segment + 1
-    if keyframes[-1].at is not None:
-        return round(keyframes[-1].at * fps) + 1
-    raise ValueError(
-        "say how long the video is: give --seconds, frames per segment, or a time for the last keyframe"
-    )
+    from whichway.budget import travel_frame_count
+
+    n = travel_frame_count(len(keyframes), keyframes[-1].at, fps, seconds, frames_per_segment)
+    if n is None:
+        raise ValueError(
+            "say how long the video is: give --seconds, frames per segment, or a time for the last keyframe"
+        )
+    return n
 
 
 def plan_travel(

@@ -24,7 +24,13 @@ class Journey:
     couplings, computed once; builds the rows of any list of positions."""
 
     def __init__(
-        self, adapter: Adapter, s: TravelSettings, height: int, width: int, run_dir: Path
+        self,
+        adapter: Adapter,
+        s: TravelSettings,
+        height: int,
+        width: int,
+        run_dir: Path,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         import torch
 
@@ -53,6 +59,7 @@ class Journey:
                         height=height,
                         width=width,
                         cache=run_dir / "latents",
+                        should_stop=should_stop,  # polled after every inversion step
                     )
                 )
             else:

@@ -75,6 +75,7 @@ def run_travel(
     from whichway.morph import (
         FRAMES_DIR,
         RUN_FILE,
+        cancel_point,
         previous_run,
         use_inversion_sampler,
         write_json_atomic,
@@ -108,11 +109,13 @@ def run_travel(
     renderer = None
     rendered = 0
     try:
-        # 2. the keyframes encoded and every segment coupled, once
-        journey = Journey(adapter, s, height, width, run_dir)
-        renderer = Renderer(adapter, journey, s, height, width, n, progress, hooks)
-        plan = prep.plan
         try:
+            # 2. the keyframes encoded (images inverted, cancellable at every step) and every
+            # segment coupled, once
+            cancel_point(should_stop, run_dir, info, 0, n)
+            journey = Journey(adapter, s, height, width, run_dir, should_stop)
+            renderer = Renderer(adapter, journey, s, height, width, n, progress, hooks)
+            plan = prep.plan
             # 3. perceptual pacing: a coarse pass measures the path, the plan spreads it evenly
             if perceptual:
                 if measured is None:
@@ -157,6 +160,7 @@ def run_travel(
             spread_before=spread["before"],
             spread_after=spread["after"],
         )
+    cancel_point(should_stop, run_dir, info, n, n)  # before the strip and the video are written
     strip = write_strip(run_dir, frames, plan)
     video = write_travel_video(run_dir, frames_dir, frames, s)
     info.update(status="done", strip=strip.name, video=None if video is None else video.name)
