@@ -1,0 +1,100 @@
+"""The Compare tab: one pair rendered with the ot, clip and random couplings from the same seed,
+with each coupling's cost, W2 path length, PPL and smoothness."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from whichway.studio.handlers import COUPLINGS, generation_controls, guarded, page_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whichway.studio.session import Studio
+
+
+def _compare_table(result: Any, note: str | None) -> str:
+    """Markdown table of the comparison's summary, one row per coupling."""
+    lines = ["| coupling | cost | W2 path length | PPL | smoothness |", "|---|---|---|---|---|"]
+    for row in result.summary():
+        ppl = "-" if row["ppl"] is None else f"{row['ppl']:.4g}"
+        smooth = "-" if row["smoothness"] is None else f"{row['smoothness']:.3f}"
+        lines.append(
+            f"| {row['coupling']} | {row['cost']:.6g} | {row['w2_path_length']:.6g} | {ppl} | {smooth} |"
+        )
+    if note:
+        lines.append(
+            f"\n<details><summary>About PPL and smoothness</summary>\n\n{note}\n</details>"
+        )
+    return "\n".join(lines)
+
+
+def compare_tab(studio: Studio) -> Any:
+    """Build the tab (inside the page's ``gr.Blocks``); returns the Compare button's event."""
+    import gradio as gr
+
+    with gr.Tab("Compare", id="compare", elem_id="ww-tab-compare"):
+        gr.Markdown(
+            "One pair rendered with the **ot**, **clip** and **random** couplings from the same seed; the "
+            "end frames (t = 0 and t = 1) are rendered once and shared."
+        )
+        with gr.Row():
+            c_a = gr.Textbox(label="Prompt A", elem_id="ww-compare-a")
+            c_b = gr.Textbox(label="Prompt B", elem_id="ww-compare-b")
+        c_neg = gr.Textbox(label="Negative prompt")
+        with gr.Row():
+            c_frames = gr.Number(value=5, precision=0, label="Frames", elem_id="ww-compare-frames")
+            c_t = gr.Textbox(label="Explicit t (overrides frames)", elem_id="ww-compare-t")
+            c_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="ww-compare-seed")
+        with gr.Row():
+            c_steps, c_guidance, c_height, c_width = generation_controls("compare")
+        c_go = gr.Button("Compare", variant="primary", elem_id="ww-compare-go")
+        c_table = gr.Markdown(elem_id="ww-compare-table")
+        c_strips = [
+            gr.Image(label=f"{m} coupling", type="filepath", elem_id=f"ww-compare-{m}")
+            for m in COUPLINGS
+        ]
+
+        @guarded
+        def compare(
+            a,
+            b,
+            neg,
+            frames,
+            t,
+            seed,
+            steps,
+            guidance,
+            height,
+            width,
+            progress=gr.Progress(),  # noqa: B008
+        ):
+            job = studio.compare_job(
+                a,
+                b,
+                t=t,
+                frames=frames,
+                seed=seed,
+                steps=steps,
+                guidance=guidance,
+                height=height,
+                width=width,
+                negative_prompt=neg,
+            )
+            for kind, value in studio.stream(job):
+                if kind == "step":
+                    progress(value, desc="denoising", unit="steps")
+                elif kind == "error":
+                    raise page_error(value)
+                elif kind == "done":
+                    result, target, strips, note = value
+                    table = f"{_compare_table(result, note)}\n\nSaved in `{target.name}`."
+                    return (table, *[str(strips[m]) for m in COUPLINGS])
+            raise gr.Error("the comparison ended without a result")  # pragma: no cover
+
+        compare_event = c_go.click(
+            compare,
+            [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width],
+            [c_table, *c_strips],
+            api_name="compare",
+            concurrency_limit=None,
+        )
+    return compare_event

@@ -1,0 +1,155 @@
+"""The Morph tab: one A -> B morph, streamed frame by frame into the page, written to the run
+folder exactly as ``whichway morph`` writes it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from whichway.studio.handlers import (
+    COUPLINGS,
+    FORMATS,
+    LATENTS,
+    generation_controls,
+    guarded,
+    stream_run,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from whichway.studio.session import Studio
+
+
+def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
+    """Build the tab (inside the page's ``gr.Blocks``); returns the Morph button's event."""
+    import gradio as gr
+
+    with gr.Tab("Morph", id="morph", elem_id="ww-tab-morph"):
+        with gr.Row():
+            m_a = gr.Textbox(label="Prompt A", elem_id="ww-morph-a")
+            m_b = gr.Textbox(label="Prompt B", elem_id="ww-morph-b")
+        m_neg = gr.Textbox(label="Negative prompt", elem_id="ww-morph-neg")
+        with gr.Row():
+            m_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
+            m_latent = gr.Dropdown(list(LATENTS), value="fixed", label="Latent path")
+            m_spacing = gr.Radio(["uniform", "perceptual"], value="uniform", label="Spacing")
+        with gr.Row():
+            m_frames = gr.Number(value=11, precision=0, label="Frames", elem_id="ww-morph-frames")
+            m_t = gr.Textbox(
+                label="Explicit t (overrides frames), e.g. 0, 0.25, 0.5, 1",
+                elem_id="ww-morph-t",
+            )
+            m_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="ww-morph-seed")
+            m_seed_b = gr.Textbox(
+                label="Seed B (latent paths; empty = seed + 1)", elem_id="ww-morph-seed-b"
+            )
+        with gr.Row():
+            m_steps, m_guidance, m_height, m_width = generation_controls("morph")
+        with gr.Accordion("Real images and output", open=False):
+            with gr.Row():
+                m_img_a = gr.Image(type="filepath", label="Image A (optional)", sources=["upload"])
+                m_img_b = gr.Image(type="filepath", label="Image B (optional)", sources=["upload"])
+            with gr.Row():
+                m_batch = gr.Number(
+                    value=None, precision=0, label="Batch size (empty: auto, as the CLI)"
+                )
+                m_format = gr.Dropdown(list(FORMATS), value="gif", label="Animation")
+                m_fps = gr.Number(value=8, label="fps")
+                m_pingpong = gr.Checkbox(label="Ping-pong")
+        with gr.Row():
+            m_go = gr.Button("Morph", variant="primary", elem_id="ww-morph-go")
+            m_cancel = gr.Button("Cancel", elem_id="ww-morph-cancel")
+        m_status = gr.Markdown(elem_id="ww-morph-status")
+        m_gallery = gr.Gallery(label="Frames", columns=6, elem_id="ww-morph-gallery")
+        m_files = gr.File(
+            label="Animation, run.json, strip", file_count="multiple", elem_id="ww-morph-files"
+        )
+
+        @guarded
+        def morph(
+            a,
+            b,
+            neg,
+            coupling,
+            latent,
+            spacing,
+            frames,
+            t,
+            seed,
+            seed_b,
+            steps,
+            guidance,
+            height,
+            width,
+            img_a,
+            img_b,
+            batch,
+            fmt,
+            fps,
+            pingpong,
+            progress=gr.Progress(),  # noqa: B008 (gradio injects it)
+        ):
+            settings = studio.morph_settings(
+                a,
+                b,
+                negative_prompt=neg,
+                coupling=coupling,
+                latent=latent,
+                spacing=spacing,
+                frames=frames,
+                t=t,
+                seed=seed,
+                seed_b=seed_b,
+                steps=steps,
+                guidance=guidance,
+                height=height,
+                width=width,
+                image_a=img_a,
+                image_b=img_b,
+                batch_size=batch,
+                format=fmt,
+                fps=fps,
+                pingpong=pingpong,
+            )
+            yield [], "Starting…", None
+            ts = settings.t
+            for gallery, status, files, _video in stream_run(
+                studio,
+                studio.morph_job(settings),
+                len(ts),
+                progress,
+                lambda k: f"t={ts[k]:.3f}" if k < len(ts) else "",
+            ):
+                yield gallery, status, files
+
+        m_inputs = [
+            m_a,
+            m_b,
+            m_neg,
+            m_coupling,
+            m_latent,
+            m_spacing,
+            m_frames,
+            m_t,
+            m_seed,
+            m_seed_b,
+            m_steps,
+            m_guidance,
+            m_height,
+            m_width,
+            m_img_a,
+            m_img_b,
+            m_batch,
+            m_format,
+            m_fps,
+            m_pingpong,
+        ]
+        morph_event = m_go.click(
+            morph,
+            m_inputs,
+            [m_gallery, m_status, m_files],
+            api_name="morph",
+            concurrency_limit=None,
+        )
+
+    m_cancel.click(cancel, None, m_status, api_name="cancel", queue=False)
+    return morph_event
