@@ -153,6 +153,7 @@ def test_object_info_lists_every_node_with_inputs(comfy: ComfyServer) -> None:
             *("clip", "schedule", "frames", "fps", "coupling", "noise", "seed", "pacing"),
             "audio_feature",
         },
+        "WhichwayTokenMatching": {"clip", "prompt_a", "prompt_b", "seed"},
     }
     assert set(NODE_CLASS_MAPPINGS) == set(expected)
     info = comfy.get("/object_info").body
@@ -192,6 +193,71 @@ def test_morph_endpoints_equal_plain_renders(comfy: ComfyServer) -> None:
     assert np.abs(frames[0].astype(int) - a.astype(int)).max() <= 1
     assert np.abs(frames[2].astype(int) - b.astype(int)).max() <= 1
     assert np.abs(frames[1].astype(int) - a.astype(int)).max() > 1
+
+
+def test_noise_path_drives_sampler_custom_advanced(comfy: ComfyServer) -> None:
+    """The NOISE output in ComfyUI's own SamplerCustomAdvanced: a COG noise path between two
+    seeds gives, at its ends, the plain KSampler renders with those seeds."""
+    g = Graph()
+    model, clip, vae = g.base()
+    negative = g.encode(clip, "")
+    text = "a red cube on a table"
+    plain_a = g.plain(model, clip, vae, negative, text, SEED, "sca_a")
+    plain_b = g.plain(model, clip, vae, negative, text, SEED + 1, "sca_b")
+    noise = g.add("WhichwayNoisePath", seed_a=SEED, seed_b=SEED + 1, method="cog", frames=3)
+    guider = g.add(
+        "CFGGuider", model=model, positive=g.encode(clip, text), negative=negative, cfg=CFG
+    )
+    sampler = g.add("KSamplerSelect", sampler_name="euler")
+    sigmas = g.add("BasicScheduler", model=model, scheduler="normal", steps=STEPS, denoise=1.0)
+    empty = g.add("EmptyLatentImage", width=64, height=64, batch_size=3)
+    latent = g.add(
+        "SamplerCustomAdvanced",
+        noise=[noise, 0],
+        guider=[guider, 0],
+        sampler=[sampler, 0],
+        sigmas=[sigmas, 0],
+        latent_image=[empty, 0],
+    )
+    frames_node = g.save(vae, [latent, 0], "sca")
+    entry = comfy.run(g.nodes)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    frames = comfy.images(entry, frames_node)
+    (a,), (b,) = comfy.images(entry, plain_a), comfy.images(entry, plain_b)
+    assert np.abs(frames[0].astype(int) - a.astype(int)).max() <= 1
+    assert np.abs(frames[2].astype(int) - b.astype(int)).max() <= 1
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 10
+
+
+def test_token_matching_image(comfy: ComfyServer) -> None:
+    """The matching plot comes back as an IMAGE through SaveImage; it has ink on it (lines and
+    token names), and the report gives the three couplings' costs with OT the cheapest."""
+    g = Graph()
+    _, clip, _ = g.base()
+    matching = g.add(
+        "WhichwayTokenMatching",
+        clip=clip,
+        prompt_a="a red cube on a table",
+        prompt_b="a blue sphere in the sky",
+        seed=0,
+    )
+    saver = g.add("SaveImage", images=[matching, 0], filename_prefix="matching")
+    report = g.add("PreviewAny", source=[matching, 1])
+    entry = comfy.run(g.nodes)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    text = "".join(entry["outputs"][report]["text"])
+    costs = dict(part.split() for part in text.split("costs ", 1)[1].split(", "))
+    assert set(costs) == {"ot", "clip", "random"}
+    assert float(costs["ot"]) <= float(costs["clip"]) and float(costs["ot"]) <= float(
+        costs["random"]
+    )
+    (image,) = comfy.images(entry, saver)
+    assert image.shape[1] == 750 and image.shape[0] > 300
+    assert (image < 128).mean() > 0.005  # text and lines drawn on the white figure
+    refused = comfy.queue(
+        {**g.nodes, "2": {**g.nodes["2"], "inputs": {**g.nodes["2"]["inputs"], "prompt_a": " "}}}
+    )
+    assert refused.status == 400 and "prompt_a is empty" in str(refused.body["node_errors"])
 
 
 def test_journey_keyframes_equal_plain_renders(comfy: ComfyServer) -> None:

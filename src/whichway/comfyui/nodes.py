@@ -338,12 +338,56 @@ class Journey:
         return conditioning, path_noise, table
 
 
+class TokenMatching:
+    """Two prompts -> an IMAGE of which token of A the OT coupling sends to which token of B."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Draws the OT pairing of two prompts' tokens (A left, B right; orange lines leave row "
+        "order) with the ot / clip / random coupling costs, per token group."
+    )
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("image", "report")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "clip": ("CLIP",),
+                "prompt_a": ("STRING", {"multiline": True, "default": "a photo of a cat"}),
+                "prompt_b": ("STRING", {"multiline": True, "default": "a photo of a dog"}),
+                "seed": ("INT", {**_SEED, "tooltip": "seed of the random coupling's cost"}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, prompt_a: Any = None, prompt_b: Any = None) -> bool | str:
+        for name, text in (("prompt_a", prompt_a), ("prompt_b", prompt_b)):
+            if isinstance(text, str) and not text.strip():
+                return f"{name} is empty; write the prompt whose tokens are matched"
+        return True
+
+    def run(self, clip: Any, prompt_a: str, prompt_b: str, seed: int) -> tuple[Any, str]:
+        from whichway.comfyui.matching import figure_image, token_matching
+        from whichway.matching import matching_figure
+
+        matching = token_matching(clip, prompt_a, prompt_b, seed=seed)
+        lines = [
+            f"group {g.group}: {g.moved} of {len(g.perm)} tokens leave row order; costs "
+            + ", ".join(f"{m} {c:.6g}" for m, c in g.costs.items())
+            for g in matching.groups
+        ]
+        return figure_image(matching_figure(matching)), "\n".join(lines)
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "WhichwayPromptPath": PromptPath,
     "WhichwayNoisePath": NoisePath,
     "WhichwayLatentPath": LatentPath,
     "WhichwaySampler": Sampler,
     "WhichwayJourney": Journey,
+    "WhichwayTokenMatching": TokenMatching,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -352,6 +396,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "WhichwayLatentPath": "Latent path (COG) · whichway",
     "WhichwaySampler": "Path sampler · whichway",
     "WhichwayJourney": "Journey · whichway",
+    "WhichwayTokenMatching": "Token matching · whichway",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
