@@ -294,3 +294,22 @@ def test_pack_loads_every_node() -> None:
     assert set(NODE_CLASS_MAPPINGS) == set(NODE_DISPLAY_NAME_MAPPINGS)
     for cls in NODE_CLASS_MAPPINGS.values():
         assert cls.CATEGORY == "whichway" and callable(getattr(cls, cls.FUNCTION))
+
+
+def test_path_metrics_node_is_perceptual_path_length() -> None:
+    """The node's PPL and smoothness are whichway.metrics' on the same frames (ComfyUI's IMAGE
+    layout (T, H, W, 3) turned to (T, 3, H, W)); one t per frame or an error."""
+    pytest.importorskip("lpips")
+    from whichway.comfyui.nodes import PathMetrics
+    from whichway.metrics import perceptual_path_length
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 40, 36, 3, generator=g)
+    report, ppl, smooth = PathMetrics().run(images, "alex", "random (not comparable)")
+    ref = perceptual_path_length(images.permute(0, 3, 1, 2), net="alex", pretrained_backbone=False)
+    assert ppl == ref.ppl and smooth == ref.smoothness and ppl > 0
+    assert report.startswith("LPIPS-alex (RANDOM backbone: not comparable): PPL")
+    with pytest.raises(ValueError, match="2 t values for 4 frames"):
+        PathMetrics().run(images, "alex", "random (not comparable)", "0, 1")
+    with pytest.raises(ValueError, match="at least 32x32"):
+        PathMetrics().run(images[:, :20], "alex", "random (not comparable)")

@@ -154,6 +154,7 @@ def test_object_info_lists_every_node_with_inputs(comfy: ComfyServer) -> None:
             "audio_feature",
         },
         "WhichwayTokenMatching": {"clip", "prompt_a", "prompt_b", "seed"},
+        "WhichwayPathMetrics": {"images", "net", "backbone"},
     }
     assert set(NODE_CLASS_MAPPINGS) == set(expected)
     info = comfy.get("/object_info").body
@@ -184,11 +185,19 @@ def test_morph_endpoints_equal_plain_renders(comfy: ComfyServer) -> None:
     )
     noise = g.add("WhichwayNoisePath", seed_a=SEED, seed_b=SEED + 1, method="fixed", frames=3)
     morph = g.path_sampler(model, vae, [path, 0], negative, [noise, 0], 3, "morph")
+    decoded = g.nodes[morph]["inputs"]["images"]
+    scores = g.add(
+        "WhichwayPathMetrics", images=decoded, net="alex", backbone="random (not comparable)"
+    )
+    metrics = g.add("PreviewAny", source=[scores, 0])
     entry = comfy.run(g.nodes)
     assert entry["status"]["status_str"] == "success", entry["status"]
     (a,), (b,) = comfy.images(entry, plain_a), comfy.images(entry, plain_b)
     frames = comfy.images(entry, morph)
     assert len(frames) == 3 and frames[0].shape == (64, 64, 3)
+    text = "".join(entry["outputs"][metrics]["text"])
+    assert text.startswith("LPIPS-alex (RANDOM backbone: not comparable): PPL ")
+    assert float(text.split("PPL ")[1].split(",")[0]) > 0
     assert np.abs(a.astype(int) - b.astype(int)).max() > 10  # the two prompts differ visibly
     assert np.abs(frames[0].astype(int) - a.astype(int)).max() <= 1
     assert np.abs(frames[2].astype(int) - b.astype(int)).max() <= 1
@@ -532,3 +541,52 @@ def test_example_workflows_run(comfy: ComfyServer, name: str) -> None:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert sum(1 for _ in container.decode(stream)) == 49
+
+
+def test_journey_paced_by_comfyuis_audio(comfy: ComfyServer) -> None:
+    """LoadAudio -> the journey's audio input with pacing 'audio': the frame table's t are the
+    plan of whichway travel's audio pacing on the same samples (a click at 0.5 s: the path
+    moves fastest there), not uniform steps."""
+    import wave
+
+    from whichway.comfyui.journey import audio_envelope, parse_schedule, plan_journey
+
+    rate = 22050
+    samples = np.zeros(rate, dtype=np.int16)
+    samples[rate // 2 : rate // 2 + 300] = 20000
+    with wave.open(str(comfy.log.parent / "input" / "click.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    schedule = '"0": "a red cube on a table", "24": "a blue sphere in the sky"'
+    g = Graph()
+    _, clip, _ = g.base()
+    track = g.add("LoadAudio", audio="click.wav")
+    trip = g.add(
+        "WhichwayJourney",
+        clip=clip,
+        schedule=schedule,
+        frames=25,
+        fps=24.0,
+        coupling="ot",
+        noise="fixed",
+        seed=0,
+        pacing="audio",
+        audio_feature="onset",
+        audio=[track, 0],
+    )
+    table = g.add("PreviewAny", source=[trip, 2])
+    entry = comfy.run(g.nodes)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    rows = "".join(entry["outputs"][table]["text"]).splitlines()[1:]
+    t = [float(r.split(", ")[2]) for r in rows]
+    import torch
+
+    wave_tensor = torch.from_numpy(samples.astype(np.float32) / 32768.0).reshape(1, 1, -1)
+    env = audio_envelope({"waveform": wave_tensor, "sample_rate": rate}, "onset")
+    plan = plan_journey(parse_schedule(schedule, 24.0), 25, fps=24.0, pacing="audio", audio=env)
+    assert t == pytest.approx(plan.t, abs=1e-4)
+    steps = np.diff(t)
+    assert t[0] == 0.0 and t[-1] == 1.0
+    assert abs(int(np.argmax(steps)) - 12) <= 1 and steps.max() > 2 / 24

@@ -381,6 +381,60 @@ class TokenMatching:
         return figure_image(matching_figure(matching)), "\n".join(lines)
 
 
+class PathMetrics:
+    """An IMAGE batch (the frames of a path) -> PPL, smoothness and the per-step LPIPS."""
+
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Perceptual path length PPL = Σ_k LPIPS(frame_k, frame_k+1) (Karris et al. 2025) and "
+        "smoothness 1 − Gini of the steps. Needs LPIPS's ImageNet backbone weights; 'random' "
+        "runs without them (smoke tests only: numbers not comparable)."
+    )
+    RETURN_TYPES = ("STRING", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("report", "ppl", "smoothness")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        from whichway.metrics.lpips_path import LPIPS_NETS
+
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "the frames of one path, in order"}),
+                "net": (list(LPIPS_NETS), {"default": "alex"}),
+                "backbone": (["pretrained", "random (not comparable)"], {"default": "pretrained"}),
+            },
+            "optional": {"t_values": ("STRING", _TIMES)},
+        }
+
+    def run(
+        self, images: Any, net: str, backbone: str, t_values: str = ""
+    ) -> tuple[str, float, float]:
+        from whichway.metrics import WeightsUnavailableError, perceptual_path_length
+
+        frames = images.permute(0, 3, 1, 2).float()
+        times = parse_times(t_values, frames.shape[0]) if frames.shape[0] >= 2 else None
+        if times is not None and len(times) != frames.shape[0]:
+            raise ValueError(
+                f"{len(times)} t values for {frames.shape[0]} frames; give one t per frame or none"
+            )
+        try:
+            m = perceptual_path_length(
+                frames, times, net=net, pretrained_backbone=backbone == "pretrained"
+            )
+        except WeightsUnavailableError as exc:
+            raise ValueError(
+                " ".join(str(exc).split()) + " (or set backbone to random for a smoke test)"
+            ) from None
+        note = "" if backbone == "pretrained" else " (RANDOM backbone: not comparable)"
+        report = (
+            f"LPIPS-{net}{note}: PPL {m.ppl:.6g}, smoothness {m.smoothness:.4f}, "
+            f"mean step {m.consistency:.6g}, max step {m.max_step:.6g} over {m.n_frames} frames\n"
+            "steps: " + ", ".join(f"{v:.4g}" for v in m.steps.tolist())
+        )
+        return report, m.ppl, m.smoothness
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "WhichwayPromptPath": PromptPath,
     "WhichwayNoisePath": NoisePath,
@@ -388,6 +442,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "WhichwaySampler": Sampler,
     "WhichwayJourney": Journey,
     "WhichwayTokenMatching": TokenMatching,
+    "WhichwayPathMetrics": PathMetrics,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -397,6 +452,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "WhichwaySampler": "Path sampler · whichway",
     "WhichwayJourney": "Journey · whichway",
     "WhichwayTokenMatching": "Token matching · whichway",
+    "WhichwayPathMetrics": "Path metrics (PPL) · whichway",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
