@@ -344,9 +344,11 @@ def _render(
     progress: bool,
     meter: Any,
     hooks: dict[str, Any],
+    guide: Any = None,
 ) -> int:
     """Render the frames ``todo`` (uniform spacing) or the whole re-spaced path (perceptual),
-    writing PNGs and recording in ``info`` what was chosen. Returns the frames rendered."""
+    writing PNGs and recording in ``info`` what was chosen. ``guide``: PAID's encoded guide
+    prompt (1 row). Returns the frames rendered."""
     import torch
 
     from whichway.media import save_image
@@ -357,7 +359,6 @@ def _render(
         adapter, s, height, width, run_dir, hooks.get("should_stop")
     )
     info["latent_used"] = method
-    guide = adapter.encode([s.guide_prompt]) if s.guide_prompt is not None else None
 
     def frames_at(times: Tensor) -> dict[str, Any]:
         # the waypoints' conditioning (PAID: the guide prompt's in the middle) and, for an
@@ -507,7 +508,10 @@ def run_morph(
 
     cancel_point(should_stop, run_dir, info, len(done), n)  # before encoding
     # Each prompt is encoded once; couplings and paths are pure geometry on the encoded clouds.
-    cond = adapter.encode([s.prompt_a, s.prompt_b])
+    # PAID's guide prompt is encoded with them, so all three clouds have the same token count.
+    guide_prompts = [] if s.guide_prompt is None else [s.guide_prompt]
+    cond = adapter.encode([s.prompt_a, s.prompt_b, *guide_prompts])
+    guide = cond.select(2) if guide_prompts else None
 
     def path_at(times: Tensor) -> tuple[Any, tuple[Any, ...]]:
         # a fresh generator per call: a random coupling is the same permutation every time
@@ -545,6 +549,7 @@ def run_morph(
                     progress,
                     meter,
                     hooks,
+                    guide,
                 )
             except RenderCancelled:
                 info["status"] = "cancelled"
