@@ -2,7 +2,8 @@
 
 :mod:`whichway.attention.methods` names the methods and their settings (torch-free);
 :mod:`whichway.attention.aid` holds the attention math and the diffusers processors;
-:mod:`whichway.attention.batch` renders a batch of waypoints with the endpoint rows once.
+:mod:`whichway.attention.batch` renders a batch of waypoints with the endpoint rows once;
+:mod:`whichway.attention.prior` is AID's Beta prior for choosing the frames' t.
 Names are imported lazily, so importing the package does not import torch.
 """
 
@@ -22,6 +23,12 @@ _EXPORTS: dict[str, str] = {
     "check_family": "whichway.attention.methods",
     "ATTENTION_KEYS": "whichway.attention.methods",
     "with_guide": "whichway.attention.batch",
+    "BetaPrior": "whichway.attention.prior",
+    "beta_times": "whichway.attention.prior",
+    "explore_beta": "whichway.attention.prior",
+    "fit_beta": "whichway.attention.prior",
+    "min_spread_path": "whichway.attention.prior",
+    "split_time": "whichway.attention.prior",
     "AIDAttnProcessor": "whichway.attention.aid",
     "AIDControl": "whichway.attention.aid",
     "aid_attention": "whichway.attention.aid",

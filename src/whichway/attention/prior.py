@@ -1,0 +1,187 @@
+"""AID's Beta prior for choosing the frames' t (He et al. 2024, Sec. 4.3; official code
+``prior.py`` of ``QY-H00/attention-interpolation-diffusion``).
+
+The frames of an interpolation are placed at quantiles of a Beta(α, β) distribution,
+t_i = F⁻¹(i / (N − 1)), so they crowd where the images change fastest. α and β are fitted to
+the measured frame distances: starting from t ∈ {0, ½, 1}, the interval with the largest
+distance d is split at t = F⁻¹((F(a) + F(b)) / 2), (α, β) are refitted by least squares of the
+Beta CDF against the normalised cumulative distance, and so on until ``exploration`` frames
+exist; the N frames whose consecutive distances have the smallest spread (max − min) are kept.
+
+The frame distance is pluggable (any ``frames (T, 3, H, W) -> (T − 1,)`` step distance, or a
+:class:`whichway.metrics.LPIPSPath`, as :func:`whichway.metrics.respace` takes): the official
+code uses CLIP image features, whichway defaults to LPIPS, whose weights are usually present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def beta_times(n: int, alpha: float = 3.0, beta: float = 3.0) -> Tensor:
+    """n frame times at the Beta(α, β) quantiles: t_i = F⁻¹(i / (n − 1)); Tensor (n,) float64,
+    exactly 0 and 1 at the ends (α = β = 3, n = 7: 0, .3027, .4091, .5, .5909, .6973, 1)."""
+    from scipy.stats import beta as beta_dist
+
+    if n < 2:
+        raise ValueError(f"a path needs at least 2 frames, got {n}")
+    if not (alpha > 0 and beta > 0):
+        raise ValueError(f"Beta parameters must be > 0, got alpha={alpha}, beta={beta}")
+    q = torch.linspace(0, 1, n, dtype=torch.float64)
+    t = torch.from_numpy(beta_dist.ppf(q.numpy(), alpha, beta)).to(torch.float64)
+    t[0], t[-1] = 0.0, 1.0
+    return t
+
+
+def fit_beta(ts: Sequence[float], distances: Sequence[float]) -> tuple[float, float]:
+    """(α, β) whose CDF fits the normalised cumulative distance in least squares.
+
+    ts : (m,) increasing frame times from 0 to 1
+    distances : (m − 1,) distances between consecutive frames
+    Fits F(t_j; α, β) ≈ Σ_{i<j} d_i / Σ d_i from α = β = 1 with α, β ≥ 1e-6 (as the official
+    code, ``scipy.optimize.curve_fit``).
+    """
+    import numpy as np
+    from scipy.optimize import curve_fit
+    from scipy.stats import beta as beta_dist
+
+    t = np.asarray(ts, dtype=np.float64)
+    d = np.asarray(distances, dtype=np.float64)
+    if len(d) != len(t) - 1 or len(t) < 3:
+        raise ValueError(
+            f"fit_beta needs m >= 3 times and m - 1 distances, got {len(t)} and {len(d)}"
+        )
+    if d.sum() <= 0:
+        return 1.0, 1.0  # no change anywhere: the uniform prior
+    target = np.concatenate([[0.0], np.cumsum(d) / d.sum()])
+    params, _ = curve_fit(
+        lambda x, a, b: beta_dist.cdf(x, a, b),
+        t,
+        target,
+        p0=[1.0, 1.0],
+        bounds=([1e-6, 1e-6], [np.inf, np.inf]),
+    )
+    return float(params[0]), float(params[1])
+
+
+def split_time(ts: Sequence[float], distances: Sequence[float], alpha: float, beta: float) -> float:
+    """The next t to render: the interval [a, b] with the largest distance, split at the
+    Beta-median t = F⁻¹((F(a) + F(b)) / 2)."""
+    from scipy.stats import beta as beta_dist
+
+    k = max(range(len(distances)), key=lambda i: distances[i])
+    fa, fb = beta_dist.cdf([ts[k], ts[k + 1]], alpha, beta)
+    return float(beta_dist.ppf((fa + fb) / 2, alpha, beta))
+
+
+def min_spread_path(weights: Tensor, n: int) -> list[int]:
+    """Indices 0 = i_1 < … < i_n = m − 1 minimising max − min of the consecutive weights
+    w[i_k, i_{k+1}]; weights (m, m), only i < j used. Exact: for each candidate lower bound w₀
+    (every weight), a dynamic programme finds the path of n nodes whose edges are all ≥ w₀ with
+    the smallest largest edge."""
+    m = weights.shape[0]
+    if not 2 <= n <= m:
+        raise ValueError(f"cannot pick {n} of {m} frames (need 2 <= n <= m)")
+    w = weights.to(torch.float64).tolist()
+    inf = float("inf")
+    best: tuple[float, list[int]] = (inf, list(range(n)))
+    for low in sorted({w[i][j] for i in range(m) for j in range(i + 1, m)}):
+        # top[l][j]: smallest largest edge of an l+1-node path 0 -> j with every edge >= low
+        top = [[inf] * m for _ in range(n)]
+        back = [[-1] * m for _ in range(n)]
+        top[0][0] = -inf
+        for level in range(1, n):
+            for j in range(1, m):
+                for i in range(j):
+                    if top[level - 1][i] < inf and w[i][j] >= low:
+                        value = max(top[level - 1][i], w[i][j])
+                        if value < top[level][j]:
+                            top[level][j], back[level][j] = value, i
+        if top[n - 1][m - 1] < inf and top[n - 1][m - 1] - low < best[0]:
+            path, j = [m - 1], m - 1
+            for level in range(n - 1, 0, -1):
+                j = back[level][j]
+                path.append(j)
+            best = (top[n - 1][m - 1] - low, path[::-1])
+    return best[1]
+
+
+@dataclass(frozen=True)
+class BetaPrior:
+    """Result of :func:`explore_beta`.
+
+    t : Tensor (n,)             the chosen frames' times
+    frames : Tensor (n, 3, H, W)  the chosen frames
+    explored : Tensor (m,)      every time rendered, increasing
+    distances : Tensor (m − 1,)  distances between consecutive explored frames
+    alpha, beta : float         the last fitted Beta parameters
+    """
+
+    t: Tensor
+    frames: Tensor
+    explored: Tensor
+    distances: Tensor
+    alpha: float
+    beta: float
+
+
+def explore_beta(
+    render: Callable[[Tensor], Tensor],
+    distance: Any,
+    n: int,
+    *,
+    exploration: int = 16,
+    alpha: float = 3.0,
+    beta: float = 3.0,
+) -> BetaPrior:
+    """AID's Beta-prior search: render t = 0, ½, 1, then split and refit until ``exploration``
+    frames exist, and keep the n of them with the most even consecutive distances.
+
+    render : times (k,) float64 -> images (k, 3, H, W); called once with (0, ½, 1), then with one
+        t at a time
+    distance : frames (T, 3, H, W) -> (T − 1,) distances of consecutive frames, or an LPIPSPath
+    exploration : frames rendered in all (the official default 16), at least n
+    alpha, beta : the prior before the first fit (official: 3, 3)
+    """
+    if exploration < max(n, 3):
+        raise ValueError(f"exploration must be >= max(n, 3) = {max(n, 3)}, got {exploration}")
+    measure = distance.distances if hasattr(distance, "distances") else distance
+
+    def steps(*images: Tensor) -> list[float]:
+        return [float(x) for x in measure(torch.stack(images))]
+
+    ts = [0.0, 0.5, 1.0]
+    frames = list(render(torch.tensor(ts, dtype=torch.float64)))
+    ds = steps(*frames)
+    while len(ts) < exploration:
+        t = split_time(ts, ds, alpha, beta)
+        k = max(range(len(ds)), key=lambda i: ds[i])
+        if not ts[k] < t < ts[k + 1]:
+            break  # the prior cannot split further (numerically degenerate)
+        image = render(torch.tensor([t], dtype=torch.float64))[0]
+        frames.insert(k + 1, image)
+        ts.insert(k + 1, t)
+        ds[k : k + 1] = steps(frames[k], image, frames[k + 2])
+        alpha, beta = fit_beta(ts, ds)
+    m = len(ts)
+    weights = torch.zeros(m, m, dtype=torch.float64)
+    for i in range(m - 2):  # d(i, j) for j > i + 1 from one call: the steps of i, j1, i, j2, ...
+        later = range(i + 2, m)
+        pairs = steps(*[x for j in later for x in (frames[i], frames[j])])[::2]
+        weights[i, i + 2 :] = torch.tensor(pairs, dtype=torch.float64)
+    for i in range(m - 1):
+        weights[i, i + 1] = ds[i]
+    chosen = min_spread_path(weights, min(n, m))
+    return BetaPrior(
+        t=torch.tensor([ts[i] for i in chosen], dtype=torch.float64),
+        frames=torch.stack([frames[i] for i in chosen]),
+        explored=torch.tensor(ts, dtype=torch.float64),
+        distances=torch.tensor(ds, dtype=torch.float64),
+        alpha=alpha,
+        beta=beta,
+    )

@@ -1,0 +1,83 @@
+"""AID's Beta prior: quantiles, the least-squares fit, the split rule, the minimal-spread path
+(against brute force) and the whole search on a renderer whose change follows a known Beta CDF."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from scipy.stats import beta as beta_dist
+
+from whichway.attention.prior import (
+    beta_times,
+    explore_beta,
+    fit_beta,
+    min_spread_path,
+    split_time,
+)
+
+
+def test_beta_times_are_the_official_quantiles():
+    expected = torch.tensor([0, 0.3027, 0.4091, 0.5, 0.5909, 0.6973, 1], dtype=torch.float64)
+    t = beta_times(7, 3, 3)
+    assert torch.allclose(t, expected, atol=1e-4)
+    assert t[0] == 0 and t[-1] == 1
+    assert torch.allclose(beta_times(5, 1, 1), torch.linspace(0, 1, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="at least 2"):
+        beta_times(1)
+
+
+def test_fit_recovers_the_beta_whose_cdf_made_the_distances():
+    ts = [0.0, 0.1, 0.25, 0.4, 0.5, 0.7, 0.9, 1.0]
+    cdf = beta_dist.cdf(ts, 2.0, 5.0)
+    alpha, beta = fit_beta(ts, list(3.7 * (cdf[1:] - cdf[:-1])))  # the scale does not matter
+    assert alpha == pytest.approx(2.0, rel=1e-3) and beta == pytest.approx(5.0, rel=1e-3)
+
+
+def test_split_time_halves_the_largest_interval_in_probability():
+    assert split_time([0.0, 0.5, 1.0], [0.1, 0.3], 1.0, 1.0) == pytest.approx(0.75)
+    t = split_time([0.0, 0.5, 1.0], [0.4, 0.3], 3.0, 3.0)
+    fa, fb = beta_dist.cdf([0.0, 0.5], 3, 3)
+    assert beta_dist.cdf(t, 3, 3) == pytest.approx((fa + fb) / 2)
+
+
+def test_min_spread_path_is_the_brute_force_optimum():
+    g = torch.Generator().manual_seed(0)
+    m, n = 8, 4
+    w = torch.rand(m, m, generator=g, dtype=torch.float64)
+
+    def spread(path):
+        edges = [float(w[i, j]) for i, j in itertools.pairwise(path)]
+        return max(edges) - min(edges)
+
+    best = min(
+        ([0, *mid, m - 1] for mid in itertools.combinations(range(1, m - 1), n - 2)), key=spread
+    )
+    path = min_spread_path(w, n)
+    assert path[0] == 0 and path[-1] == m - 1 and len(path) == n
+    assert spread(path) == pytest.approx(spread(best), abs=1e-12)
+
+
+def test_search_finds_the_prior_of_a_known_change():
+    """A 'renderer' whose image moves like the Beta(2, 5) CDF: the fit finds (2, 5) and the
+    chosen frames are nearly evenly spaced in that change."""
+    base = torch.linspace(0, 1, 48, dtype=torch.float64).reshape(3, 4, 4)
+    calls: list[int] = []
+
+    def render(times):
+        calls.append(len(times))
+        return torch.stack([base * float(beta_dist.cdf(float(t), 2, 5)) for t in times])
+
+    def distance(frames):
+        return (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3))
+
+    result = explore_beta(render, distance, 5, exploration=12)
+    assert calls == [3] + [1] * 9
+    assert result.explored.tolist() == sorted(result.explored.tolist())
+    assert result.alpha == pytest.approx(2.0, rel=1e-2) and result.beta == pytest.approx(
+        5.0, rel=1e-2
+    )
+    steps = distance(result.frames).tolist()
+    assert max(steps) - min(steps) < 0.35 * sum(steps) / len(steps)
+    assert result.t[0] == 0 and result.t[-1] == 1 and len(result.t) == 5
