@@ -78,3 +78,23 @@ def test_settings_refuse_an_attention_method_on_a_joint_attention_model(tiny_ada
         run_morph(tiny_adapter("sd3"), s, tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         MorphSettings("a", "b", (0.0, 1.0), method="aid-outer", warmup_ratio=2.0)
+
+
+def test_beta_prior_spacing_picks_explored_frames_and_resumes(tiny_adapter, tmp_path, monkeypatch):
+    import whichway.morph as morph
+    from whichway.metrics import LPIPSPath
+
+    monkeypatch.setattr(morph, "BETA_EXPLORATION", 5)  # the official 16, shortened for the test
+    meter = LPIPSPath("alex", pretrained_backbone=False)
+    s = MorphSettings(
+        "a cat", "a dog", (0.0, 0.5, 1.0), steps=1, height=32, width=32, format=None,
+        spacing="beta", method="aid-outer", warmup_ratio=1.0,
+    )  # fmt: skip
+    result = run_morph(tiny_adapter("sd"), s, tmp_path, progress=False, meter=meter)
+    record = json.loads((tmp_path / "run.json").read_text())
+    explored = record["spacing"]["t_explored"]
+    assert record["spacing"]["prior"] == "beta" and len(explored) == 5
+    assert result.rendered == 5 and len(result.frames) == 3
+    assert result.t[0] == 0 and result.t[-1] == 1 and set(result.t) <= set(explored)
+    again = run_morph(tiny_adapter("sd"), s, tmp_path, progress=False, meter=meter)
+    assert again.rendered == 0 and again.t == result.t

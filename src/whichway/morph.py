@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 FRAMES_DIR = "frames"
+SPACINGS = ("uniform", "perceptual", "beta")
+"""How the frames' t are chosen: as given, re-spaced to equal LPIPS steps, or by AID's Beta
+prior (:mod:`whichway.attention.prior`)."""
+BETA_EXPLORATION = 16
+"""Frames AID's Beta-prior search renders before choosing (the official default), at least
+as many as the morph has."""
 # Settings that do not change the pixels of a frame; changing them keeps finished frames.
 _PRESENTATION_KEYS = frozenset({"batch_size", "format", "pingpong", "fps", "out"})
 
@@ -79,20 +85,20 @@ class MorphSettings:
             check_choice("animation format", self.format, ANIMATION_FORMATS)
         check_times(self.t)
         check_method(self.method, self.warmup_ratio, self.aid_layers, self.guide_prompt)
-        check_choice("spacing", self.spacing, ("uniform", "perceptual"))
-        if self.spacing == "perceptual" and self.latent == "nao":
+        check_choice("spacing", self.spacing, SPACINGS)
+        if self.spacing != "uniform" and self.latent == "nao":
             raise ValueError(
-                "perceptual spacing moves t, but a NAO latent path is optimised for equally spaced "
-                "points; use --latent cog/slerp/lerp/fixed with --spacing perceptual"
+                f"{self.spacing} spacing moves t, but a NAO latent path is optimised for equally "
+                f"spaced points; use --latent cog/slerp/lerp/fixed with --spacing {self.spacing}"
             )
-        if self.spacing == "perceptual":
+        if self.spacing != "uniform":
             from whichway.metrics.lpips_path import LPIPS_MIN_SIDE
 
             for name in ("height", "width"):
                 value = getattr(self, name)
                 if value is not None and value < LPIPS_MIN_SIDE:
                     raise ValueError(
-                        f"perceptual spacing measures frames with LPIPS, which needs {name} >= "
+                        f"{self.spacing} spacing measures frames with LPIPS, which needs {name} >= "
                         f"{LPIPS_MIN_SIDE}, got {value}"
                     )
         if self.steps < 1:
@@ -412,6 +418,30 @@ def _render(
             "frames_rendered": spaced.n_rendered,
         }
         return spaced.n_rendered
+    if s.spacing == "beta":
+        from whichway.attention.prior import explore_beta
+
+        def render_one(times: Tensor) -> Tensor:
+            latents = latent_path(latent_a, latent_b, times, method=method)
+            at = frames_at(times)
+            return render_frames(adapter, at.pop("cond"), latents, **at, **options)
+
+        explored = max(BETA_EXPLORATION, len(ts))
+        prior = explore_beta(render_one, meter, len(ts), exploration=explored)
+        for k, image in enumerate(prior.frames):
+            save_image(image, frames_dir / f"{k:04d}.png")
+            if on_frame is not None:
+                on_frame(k, frames_dir / f"{k:04d}.png")
+        info["t"] = prior.t.tolist()
+        info["spacing"] = {
+            "prior": "beta",
+            "alpha": prior.alpha,
+            "beta": prior.beta,
+            "t_explored": prior.explored.tolist(),
+            "steps_explored": prior.distances.tolist(),
+            "frames_rendered": len(prior.explored),
+        }
+        return len(prior.explored)
     index = torch.tensor(todo)
 
     def write(i: int, image: Tensor) -> None:
@@ -487,7 +517,7 @@ def run_morph(
         else {k for k in range(n) if (frames_dir / f"{k:04d}.png").is_file()}
     )
     ts = torch.tensor(s.t, dtype=torch.float64)
-    if s.spacing == "perceptual":
+    if s.spacing != "uniform":
         # the chosen times are only known once every frame is rendered: all or nothing
         if previous is not None and previous.get("status") == "done" and len(done) == n:
             ts = torch.tensor(previous["t"], dtype=torch.float64)

@@ -145,11 +145,16 @@ def explore_beta(
     render : times (k,) float64 -> images (k, 3, H, W); called once with (0, ½, 1), then with one
         t at a time
     distance : frames (T, 3, H, W) -> (T − 1,) distances of consecutive frames, or an LPIPSPath
+        (None: a pretrained AlexNet LPIPSPath)
     exploration : frames rendered in all (the official default 16), at least n
     alpha, beta : the prior before the first fit (official: 3, 3)
     """
     if exploration < max(n, 3):
         raise ValueError(f"exploration must be >= max(n, 3) = {max(n, 3)}, got {exploration}")
+    if distance is None:
+        from whichway.metrics.lpips_path import LPIPSPath
+
+        distance = LPIPSPath("alex")
     measure = distance.distances if hasattr(distance, "distances") else distance
 
     def steps(*images: Tensor) -> list[float]:

@@ -55,9 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     path.add_argument(
         "--spacing",
         default="uniform",
-        choices=("uniform", "perceptual"),
+        choices=("uniform", "perceptual", "beta"),
         help="perceptual: render a coarse pass and re-space t so consecutive frames are equally far "
-        "apart in LPIPS (needs the metrics extra)",
+        "apart in LPIPS; beta: AID's Beta prior, 16 frames explored and the most evenly spaced "
+        "kept (both need the metrics extra)",
     )
     path.add_argument(
         "--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)"
@@ -110,17 +111,17 @@ def check_args(args: argparse.Namespace) -> Path:
     check_input_image(args.image_a, "--image-a")
     check_input_image(args.image_b, "--image-b")
     check_at_least("--inversion-steps", args.inversion_steps, 1)
-    if args.spacing == "perceptual":
+    if args.spacing != "uniform":
         if args.latent == "nao":
             raise ValueError(
-                "perceptual spacing moves t, but a NAO latent path is optimised for equally spaced "
-                "points; use --latent cog/slerp/lerp/fixed with --spacing perceptual"
+                f"{args.spacing} spacing moves t, but a NAO latent path is optimised for equally "
+                f"spaced points; use --latent cog/slerp/lerp/fixed with --spacing {args.spacing}"
             )
         for name in ("height", "width"):
             value = getattr(args, name)
             if value is not None and value < LPIPS_MIN_SIDE:
                 raise ValueError(
-                    f"--spacing perceptual measures frames with LPIPS, which needs --{name} >= "
+                    f"--spacing {args.spacing} measures frames with LPIPS, which needs --{name} >= "
                     f"{LPIPS_MIN_SIDE}, got {value}"
                 )
     method = "" if args.method == "plain" else f"--{args.method}"
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # perceptual spacing cannot run without LPIPS: load it (and fail) before the model; the
     # end-of-run summary only builds its LPIPS once the frames are safely on disk
-    meter = lpips_meter(args) if args.spacing == "perceptual" else None
+    meter = lpips_meter(args, f"--spacing {args.spacing}") if args.spacing != "uniform" else None
     adapter = load_model(args)
     print_run_estimate(adapter, args, len(ts))
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
