@@ -208,6 +208,10 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
                 "--seeds and --at are for prompts on the command line; a schedule sets them per keyframe"
             )
         keyframes = schedule.keyframes(options["fps"])
+        if len(keyframes) < 2:
+            raise ValueError(
+                f"a travel needs at least 2 keyframes, got {len(keyframes)} in {args.inputs[0]}"
+            )
         if out is not None:
             _check_length(args, options, len(keyframes), keyframes[-1].at, out)
     else:
