@@ -267,13 +267,23 @@ def _clean(
 
 
 # --- grouping and sampling ---------------------------------------------------------------------
+MAX_GROUPS = 10_000
+"""Most similarity groups a study samples from (the paper's protocol has 10)."""
+
+
 def group_labels(width: float = 0.5, max_similarity: float = 5.0) -> list[float]:
     """Upper edges of the similarity groups: width, 2*width, ..., max_similarity."""
     if width <= 0 or max_similarity <= 0:
         raise ValueError(
             f"group width and max similarity must be positive, got {width} and {max_similarity}"
         )
-    n = round(max_similarity / width)
+    ratio = max_similarity / width
+    if not ratio <= MAX_GROUPS:  # also inf and nan: a width too small to count the groups
+        raise ValueError(
+            f"group width {width} makes {ratio:.3g} similarity groups up to {max_similarity}; "
+            f"at most {MAX_GROUPS} are supported"
+        )
+    n = round(ratio)
     if abs(n * width - max_similarity) > 1e-9:
         raise ValueError(
             f"max similarity {max_similarity} is not a whole number of group widths {width}"
