@@ -200,8 +200,15 @@ def _group_tokenizers(adapter: Adapter) -> list[Any]:
 
 
 def token_labels(adapter: Adapter, prompt: str, sizes: Sequence[int]) -> list[TokenLabels]:
-    """Decoded tokens of ``prompt`` per token group, padded to each group's size ``sizes[g]`` the
-    way the pipeline pads (padding = rows whose attention mask is 0)."""
+    """Decoded tokens of ``prompt`` per token group, laid out as the adapter encodes it: the
+    prompt's syntax parsed, CLIP groups in chunks of 77 rows, a cloud tiled to a batch's larger
+    row count repeated. A weighted token is named with its weight (``sunlight ×1.2``), the first
+    row of every chunk after the first with its chunk (``<|startoftext|> ‹chunk 2›``) and of
+    every tiled copy with the copy (``‹copy 2›``); padding = rows after a chunk's end token."""
+    from whichway.prompts.chunks import tokenize_chunks
+    from whichway.prompts.syntax import parse_prompt
+
+    parsed = parse_prompt(prompt)
     tokenizers = _group_tokenizers(adapter)
     out = []
     for g, n in enumerate(sizes):
@@ -209,16 +216,30 @@ def token_labels(adapter: Adapter, prompt: str, sizes: Sequence[int]) -> list[To
         if tok is None:
             out.append(TokenLabels(tuple(f"row {i}" for i in range(n)), (False,) * n))
             continue
-        enc = tok(prompt, padding="max_length", max_length=n, truncation=True)
-        ids = list(enc.input_ids)[:n]
-        mask = list(enc.attention_mask)[:n]
-        ids += [tok.pad_token_id] * (n - len(ids))
-        mask += [0] * (n - len(mask))
-        names = [
-            str(t).replace("</w>", "").replace("\u2581", "") or str(t)
-            for t in tok.convert_ids_to_tokens(ids)
+        chunked = g == 0 and adapter.family in ("sd", "sdxl", "sd3")
+        window = int(tok.model_max_length) if chunked else n
+        chunks = tokenize_chunks(
+            tok, parsed, window, chunked=chunked and adapter.long_prompts == "chunk"
+        )
+        names: list[str] = []
+        padding: list[bool] = []
+        for k, (ids, weights) in enumerate(zip(chunks.ids, chunks.weights)):
+            for i, (name, w) in enumerate(zip(tok.convert_ids_to_tokens(list(ids)), weights)):
+                name = str(name).replace("</w>", "").replace("\u2581", "") or str(name)
+                if w != 1.0:
+                    name = f"{name} ×{w:.3g}"
+                if i == 0 and k > 0:
+                    name = f"{name} ‹chunk {k + 1}›"
+                names.append(name)
+                padding.append(i >= chunks.lengths[k])
+        copies = max(1, n // len(names))
+        names += [
+            f"{name} ‹copy {c + 1}›" if i == 0 else name
+            for c in range(1, copies)
+            for i, name in enumerate(names[: len(padding)])
         ]
-        out.append(TokenLabels(tuple(names), tuple(m == 0 for m in mask)))
+        padding = (padding * copies)[:n]
+        out.append(TokenLabels(tuple(names[:n]), tuple(padding)))
     return out
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whichway._checks import check_batch_size, check_choice
+from whichway.prompts.syntax import check_prompts_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -79,6 +80,11 @@ class MorphSettings:
         from whichway.media import ANIMATION_FORMATS
         from whichway.render import LATENT_METHODS
 
+        check_prompts_syntax(
+            ("prompt A", self.prompt_a),
+            ("prompt B", self.prompt_b),
+            ("negative prompt", self.negative_prompt),
+        )
         check_choice("coupling", self.coupling, COUPLING_METHODS)
         check_choice("latent method", self.latent, LATENT_METHODS)
         if self.format is not None:
@@ -638,12 +644,19 @@ def run_morph(
 
 def with_runtime(record: dict[str, Any], adapter: Adapter) -> dict[str, Any]:
     """``record`` plus the adapter's pixel-changing runtime options (LoRAs by SHA-256, VAE,
-    sampler, attention) under ``"runtime"`` when it has any: part of what a resumed run must
-    match. Shared by morph and travel."""
+    sampler, attention) under ``"runtime"`` when it has any, and its prompt weighting rule and
+    long-prompt mode under ``"prompts"`` when they are not the defaults: part of what a resumed
+    run must match. Shared by morph and travel."""
     from whichway.models.runtime import runtime_pixel_settings
+    from whichway.prompts.options import DEFAULT_LONG_PROMPTS, DEFAULT_WEIGHTING
 
     runtime = runtime_pixel_settings(adapter)
-    return record if runtime is None else {**record, "runtime": runtime}
+    record = record if runtime is None else {**record, "runtime": runtime}
+    # the prompt layer's choices change pixels too (recorded when not the defaults, so runs
+    # made before they existed still resume)
+    defaults = {"weighting": DEFAULT_WEIGHTING, "long_prompts": DEFAULT_LONG_PROMPTS}
+    prompts = {k: getattr(adapter, k, v) for k, v in defaults.items()}
+    return record if prompts == defaults else {**record, "prompts": prompts}
 
 
 def _settings_record(s: MorphSettings, adapter: Adapter) -> dict[str, Any]:

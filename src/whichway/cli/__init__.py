@@ -71,11 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        from whichway.cli._options import check_model_options
+        from whichway.cli._options import check_model_options, check_prompt_args
 
-        check_model_options(
-            args
-        )  # runtime flags against the model folder, before any command imports torch
+        # runtime flags against the model folder and the prompts' syntax, before any command
+        # imports torch
+        check_model_options(args)
+        check_prompt_args(args)
         return int(args.func(args) or 0)
     except (CLIError, ValueError, OSError) as exc:
         # one line, whatever the exception carried (OSError: permissions, full disk, rescued output)

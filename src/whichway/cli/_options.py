@@ -48,22 +48,77 @@ def add_model_options(
         help="default float32 on CPU, float16 on GPU (bfloat16 for Flux)",
     )
     group.add_argument("--variant", default=None, help="weights variant to load, e.g. fp16")
+    add_prompt_options(parser)
     if runtime:
         add_runtime_options(parser)
+
+
+def add_prompt_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--weighting and --long-prompts: how prompt syntax and long prompts are encoded."""
+    from whichway.prompts.options import (
+        DEFAULT_LONG_PROMPTS,
+        DEFAULT_WEIGHTING,
+        LONG_PROMPTS,
+        WEIGHTING_RULES,
+    )
+
+    group = parser.add_argument_group(
+        "prompts",
+        "(word:1.2), (word), [word], \\(, BREAK as in A1111 / ComfyUI; see docs/prompts.md",
+    )
+    group.add_argument(
+        "--weighting",
+        default=DEFAULT_WEIGHTING,
+        choices=WEIGHTING_RULES,
+        help="what (word:w) does to the token embeddings: comfyui e + w(z - e) (default), a1111 "
+        "w·z with the chunk's mean restored, multiply w·z",
+    )
+    group.add_argument(
+        "--long-prompts",
+        default=DEFAULT_LONG_PROMPTS,
+        choices=LONG_PROMPTS,
+        help="prompts over 77 tokens: chunk (75-token chunks, default) or truncate (cut as the "
+        "pipeline cuts, with a warning)",
+    )
+    return group
+
+
+#: argument names that hold prompts, checked for syntax before any model loads
+PROMPT_ARGS: tuple[tuple[str, str], ...] = (
+    ("prompt_a", "prompt A"),
+    ("prompt_b", "prompt B"),
+    ("prompt", "prompt"),
+    ("prompts", "prompt"),
+    ("negative_prompt", "negative prompt"),
+)
+
+
+def check_prompt_args(args: argparse.Namespace) -> None:
+    """Prompt syntax of every prompt argument (one-line PromptSyntaxError naming the prompt and
+    the position), before any model loads; torch-free."""
+    from whichway.prompts.syntax import check_prompts_syntax
+
+    for name, label in PROMPT_ARGS:
+        value = getattr(args, name, None)
+        values = value if isinstance(value, list) else [value]
+        check_prompts_syntax(*((label, v) for v in values))
 
 
 def load_model(args: argparse.Namespace) -> Any:
     """Load the adapter named by the model options, with the runtime options applied (imports
     diffusers; :func:`whichway.cli.main` ran the model-free checks first)."""
     from whichway.models import load_adapter
+    from whichway.models.prompting import set_prompt_options
 
-    return load_adapter(
+    adapter = load_adapter(
         args.model,
         device=args.device,
         dtype=args.dtype,
         variant=args.variant,
         runtime=runtime_options(args),
     )
+    set_prompt_options(adapter, args.weighting, args.long_prompts)
+    return adapter
 
 
 def add_generation_options(

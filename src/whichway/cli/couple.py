@@ -18,6 +18,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from whichway.cli._options import add_prompt_options
+
 log = logging.getLogger(__name__)
 
 _EMBEDDING_SUFFIXES = (".pt", ".pth", ".safetensors", ".npz")
@@ -46,6 +48,7 @@ def register(subparsers: Any) -> None:
         metavar="MODEL",
         help="hub id or local pipeline directory whose text encoder embeds the two prompts",
     )
+    add_prompt_options(parser)
     parser.add_argument(
         "--random",
         nargs=2,
@@ -102,8 +105,12 @@ def _load_embeddings(path: Path) -> tuple[Any, Any]:
     return clouds[0], clouds[1]
 
 
-def _encode(model: str, prompts: list[str]) -> list[tuple[str, Any, Any]]:
-    """Encode two prompts with a model adapter; one (label, a, b) per token group."""
+def _encode(
+    model: str, prompts: list[str], weighting: str, long_prompts: str
+) -> list[tuple[str, Any, Any]]:
+    """Encode two prompts with a model adapter; one (label, a, b) per token group, the two
+    clouds tiled to a common row count (long prompts of different chunk counts), the label
+    saying so."""
     try:
         from whichway.models import load_adapter
     except ImportError as exc:
@@ -112,9 +119,33 @@ def _encode(model: str, prompts: list[str]) -> list[tuple[str, Any, Any]]:
         raise CLIError(
             f"--model needs whichway.models and the model extras (pip install 'whichway[models]'): {exc}"
         ) from exc
+    from whichway.models.base import Conditioning
+    from whichway.models.prompting import set_prompt_options
+
     adapter = load_adapter(model)
-    cond = adapter.encode(prompts)
-    return [(f"group {g}", cloud[0], cloud[1]) for g, cloud in enumerate(cond.clouds)]
+    set_prompt_options(adapter, weighting, long_prompts)
+    own = [adapter.encode([p]) for p in prompts]
+    cond = Conditioning.cat(Conditioning.aligned(own))
+    out = []
+    for g, cloud in enumerate(cond.clouds):
+        na, nb, n = own[0].rows[g], own[1].rows[g], cloud.shape[1]
+        tiled = f"; tiled to {n} rows (lcm)" if (na, nb) != (n, n) else ""
+        out.append((f"group {g} (A {na} rows, B {nb} rows{tiled})", cloud[0], cloud[1]))
+    return out
+
+
+def _describe_prompt(name: str, prompt: str) -> str:
+    """``A: 'prompt'`` plus its chunks (BREAK) and weighted fragments, when it has any."""
+    from whichway.prompts.syntax import parse_prompt
+
+    parsed = parse_prompt(prompt)
+    notes = [f"{len(parsed.chunks)} chunks (BREAK)"] if len(parsed.chunks) > 1 else []
+    weighted = [
+        f"{f.text.strip()!r} ×{f.weight:.3g}" for c in parsed.chunks for f in c if f.weight != 1
+    ]
+    if weighted:
+        notes.append(f"weighted {', '.join(weighted)}")
+    return f"{name}: {prompt!r}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _compare(a: Any, b: Any, *, seed: int, steps: int) -> list[dict[str, Any]]:
@@ -189,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         if args.prompts:
             log.warning("prompts are ignored with --embeddings (the clouds come from the file)")
     elif args.model is not None:  # check_args made sure of two prompts
-        groups = _encode(args.model, list(args.prompts))
+        groups = _encode(args.model, list(args.prompts), args.weighting, args.long_prompts)
     else:
         n, d = args.random if args.random is not None else (77, 768)
         if args.prompts:
@@ -220,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if args.prompts:
-        print(f"A: {args.prompts[0]!r}\nB: {args.prompts[1]!r}")
+        print(_describe_prompt("A", args.prompts[0]))
+        print(_describe_prompt("B", args.prompts[1]))
     for item in report:
         n = item["a_shape"][0]
         print(

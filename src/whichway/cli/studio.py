@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         runtime=runtime_options(args),
         lpips_random_backbone=args.lpips_random_backbone,
         limits=limits_of(args),
+        weighting=args.weighting,
+        long_prompts=args.long_prompts,
     )
     if args.model:
         studio.adapter()  # load once, up front: a bad model is reported before the page opens

@@ -390,5 +390,7 @@ class Adapter:
             "dtype": str(self.dtype).replace("torch.", ""),
             "scheduler": type(self.pipe.scheduler).__name__,
             "sampler": self.sampler or "default",
+            "weighting": self.weighting,
+            "long_prompts": self.long_prompts,
             **({"runtime": self.runtime.describe()} if self.runtime is not None else {}),
         }

@@ -16,19 +16,15 @@ from torch import Tensor
 
 from whichway.models.base import Conditioning
 from whichway.prompts.chunks import EncoderFn
+from whichway.prompts.options import check_long_prompts, check_weighting
 from whichway.prompts.syntax import ParsedPrompt, parse_prompt
 
-LONG_PROMPTS = ("chunk", "truncate")
-"""What a prompt longer than a CLIP window does: encoded in 75-token chunks (A1111, ComfyUI) or
-cut to the window as the pipelines cut it (with a warning)."""
 
-
-def check_long_prompts(mode: str) -> str:
-    if mode not in LONG_PROMPTS:
-        raise ValueError(
-            f"unknown long-prompt mode {mode!r}; valid choices are: {', '.join(LONG_PROMPTS)}"
-        )
-    return mode
+def set_prompt_options(adapter: Any, weighting: str, long_prompts: str) -> None:
+    """Set the adapter's weighting rule and long-prompt mode (checked; every later ``encode``
+    and ``encode_negative`` follows them)."""
+    adapter.weighting = check_weighting(weighting)
+    adapter.long_prompts = check_long_prompts(long_prompts)
 
 
 def token_count(tokenizer: Any, text: str) -> int:

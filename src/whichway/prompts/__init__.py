@@ -20,8 +20,9 @@ _EXPORTS: dict[str, str] = {
     "check_prompt": "whichway.prompts.syntax",
     "parse_prompt": "whichway.prompts.syntax",
     "split_negative": "whichway.prompts.syntax",
-    "WEIGHTING_RULES": "whichway.prompts.weighting",
-    "DEFAULT_WEIGHTING": "whichway.prompts.weighting",
+    "WEIGHTING_RULES": "whichway.prompts.options",
+    "DEFAULT_WEIGHTING": "whichway.prompts.options",
+    "LONG_PROMPTS": "whichway.prompts.options",
     "apply_weights": "whichway.prompts.weighting",
 }
 

@@ -39,12 +39,14 @@ class TokenChunks:
     ids : tuple of k tuples of ``window`` token ids (special tokens and padding included)
     weights : tuple of k tuples of ``window`` weights (1 for special tokens and padding)
     empty : the empty chunk's ``window`` ids (BOS, EOS, padding)
+    lengths : ids of each chunk before its padding (special tokens included)
     cut : how many prompt tokens did not fit (only where chunking is off)
     """
 
     ids: tuple[tuple[int, ...], ...]
     weights: tuple[tuple[float, ...], ...]
     empty: tuple[int, ...]
+    lengths: tuple[int, ...]
     cut: int = 0
 
     @property
@@ -104,7 +106,13 @@ def tokenize_chunks(
         return tuple(ids + [pad] * padding), tuple(weights + [1.0] * padding)
 
     wrapped = [wrap(chunk) for chunk in chunks]
-    return TokenChunks(tuple(i for i, _ in wrapped), tuple(w for _, w in wrapped), wrap([])[0], cut)
+    return TokenChunks(
+        tuple(i for i, _ in wrapped),
+        tuple(w for _, w in wrapped),
+        wrap([])[0],
+        tuple(len(head) + len(c) + len(tail) for c in chunks),
+        cut,
+    )
 
 
 def encode_chunks(

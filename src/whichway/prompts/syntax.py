@@ -32,8 +32,8 @@ class PromptSyntaxError(ValueError):
 
     def __init__(self, prompt: str, position: int, what: str, label: str | None = None) -> None:
         self.prompt, self.position, self.what = prompt, position, what
-        name = label or _short(prompt)
-        pointer = _short(prompt[position:], 20) if position < len(prompt) else "<end>"
+        name = label or short_repr(prompt)
+        pointer = short_repr(prompt[position:], 20) if position < len(prompt) else "<end>"
         hint = (
             "; write \\( \\) or \\[ \\] for literal brackets"
             if "bracket" in what or "parenthes" in what
@@ -44,7 +44,8 @@ class PromptSyntaxError(ValueError):
         super().__init__(f"prompt {name}: {what} at position {position} (at {pointer}){hint}")
 
 
-def _short(text: str, limit: int = 48) -> str:
+def short_repr(text: str, limit: int = 48) -> str:
+    """``repr(text)``, cut to ``limit`` characters with an ellipsis (for one-line messages)."""
     return repr(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
@@ -236,3 +237,11 @@ def check_prompt(prompt: str, label: str | None = None) -> str:
     """Parse ``prompt`` for its errors only (before any model loads); returns it unchanged."""
     parse_prompt(prompt, label)
     return prompt
+
+
+def check_prompts_syntax(*named: tuple[str, str | None]) -> None:
+    """:func:`check_prompt` on each (label, prompt) pair whose prompt is a string; the label
+    names the prompt in the error ("prompt A", "keyframe 3", ...)."""
+    for label, prompt in named:
+        if isinstance(prompt, str):
+            parse_prompt(prompt, f"{label} ({short_repr(prompt, 40)})")

@@ -15,20 +15,18 @@ With every weight 1 each rule returns z unchanged (the same tensor), so ``(word:
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
-WEIGHTING_RULES: tuple[str, ...] = ("comfyui", "a1111", "multiply")
-DEFAULT_WEIGHTING = "comfyui"
+from whichway.prompts.options import (
+    DEFAULT_WEIGHTING,
+    WEIGHTING_RULES,
+    check_weighting,
+)
 
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import Tensor
 
-def check_weighting(rule: str) -> str:
-    """``rule`` if it is one of :data:`WEIGHTING_RULES`, else a ValueError naming the choices."""
-    if rule not in WEIGHTING_RULES:
-        raise ValueError(
-            f"unknown weighting rule {rule!r}; valid choices are: {', '.join(WEIGHTING_RULES)}"
-        )
-    return rule
+__all__ = ["DEFAULT_WEIGHTING", "WEIGHTING_RULES", "apply_weights", "check_weighting"]
 
 
 def apply_weights(z: Tensor, weights: Tensor, rule: str, empty: Tensor | None = None) -> Tensor:
@@ -41,6 +39,8 @@ def apply_weights(z: Tensor, weights: Tensor, rule: str, empty: Tensor | None = 
 
     Returns (k, L, d) in z's dtype; chunks whose weights are all 1 are returned as they are.
     """
+    import torch
+
     check_weighting(rule)
     if z.ndim != 3 or weights.shape != z.shape[:2]:
         raise ValueError(

@@ -123,9 +123,12 @@ def _number(name: str, value: Any) -> float:
 
 
 def _prompts(prompt_a: Any, prompt_b: Any) -> tuple[str, str]:
+    from whichway.prompts.syntax import check_prompts_syntax
+
     a, b = (prompt_a or "").strip(), (prompt_b or "").strip()
     if not a or not b:
         raise ValueError("prompt A and prompt B must not be empty")
+    check_prompts_syntax(("prompt A", a), ("prompt B", b))  # a visible error, before the model
     return a, b
 
 
@@ -209,7 +212,11 @@ class Studio:
         runtime: Any = None,
         lpips_random_backbone: bool = False,
         limits: Limits | None = None,
+        weighting: str = "comfyui",
+        long_prompts: str = "chunk",
     ) -> None:
+        from whichway.prompts.options import check_long_prompts, check_weighting
+
         self.out_dir = Path(out_dir).resolve()
         self.limits = limits or Limits()
         self.model_id = model
@@ -218,6 +225,9 @@ class Studio:
             runtime  # whichway.models.runtime.RuntimeOptions (LoRA, sampler, offload, ...)
         )
         self.lpips_random_backbone = lpips_random_backbone
+        #: prompt weighting rule and long-prompt mode (whichway.prompts), set on every adapter
+        self.weighting = check_weighting(weighting)
+        self.long_prompts = check_long_prompts(long_prompts)
         self._adapter: Adapter | None = None
         self._loaded: str | None = None
         self._meter: Any = None
@@ -259,6 +269,9 @@ class Studio:
                     ) from exc
                 self._adapter, self._loaded, self.model_id = adapter, wanted, wanted
             assert self._adapter is not None
+            from whichway.models.prompting import set_prompt_options
+
+            set_prompt_options(self._adapter, self.weighting, self.long_prompts)
             return self._adapter
 
     def meter(self) -> tuple[Any, str | None]:

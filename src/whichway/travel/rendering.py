@@ -119,7 +119,12 @@ class Journey:
                 else:
                     cond[i], lat[i] = path.select(j), latents[j]
                     neg[i] = None if negs is None else negs.select(j)
-        negative = self.negative[0] if self.shared_negative else Conditioning.cat(neg)
+        # keyframe negatives of different chunk counts: tiled to one row count (as in render)
+        negative = (
+            self.negative[0]
+            if self.shared_negative
+            else Conditioning.cat(Conditioning.aligned(neg))
+        )
         return Conditioning.cat(cond), torch.stack([x.to(lat[0].dtype) for x in lat]), negative
 
     def segment_record(self, plan: TravelPlan, k: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any
 
 from whichway._checks import check_batch_size, check_choice
+from whichway.prompts.syntax import check_prompts_syntax, short_repr, split_negative
 
 PACINGS = ("uniform", "perceptual", "audio")
 TRAVEL_LATENTS = ("fixed", "cog", "slerp", "lerp")
@@ -42,6 +43,17 @@ class Keyframe:
 
         if not isinstance(self.prompt, str):
             raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")
+        # Deforum's convention: "positive --neg negative" (the negative travels with the keyframe)
+        positive, negative = split_negative(self.prompt, f"keyframe {short_repr(self.prompt)}")
+        if negative is not None:
+            if self.negative_prompt is not None:
+                raise ValueError(
+                    f"keyframe {short_repr(self.prompt)} gives a negative prompt twice (--neg in the "
+                    "prompt and negative_prompt); keep one"
+                )
+            object.__setattr__(self, "prompt", positive)
+            object.__setattr__(self, "negative_prompt", negative or None)
+        check_prompts_syntax(("keyframe", self.prompt), ("keyframe negative", self.negative_prompt))
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
@@ -130,6 +142,7 @@ class TravelSettings:
             )
         if self.seconds is not None and not self.seconds > 0:
             raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+        check_prompts_syntax(("negative prompt", self.negative_prompt))
         check_choice("pacing", self.pacing, PACINGS)
         check_choice("coupling", self.coupling, COUPLING_METHODS)
         _check_latent(self.latent)
