@@ -313,3 +313,36 @@ def test_path_metrics_node_is_perceptual_path_length() -> None:
         PathMetrics().run(images, "alex", "random (not comparable)", "0, 1")
     with pytest.raises(ValueError, match="at least 32x32"):
         PathMetrics().run(images[:, :20], "alex", "random (not comparable)")
+
+
+def test_latent_path_node_on_image_latents() -> None:
+    """Two LATENTs (as VAEEncode gives them) on a COG path: the ends are the inputs exactly, the
+    middle is whichway.gaussian.cog_interpolate; batches and sizes are checked."""
+    from whichway.comfyui.nodes import LatentPath
+
+    g = torch.Generator().manual_seed(1)
+    a = {"samples": torch.randn(1, 4, 8, 6, generator=g)}
+    b = {"samples": torch.randn(1, 4, 8, 6, generator=g)}
+    (out,) = LatentPath().run(a, b, "cog", 5)
+    path = out["samples"]
+    assert path.shape == (5, 4, 8, 6)
+    assert torch.equal(path[0], a["samples"][0]) and torch.equal(path[-1], b["samples"][0])
+    assert torch.allclose(
+        path[2], cog_interpolate(a["samples"][0], b["samples"][0], 0.5), atol=1e-6
+    )
+    (explicit,) = LatentPath().run(a, b, "lerp", 5, "0, 0.25, 1")
+    assert explicit["samples"].shape[0] == 3
+    assert torch.allclose(
+        explicit["samples"][1], 0.75 * a["samples"][0] + 0.25 * b["samples"][0], atol=1e-6
+    )
+    with pytest.raises(ValueError, match="one latent per side"):
+        LatentPath().run({"samples": torch.zeros(2, 4, 8, 6)}, b, "cog", 3)
+    with pytest.raises(ValueError, match="differ in size"):
+        LatentPath().run({"samples": torch.zeros(1, 4, 8, 8)}, b, "cog", 3)
+
+
+def test_cli_path_prints_the_pack_folder() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "whichway", "comfyui", "path"], capture_output=True, text=True
+    )
+    assert run.returncode == 0 and run.stdout.strip() == str(pack_dir())
