@@ -142,3 +142,37 @@ def test_method_checks_are_one_line_errors():
     check_family("aid-outer", "sdxl")
     with pytest.raises(ValueError, match=r"sd, sdxl models\), not flux"):
         check_family("aid-outer", "flux")
+
+
+def test_compare_adds_attention_rows_on_the_ot_path(sd):
+    from whichway.compare import compare_couplings
+
+    ts = (0.0, 0.5, 1.0)
+    options = {"seed": 1, "steps": STEPS, "guidance": 4.0, "height": SIZE, "width": SIZE}
+    result = compare_couplings(
+        sd, *PROMPTS, ts, methods=("ot",), attention=("aid-inner", "paid"),
+        guide_prompt="a cat and a dog", **options,
+    )  # fmt: skip
+    assert list(result.frames) == ["ot", "aid-inner", "paid"]
+    ot = result.frames["ot"]
+    for m in ("aid-inner", "paid"):
+        assert torch.equal(result.frames[m][[0, -1]], ot[[0, -1]])  # shared end frames
+        # one shared seed and AID on the first half of the steps: a change of ~6e-5 on the tiny
+        # model, above the float noise (2e-6) of the identities above
+        assert (result.frames[m][1] - ot[1]).abs().max() > 2e-5
+    # the aid-inner row is AID's render of the OT path with the official defaults
+    cond = sd.encode(list(PROMPTS))
+    path, _ = conditioning_path(cond.select(0), cond.select(1), torch.tensor(ts), coupling="ot")
+    latent = sd.initial_latent(1, SIZE, SIZE)
+    attention = AttentionPath(
+        AIDSettings(mode="inner"), path.select([0, 2]), torch.stack([latent, latent]),
+        torch.tensor(ts),
+    )  # fmt: skip
+    direct = render_frames(
+        sd, path, latent, steps=STEPS, guidance=4.0, height=SIZE, width=SIZE, progress=False,
+        attention=attention,
+    )  # fmt: skip
+    assert torch.allclose(result.frames["aid-inner"], direct, atol=2e-6, rtol=0)
+    assert [row["coupling"] for row in result.summary()] == ["ot", "aid-inner", "paid"]
+    with pytest.raises(ValueError, match="needs --guide-prompt"):
+        compare_couplings(sd, *PROMPTS, ts, attention=("paid",), **options)

@@ -84,13 +84,18 @@ def compare_couplings(
     meter: Any = None,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    attention: Sequence[str] = (),
+    guide_prompt: str | None = None,
 ) -> CouplingComparison:
     """Render the path of ``prompt_a`` -> ``prompt_b`` under each coupling in ``methods``.
 
     ``t`` are the waypoint times (strictly increasing, first 0 and last 1: the end frames are
     shared). ``meter`` is a :class:`whichway.metrics.LPIPSPath` for PPL and smoothness (None: no
     perceptual figures). ``on_step``/``should_stop`` as in :func:`whichway.render.render_frames`.
-    Renders 2 + len(methods) x (T - 2) frames.
+    ``attention``: attention methods (``aid-outer``, ``aid-inner``, ``paid``;
+    :mod:`whichway.attention`, official defaults) rendered as further rows on the OT path, PAID
+    with ``guide_prompt``; their end frames are the shared ones (AID leaves them unchanged).
+    Renders 2 + (len(methods) + len(attention)) x (T - 2) frames.
     """
     import torch
 
@@ -112,6 +117,13 @@ def compare_couplings(
         check_choice("coupling", m, COUPLING_METHODS)
     if not prompt_a.strip() or not prompt_b.strip():
         raise ValueError("give both prompts (A and B)")
+    from whichway.attention.methods import check_family, check_method
+
+    for m in attention:
+        if m == "plain" or m in methods:
+            raise ValueError(f"{m!r} is not an attention method; give aid-outer, aid-inner or paid")
+        check_method(m, 0.5, "both", guide_prompt if m == "paid" else None)
+        check_family(m, adapter.family)
     height = height or adapter.default_size[0]
     width = width or adapter.default_size[1]
     if meter is not None:
@@ -125,8 +137,11 @@ def compare_couplings(
     T = len(ts)
     times = torch.tensor(ts, dtype=torch.float64)
 
-    both = adapter.encode([prompt_a, prompt_b])
+    # PAID's guide is encoded with A and B: one token count for the three clouds
+    guides = [guide_prompt] if "paid" in attention and guide_prompt else []
+    both = adapter.encode([prompt_a, prompt_b, *guides])
     cond_a, cond_b = both.select(0), both.select(1)
+    guide = both.select(2) if guides else None
     parts = [Conditioning.cat([cond_a, cond_b])]
     index: dict[str, list[int]] = {}
     costs: dict[str, float] = {}
@@ -159,6 +174,21 @@ def compare_couplings(
     )
     assert frames is not None
     per_method = {m: frames[index[m]] for m in methods}
+    if attention:
+        extra = _attention_rows(
+            adapter, cond_a, cond_b, times, attention, guide, seed,
+            steps=steps, guidance=guidance, height=height, width=width, batch_size=batch_size,
+            negative=adapter.encode_negative(negative_prompt, 1), progress=False,
+            on_step=on_step, should_stop=should_stop,
+        )  # fmt: skip
+        frames = torch.cat([frames, *extra.values()])
+        for m, rows in extra.items():
+            start = n
+            index[m] = [0, *range(start, start + len(rows)), 1]
+            n += len(rows)
+            per_method[m] = frames[index[m]]
+            costs[m], lengths[m] = costs.get("ot", float("nan")), lengths.get("ot", float("nan"))
+        methods = (*methods, *extra)
     metrics = None
     if meter is not None:
         from whichway.metrics.smoothness import path_metrics_from_steps
@@ -182,8 +212,46 @@ def compare_couplings(
         "width": width,
         "negative_prompt": negative_prompt,
         "batch_size": batch_size,
+        **({"guide_prompt": guide_prompt} if "paid" in attention else {}),
     }
     return CouplingComparison(ts, per_method, costs, lengths, metrics, settings)
+
+
+def _attention_rows(
+    adapter: Adapter,
+    cond_a: Any,
+    cond_b: Any,
+    times: Tensor,
+    attention: Sequence[str],
+    guide: Any,
+    seed: int,
+    **options: Any,
+) -> dict[str, Tensor]:
+    """The interior frames (T - 2, 3, H, W) of each attention method on the OT path, the seed's
+    latent for every frame; the endpoint rows are the path's own t = 0 and t = 1; ``guide``:
+    PAID's encoded guide prompt."""
+    import torch
+
+    from whichway.attention.batch import AttentionPath, with_guide
+    from whichway.attention.methods import AIDSettings, settings_for
+    from whichway.render import conditioning_path, render_frames
+
+    default = AIDSettings()
+    path, _ = conditioning_path(cond_a, cond_b, times, coupling="ot")
+    ends_cond = path.select([0, len(times) - 1])
+    inner = path.select(slice(1, len(times) - 1))
+    latent = adapter.initial_latent(seed, options["height"], options["width"])
+    out = {}
+    for m in attention:
+        aid = settings_for(
+            m, fused=default.fused, warmup_ratio=default.warmup_ratio, layers=default.layers
+        )
+        cond = inner
+        if m == "paid":
+            cond = with_guide(inner, times[1:-1], guide)
+        rows = AttentionPath(aid, ends_cond, torch.stack([latent, latent]), times[1:-1])
+        out[m] = render_frames(adapter, cond, latent, attention=rows, **options)
+    return out
 
 
 def save_comparison(
