@@ -155,6 +155,11 @@ def test_parse_times_errors(text: str, frames: int, message: str) -> None:
         ('"0": "a", "x": "b"', "must be frame numbers"),
         ('"0": "a" "4": "b"', "is not of the form"),
         ("[[keyframe]]\nprompt = 'a'\nfrme = 3", "unknown key"),
+        ("fps = 12\n[prompts]\n0 = 'a'\n4 = 'b'", "sets fps, which are this node's fields"),
+        (
+            "[[keyframe]]\nprompt = 'a'\nnegative_prompt = 'x'\n[[keyframe]]\nprompt = 'b'",
+            "negative_prompt is not used",
+        ),
     ],
 )
 def test_bad_schedules(text: str, message: str) -> None:
@@ -172,6 +177,8 @@ def test_fizz_and_toml_schedules_plan_the_same_frames() -> None:
     assert j1.t == (0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.5, 0.75, 1.0)
     with pytest.raises(ValueError, match="raise frames to at least 3"):
         plan_journey(fizz, 2, fps=24.0)
+    with pytest.raises(ValueError, match="keyframe 3 is at frame 8 but the journey has 6 frames"):
+        plan_journey(fizz, 6, fps=24.0)
 
 
 def test_journey_frames_keyframes_are_exact() -> None:

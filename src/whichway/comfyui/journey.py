@@ -77,12 +77,23 @@ def parse_schedule(text: str, fps: float) -> tuple[Any, ...]:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
             try:
-                keyframes = read_schedule(path).keyframes(fps)
+                schedule = read_schedule(path)
+                keyframes = schedule.keyframes(fps)
             except ValueError as exc:
                 message = str(exc).replace(repr(path), "").replace(" " + os.path.basename(path), "")
                 raise ValueError(" ".join(message.split())) from None
         finally:
             os.unlink(path)
+        if schedule.settings:
+            raise ValueError(
+                f"the schedule sets {', '.join(sorted(schedule.settings))}, which are this node's "
+                "fields in ComfyUI; remove them from the schedule and set the fields"
+            )
+        if any(kf.negative_prompt is not None for kf in keyframes):
+            raise ValueError(
+                "a keyframe negative_prompt is not used by the journey node; connect one negative "
+                "CLIPTextEncode to the sampler and remove negative_prompt from the schedule"
+            )
         if any(kf.image is not None for kf in keyframes):
             raise ValueError(
                 "image keyframes are not supported in ComfyUI's journey node; encode the image "
@@ -151,6 +162,13 @@ def plan_journey(
         raise ValueError(
             f"{frames} frames cannot hold {len(keyframes)} keyframes; raise frames to at least {len(keyframes)}"
         )
+    for k, kf in enumerate(keyframes):
+        if kf.at is not None and round(kf.at * fps) > frames - 1:
+            at = round(kf.at * fps)
+            raise ValueError(
+                f"keyframe {k + 1} is at frame {at} but the journey has {frames} frames "
+                f"(0 to {frames - 1}); raise frames to {at + 1}"
+            )
     plan = plan_travel(keyframes, fps=fps, seconds=frames / fps, pacing=pacing, audio=audio)
     return Journey(tuple(keyframes), plan.segment, plan.t, plan.keyframe_frames)
 
