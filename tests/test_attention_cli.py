@@ -54,7 +54,7 @@ def test_plain_records_no_attention_keys(tiny_adapter, tmp_path):
         (["--method", "aid-outer", "--warmup-ratio", "-0.1"], r"warmup ratio must lie in \[0, 1\]"),
         (["--guide-prompt", "a cat-dog"], "use --method paid"),
         (["--method", "aid-inner", "--guide-prompt", "x"], "use --method paid"),
-        (["--method", "paid"], "needs --guide-prompt"),
+        (["--method", "paid"], "needs a guide prompt"),
         (["--aid-layers", "self"], "add --method aid-outer, aid-inner or paid"),
         (["--method", "aid-outer"], r"built for UNet attention \(sd, sdxl models\), not flux"),
     ],

@@ -135,7 +135,7 @@ def test_method_checks_are_one_line_errors():
         check_method("aid-inner", 1.5, "both", None)
     with pytest.raises(ValueError, match="use --method paid"):
         check_method("aid-outer", 0.5, "both", "a dog driving a car")
-    with pytest.raises(ValueError, match="needs --guide-prompt"):
+    with pytest.raises(ValueError, match="needs a guide prompt"):
         check_method("paid", 0.5, "both", None)
     with pytest.raises(ValueError, match="method"):
         check_method("diffmorpher", 0.5, "both", None)
@@ -174,5 +174,5 @@ def test_compare_adds_attention_rows_on_the_ot_path(sd):
     )  # fmt: skip
     assert torch.allclose(result.frames["aid-inner"], direct, atol=2e-6, rtol=0)
     assert [row["coupling"] for row in result.summary()] == ["ot", "aid-inner", "paid"]
-    with pytest.raises(ValueError, match="needs --guide-prompt"):
+    with pytest.raises(ValueError, match="needs a guide prompt"):
         compare_couplings(sd, *PROMPTS, ts, attention=("paid",), **options)

@@ -77,7 +77,9 @@ def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: st
             f"--method {method})"
         )
     if method == "paid" and not guide_prompt:
-        raise ValueError("--method paid needs --guide-prompt TEXT (the middle frames' prompt)")
+        raise ValueError(
+            "the paid method needs a guide prompt (--guide-prompt TEXT), the middle frames' prompt"
+        )
 
 
 def check_family(method: str, family: str | None) -> None:

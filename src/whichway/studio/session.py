@@ -20,7 +20,7 @@ import math
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -761,14 +761,23 @@ class Studio:
         width: Any = 0,
         negative_prompt: str = "",
         batch_size: Any = None,
+        attention: Sequence[str] = (),
+        guide_prompt: str = "",
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
-        """A job rendering the pair with ot, clip and random couplings (shared end frames); the
-        strips and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
+        """A job rendering the pair with ot, clip and random couplings (shared end frames), and
+        with the ``attention`` methods (aid-outer, aid-inner, paid with ``guide_prompt``) on the
+        OT path; the strips and ``compare.json`` go to
+        ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
+        from whichway.attention.methods import check_method
         from whichway.budget import morph_held_bytes
         from whichway.compare import compare_couplings, save_comparison
         from whichway.morph import check_times, uniform_times
 
         prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
+        attention = tuple(attention or ())
+        guide = (guide_prompt or "").strip() or None
+        for m in attention:
+            check_method(m, 0.5, "both", guide if m == "paid" else None)
         times = parse_times(t or "")
         if not times:
             count = _int("frames", frames, minimum=2) or 2
@@ -785,9 +794,10 @@ class Studio:
             batch_size=batch_size,
         )
         self.limits.check_frames(len(times))
-        self.check_request(  # three paths (ot, clip, random) kept for their strips
-            f"{len(times)} frames x 3 couplings",
-            3 * len(times),
+        paths = 3 + len(attention)
+        self.check_request(  # three paths (ot, clip, random) and the AID ones kept for strips
+            f"{len(times)} frames x {paths} paths",
+            paths * len(times),
             steps=options["steps"],
             guidance=options["guidance"],
             height=options["height"],
@@ -818,6 +828,8 @@ class Studio:
                 meter=meter,
                 on_step=on_step,
                 should_stop=should_stop,
+                attention=attention,
+                guide_prompt=guide,
                 **options,
             )
             target = _free_dir(self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}")

@@ -1,14 +1,20 @@
 """The Compare tab: one pair rendered with the ot, clip and random couplings from the same seed,
-with each coupling's cost, W2 path length, PPL and smoothness."""
+and optionally AID / PAID on the OT path, with each row's cost, W2 path length, PPL and
+smoothness."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from whichway.attention.methods import METHODS
 from whichway.studio.handlers import COUPLINGS, generation_controls, guarded, page_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.studio.session import Studio
+
+ATTENTION_METHODS = tuple(m for m in METHODS if m != "plain")
+"""Attention methods the tab can add beside the couplings."""
+STRIPS = (*COUPLINGS, *ATTENTION_METHODS)
 
 
 def _compare_table(result: Any, note: str | None) -> str:
@@ -46,11 +52,22 @@ def compare_tab(studio: Studio) -> Any:
             c_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="ww-compare-seed")
         with gr.Row():
             c_steps, c_guidance, c_height, c_width = generation_controls("compare")
+        with gr.Row():
+            c_attention = gr.CheckboxGroup(
+                list(ATTENTION_METHODS),
+                value=[],
+                label="Also interpolate inside attention (AID / PAID, on the OT path)",
+                elem_id="ww-compare-attention",
+            )
+            c_guide = gr.Textbox(label="PAID guide prompt", elem_id="ww-compare-guide")
         c_go = gr.Button("Compare", variant="primary", elem_id="ww-compare-go")
         c_table = gr.Markdown(elem_id="ww-compare-table")
         c_strips = [
             gr.Image(label=f"{m} coupling", type="filepath", elem_id=f"ww-compare-{m}")
             for m in COUPLINGS
+        ] + [
+            gr.Image(label=f"{m} (OT path)", type="filepath", elem_id=f"ww-compare-{m}")
+            for m in ATTENTION_METHODS
         ]
 
         @guarded
@@ -65,6 +82,8 @@ def compare_tab(studio: Studio) -> Any:
             guidance,
             height,
             width,
+            attention,
+            guide,
             progress=gr.Progress(),  # noqa: B008
         ):
             job = studio.compare_job(
@@ -78,6 +97,8 @@ def compare_tab(studio: Studio) -> Any:
                 height=height,
                 width=width,
                 negative_prompt=neg,
+                attention=attention,
+                guide_prompt=guide,
             )
             for kind, value in studio.stream(job):
                 if kind == "step":
@@ -87,12 +108,14 @@ def compare_tab(studio: Studio) -> Any:
                 elif kind == "done":
                     result, target, strips, note = value
                     table = f"{_compare_table(result, note)}\n\nSaved in `{target.name}`."
-                    return (table, *[str(strips[m]) for m in COUPLINGS])
+                    shown = [str(strips[m]) if m in strips else None for m in STRIPS]
+                    return (table, *shown)
             raise gr.Error("the comparison ended without a result")  # pragma: no cover
 
         compare_event = c_go.click(
             compare,
-            [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width],
+            [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width]
+            + [c_attention, c_guide],
             [c_table, *c_strips],
             api_name="compare",
             concurrency_limit=None,

@@ -1,0 +1,33 @@
+"""The studio's Compare job with AID / PAID rows (session API, no browser), and its page error
+for PAID without a guide prompt before anything is rendered."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from whichway.studio.session import Studio
+
+
+def test_compare_job_adds_attention_strips(tiny_pipeline, tmp_path):
+    studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu",
+                    lpips_random_backbone=True)  # fmt: skip
+    small = {"steps": 2, "height": 32, "width": 32, "guidance": 4.0}
+    job = studio.compare_job(
+        "a cat", "a red dog", frames=3, attention=["aid-outer", "paid"],
+        guide_prompt="a cat and a dog", **small,
+    )  # fmt: skip
+    result, target, strips, _note = studio.run_sync(job)
+    assert set(strips) == {"ot", "clip", "random", "aid-outer", "paid"}
+    assert all(p.is_file() for p in strips.values())
+    rows = json.loads((target / "compare.json").read_text())["couplings"]
+    assert [r["coupling"] for r in rows] == ["ot", "clip", "random", "aid-outer", "paid"]
+    assert all(r["ppl"] is not None for r in rows)  # LPIPS (random backbone) measured every row
+    assert result.settings["guide_prompt"] == "a cat and a dog"
+
+
+def test_paid_without_a_guide_is_refused_before_loading(tmp_path):
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    with pytest.raises(ValueError, match="needs a guide prompt"):
+        studio.compare_job("a cat", "a dog", frames=3, attention=["paid"])
