@@ -109,12 +109,15 @@ def test_limits_are_checked_before_anything_is_built(tmp_path):
     import whichway.morph
     import whichway.travel  # noqa: F401 -- a serving studio has these (and torch) loaded
 
+    peak_before = _status("VmHWM")
     for make, message in cases:
         start = time.perf_counter()
         with pytest.raises(ValueError, match=message) as info:
             make()
         assert time.perf_counter() - start < 2.0
         assert "\n" not in str(info.value)
+    # nothing the size of a request was built: this process's peak RSS grew by less than 50 MB
+    assert _status("VmHWM") - peak_before < 50e6
     assert studio.loaded_model is None and not (tmp_path / "runs").exists()
     assert "12 frames" in LIMITS.describe() and "1,024 pixels" in LIMITS.describe()
 
