@@ -316,3 +316,31 @@ def test_a_100000_frame_travel_starts_in_the_memory_of_a_100_frame_one(tiny_pipe
     assert info["status"] == "cancelled" and info["plan"]["n_frames"] == 100_000
     assert len(list((tmp_path / "long" / "frames").glob("*.png"))) == 8
     assert long["peak"] < 1.5 * short["peak"], (long["peak"], short["peak"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["couple", "--steps", "1000000000"], r"--steps 1000000000 needs [\d.]+ TB of memory"),
+        (["couple", "--random", "1000000", "768"], r"needs [\d.]+ TB of memory for --random N D"),
+    ],
+)
+def test_couple_refuses_what_cannot_fit_the_memory(tmp_path, args, message):
+    result = run_measured(args, tmp_path)
+    assert result["rc"] == 2 and re.search(message, result["stderr"]), result
+    assert result["peak_bytes"] < 1e9 and result["wall"] < 2.0
+
+
+def test_invert_refuses_too_many_steps_and_too_large_an_image(tiny_pipeline, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "i.png")
+    model = ["--model", str(tiny_pipeline("sd")), "--prompt", "a cat"]
+    for extra, message in (
+        (["--steps", "100000"], "more than the scheduler's 1000 training timesteps"),
+        (["--height", "65536", "--width", "65536"], r"needs [\d.]+ TB of memory for 1 frame"),
+    ):
+        result = run_measured(["invert", "i.png", *model, *extra], tmp_path)
+        assert result["rc"] == 2 and re.search(message, result["stderr"]), result
+        assert result["peak_bytes"] < 1e9 and result["wall"] < 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.png"]

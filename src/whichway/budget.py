@@ -282,11 +282,24 @@ def check_need(
                 f"{need.label} needs {format_size(need.disk_bytes)} for the frames on disk; "
                 f"{format_size(free)} free in {nearest_existing(out)}"
             )
+    check_memory(
+        need.label,
+        need.memory_bytes,
+        f"{need.frames} frame{'s' * (need.frames != 1)} of {need.width}x{need.height}",
+        available_bytes=available_bytes,
+    )
+
+
+def check_memory(
+    label: str, need_bytes: int, what: str, *, available_bytes: int | None = None
+) -> None:
+    """Refuse ``need_bytes`` of memory beyond the available RAM (``available_bytes`` overrides
+    what the machine says): ValueError "<label> needs 3.7 TB of memory for <what>; 22.2 GB
+    available"."""
     available = cpu_memory()[1] if available_bytes is None else available_bytes
-    if available is not None and need.memory_bytes > available:
+    if available is not None and need_bytes > available:
         raise ValueError(
-            f"{need.label} needs {format_size(need.memory_bytes)} of memory for "
-            f"{need.frames} frame{'s' * (need.frames != 1)} of {need.width}x{need.height}; "
+            f"{label} needs {format_size(need_bytes)} of memory for {what}; "
             f"{format_size(available)} available"
         )
 

@@ -205,6 +205,21 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--random N D needs N >= 1 and D >= 1, got {args.random[0]} {args.random[1]}"
         )
+    if args.embeddings is None and args.model is None:
+        check_clouds_memory(*(args.random or (77, 768)), args.steps, "--random N D")
+
+
+def check_clouds_memory(n: int, d: int, steps: int, source: str) -> None:
+    """Refuse a comparison whose clouds, cost matrix and sampled path cannot fit the memory:
+    8 bytes x (2 n d clouds + n^2 costs + steps x n x d path points), float64."""
+    from whichway.budget import check_memory
+
+    check_memory(
+        f"--steps {steps}",
+        8 * (2 * n * d + n * n + steps * n * d),
+        f"{source}: two clouds of {n} points in {d} dimensions, their cost matrix and {steps} "
+        "path points",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
         a = torch.randn(n, d, generator=generator)
         b = torch.randn(n, d, generator=generator)
         groups = [(f"random N(0, I) clouds, seed {args.seed}", a, b)]
+    for label, a, b in groups:  # the encoded or loaded clouds, before any path is sampled
+        check_clouds_memory(max(len(a), len(b)), a.shape[-1], args.steps, label)
 
     report = []
     for label, a, b in groups:

@@ -28,6 +28,7 @@ from whichway.cli._options import (
     check_at_least,
     check_input_image,
     check_out_file,
+    check_request,
     check_size,
     load_model,
     out_file_or_folder,
@@ -103,6 +104,8 @@ def check_args(args: argparse.Namespace) -> Path:
     check_at_least("--refine", args.refine, 0)
     check_size("--height", args.height)
     check_size("--width", args.width)
+    # steps within the scheduler's, one image's decoding and encoding within the memory
+    check_request(args, f"IMAGE {args.image.name}", 1, out=None)
     name = f"{args.image.stem}.latent.safetensors"
     if args.out is None:
         return check_out_file(Path(name), LATENT_EXTENSIONS)
