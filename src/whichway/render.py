@@ -212,7 +212,15 @@ def render_frames(
         raise ValueError(
             f"got {n} conditionings but {latents.shape[0]} latents; give one per frame or one shared"
         )
-    batch_size = resolve_batch_size(batch_size, adapter, n, height, width, guidance)
+    planned = batch_size == "auto" or (
+        batch_size is None and torch.device(adapter.device).type != "cpu"
+    )
+    if attention is not None and planned:
+        # AID denoises the path's two endpoint rows beside every batch: plan rows, not frames
+        rows = resolve_batch_size(batch_size, adapter, n + 2, height, width, guidance)
+        batch_size = max(1, rows - 2)
+    else:
+        batch_size = resolve_batch_size(batch_size, adapter, n, height, width, guidance)
     if negative is None:
         negative = adapter.encode_negative(None, 1)
     if len(negative) not in (1, n):
