@@ -92,3 +92,15 @@ def test_fragments_are_frozen_values():
     assert Fragment("a") == Fragment("a", 1.0)
     with pytest.raises(AttributeError):
         Fragment("a").weight = 2.0  # type: ignore[misc]
+
+
+def test_comfyui_nesting_lets_an_explicit_weight_replace_the_outer_ones():
+    def replace(prompt: str) -> list[list[tuple[str, float]]]:
+        chunks = parse_prompt(prompt, nesting="replace").chunks
+        return [[(f.text, f.weight) for f in chunk] for chunk in chunks]
+
+    assert replace("((a:1.5))") == [[("a", 1.5)]]
+    assert replace("(x (b:1.3) y:0.8)") == [[("x ", 0.8), ("b", 1.3), (" y", 0.8)]]
+    assert replace("((a))") == _pairs("((a))")  # emphasis still multiplies
+    with pytest.raises(ValueError, match="nesting must be one of"):
+        parse_prompt("a", nesting="add")

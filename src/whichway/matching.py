@@ -205,10 +205,11 @@ def token_labels(adapter: Adapter, prompt: str, sizes: Sequence[int]) -> list[To
     row count repeated. A weighted token is named with its weight (``sunlight ×1.2``), the first
     row of every chunk after the first with its chunk (``<|startoftext|> ‹chunk 2›``) and of
     every tiled copy with the copy (``‹copy 2›``); padding = rows after a chunk's end token."""
+    from whichway.models.prompting import nesting_of
     from whichway.prompts.chunks import tokenize_chunks
     from whichway.prompts.syntax import parse_prompt
 
-    parsed = parse_prompt(prompt)
+    parsed = parse_prompt(prompt, nesting=nesting_of(adapter.weighting))
     tokenizers = _group_tokenizers(adapter)
     out = []
     for g, n in enumerate(sizes):

@@ -43,7 +43,7 @@ from whichway.models._common import (
     cpu_normal_latent,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
-from whichway.models.prompting import encode_with_syntax
+from whichway.models.prompting import encode_with_syntax, nesting_of
 from whichway.prompts.chunks import encode_chunks, tokenize_chunks, warn_cut
 from whichway.prompts.syntax import ParsedPrompt
 
@@ -272,7 +272,11 @@ class FlowMatchingAdapter(Adapter):
         with syntax or over a CLIP window through :meth:`_encode_parsed` (:mod:`whichway.prompts`);
         a batch of different row counts tiled to a common count."""
         return encode_with_syntax(
-            check_prompts(prompts), fits=self._fits, plain=self._encode, parsed=self._encode_parsed
+            check_prompts(prompts),
+            fits=self._fits,
+            plain=self._encode,
+            parsed=self._encode_parsed,
+            nesting=nesting_of(self.weighting),
         )
 
     def _fits(self, prompt: str) -> bool:  # pragma: no cover - abstract

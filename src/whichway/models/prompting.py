@@ -27,6 +27,11 @@ def set_prompt_options(adapter: Any, weighting: str, long_prompts: str) -> None:
     adapter.long_prompts = check_long_prompts(long_prompts)
 
 
+def nesting_of(weighting: str) -> str:
+    """ComfyUI's parser lets an inner explicit weight replace the outer ones; A1111's multiplies."""
+    return "replace" if weighting == "comfyui" else "multiply"
+
+
 def token_count(tokenizer: Any, text: str) -> int:
     """Tokens of ``text`` with the special tokens, untruncated."""
     return len(tokenizer(text, truncation=False, add_special_tokens=True, verbose=False).input_ids)
@@ -38,10 +43,13 @@ def encode_with_syntax(
     fits: Callable[[str], bool],
     plain: Callable[[list[str]], Conditioning],
     parsed: Callable[[ParsedPrompt, int], Conditioning],
+    nesting: str = "multiply",
 ) -> Conditioning:
     """Encode ``prompts`` (B), each by the pipeline (``plain``, batched, for plain prompts that
-    ``fits``) or by ``parsed`` (chunks and weights); rows aligned across the batch."""
-    items = [parse_prompt(p, f"{i} ({p[:40]!r})") for i, p in enumerate(prompts)]
+    ``fits``) or by ``parsed`` (chunks and weights); rows aligned across the batch. ``nesting``:
+    how nested explicit weights combine (:data:`whichway.prompts.syntax.NESTING`; see
+    :func:`nesting_of`)."""
+    items = [parse_prompt(p, f"{i} ({p[:40]!r})", nesting) for i, p in enumerate(prompts)]
     simple = [p.plain and fits(p.source) for p in items]
     if all(simple):
         return plain(list(prompts))

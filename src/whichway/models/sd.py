@@ -45,7 +45,7 @@ from whichway.models._common import (
     warn_if_truncated,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
-from whichway.models.prompting import clip_encoder, encode_with_syntax, token_count
+from whichway.models.prompting import clip_encoder, encode_with_syntax, nesting_of, token_count
 from whichway.prompts.chunks import TokenChunks, encode_chunks, tokenize_chunks, warn_cut
 from whichway.prompts.syntax import ParsedPrompt, parse_prompt
 
@@ -127,7 +127,11 @@ class SDAdapter(Adapter):
         if self.long_prompts == "truncate":
             self._warn_truncated(prompts)
         return encode_with_syntax(
-            prompts, fits=self._fits, plain=self._encode, parsed=self._encode_parsed
+            prompts,
+            fits=self._fits,
+            plain=self._encode,
+            parsed=self._encode_parsed,
+            nesting=nesting_of(self.weighting),
         )
 
     def _encode(self, prompts: list[str]) -> Conditioning:

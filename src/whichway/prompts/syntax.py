@@ -110,10 +110,16 @@ class _Group:
             self.colon, self.weight_text = -1, []
 
 
-def parse_prompt(prompt: str, label: str | None = None) -> ParsedPrompt:
+NESTING = ("multiply", "replace")
+"""How an explicit weight inside other groups combines with theirs: A1111 multiplies
+(``((a:1.5))`` is 1.65), ComfyUI replaces (``((a:1.5))`` is 1.5)."""
+
+
+def parse_prompt(prompt: str, label: str | None = None, nesting: str = "multiply") -> ParsedPrompt:
     """Parse weights, emphasis, escapes and ``BREAK`` (see the module docstring).
 
     label : how error messages name the prompt (default: the prompt itself, shortened).
+    nesting : one of :data:`NESTING`; ``(a)`` and ``[a]`` always multiply the outer weight.
     Raises :class:`PromptSyntaxError` for unbalanced brackets and weights that are not numbers.
     """
     if not isinstance(prompt, str):
@@ -163,7 +169,9 @@ def parse_prompt(prompt: str, label: str | None = None) -> ParsedPrompt:
             label,
         )
     chunks: list[list[Fragment]] = [[]]
-    _flatten(root, 1.0, weights, chunks)
+    if nesting not in NESTING:
+        raise ValueError(f"nesting must be one of {', '.join(NESTING)}, got {nesting!r}")
+    _flatten(root, 1.0, weights, chunks, nesting == "replace")
     return ParsedPrompt(tuple(tuple(_strip(c)) for c in chunks), prompt)
 
 
@@ -187,13 +195,19 @@ def _group_weight(prompt: str, group: _Group, label: str | None) -> float:
 
 
 def _flatten(
-    group: _Group, weight: float, weights: dict[int, float], chunks: list[list[Fragment]]
+    group: _Group,
+    weight: float,
+    weights: dict[int, float],
+    chunks: list[list[Fragment]],
+    replace: bool,
 ) -> None:
     for child in group.children:
         if child is None:
             chunks.append([])
         elif isinstance(child, _Group):
-            _flatten(child, weight * weights[id(child)], weights, chunks)
+            explicit = replace and child.colon >= 0
+            inner = weights[id(child)] if explicit else weight * weights[id(child)]
+            _flatten(child, inner, weights, chunks, replace)
         else:
             chunk = chunks[-1]
             if chunk and chunk[-1].weight == weight:
