@@ -9,6 +9,7 @@ the memory model ``doctor`` uses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -344,3 +345,15 @@ def test_invert_refuses_too_many_steps_and_too_large_an_image(tiny_pipeline, tmp
         assert result["rc"] == 2 and re.search(message, result["stderr"]), result
         assert result["peak_bytes"] < 1e9 and result["wall"] < 2.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.png"]
+
+
+def test_a_long_morphs_strip_shows_32_evenly_picked_frames():
+    from whichway.morph import STRIP_MAX_FRAMES, strip_frames
+
+    assert strip_frames(11) == list(range(11))
+    assert strip_frames(STRIP_MAX_FRAMES) == list(range(STRIP_MAX_FRAMES))
+    for n in (33, 100, 100_000):
+        shown = strip_frames(n)
+        gaps = {b - a for a, b in itertools.pairwise(shown)}
+        assert len(shown) == STRIP_MAX_FRAMES and shown[0] == 0 and shown[-1] == n - 1
+        assert max(gaps) - min(gaps) <= 1  # evenly spaced, up to rounding

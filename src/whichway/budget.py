@@ -323,10 +323,10 @@ def travel_frame_count(
     return None
 
 
-def morph_held_bytes(height: int, width: int) -> int:
-    """Bytes a morph keeps per frame until it ends: the RGB frame for the animation and its
-    thumbnail in the contact strip."""
-    return 3 * (height * width + thumbnail_pixels(height, width))
+def morph_held_bytes(height: int, width: int, animated: bool = True) -> int:
+    """Bytes a morph keeps per frame until it ends: the RGB frame for its animation (encoded in
+    memory), none without one (its strip shows at most 32 frames)."""
+    return 3 * height * width if animated else 0
 
 
 def check_request(

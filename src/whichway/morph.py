@@ -625,13 +625,24 @@ def run_morph(
     from whichway._files import write_atomic
 
     frames = tuple(frames_dir / f"{k:04d}.png" for k in range(n))
-    pictures = [Image.open(p).convert("RGB") for p in frames]
+
+    def picture(k: int) -> Image.Image:
+        with Image.open(frames[k]) as im:
+            return im.convert("RGB")
+
+    # the strip shows at most STRIP_MAX_FRAMES frames (evenly picked, ends included): its memory
+    # does not grow with the frame count; only an animation holds every frame
+    shown = strip_frames(n)
     strip = run_dir / "strip.png"
-    write_atomic(strip, contact_strip(pictures, ts.tolist()).save)
+    times = ts.tolist()
+    write_atomic(strip, contact_strip([picture(k) for k in shown], [times[k] for k in shown]).save)
     animation = None
     if s.format is not None:
         animation = write_animation(
-            pictures, run_dir / f"morph.{s.format}", fps=s.fps, pingpong=s.pingpong
+            [picture(k) for k in range(n)],
+            run_dir / f"morph.{s.format}",
+            fps=s.fps,
+            pingpong=s.pingpong,
         )
     info.update(
         status="done", strip=strip.name, animation=None if animation is None else animation.name
@@ -640,6 +651,18 @@ def run_morph(
     return MorphResult(
         run_dir, tuple(ts.tolist()), frames, strip, animation, coupling_info, rendered=rendered
     )
+
+
+STRIP_MAX_FRAMES = 32
+"""Most frames a morph's contact strip shows (a longer morph's strip picks them evenly)."""
+
+
+def strip_frames(n: int, most: int = STRIP_MAX_FRAMES) -> list[int]:
+    """Indices of the frames a strip of ``n`` frames shows: all of them up to ``most``, else
+    ``most`` evenly spaced ones with the first and the last."""
+    if n <= most:
+        return list(range(n))
+    return sorted({round(j * (n - 1) / (most - 1)) for j in range(most)})
 
 
 def with_runtime(record: dict[str, Any], adapter: Adapter) -> dict[str, Any]:

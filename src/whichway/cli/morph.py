@@ -130,10 +130,13 @@ def check_args(args: argparse.Namespace) -> Path:
     )
     frames = len(args.t) if args.t is not None else args.frames
     label = f"--t with {frames} values" if args.t is not None else f"--frames {frames}"
-    # every frame is kept in memory at full size for the animation and as a thumbnail for the strip
+    # an animation is encoded in memory: every frame is held at full size until it is written
     from whichway.budget import morph_held_bytes
 
-    check_request(args, label, frames, out=out, held_per_frame=morph_held_bytes)
+    animated = args.format != "none"
+    check_request(
+        args, label, frames, out=out, held_per_frame=lambda h, w: morph_held_bytes(h, w, animated)
+    )
     return out
 
 

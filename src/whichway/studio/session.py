@@ -417,7 +417,7 @@ class Studio:
             width=settings.width,
             batch_size=settings.batch_size if isinstance(settings.batch_size, int) else None,
             inversion_steps=settings.inversion_steps,
-            held_per_frame=morph_held_bytes,
+            held_per_frame=lambda h, w: morph_held_bytes(h, w, settings.format is not None),
         )
 
     def check_travel(self, settings: Any, frames: int | None = None) -> None:
@@ -769,7 +769,6 @@ class Studio:
         OT path; the strips and ``compare.json`` go to
         ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
         from whichway.attention.methods import check_method
-        from whichway.budget import morph_held_bytes
         from whichway.compare import compare_couplings, save_comparison
         from whichway.morph import check_times, uniform_times
 
@@ -803,7 +802,7 @@ class Studio:
             height=options["height"],
             width=options["width"],
             batch_size=options["batch_size"],
-            held_per_frame=morph_held_bytes,
+            held_per_frame=lambda h, w: 12 * h * w,  # float32 frames kept for strips, PPL
         )
 
         def job(
