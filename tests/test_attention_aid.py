@@ -138,3 +138,83 @@ def test_aid_attention_rejects_unknown_modes():
     q = torch.zeros(1, 1, 2, 4)
     with pytest.raises(ValueError, match="unknown AID mode"):
         aid_attention(q, q, q, torch.zeros(1), q, q, q, q, mode="middle", scale=1.0)
+
+
+def _joint_module(seed: int = 0):
+    from diffusers.models.attention_processor import Attention, JointAttnProcessor2_0
+
+    torch.manual_seed(seed)
+    attn = Attention(
+        query_dim=32, added_kv_proj_dim=24, dim_head=8, heads=4, out_dim=32,
+        context_pre_only=False, bias=True, processor=JointAttnProcessor2_0(),
+    ).double()  # fmt: skip
+    return attn
+
+
+def _joint_reference(attn, hidden, context, coefs, mode, fused):
+    """The joint-attention AID formula, written out per middle row with softmax: keys/values
+    K*_E = [K_E,img; K_m,txt] for E = A (row 0), B (row 1); fused prepends the row's own."""
+    heads = attn.heads
+
+    def split(x):  # (n, H*d) -> (H, n, d)
+        return x.view(x.shape[0], heads, -1).transpose(0, 1)
+
+    def attn_(q, k, v):
+        w = torch.softmax(q @ k.transpose(-1, -2) * attn.scale, dim=-1)
+        return w @ v
+
+    proj = []
+    for r in range(hidden.shape[0]):
+        q = torch.cat([split(attn.to_q(hidden[r])), split(attn.add_q_proj(context[r]))], 1)
+        k = torch.cat([split(attn.to_k(hidden[r])), split(attn.add_k_proj(context[r]))], 1)
+        v = torch.cat([split(attn.to_v(hidden[r])), split(attn.add_v_proj(context[r]))], 1)
+        proj.append((q, k, v))
+    n = hidden.shape[1]
+    outs = []
+    for i, c in enumerate(coefs.tolist()):
+        q, k, v = proj[2 + i]
+        ka = torch.cat([proj[0][1][:, :n], k[:, n:]], 1)
+        va = torch.cat([proj[0][2][:, :n], v[:, n:]], 1)
+        kb = torch.cat([proj[1][1][:, :n], k[:, n:]], 1)
+        vb = torch.cat([proj[1][2][:, :n], v[:, n:]], 1)
+        if mode == "inner":
+            ka = kb = (1 - c) * ka + c * kb
+            va = vb = (1 - c) * va + c * vb
+        if fused:
+            ka, kb = torch.cat([k, ka], 1), torch.cat([k, kb], 1)
+            va, vb = torch.cat([v, va], 1), torch.cat([v, vb], 1)
+        out = (1 - c) * attn_(q, ka, va) + c * attn_(q, kb, vb)
+        out = out.transpose(0, 1).reshape(q.shape[1], -1)
+        outs.append((attn.to_out[0](out[:n]), attn.to_add_out(out[n:])))
+    return torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])
+
+
+@pytest.mark.parametrize("mode", ["outer", "inner"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_joint_processor_equals_the_joint_formula_and_is_plain_at_the_ends(mode, fused):
+    from whichway.attention.aid import AIDJointAttnProcessor
+
+    attn = _joint_module()
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(5, 9, 32, generator=g, dtype=torch.float64)
+    context = torch.randn(5, 6, 24, generator=g, dtype=torch.float64)
+    coefs = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    control = AIDControl(coefs, warmup_calls=1)
+    control.advance()
+    processor = AIDJointAttnProcessor(control, attn.get_processor(), mode=mode, fused=fused)
+    with torch.no_grad():
+        image, text = processor(attn, hidden, context)
+        plain_image, plain_text = attn.get_processor()(attn, hidden, context)
+        ref_image, ref_text = _joint_reference(attn, hidden, context, coefs, mode, fused)
+    assert torch.allclose(image[2:], ref_image, atol=TOL, rtol=0)
+    assert torch.allclose(text[2:], ref_text, atol=TOL, rtol=0)
+    assert torch.allclose(image[:2], plain_image[:2], atol=TOL, rtol=0)
+    assert not torch.allclose(image[2:], plain_image[2:], atol=1e-3)
+    # rows holding A's inputs at c = 0 and B's at c = 1 attend plainly
+    rows = [0, 1, 0, 1]
+    control.coefs = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        image, text = processor(attn, hidden[rows], context[rows])
+        plain_image, plain_text = attn.get_processor()(attn, hidden[rows], context[rows])
+    assert torch.allclose(image, plain_image, atol=TOL, rtol=0)
+    assert torch.allclose(text, plain_text, atol=TOL, rtol=0)

@@ -56,7 +56,7 @@ def test_plain_records_no_attention_keys(tiny_adapter, tmp_path):
         (["--method", "aid-inner", "--guide-prompt", "x"], "use --method paid"),
         (["--method", "paid"], "needs a guide prompt"),
         (["--aid-layers", "self"], "add --method aid-outer, aid-inner or paid"),
-        (["--method", "aid-outer"], r"built for UNet attention \(sd, sdxl models\), not flux"),
+        (["--method", "aid-outer"], r"built for sd, sdxl, sd3 models, not flux"),
     ],
 )
 def test_method_errors_are_one_line_before_any_model_loads(tmp_path, capsys, extra, message):
@@ -72,9 +72,11 @@ def test_method_errors_are_one_line_before_any_model_loads(tmp_path, capsys, ext
     assert len(err.splitlines()) == 1 and re.search(message, err), err
 
 
-def test_settings_refuse_an_attention_method_on_a_joint_attention_model(tiny_adapter, tmp_path):
-    s = MorphSettings("a", "b", (0.0, 1.0), steps=1, method="aid-inner", format=None)
-    with pytest.raises(ValueError, match="not sd3"):
+def test_settings_refuse_self_or_cross_layers_on_joint_attention(tiny_adapter, tmp_path):
+    s = MorphSettings(
+        "a", "b", (0.0, 1.0), steps=1, method="aid-inner", aid_layers="self", format=None
+    )
+    with pytest.raises(ValueError, match="sd3 has one joint attention per block"):
         run_morph(tiny_adapter("sd3"), s, tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         MorphSettings("a", "b", (0.0, 1.0), method="aid-outer", warmup_ratio=2.0)

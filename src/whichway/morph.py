@@ -507,7 +507,7 @@ def run_morph(
     if s.method != "plain":
         from whichway.attention.methods import check_family
 
-        check_family(s.method, adapter.family)
+        check_family(s.method, adapter.family, s.aid_layers)
     run_dir = Path(out_dir)
     frames_dir = run_dir / FRAMES_DIR
     frames_dir.mkdir(parents=True, exist_ok=True)

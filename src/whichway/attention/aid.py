@@ -181,12 +181,7 @@ class AIDAttnProcessor:
         if getattr(attn, "norm_k", None) is not None:
             k = attn.norm_k(k)
         total = q.shape[0]
-        first = total - control.rows  # rows before it are the unconditional half
-        if first not in (0, total // 2):
-            raise ValueError(
-                f"AID expected {control.rows} conditional rows (or twice that under guidance), "
-                f"got a batch of {total}"
-            )
+        first = _first_conditional(total, control.rows)  # after the unconditional half
         a, b = first, first + 1
         plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], attn.scale)
         mixed = aid_attention(
@@ -211,6 +206,97 @@ class AIDAttnProcessor:
         return out / attn.rescale_output_factor
 
 
+class AIDJointAttnProcessor(AIDAttnProcessor):
+    """AID on joint (MMDiT) attention over [image tokens; text tokens] (SD3's
+    ``JointAttnProcessor2_0`` layout).
+
+    A middle row's joint keys/values are its own with the *image-token* part replaced by the
+    endpoint frame's, K*_A = [K_A,img; K_m,txt] (and likewise V, and B); outer and inner then
+    follow :func:`aid_attention` with these (inner mixes only the image part, the text parts
+    being equal). Fused prepends the row's own joint keys/values, so that at c = 0 with A's
+    inputs the keys are [K_A; K_A], duplicates, and attention is plain. The text tokens stay the
+    row's own: they come from the path's coupling. Calls without text tokens attend plainly.
+    """
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        control = self.control
+        if not control.active or encoder_hidden_states is None:
+            return self.plain(
+                attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs
+            )
+        if attention_mask is not None:
+            raise ValueError("AID does not support attention masks (SD3 attention has none)")
+        n_image = hidden_states.shape[1]
+        q = _heads(attn.to_q(hidden_states), attn.heads)
+        k = _heads(attn.to_k(hidden_states), attn.heads)
+        v = _heads(attn.to_v(hidden_states), attn.heads)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        cq = _heads(attn.add_q_proj(encoder_hidden_states), attn.heads)
+        ck = _heads(attn.add_k_proj(encoder_hidden_states), attn.heads)
+        cv = _heads(attn.add_v_proj(encoder_hidden_states), attn.heads)
+        if attn.norm_added_q is not None:
+            cq = attn.norm_added_q(cq)
+        if attn.norm_added_k is not None:
+            ck = attn.norm_added_k(ck)
+        q, k, v = (torch.cat(pair, dim=2) for pair in ((q, cq), (k, ck), (v, cv)))
+        total = q.shape[0]
+        first = _first_conditional(total, control.rows)
+        mid = slice(first + 2, total)
+
+        def endpoint(x: Tensor, row: int) -> Tensor:
+            own = x[mid]
+            image = x[row : row + 1, :, :n_image].expand(own.shape[0], -1, -1, -1)
+            return torch.cat([image, own[:, :, n_image:]], dim=2)
+
+        plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], attn.scale)
+        mixed = aid_attention(
+            q[mid],
+            k[mid],
+            v[mid],
+            control.coefs,
+            endpoint(k, first),
+            endpoint(v, first),
+            endpoint(k, first + 1),
+            endpoint(v, first + 1),
+            mode=self.mode,
+            fused=self.fused,
+            scale=attn.scale,
+        )
+        out = torch.cat([plain, mixed]).transpose(1, 2).reshape(total, -1, q.shape[1] * q.shape[3])
+        out = out.to(q.dtype)
+        image, text = out[:, :n_image], out[:, n_image:]
+        if not attn.context_pre_only:
+            text = attn.to_add_out(text)
+        return attn.to_out[1](attn.to_out[0](image)), text
+
+
+def _first_conditional(total: int, rows: int) -> int:
+    """Index of the first conditional row in a batch of ``total``: 0 without guidance, ``rows``
+    after the unconditional half under it."""
+    first = total - rows
+    if first not in (0, total // 2):
+        raise ValueError(
+            f"AID expected {rows} conditional rows (or twice that under guidance), got a batch "
+            f"of {total}"
+        )
+    return first
+
+
+def _is_joint(module: Any) -> bool:
+    return getattr(module, "added_kv_proj_dim", None) is not None
+
+
 def _acts_on(module: Any, layers: str) -> bool:
     cross = bool(getattr(module, "is_cross_attention", False))
     return layers == "both" or (layers == "cross") == cross
@@ -233,10 +319,22 @@ def installed(
         )
     replaced: list[tuple[Any, Any]] = []
     for module in denoiser.modules():
-        if isinstance(module, Attention) and _acts_on(module, layers):
-            plain = module.get_processor()
-            replaced.append((module, plain))
-            module.set_processor(AIDAttnProcessor(control, plain, mode=mode, fused=fused))
+        if not isinstance(module, Attention):
+            continue
+        if _is_joint(module):  # one joint attention per block: image and text tokens together
+            if layers != "both":
+                raise ValueError(
+                    f"--aid-layers {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
+                    "SDXL); joint attention (SD3) takes --aid-layers both"
+                )
+            kind: type[AIDAttnProcessor] = AIDJointAttnProcessor
+        elif _acts_on(module, layers):
+            kind = AIDAttnProcessor
+        else:
+            continue
+        plain = module.get_processor()
+        replaced.append((module, plain))
+        module.set_processor(kind(control, plain, mode=mode, fused=fused))
     hook = denoiser.register_forward_pre_hook(control.advance)
     try:
         yield len(replaced)

@@ -135,8 +135,9 @@ def render_aid_batch(
         rest = negative.expand(len(middle)) if len(negative) == 1 else negative.select(middle)
         negative = Conditioning.cat([ends_negative, rest])
     control = AIDControl(coefs[middle].double(), warmup)
+    denoiser = getattr(adapter.pipe, "unet", None) or adapter.pipe.transformer
     with installed(
-        adapter.pipe.unet,
+        denoiser,
         control,
         mode=settings.mode,
         fused=settings.fused,

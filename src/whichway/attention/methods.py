@@ -15,8 +15,11 @@ METHODS = ("plain", "aid-outer", "aid-inner", "paid")
 """Interpolation methods: ``plain`` (conditioning/latent paths only) or attention
 interpolation (AID outer/inner; PAID = AID with a guide prompt for the middle frames)."""
 
-ATTENTION_FAMILIES = ("sd", "sdxl")
-"""Families whose denoiser AID is built for (UNet attention)."""
+ATTENTION_FAMILIES = ("sd", "sdxl", "sd3")
+"""Families whose denoiser AID is built for (UNet attention; SD3's joint attention)."""
+
+JOINT_FAMILIES = ("sd3",)
+"""Families whose denoiser has one joint attention per block (``--aid-layers both`` only)."""
 
 
 ATTENTION_KEYS = ("method", "warmup_ratio", "aid_layers", "fused", "guide_prompt")
@@ -82,10 +85,18 @@ def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: st
         )
 
 
-def check_family(method: str, family: str | None) -> None:
-    """An attention method needs a denoiser it is built for (:data:`ATTENTION_FAMILIES`)."""
-    if method != "plain" and family is not None and family not in ATTENTION_FAMILIES:
+def check_family(method: str, family: str | None, layers: str = "both") -> None:
+    """An attention method needs a denoiser it is built for (:data:`ATTENTION_FAMILIES`);
+    joint attention (:data:`JOINT_FAMILIES`) has no separate self/cross layers."""
+    if method == "plain" or family is None:
+        return
+    if family not in ATTENTION_FAMILIES:
         raise ValueError(
-            f"--method {method} is built for UNet attention ({', '.join(ATTENTION_FAMILIES)} "
-            f"models), not {family}; use --method plain with this model"
+            f"--method {method} is built for {', '.join(ATTENTION_FAMILIES)} models, not "
+            f"{family}; use --method plain with this model"
+        )
+    if family in JOINT_FAMILIES and layers != "both":
+        raise ValueError(
+            f"--aid-layers {layers} needs separate self- and cross-attention (sd, sdxl); {family} "
+            "has one joint attention per block: use --aid-layers both"
         )

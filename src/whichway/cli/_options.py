@@ -696,5 +696,5 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
         "guide_prompt": args.guide_prompt,
     }
     check_method(method, settings["warmup_ratio"], settings["aid_layers"], args.guide_prompt)
-    check_family(method, local_model_family(args))
+    check_family(method, local_model_family(args), settings["aid_layers"])
     return settings
