@@ -101,7 +101,7 @@ def test_keyframe_neg_split_and_its_errors():
         Keyframe("a forest --neg blurry", negative_prompt="dark")
     with pytest.raises(ValueError, match=r"'--neg' appears twice at position 20"):
         Keyframe("a forest --neg blur --neg dark")
-    with pytest.raises(ValueError, match=r"keyframe negative .*position 0 "):
+    with pytest.raises(ValueError, match=r"negative prompt .*position 0 "):
         Keyframe("a forest --neg (blurry")
 
 

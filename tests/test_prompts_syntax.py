@@ -73,7 +73,7 @@ def test_malformed_syntax_is_one_line_naming_prompt_and_position(prompt, positio
     message = str(err.value)
     assert "\n" not in message and f"at position {position} " in message
     assert repr(prompt) in message and err.value.position == position
-    with pytest.raises(PromptSyntaxError, match="prompt keyframe 12"):
+    with pytest.raises(PromptSyntaxError, match="^keyframe 12: "):
         parse_prompt(prompt, label="keyframe 12")
 
 

@@ -49,7 +49,7 @@ def encode_with_syntax(
     ``fits``) or by ``parsed`` (chunks and weights); rows aligned across the batch. ``nesting``:
     how nested explicit weights combine (:data:`whichway.prompts.syntax.NESTING`; see
     :func:`nesting_of`)."""
-    items = [parse_prompt(p, f"{i} ({p[:40]!r})", nesting) for i, p in enumerate(prompts)]
+    items = [parse_prompt(p, f"prompt {i} ({p[:40]!r})", nesting) for i, p in enumerate(prompts)]
     simple = [p.plain and fits(p.source) for p in items]
     if all(simple):
         return plain(list(prompts))

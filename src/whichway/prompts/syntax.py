@@ -32,7 +32,7 @@ class PromptSyntaxError(ValueError):
 
     def __init__(self, prompt: str, position: int, what: str, label: str | None = None) -> None:
         self.prompt, self.position, self.what = prompt, position, what
-        name = label or short_repr(prompt)
+        name = label or f"prompt {short_repr(prompt)}"
         pointer = short_repr(prompt[position:], 20) if position < len(prompt) else "<end>"
         hint = (
             "; write \\( \\) or \\[ \\] for literal brackets"
@@ -41,7 +41,7 @@ class PromptSyntaxError(ValueError):
             if "weight" in what
             else ""
         )
-        super().__init__(f"prompt {name}: {what} at position {position} (at {pointer}){hint}")
+        super().__init__(f"{name}: {what} at position {position} (at {pointer}){hint}")
 
 
 def short_repr(text: str, limit: int = 48) -> str:

@@ -44,7 +44,7 @@ class Keyframe:
         if not isinstance(self.prompt, str):
             raise ValueError(f"a keyframe prompt must be text, got {self.prompt!r}")
         # Deforum's convention: "positive --neg negative" (the negative travels with the keyframe)
-        positive, negative = split_negative(self.prompt, f"keyframe {short_repr(self.prompt)}")
+        positive, negative = split_negative(self.prompt, f"prompt {short_repr(self.prompt)}")
         if negative is not None:
             if self.negative_prompt is not None:
                 raise ValueError(
@@ -53,7 +53,7 @@ class Keyframe:
                 )
             object.__setattr__(self, "prompt", positive)
             object.__setattr__(self, "negative_prompt", negative or None)
-        check_prompts_syntax(("keyframe", self.prompt), ("keyframe negative", self.negative_prompt))
+        check_prompts_syntax(("prompt", self.prompt), ("negative prompt", self.negative_prompt))
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int)
         ):
