@@ -128,17 +128,29 @@ def test_a_failing_job_leaves_the_app_serving(app):
     studio, _ = app
     adapter = studio.adapter()
 
-    def exhausts(*_):
-        raise MemoryError("cannot allocate 3.7 TB")
+    import torch
 
-    events = list(studio.stream(exhausts))
-    assert events[-1][0] == "error"
     from whichway.studio.session import user_message
 
-    line = user_message(events[-1][1])
-    assert line.startswith("Out of memory") and "\n" not in line and "model stays loaded" in line
-    assert studio.adapter() is adapter
-    assert studio.run_sync(lambda *_: "next") == "next"
+    for error in (
+        MemoryError("cannot allocate 3.7 TB"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\nMore text"),
+        RuntimeError("something else broke"),
+    ):
+
+        def fails(*_, error=error):
+            raise error
+
+        events = list(studio.stream(fails))
+        assert events[-1][0] == "error"
+        line = user_message(events[-1][1])
+        assert "\n" not in line
+        if isinstance(error, RuntimeError) and "broke" in str(error):
+            assert line == "RuntimeError: something else broke"
+        else:
+            assert line.startswith("Out of memory") and "model stays loaded" in line
+        assert studio.adapter() is adapter
+        assert studio.run_sync(lambda *_: "next") == "next"
 
 
 def test_the_limits_line_is_in_the_page(app):
