@@ -256,3 +256,15 @@ def test_tiling_is_invisible_to_cross_attention_not_to_joint_attention(tiny_adap
         assert rel(tiled) < 1e-5
     else:
         assert rel(tiled) > 1e-4  # measured 6.7e-4 (SD3), 6.4e-4 (Flux) on the tiny models
+
+
+def test_tiling_refuses_a_least_common_multiple_beyond_the_cap():
+    from whichway.models.base import MAX_ALIGNED_ROWS, Conditioning
+
+    def cond(chunks: int) -> Conditioning:
+        return Conditioning((torch.zeros(1, 77 * chunks, 4),))
+
+    assert [c.rows for c in Conditioning.aligned([cond(2), cond(3)])] == [(462,), (462,)]
+    assert MAX_ALIGNED_ROWS < 77 * 5 * 7
+    with pytest.raises(ValueError, match="trailing BREAK adds an empty chunk"):
+        Conditioning.aligned([cond(5), cond(7)])

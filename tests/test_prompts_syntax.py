@@ -104,3 +104,11 @@ def test_comfyui_nesting_lets_an_explicit_weight_replace_the_outer_ones():
     assert replace("((a))") == _pairs("((a))")  # emphasis still multiplies
     with pytest.raises(ValueError, match="nesting must be one of"):
         parse_prompt("a", nesting="add")
+
+
+def test_escaped_text_parses_back_to_itself_unweighted():
+    from whichway.prompts.syntax import escape_prompt
+
+    caption = r"a man (left) holds [a] sign \ (unbalanced"
+    parsed = parse_prompt(escape_prompt(caption))
+    assert parsed.text == caption and not parsed.weighted and len(parsed.chunks) == 1

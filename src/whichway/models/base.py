@@ -37,6 +37,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
 
 
+MAX_ALIGNED_ROWS = 24 * 77
+"""Most token rows :meth:`Conditioning.aligned` tiles to (24 CLIP chunks): beyond, the least
+common multiple of the prompts' lengths costs more attention than it is worth."""
+
+
 @dataclass(frozen=True)
 class Conditioning:
     """Text conditioning of a batch of B prompts.
@@ -138,6 +143,13 @@ class Conditioning:
                 f"of {[c.rows for c in items]} rows"
             )
         target = [math.lcm(*(c.rows[g] for c in items)) for g in range(groups)]
+        if any(t > MAX_ALIGNED_ROWS for t in target):
+            counts = sorted({c.rows for c in items})
+            raise ValueError(
+                f"prompts of {counts} token rows need {max(target)} rows when tiled to a common "
+                f"length (their least common multiple), more than {MAX_ALIGNED_ROWS}; give them "
+                "chunk counts with a small common multiple (a trailing BREAK adds an empty chunk)"
+            )
         return [c.tile(target) for c in items]
 
     @staticmethod

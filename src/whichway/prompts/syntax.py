@@ -247,6 +247,12 @@ def split_negative(prompt: str, label: str | None = None) -> tuple[str, str | No
     return positive, negative
 
 
+def escape_prompt(text: str) -> str:
+    """``text`` with every bracket and backslash escaped, so that :func:`parse_prompt` reads it as
+    written (captions of a data set are text, not weighted prompts)."""
+    return "".join("\\" + c if c in _ESCAPES else c for c in text)
+
+
 def check_prompt(prompt: str, label: str | None = None) -> str:
     """Parse ``prompt`` for its errors only (before any model loads); returns it unchanged."""
     parse_prompt(prompt, label)

@@ -108,6 +108,13 @@ class PromptStudyWorker:
         )
         self.ts = torch.tensor(r.t, dtype=torch.float64)
 
+    def _as_prompt(self, text: str) -> str:
+        """Captions of the CxC data set are text: their brackets are escaped so the prompt
+        syntax does not read them as weights; a pairs file is written by the user, in it."""
+        from whichway.prompts.syntax import escape_prompt
+
+        return escape_prompt(text) if self.cfg.pairs.source == "cxc" else text
+
     def describe(self) -> dict[str, Any]:
         return {**self.adapter.describe(), "height": self.height, "width": self.width}
 
@@ -129,7 +136,7 @@ class PromptStudyWorker:
         seed = int(p["seed"])
 
         t_model = time.perf_counter()
-        both = self.adapter.encode([p["prompt_a"], p["prompt_b"]])
+        both = self.adapter.encode([self._as_prompt(p["prompt_a"]), self._as_prompt(p["prompt_b"])])
         cond_a, cond_b = both.select(0), both.select(1)
         latent = self.adapter.initial_latent(seed, self.height, self.width)
         encode_s = time.perf_counter() - t_model
