@@ -218,3 +218,43 @@ def test_joint_processor_equals_the_joint_formula_and_is_plain_at_the_ends(mode,
         plain_image, plain_text = attn.get_processor()(attn, hidden[rows], context[rows])
     assert torch.allclose(image, plain_image, atol=TOL, rtol=0)
     assert torch.allclose(text, plain_text, atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("single", [False, True])
+@pytest.mark.parametrize("mode", ["outer", "inner"])
+def test_flux_processor_replaces_only_the_image_tokens(single, mode):
+    """Flux ([text; image], rotary embedding): a middle row holding A's image tokens with its
+    own text at c = 0 (B's at c = 1) attends exactly as plainly, unfused: the end frame's keys
+    replace the image tokens only, at the same rotary positions."""
+    from diffusers.models.embeddings import FluxPosEmbed
+    from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor
+
+    from whichway.attention.aid import AIDFluxAttnProcessor
+
+    torch.manual_seed(0)
+    attn = FluxAttention(
+        query_dim=32, heads=4, dim_head=8, added_kv_proj_dim=None if single else 32,
+        pre_only=single, processor=FluxAttnProcessor(),
+    ).double()  # fmt: skip
+    g = torch.Generator().manual_seed(1)
+    n_text, n_image = 5, 9
+    text = torch.randn(2, n_text, 32, generator=g, dtype=torch.float64)
+    image = torch.randn(2, n_image, 32, generator=g, dtype=torch.float64)
+    other = torch.randn(2, n_text, 32, generator=g, dtype=torch.float64)  # the middle rows' text
+    ids = torch.cat([torch.zeros(n_text, 3), torch.rand(n_image, 3, generator=g) * 8])
+    rotary = tuple(x.double() for x in FluxPosEmbed(theta=10000, axes_dim=[2, 2, 4])(ids))
+    rows_text, rows_image = torch.cat([text, other]), torch.cat([image, image])
+    control = AIDControl(torch.tensor([0.0, 1.0]), warmup_calls=1, text_tokens=n_text)
+    control.advance()
+    aid = AIDFluxAttnProcessor(control, attn.get_processor(), mode=mode, fused=False)
+
+    def run(processor):
+        with torch.no_grad():
+            if single:
+                return processor(attn, torch.cat([rows_text, rows_image], 1), None, None, rotary)
+            return torch.cat(processor(attn, rows_image, rows_text, None, rotary)[::-1], 1)
+
+    plain, out = run(attn.get_processor()), run(aid)
+    assert torch.allclose(out, plain, atol=TOL, rtol=0)
+    rows_image = torch.cat([image, image.flip(0)])  # the middle rows now hold the other image
+    assert not torch.allclose(run(aid)[2:], run(attn.get_processor())[2:], atol=1e-3)

@@ -56,7 +56,7 @@ def test_plain_records_no_attention_keys(tiny_adapter, tmp_path):
         (["--method", "aid-inner", "--guide-prompt", "x"], "use --method paid"),
         (["--method", "paid"], "needs a guide prompt"),
         (["--aid-layers", "self"], "add --method aid-outer, aid-inner or paid"),
-        (["--method", "aid-outer"], r"built for sd, sdxl, sd3 models, not flux"),
+        (["--method", "aid-outer", "--aid-layers", "self"], "flux has one joint attention"),
     ],
 )
 def test_method_errors_are_one_line_before_any_model_loads(tmp_path, capsys, extra, message):

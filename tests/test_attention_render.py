@@ -140,8 +140,10 @@ def test_method_checks_are_one_line_errors():
     with pytest.raises(ValueError, match="method"):
         check_method("diffmorpher", 0.5, "both", None)
     check_family("aid-outer", "sdxl")
-    with pytest.raises(ValueError, match=r"sd, sdxl, sd3 models, not flux"):
-        check_family("aid-outer", "flux")
+    with pytest.raises(ValueError, match=r"sd, sdxl, sd3, flux models, not kandinsky"):
+        check_family("aid-outer", "kandinsky")
+    with pytest.raises(ValueError, match="flux has one joint attention per block"):
+        check_family("aid-outer", "flux", "cross")
 
 
 def test_compare_adds_attention_rows_on_the_ot_path(sd):
@@ -178,13 +180,14 @@ def test_compare_adds_attention_rows_on_the_ot_path(sd):
         compare_couplings(sd, *PROMPTS, ts, attention=("paid",), **options)
 
 
-def test_sd3_joint_attention(tiny_adapter):
-    """SD3's joint attention: warmup 0 is the plain morph exactly; AID changes the middle
-    frames and never the end frames."""
-    sd3 = tiny_adapter("sd3")
-    plain = _render(sd3, "ot")
-    assert torch.equal(_render(sd3, "ot", AIDSettings(warmup_ratio=0.0)), plain)
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_joint_attention_families(tiny_adapter, family):
+    """SD3's and Flux's joint attention: warmup 0 is the plain morph exactly; AID changes the
+    middle frames and never the end frames."""
+    model = tiny_adapter(family)
+    plain = _render(model, "ot")
+    assert torch.equal(_render(model, "ot", AIDSettings(warmup_ratio=0.0)), plain)
     for mode in ("outer", "inner"):
-        frames = _render(sd3, "ot", AIDSettings(mode=mode, warmup_ratio=1.0))
+        frames = _render(model, "ot", AIDSettings(mode=mode, warmup_ratio=1.0))
         assert torch.allclose(frames[[0, -1]], plain[[0, -1]], atol=2e-6, rtol=0)
         assert (frames[1:-1] - plain[1:-1]).abs().amax(dim=(1, 2, 3)).min() > 2e-5, mode

@@ -94,12 +94,14 @@ class AIDControl:
     warmup_calls : int    AID acts on denoiser calls 0 .. warmup_calls - 1 (the official
         ``i < int(steps * warmup_ratio)``), then every layer attends plainly
     calls : int           denoiser calls seen so far (advanced by a forward pre-hook)
+    text_tokens : int     text tokens ahead of the image tokens in Flux's single-stream blocks
     """
 
     coefs: Tensor
     warmup_calls: int
     calls: int = 0
     current: int = field(default=-1)
+    text_tokens: int | None = None
 
     @property
     def rows(self) -> int:
@@ -250,35 +252,95 @@ class AIDJointAttnProcessor(AIDAttnProcessor):
         if attn.norm_added_k is not None:
             ck = attn.norm_added_k(ck)
         q, k, v = (torch.cat(pair, dim=2) for pair in ((q, cq), (k, ck), (v, cv)))
-        total = q.shape[0]
-        first = _first_conditional(total, control.rows)
-        mid = slice(first + 2, total)
-
-        def endpoint(x: Tensor, row: int) -> Tensor:
-            own = x[mid]
-            image = x[row : row + 1, :, :n_image].expand(own.shape[0], -1, -1, -1)
-            return torch.cat([image, own[:, :, n_image:]], dim=2)
-
-        plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], attn.scale)
-        mixed = aid_attention(
-            q[mid],
-            k[mid],
-            v[mid],
-            control.coefs,
-            endpoint(k, first),
-            endpoint(v, first),
-            endpoint(k, first + 1),
-            endpoint(v, first + 1),
-            mode=self.mode,
-            fused=self.fused,
-            scale=attn.scale,
-        )
-        out = torch.cat([plain, mixed]).transpose(1, 2).reshape(total, -1, q.shape[1] * q.shape[3])
-        out = out.to(q.dtype)
+        out = _joint_aid(self, q, k, v, slice(0, n_image), attn.scale)
+        out = out.transpose(1, 2).reshape(q.shape[0], -1, q.shape[1] * q.shape[3]).to(q.dtype)
         image, text = out[:, :n_image], out[:, n_image:]
         if not attn.context_pre_only:
             text = attn.to_add_out(text)
         return attn.to_out[1](attn.to_out[0](image)), text
+
+
+class AIDFluxAttnProcessor(AIDAttnProcessor):
+    """AID on Flux's attention (``FluxAttnProcessor`` layout: [text tokens; image tokens], rotary
+    position embedding on both). As :class:`AIDJointAttnProcessor`: a middle row's image-token
+    keys/values (after the rotary embedding, so at the same positions) are replaced by the end
+    frame's, its text tokens stay its own. Dual-stream blocks get the text separately; in the
+    single-stream blocks the text length comes from ``control.text_tokens``."""
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        image_rotary_emb: Any = None,
+    ) -> Any:
+        control = self.control
+        if not control.active:
+            return self.plain(
+                attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb
+            )
+        from diffusers.models.embeddings import apply_rotary_emb
+        from diffusers.models.transformers.transformer_flux import _get_qkv_projections
+
+        if attention_mask is not None:
+            raise ValueError("AID does not support attention masks (Flux attention has none)")
+        q, k, v, eq, ek, ev = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        q, k, v = (x.unflatten(-1, (-1, attn.head_dim)) for x in (q, k, v))
+        q, k = attn.norm_q(q), attn.norm_k(k)
+        if encoder_hidden_states is not None:
+            eq, ek, ev = (x.unflatten(-1, (-1, attn.head_dim)) for x in (eq, ek, ev))
+            eq, ek = attn.norm_added_q(eq), attn.norm_added_k(ek)
+            q, k, v = (torch.cat(pair, dim=1) for pair in ((eq, q), (ek, k), (ev, v)))
+            n_text = encoder_hidden_states.shape[1]
+        elif control.text_tokens is None:
+            raise ValueError("AID on Flux's single-stream blocks needs control.text_tokens")
+        else:
+            n_text = control.text_tokens
+        if image_rotary_emb is not None:
+            q = apply_rotary_emb(q, image_rotary_emb, sequence_dim=1)
+            k = apply_rotary_emb(k, image_rotary_emb, sequence_dim=1)
+        q, k, v = (x.transpose(1, 2) for x in (q, k, v))  # (N, H, L, d)
+        out = _joint_aid(self, q, k, v, slice(n_text, None), attn.head_dim**-0.5)
+        out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
+        if encoder_hidden_states is None:
+            return out
+        text, image = out[:, :n_text], out[:, n_text:]
+        image = attn.to_out[1](attn.to_out[0](image.contiguous()))
+        return image, attn.to_add_out(text.contiguous())
+
+
+def _joint_aid(
+    processor: AIDAttnProcessor, q: Tensor, k: Tensor, v: Tensor, image: slice, scale: float
+) -> Tensor:
+    """Joint attention (N, H, L, d) with AID on the conditional middle rows: their ``image``
+    tokens' keys/values replaced by the endpoint rows' (the rest their own); endpoint and
+    unconditional rows attend plainly."""
+    control = processor.control
+    total = q.shape[0]
+    first = _first_conditional(total, control.rows)
+    mid = slice(first + 2, total)
+
+    def endpoint(x: Tensor, row: int) -> Tensor:
+        own = x[mid].clone()
+        own[:, :, image] = x[row : row + 1, :, image]
+        return own
+
+    plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], scale)
+    mixed = aid_attention(
+        q[mid],
+        k[mid],
+        v[mid],
+        control.coefs,
+        endpoint(k, first),
+        endpoint(v, first),
+        endpoint(k, first + 1),
+        endpoint(v, first + 1),
+        mode=processor.mode,
+        fused=processor.fused,
+        scale=scale,
+    )
+    return torch.cat([plain, mixed])
 
 
 def _first_conditional(total: int, rows: int) -> int:
@@ -317,17 +379,26 @@ def installed(
         raise ValueError(
             f"unknown AID layers {layers!r}; valid choices are: {', '.join(AID_LAYERS)}"
         )
+    from diffusers.models.transformers.transformer_flux import FluxAttention
+
     replaced: list[tuple[Any, Any]] = []
     for module in denoiser.modules():
-        if not isinstance(module, Attention):
+        if isinstance(module, FluxAttention):
+            if layers != "both":
+                raise ValueError(
+                    f"--aid-layers {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
+                    "SDXL); Flux's joint attention takes --aid-layers both"
+                )
+            kind: type[AIDAttnProcessor] = AIDFluxAttnProcessor
+        elif not isinstance(module, Attention):
             continue
-        if _is_joint(module):  # one joint attention per block: image and text tokens together
+        elif _is_joint(module):  # one joint attention per block: image and text tokens together
             if layers != "both":
                 raise ValueError(
                     f"--aid-layers {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
                     "SDXL); joint attention (SD3) takes --aid-layers both"
                 )
-            kind: type[AIDAttnProcessor] = AIDJointAttnProcessor
+            kind = AIDJointAttnProcessor
         elif _acts_on(module, layers):
             kind = AIDAttnProcessor
         else:

@@ -134,7 +134,14 @@ def render_aid_batch(
         ends_negative = Conditioning.cat([negative.select(0), negative.select(len(negative) - 1)])
         rest = negative.expand(len(middle)) if len(negative) == 1 else negative.select(middle)
         negative = Conditioning.cat([ends_negative, rest])
-    control = AIDControl(coefs[middle].double(), warmup)
+    if getattr(adapter, "true_cfg_scale", 1.0) > 1:
+        raise ValueError(
+            "AID acts on the conditional branch only, but Flux's true CFG runs the two branches as "
+            "separate calls; render AID with true_cfg_scale 1 (the default)"
+        )
+    # Flux's single-stream blocks see [text; image] without knowing where the text ends
+    text_tokens = rows.clouds[0].shape[1] if adapter.family == "flux" else None
+    control = AIDControl(coefs[middle].double(), warmup, text_tokens=text_tokens)
     denoiser = getattr(adapter.pipe, "unet", None) or adapter.pipe.transformer
     with installed(
         denoiser,

@@ -15,10 +15,10 @@ METHODS = ("plain", "aid-outer", "aid-inner", "paid")
 """Interpolation methods: ``plain`` (conditioning/latent paths only) or attention
 interpolation (AID outer/inner; PAID = AID with a guide prompt for the middle frames)."""
 
-ATTENTION_FAMILIES = ("sd", "sdxl", "sd3")
-"""Families whose denoiser AID is built for (UNet attention; SD3's joint attention)."""
+ATTENTION_FAMILIES = ("sd", "sdxl", "sd3", "flux")
+"""Families whose denoiser AID is built for (UNet attention; SD3's and Flux's joint attention)."""
 
-JOINT_FAMILIES = ("sd3",)
+JOINT_FAMILIES = ("sd3", "flux")
 """Families whose denoiser has one joint attention per block (``--aid-layers both`` only)."""
 
 
