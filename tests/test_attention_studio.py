@@ -31,3 +31,17 @@ def test_paid_without_a_guide_is_refused_before_loading(tmp_path):
     studio = Studio(tmp_path / "runs", "never-loaded")
     with pytest.raises(ValueError, match="needs a guide prompt"):
         studio.compare_job("a cat", "a dog", frames=3, attention=["paid"])
+
+
+def test_morph_settings_carry_the_method(tmp_path):
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    s = studio.morph_settings(
+        "a dog", "a car", frames=3, method="paid", warmup_ratio=0.3, aid_layers="self",
+        fused=False, guide_prompt=" a dog driving a car ", spacing="beta", height=32, width=32,
+    )  # fmt: skip
+    assert (s.method, s.warmup_ratio, s.aid_layers, s.fused) == ("paid", 0.3, "self", False)
+    assert s.guide_prompt == "a dog driving a car" and s.spacing == "beta"
+    plain = studio.morph_settings("a dog", "a car", frames=3, guide_prompt="stale text")
+    assert plain.method == "plain" and plain.guide_prompt is None
+    with pytest.raises(ValueError, match=r"warmup ratio must lie in \[0, 1\]"):
+        studio.morph_settings("a", "b", frames=3, method="aid-outer", warmup_ratio=2)

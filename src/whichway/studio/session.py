@@ -474,8 +474,14 @@ class Studio:
         format: str = "gif",
         fps: Any = 8.0,
         pingpong: bool = False,
+        method: str = "plain",
+        warmup_ratio: Any = 0.5,
+        aid_layers: str = "both",
+        fused: bool = True,
+        guide_prompt: str = "",
     ) -> MorphSettings:
-        """Page values -> MorphSettings, with the checks ``whichway morph`` makes (no model)."""
+        """Page values -> MorphSettings, with the checks ``whichway morph`` makes (no model);
+        ``method`` etc. choose interpolation inside attention (:mod:`whichway.attention`)."""
         from whichway.media import load_image
         from whichway.morph import MorphSettings, uniform_times
 
@@ -515,6 +521,11 @@ class Studio:
             ),
             pingpong=bool(pingpong),
             fps=fps_value,
+            method=method or "plain",
+            warmup_ratio=_number("warmup ratio", warmup_ratio),
+            aid_layers=aid_layers or "both",
+            fused=bool(fused),
+            guide_prompt=(guide_prompt or "").strip() or None if method == "paid" else None,
         )
         self.check_morph(settings)
         return settings
@@ -572,8 +583,8 @@ class Studio:
                     f"width must be a multiple of {adapter.size_multiple} for this model, got {settings.width}"
                 )
             scorer, note = self.meter()  # spaces perceptual runs; scores every run when available
-            if settings.spacing == "perceptual" and scorer is None:
-                raise ValueError(f"perceptual spacing needs LPIPS: {note}")
+            if settings.spacing != "uniform" and scorer is None:
+                raise ValueError(f"{settings.spacing} spacing needs LPIPS: {note}")
             target = run_dir or self.run_dir_for(settings, adapter)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             result = run_morph(
@@ -581,7 +592,7 @@ class Studio:
                 settings,
                 target,
                 progress=False,
-                meter=scorer if settings.spacing == "perceptual" else None,
+                meter=scorer if settings.spacing != "uniform" else None,
                 on_frame=on_frame,
                 on_step=on_step,
                 should_stop=should_stop,

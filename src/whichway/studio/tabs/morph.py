@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from whichway.attention.methods import AID_LAYERS, METHODS
+from whichway.morph import SPACINGS
 from whichway.studio.handlers import (
     COUPLINGS,
     FORMATS,
@@ -31,7 +33,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
         with gr.Row():
             m_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
             m_latent = gr.Dropdown(list(LATENTS), value="fixed", label="Latent path")
-            m_spacing = gr.Radio(["uniform", "perceptual"], value="uniform", label="Spacing")
+            m_spacing = gr.Radio(list(SPACINGS), value="uniform", label="Spacing")
         with gr.Row():
             m_frames = gr.Number(value=11, precision=0, label="Frames", elem_id="ww-morph-frames")
             m_t = gr.Textbox(
@@ -44,6 +46,15 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             )
         with gr.Row():
             m_steps, m_guidance, m_height, m_width = generation_controls("morph")
+        with gr.Accordion("Interpolation inside attention (AID / PAID)", open=False):
+            with gr.Row():
+                m_method = gr.Radio(
+                    list(METHODS), value="plain", label="Method", elem_id="ww-morph-method"
+                )
+                m_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label="Warmup ratio")
+                m_layers = gr.Radio(list(AID_LAYERS), value="both", label="AID layers")
+                m_fused = gr.Checkbox(value=True, label="Fused with self-attention")
+            m_guide = gr.Textbox(label="PAID guide prompt (method paid)", elem_id="ww-morph-guide")
         with gr.Accordion("Real images and output", open=False):
             with gr.Row():
                 m_img_a = gr.Image(type="filepath", label="Image A (optional)", sources=["upload"])
@@ -86,6 +97,11 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             fmt,
             fps,
             pingpong,
+            method,
+            warmup,
+            layers,
+            fused,
+            guide,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
             settings = studio.morph_settings(
@@ -109,6 +125,11 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 format=fmt,
                 fps=fps,
                 pingpong=pingpong,
+                method=method,
+                warmup_ratio=warmup,
+                aid_layers=layers,
+                fused=fused,
+                guide_prompt=guide,
             )
             yield [], "Starting…", None
             ts = settings.t
@@ -142,6 +163,11 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             m_format,
             m_fps,
             m_pingpong,
+            m_method,
+            m_warmup,
+            m_layers,
+            m_fused,
+            m_guide,
         ]
         morph_event = m_go.click(
             morph,
