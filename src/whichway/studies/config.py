@@ -184,9 +184,15 @@ class PromptRenderConfig:
             )
 
 
+STUDY_METHODS: tuple[str, ...] = ("aid-outer", "aid-inner")
+"""Attention methods a prompt study can add (AID on the OT path, official defaults; PAID needs a
+guide prompt per pair and is not offered)."""
+
+
 @dataclass(frozen=True)
 class PromptStudySettings:
     couplings: tuple[str, ...] = ("ot", "clip", "random")
+    methods: tuple[str, ...] = ()  # attention methods rendered on the OT path beside them
     seed: int = 0
     save_frames: bool = False  # every frame of every path, as PNG
     save_strips: bool = False  # a contact strip per (pair, coupling)
@@ -197,6 +203,8 @@ class PromptStudySettings:
             raise ValueError(f"study.couplings is empty; choose from {', '.join(COUPLINGS)}")
         for c in self.couplings:
             _choice("study.couplings entry", c, COUPLINGS)
+        for m in self.methods:
+            _choice("study.methods entry", m, STUDY_METHODS)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ displacement path E_t[i] = (1 - t) E_A[i] + t E_B[sigma(i)] of each coupling sig
 t in {0, 0.1, ..., 1}; the path is measured by its perceptual path length
 PPL = sum_k LPIPS(frame_k, frame_k+1) and its coupling cost C(sigma) = sum_i ||E_A[i] - E_B[sigma(i)]||^2.
 
-One **unit** is one pair; it records one row per coupling. Per unit:
+One **unit** is one pair; it records one row per coupling (and per attention method of
+``study.methods``: AID rendered on the OT path, :mod:`whichway.attention`). Per unit:
 
 * both prompts are encoded once (``adapter.encode([a, b])``);
 * the seed is derived from the study seed and the pair id (:func:`whichway.studies.pairs.pair_seed`),
@@ -193,6 +194,42 @@ class PromptStudyWorker:
         )
         assert frames is not None
         render_s = sum(frame_seconds)
+        methods = cfg.study.methods
+        if methods:  # AID on the OT path: its own frames, the shared (or OT) end frames
+            from whichway.attention.batch import AttentionPath
+            from whichway.attention.methods import AIDSettings
+
+            if "ot" not in paths:
+                g = torch.Generator().manual_seed(derive_seed("coupling", seed, "ot"))
+                paths["ot"], cps = conditioning_path(
+                    cond_a, cond_b, self.ts, coupling="ot", generator=g
+                )
+                costs["ot"] = float(sum(float(c.cost) for c in cps))
+                w2_len["ot"] = float(sum(float(path_length_w2(x)) for x in paths["ot"].clouds))
+            ot = paths["ot"]
+            ends = [0, 1] if shared else [index["ot"][0], index["ot"][-1]] if "ot" in index else []
+            for name in methods:
+                aid = AIDSettings(mode=name.removeprefix("aid-"))
+                inner = ot if not ends else ot.select(slice(1, T - 1))
+                times = self.ts if not ends else self.ts[1:-1]
+                attention = AttentionPath(
+                    aid, ot.select([0, T - 1]), torch.stack([latent, latent]), times
+                )
+                t_aid = time.perf_counter()
+                extra = render_frames(
+                    self.adapter, inner, latent, steps=r.steps, guidance=r.guidance,
+                    height=self.height, width=self.width, batch_size=r.batch_size,
+                    negative=self.negative, progress=False, attention=attention,
+                )  # fmt: skip
+                seconds = time.perf_counter() - t_aid
+                frame_seconds += [seconds / len(extra)] * len(extra)
+                render_s += seconds
+                body = list(range(n, n + len(extra)))
+                n += len(extra)
+                frames = torch.cat([frames, extra])
+                index[name] = [ends[0], *body, ends[1]] if ends else body
+                costs[name], w2_len[name] = costs["ot"], w2_len["ot"]
+        couplings = (*couplings, *methods)
 
         # LPIPS features once per frame, distances per coupling path from the cache.
         t_metric = time.perf_counter()

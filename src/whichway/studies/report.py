@@ -216,13 +216,16 @@ def prompt_report(run_dir: str | Path) -> Path:
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     couplings = [c for c in COUPLING_ORDER if c in set(df.coupling)]
+    methods = sorted(set(df.coupling) - set(COUPLING_ORDER))  # AID rows (study.methods)
     summary = prompt_summary(df)
     summary.to_csv(out / "summary.csv", index=False)
     sig_parts = []
     others = [c for c in couplings if c != "ot"]
-    if "ot" in couplings and others:
-        for metric in ("ppl", "coupling_cost"):
-            sig_parts.append(significance_table(df, metric, reference="ot", others=others))
+    if "ot" in couplings and others + methods:
+        # AID rows share the OT path's coupling cost: they are tested on PPL only
+        for metric, against in (("ppl", others + methods), ("coupling_cost", others)):
+            if against:
+                sig_parts.append(significance_table(df, metric, reference="ot", others=against))
     sig = pd.concat(sig_parts, ignore_index=True) if sig_parts else pd.DataFrame()
     sig.to_csv(out / "significance.csv", index=False)
     _box_plot(
@@ -250,7 +253,8 @@ def prompt_report(run_dir: str | Path) -> Path:
             f"source read {pairs_info.get('pairs_read', '?')} pairs, {pairs_info.get('pairs_unresolved', 0)} "
             "unresolved caption ids dropped"
         ),
-        f"- study seed {manifest.get('seed')}; one seed per pair; couplings: {', '.join(couplings)}",
+        f"- study seed {manifest.get('seed')}; one seed per pair; couplings: {', '.join(couplings)}"
+        + (f"; attention methods on the OT path: {', '.join(methods)}" if methods else ""),
         *(["- pairs without a similarity score are shown as group 0"] if unstratified else []),
         "",
         (
