@@ -43,7 +43,7 @@ from whichway.models._common import (
     cpu_normal_latent,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
-from whichway.models.prompting import encode_with_syntax, nesting_of
+from whichway.models.prompting import encode_with_syntax, nesting_of, text_device
 from whichway.prompts.chunks import encode_chunks, tokenize_chunks, warn_cut
 from whichway.prompts.syntax import ParsedPrompt
 
@@ -293,9 +293,9 @@ class FlowMatchingAdapter(Adapter):
         warn_cut(chunks, index, window, "T5 text encoder")
         cloud, _ = encode_chunks(
             chunks,
-            lambda ids: (encoder(ids.to(encoder.device))[0], None),
+            lambda ids: (encoder(ids)[0], None),
             self.weighting,
-            self.device,
+            text_device(self),
         )
         return cloud
 

@@ -32,6 +32,7 @@ from torch import Tensor
 from whichway.models._common import check_guidance, step_callback, warn_if_truncated
 from whichway.models.base import Conditioning, StepCallback
 from whichway.models.flow import FlowMatchingAdapter, FlowSchedule, Velocity, flow_schedule
+from whichway.models.prompting import text_device
 from whichway.prompts.syntax import ParsedPrompt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +151,7 @@ class FluxAdapter(FlowMatchingAdapter):
             self.pipe.tokenizer, [text], int(self.pipe.tokenizer_max_length), "CLIP text encoder"
         )
         pooled = self.pipe._get_clip_prompt_embeds(
-            prompt=[text], device=self.device, num_images_per_prompt=1
+            prompt=[text], device=text_device(self), num_images_per_prompt=1
         )
         t5 = self._t5_cloud(self.pipe.tokenizer_2, self.pipe.text_encoder_2, parsed, index)
         return Conditioning(

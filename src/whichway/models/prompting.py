@@ -32,6 +32,12 @@ def nesting_of(weighting: str) -> str:
     return "replace" if weighting == "comfyui" else "multiply"
 
 
+def text_device(adapter: Any) -> Any:
+    """Where token ids go: the pipeline's execution device (under ``--offload`` the encoder's
+    weights live elsewhere until its hook moves them), as ``encode_prompt`` places them."""
+    return getattr(adapter.pipe, "_execution_device", adapter.device)
+
+
 def token_count(tokenizer: Any, text: str) -> int:
     """Tokens of ``text`` with the special tokens, untruncated."""
     return len(tokenizer(text, truncation=False, add_special_tokens=True, verbose=False).input_ids)
@@ -70,7 +76,6 @@ def clip_encoder(text_encoder: Any, layer: int | None = None) -> EncoderFn:
     """
 
     def run(ids: Tensor) -> tuple[Tensor, Tensor | None]:
-        ids = ids.to(text_encoder.device)
         if layer is None:
             return text_encoder(ids, attention_mask=None)[0], None
         out = text_encoder(ids, output_hidden_states=True)

@@ -45,7 +45,13 @@ from whichway.models._common import (
     warn_if_truncated,
 )
 from whichway.models.base import Adapter, Conditioning, StepCallback
-from whichway.models.prompting import clip_encoder, encode_with_syntax, nesting_of, token_count
+from whichway.models.prompting import (
+    clip_encoder,
+    encode_with_syntax,
+    nesting_of,
+    text_device,
+    token_count,
+)
 from whichway.prompts.chunks import TokenChunks, encode_chunks, tokenize_chunks, warn_cut
 from whichway.prompts.syntax import ParsedPrompt, parse_prompt
 
@@ -150,7 +156,7 @@ class SDAdapter(Adapter):
         ``self.weighting``, joined: (1, 77·k, d)."""
         encoder = self.pipe.text_encoder
         chunks = self._chunks(self.pipe.tokenizer, parsed, index, "CLIP text encoder")
-        cloud, _ = encode_chunks(chunks, clip_encoder(encoder), self.weighting, self.device)
+        cloud, _ = encode_chunks(chunks, clip_encoder(encoder), self.weighting, text_device(self))
         return Conditioning((cloud.to(encoder.dtype).float().cpu().unsqueeze(0),))
 
     @torch.no_grad()

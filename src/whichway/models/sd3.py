@@ -26,7 +26,7 @@ from torch import Tensor
 from whichway.models._common import guided, step_callback, warn_if_truncated
 from whichway.models.base import Conditioning, StepCallback
 from whichway.models.flow import FlowMatchingAdapter, FlowSchedule, Velocity, flow_schedule
-from whichway.models.prompting import clip_encoder, token_count
+from whichway.models.prompting import clip_encoder, text_device, token_count
 from whichway.prompts.chunks import encode_chunks, tokenize_chunks, warn_cut
 from whichway.prompts.syntax import ParsedPrompt
 
@@ -118,7 +118,7 @@ class SD3Adapter(FlowMatchingAdapter):
             )
             warn_cut(chunks, index, self.clip_tokens, name)
             cloud, pool = encode_chunks(
-                chunks, clip_encoder(encoder, -2), self.weighting, self.device
+                chunks, clip_encoder(encoder, -2), self.weighting, text_device(self)
             )
             clouds.append(cloud.to(encoder.dtype))
             pools.append(pool)

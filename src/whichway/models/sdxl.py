@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from whichway.models.base import Conditioning
-from whichway.models.prompting import clip_encoder
+from whichway.models.prompting import clip_encoder, text_device
 from whichway.models.sd import SDAdapter
 from whichway.prompts.chunks import encode_chunks
 from whichway.prompts.syntax import ParsedPrompt
@@ -62,7 +62,7 @@ class SDXLAdapter(SDAdapter):
                 continue
             chunks = self._chunks(tokenizer, parsed, index, name)
             cloud, pool = encode_chunks(
-                chunks, clip_encoder(encoder, -2), self.weighting, self.device
+                chunks, clip_encoder(encoder, -2), self.weighting, text_device(self)
             )
             clouds.append(cloud.to(encoder.dtype))
             pooled = pool if pool is not None else pooled
