@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from whichway.attention import AIDSettings, AttentionPath, check_family, check_method
+from whichway.models.base import Conditioning
 from whichway.render import conditioning_path, latent_path, render_frames
 
 SIZE = 32
@@ -191,3 +192,35 @@ def test_joint_attention_families(tiny_adapter, family):
         frames = _render(model, "ot", AIDSettings(mode=mode, warmup_ratio=1.0))
         assert torch.allclose(frames[[0, -1]], plain[[0, -1]], atol=2e-6, rtol=0)
         assert (frames[1:-1] - plain[1:-1]).abs().amax(dim=(1, 2, 3)).min() > 2e-5, mode
+
+
+def test_several_segments_in_one_batch_equal_each_segment_alone(sd):
+    """A batch spanning two segments (a travel's) carries each segment's endpoints: frames equal
+    those of each segment rendered alone, and only the endpoints in use are denoised."""
+    from whichway.attention import render_aid_batch
+
+    cond = sd.encode(["a cat", "a dog", "a red car"])
+    latent = sd.initial_latent(4, SIZE, SIZE)
+    ends_latents = torch.stack([latent] * 3)
+    aid = AIDSettings(mode="outer", warmup_ratio=1.0, layers="self")
+    options = {"steps": STEPS, "guidance": 5.0, "height": SIZE, "width": SIZE}
+    ts = torch.tensor([0.3, 0.6], dtype=torch.float64)
+
+    def middle(k):
+        return conditioning_path(cond.select(k), cond.select(k + 1), ts, coupling="clip")[0]
+
+    rows: list[int] = []
+    hook = sd.pipe.unet.register_forward_pre_hook(lambda _m, a: rows.append(a[0].shape[0]))
+    try:
+        both = render_aid_batch(
+            sd, aid, cond, ends_latents, Conditioning.cat([middle(0), middle(1)]), latent,
+            torch.cat([ts, ts]), pairs=torch.tensor([[0, 1], [0, 1], [1, 2], [1, 2]]), **options,
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert set(rows) == {2 * (3 + 4)}  # three keyframes, four frames, under guidance
+    for k in (0, 1):
+        alone = render_aid_batch(
+            sd, aid, cond.select([k, k + 1]), ends_latents[:2], middle(k), latent, ts, **options
+        )
+        assert torch.allclose(both[2 * k : 2 * k + 2], alone, atol=2e-6, rtol=0)

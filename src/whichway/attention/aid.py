@@ -95,6 +95,9 @@ class AIDControl:
         ``i < int(steps * warmup_ratio)``), then every layer attends plainly
     calls : int           denoiser calls seen so far (advanced by a forward pre-hook)
     text_tokens : int     text tokens ahead of the image tokens in Flux's single-stream blocks
+    pairs : Tensor (k, 2)  each middle row's endpoint rows among the ``leading`` rows (several
+        segments in one batch: [ends..., m_1 .. m_k]); None = every row between rows 0 and 1
+    leading : int         conditional rows before the middle rows, attended plainly
     """
 
     coefs: Tensor
@@ -102,11 +105,20 @@ class AIDControl:
     calls: int = 0
     current: int = field(default=-1)
     text_tokens: int | None = None
+    pairs: Tensor | None = None
+    leading: int = 2
 
     @property
     def rows(self) -> int:
-        """Conditional rows per denoiser call: the two endpoints and the middle rows."""
-        return 2 + len(self.coefs)
+        """Conditional rows per denoiser call: the leading endpoint rows and the middle rows."""
+        return self.leading + len(self.coefs)
+
+    def endpoints(self, first: int) -> tuple[Tensor, Tensor]:
+        """Batch rows of each middle row's endpoints A and B: (1,) each for [A, B, m_1 ..], or
+        (k,) each with ``pairs``."""
+        if self.pairs is None:
+            return torch.tensor([first]), torch.tensor([first + 1])
+        return first + self.pairs[:, 0], first + self.pairs[:, 1]
 
     @property
     def active(self) -> bool:
@@ -184,17 +196,18 @@ class AIDAttnProcessor:
             k = attn.norm_k(k)
         total = q.shape[0]
         first = _first_conditional(total, control.rows)  # after the unconditional half
-        a, b = first, first + 1
-        plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], attn.scale)
+        a, b = control.endpoints(first)
+        lead = first + control.leading
+        plain = attend(q[:lead], k[:lead], v[:lead], attn.scale)
         mixed = aid_attention(
-            q[first + 2 :],
-            k[first + 2 :],
-            v[first + 2 :],
+            q[lead:],
+            k[lead:],
+            v[lead:],
             control.coefs,
-            k[a : a + 1],
-            v[a : a + 1],
-            k[b : b + 1],
-            v[b : b + 1],
+            k[a],
+            v[a],
+            k[b],
+            v[b],
             mode=self.mode,
             fused=self.fused,
             scale=attn.scale,
@@ -319,23 +332,25 @@ def _joint_aid(
     control = processor.control
     total = q.shape[0]
     first = _first_conditional(total, control.rows)
-    mid = slice(first + 2, total)
+    lead = first + control.leading
+    mid = slice(lead, total)
+    a, b = control.endpoints(first)
 
-    def endpoint(x: Tensor, row: int) -> Tensor:
+    def endpoint(x: Tensor, rows: Tensor) -> Tensor:
         own = x[mid].clone()
-        own[:, :, image] = x[row : row + 1, :, image]
+        own[:, :, image] = x[rows][:, :, image]
         return own
 
-    plain = attend(q[: first + 2], k[: first + 2], v[: first + 2], scale)
+    plain = attend(q[:lead], k[:lead], v[:lead], scale)
     mixed = aid_attention(
         q[mid],
         k[mid],
         v[mid],
         control.coefs,
-        endpoint(k, first),
-        endpoint(v, first),
-        endpoint(k, first + 1),
-        endpoint(v, first + 1),
+        endpoint(k, a),
+        endpoint(v, a),
+        endpoint(k, b),
+        endpoint(v, b),
         mode=processor.mode,
         fused=processor.fused,
         scale=scale,

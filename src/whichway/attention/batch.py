@@ -25,15 +25,21 @@ class AttentionPath:
     """What :func:`whichway.render.render_frames` needs to render a path with AID.
 
     settings : AIDSettings
-    ends : Conditioning with 2 rows      the path's conditioning at t = 0 and t = 1
-    end_latents : Tensor (2, C, h, w)    the path's initial latents at t = 0 and t = 1
+    ends : Conditioning with E rows      the endpoint conditionings (a morph: its t = 0 and t = 1)
+    end_latents : Tensor (E, C, h, w)    the endpoints' initial latents
     coefs : Tensor (T,)                  c of every waypoint handed to render_frames (its t)
+    pairs : Tensor (T, 2) or None        each waypoint's endpoints A and B as rows of ``ends``
+        (a travel: the keyframes around its segment); None = rows 0 and 1 for every waypoint
+    end_negative : Conditioning (E rows) or None   the endpoints' own negatives, when the
+        waypoints have one each; None = the shared negative
     """
 
     settings: AIDSettings
     ends: Conditioning
     end_latents: Tensor
     coefs: Tensor
+    pairs: Tensor | None = None
+    end_negative: Conditioning | None = None
 
     def renderer(self, adapter: Adapter, rows: slice) -> Any:
         """``adapter.render`` for the waypoints ``rows`` of the path, with AID."""
@@ -47,6 +53,8 @@ class AttentionPath:
                 cond,
                 latents,
                 self.coefs[rows],
+                pairs=None if self.pairs is None else self.pairs[rows],
+                end_negative=self.end_negative,
                 **options,
             )
 
@@ -84,25 +92,32 @@ def render_aid_batch(
     width: int,
     negative: Conditioning | None = None,
     on_step: Any = None,
+    pairs: Tensor | None = None,
+    end_negative: Conditioning | None = None,
 ) -> Tensor:
-    """Render k waypoints with AID in one denoiser batch [A, B, m_1 .. m_k].
+    """Render k waypoints with AID in one denoiser batch [ends used..., m_1 .. m_k].
 
     Parameters
     ----------
-    ends : Conditioning (2 rows)         endpoint conditionings A (t = 0) and B (t = 1)
-    end_latents : Tensor (2, C, h, w)    endpoint initial latents
+    ends : Conditioning (E rows)         endpoint conditionings (a morph: A at t = 0, B at t = 1)
+    end_latents : Tensor (E, C, h, w)    endpoint initial latents
     cond : Conditioning (k rows)         the waypoints' own conditionings
     latents : Tensor (k, C, h, w)        the waypoints' initial latents
-    coefs : Tensor (k,)                  each waypoint's c (its t on the path)
-    negative : Conditioning (1 or k rows) or None; the endpoint rows take the first/last row
+    coefs : Tensor (k,)                  each waypoint's c (its t between its endpoints)
+    pairs : Tensor (k, 2) or None        each waypoint's endpoints (rows of ``ends``); None =
+        rows 0 and 1
+    negative : Conditioning (1 or k rows) or None
+    end_negative : Conditioning (E rows) or None   the endpoints' negatives; None = the first
+        waypoint's (a morph's negative is shared)
 
     Returns
     -------
     Tensor (k, 3, H, W) images in [0, 1]
 
-    With ``warmup_calls(steps) == 0`` AID never acts and the waypoints are rendered plainly
-    (the endpoint rows would change nothing). A waypoint whose c is 0 or 1 and whose inputs are
-    the endpoint's is the endpoint row itself and is not rendered twice.
+    Only the endpoints some waypoint of the batch uses are denoised. With
+    ``warmup_calls(steps) == 0`` AID never acts and the waypoints are rendered plainly (the
+    endpoint rows would change nothing). A waypoint whose c is 0 (1) and whose inputs are its
+    endpoint A's (B's) is that endpoint row itself and is not rendered twice.
     """
     k = len(cond)
     if latents.ndim == 3:
@@ -117,10 +132,16 @@ def render_aid_batch(
     from whichway.attention.aid import AIDControl, installed
     from whichway.models.base import Conditioning
 
+    if getattr(adapter, "true_cfg_scale", 1.0) > 1:
+        raise ValueError(
+            "AID acts on the conditional branch only, but Flux's true CFG runs the two branches as "
+            "separate calls; render AID with true_cfg_scale 1 (the default)"
+        )
+    pair = [(0, 1)] * k if pairs is None else [(int(a), int(b)) for a, b in pairs.tolist()]
     # waypoints that are an endpoint row (same c, conditioning and latent) reuse its image
     reuse: dict[int, int] = {}
     for i in range(k):
-        for end, c in ((0, 0.0), (1, 1.0)):
+        for end, c in ((pair[i][0], 0.0), (pair[i][1], 1.0)):
             if (
                 float(coefs[i]) == c
                 and torch.equal(latents[i], end_latents[end].to(latents))
@@ -128,20 +149,28 @@ def render_aid_batch(
             ):
                 reuse[i] = end
     middle = [i for i in range(k) if i not in reuse]
-    rows = Conditioning.cat([ends.to(dtype=cond.clouds[0].dtype), cond.select(middle)])
-    row_latents = torch.cat([end_latents.to(latents), latents[middle]])
+    used = sorted({e for i in middle for e in pair[i]} | set(reuse.values()))
+    slot = {e: j for j, e in enumerate(used)}
+    rows = Conditioning.cat([ends.select(used).to(dtype=cond.clouds[0].dtype), cond.select(middle)])
+    row_latents = torch.cat([end_latents[used].to(latents), latents[middle]])
     if negative is not None:
-        ends_negative = Conditioning.cat([negative.select(0), negative.select(len(negative) - 1)])
-        rest = negative.expand(len(middle)) if len(negative) == 1 else negative.select(middle)
-        negative = Conditioning.cat([ends_negative, rest])
-    if getattr(adapter, "true_cfg_scale", 1.0) > 1:
-        raise ValueError(
-            "AID acts on the conditional branch only, but Flux's true CFG runs the two branches as "
-            "separate calls; render AID with true_cfg_scale 1 (the default)"
+        # the endpoints' own negatives, or the (shared) negative of the first waypoint
+        lead = (
+            negative.select([0] * len(used)) if end_negative is None else end_negative.select(used)
         )
+        rest = negative.expand(len(middle)) if len(negative) == 1 else negative.select(middle)
+        negative = Conditioning.cat([lead, rest])
     # Flux's single-stream blocks see [text; image] without knowing where the text ends
     text_tokens = rows.clouds[0].shape[1] if adapter.family == "flux" else None
-    control = AIDControl(coefs[middle].double(), warmup, text_tokens=text_tokens)
+    control = AIDControl(
+        coefs[middle].double(),
+        warmup,
+        text_tokens=text_tokens,
+        pairs=torch.tensor(
+            [[slot[pair[i][0]], slot[pair[i][1]]] for i in middle], dtype=torch.long
+        ).reshape(-1, 2),
+        leading=len(used),
+    )
     denoiser = getattr(adapter.pipe, "unet", None) or adapter.pipe.transformer
     with installed(
         denoiser,
@@ -151,5 +180,5 @@ def render_aid_batch(
         layers=settings.layers,
     ):
         images = adapter.render(rows, row_latents, negative=negative, **options)
-    order = [reuse[i] if i in reuse else 2 + middle.index(i) for i in range(k)]
+    order = [slot[reuse[i]] if i in reuse else len(used) + middle.index(i) for i in range(k)]
     return images[order]
