@@ -268,3 +268,13 @@ def test_tiling_refuses_a_least_common_multiple_beyond_the_cap():
     assert MAX_ALIGNED_ROWS < 77 * 5 * 7
     with pytest.raises(ValueError, match="trailing BREAK adds an empty chunk"):
         Conditioning.aligned([cond(5), cond(7)])
+
+
+def test_sd3_warns_when_clip_groups_of_different_chunk_counts_are_tiled(tiny_adapter, caplog):
+    adapter = tiny_adapter("sd3")
+    with caplog.at_level("WARNING", logger="whichway.models.prompting"):
+        adapter.encode(["a red dog", "a cat"])
+        assert not caplog.records  # same chunk count: exact, nothing to say
+        cond = adapter.encode([LONG, "a red dog"])
+    assert cond.rows == (231, 256)
+    assert any("not exactly" in r.getMessage() for r in caplog.records)

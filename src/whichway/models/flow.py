@@ -277,6 +277,7 @@ class FlowMatchingAdapter(Adapter):
             plain=self._encode,
             parsed=self._encode_parsed,
             nesting=nesting_of(self.weighting),
+            tiling_exact=False,  # joint attention: repeated text rows are not invisible
         )
 
     def _fits(self, prompt: str) -> bool:  # pragma: no cover - abstract

@@ -9,6 +9,7 @@ A plain prompt (no syntax, within every chunked encoder's window) goes through t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,8 @@ from whichway.models.base import Conditioning
 from whichway.prompts.chunks import EncoderFn
 from whichway.prompts.options import check_long_prompts, check_weighting
 from whichway.prompts.syntax import ParsedPrompt, parse_prompt
+
+logger = logging.getLogger(__name__)
 
 
 def set_prompt_options(adapter: Any, weighting: str, long_prompts: str) -> None:
@@ -50,11 +53,13 @@ def encode_with_syntax(
     plain: Callable[[list[str]], Conditioning],
     parsed: Callable[[ParsedPrompt, int], Conditioning],
     nesting: str = "multiply",
+    tiling_exact: bool = True,
 ) -> Conditioning:
     """Encode ``prompts`` (B), each by the pipeline (``plain``, batched, for plain prompts that
     ``fits``) or by ``parsed`` (chunks and weights); rows aligned across the batch. ``nesting``:
     how nested explicit weights combine (:data:`whichway.prompts.syntax.NESTING`; see
-    :func:`nesting_of`)."""
+    :func:`nesting_of`); ``tiling_exact`` False (joint attention) logs a warning when the batch
+    has to be tiled."""
     items = [parse_prompt(p, f"prompt {i} ({p[:40]!r})", nesting) for i, p in enumerate(prompts)]
     simple = [p.plain and fits(p.source) for p in items]
     if all(simple):
@@ -65,6 +70,13 @@ def encode_with_syntax(
         batch.select(simple_at.index(i)) if simple[i] else parsed(items[i], i)
         for i in range(len(items))
     ]
+    if not tiling_exact and len({c.rows for c in out}) > 1:
+        logger.warning(
+            "prompts of different chunk counts (%s token rows) are tiled to a common length; in "
+            "joint attention (SD3) that is close to, not exactly, each prompt's own conditioning: "
+            "give them the same chunk count (BREAK) for exact end frames (docs/prompts.md)",
+            sorted({c.rows for c in out}),
+        )
     return Conditioning.cat(Conditioning.aligned(out))
 
 
