@@ -100,3 +100,38 @@ def test_beta_prior_spacing_picks_explored_frames_and_resumes(tiny_adapter, tmp_
     assert result.t[0] == 0 and result.t[-1] == 1 and set(result.t) <= set(explored)
     again = run_morph(tiny_adapter("sd"), s, tmp_path, progress=False, meter=meter)
     assert again.rendered == 0 and again.t == result.t
+
+
+def test_travel_with_aid_keeps_the_keyframes_and_resumes(tiny_adapter, tmp_path):
+    """Every segment is rendered with AID between its two keyframes (batches span segments): the
+    keyframe frames are the plain travel's, the frames between them are not; a rerun renders
+    nothing; the settings are in run.json."""
+    import numpy as np
+    from PIL import Image
+
+    from whichway.travel import Keyframe, TravelSettings, run_travel
+
+    adapter = tiny_adapter("sd")
+    keyframes = (
+        Keyframe("a cat", seed=3),
+        Keyframe("a red dog", seed=3),
+        Keyframe("a car", seed=3),
+    )
+    common = {"frames_per_segment": 3, "batch_size": 4, "format": None, "steps": 3,
+              "height": 32, "width": 32, "guidance": 4.0}  # fmt: skip
+    plain = run_travel(adapter, TravelSettings(keyframes, **common), tmp_path / "p", progress=False)
+    s = TravelSettings(keyframes, method="aid-outer", warmup_ratio=1.0, **common)
+    aid = run_travel(adapter, s, tmp_path / "a", progress=False)
+
+    def pixels(path):
+        return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+    keys = {0, 3, 6}
+    assert len(aid.frames) == len(plain.frames) == 7
+    for i in keys:  # the PNGs of the keyframes agree to one 8-bit level (float rounding)
+        assert np.abs(pixels(aid.frames[i]) - pixels(plain.frames[i])).max() <= 1, i
+    assert any(np.abs(pixels(aid.frames[i]) - pixels(plain.frames[i])).max() > 0 for i in (1, 4))
+    record = json.loads((tmp_path / "a" / "run.json").read_text())["settings"]
+    assert (record["method"], record["warmup_ratio"]) == ("aid-outer", 1.0)
+    assert "method" not in json.loads((tmp_path / "p" / "run.json").read_text())["settings"]
+    assert run_travel(adapter, s, tmp_path / "a", progress=False).rendered == 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from whichway._files import slug
 from whichway.cli._options import (
     add_generation_options,
+    add_method_options,
     add_model_options,
     add_output_options,
     add_path_options,
@@ -18,6 +19,7 @@ from whichway.cli._options import (
     check_positive,
     check_request,
     load_model,
+    local_model_family,
     parse_floats,
     parse_ints,
     print_run_estimate,
@@ -126,6 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="move keyframes without a time to the nearest detected beat",
     )
+    add_method_options(p)
     add_output_options(
         p,
         default_format="mp4",
@@ -180,6 +183,30 @@ def _check_length(
     )
 
 
+def _method_options(args: argparse.Namespace, options: dict) -> None:
+    """Fill in and check the attention-method settings (from the command line or the schedule
+    file), before any model loads: AID's defaults where none is given; its options only with an
+    attention method; no PAID guide prompt (travel has none per segment)."""
+    from whichway.attention.methods import AIDSettings, check_family
+
+    if args.guide_prompt is not None:
+        raise ValueError("--guide-prompt is PAID's; travel takes --method aid-outer or aid-inner")
+    defaults = AIDSettings()
+    given = [n for n in ("warmup_ratio", "aid_layers", "fused") if options[n] is not None]
+    options["method"] = options["method"] or "plain"
+    if options["method"] == "plain" and given:
+        flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
+        raise ValueError(f"{flags} set(s) how AID acts; add --method aid-outer or aid-inner")
+    for name, default in (
+        ("warmup_ratio", defaults.warmup_ratio),
+        ("aid_layers", defaults.layers),
+        ("fused", defaults.fused),
+    ):
+        if options[name] is None:
+            options[name] = default
+    check_family(options["method"], local_model_family(args), options["aid_layers"])
+
+
 def build_settings(args: argparse.Namespace, out: Path | None = None):
     """TravelSettings from the parsed arguments (and the schedule file, if one is given); every
     check here needs no model. With ``out`` (where the run directory goes) the journey's size is
@@ -201,6 +228,7 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
     options = {name: value(name) for name in SCHEDULE_SETTINGS}
     if options["format"] == "none":
         options["format"] = None
+    _method_options(args, options)
     check_generation(argparse.Namespace(**options))
     if schedule is not None:
         if args.seeds is not None or args.at is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
+    from whichway.attention.batch import AttentionPath
     from whichway.models.base import Adapter, Conditioning
     from whichway.travel.plan import TravelPlan
     from whichway.travel.settings import TravelSettings
@@ -126,6 +127,32 @@ class Journey:
             else Conditioning.cat(Conditioning.aligned(neg))
         )
         return Conditioning.cat(cond), torch.stack([x.to(lat[0].dtype) for x in lat]), negative
+
+    def attention(self, positions: Sequence[tuple[int, float]]) -> AttentionPath | None:
+        """The AID path of ``positions`` (each segment between its two keyframes), or None for
+        a plain travel."""
+        if self.s.method == "plain":
+            return None
+        import torch
+
+        from whichway.attention.batch import AttentionPath
+        from whichway.attention.methods import settings_for
+        from whichway.models.base import Conditioning
+
+        s = self.s
+        aid = settings_for(
+            s.method, fused=s.fused, warmup_ratio=s.warmup_ratio, layers=s.aid_layers
+        )
+        return AttentionPath(
+            aid,
+            Conditioning.cat(self.cond),
+            torch.stack([x.to(self.latent[0].dtype) for x in self.latent]),
+            torch.tensor([t for _, t in positions], dtype=torch.float64),
+            pairs=torch.tensor([[k, k + 1] for k, _ in positions], dtype=torch.long),
+            end_negative=None
+            if self.shared_negative
+            else Conditioning.cat(Conditioning.aligned(self.negative)),
+        )
 
     def segment_record(self, plan: TravelPlan, k: int) -> dict[str, Any]:
         """The ``run.json`` entry of segment k: its keyframes, coupling and latent method, and per
@@ -247,6 +274,7 @@ class Renderer:
         for start in range(0, len(positions), self.chunk):
             part = positions[start : start + self.chunk]
             cond, latents, negative = self.journey.rows(part)
+            attention = self.journey.attention(part)
             base, planned = self.done, self.steps_for(len(part), self.planned)
 
             def step(done: int, total: int, base: int = base) -> None:
@@ -274,6 +302,7 @@ class Renderer:
                 on_step=step,
                 should_stop=self.hooks.get("should_stop"),
                 on_batch_size=self._shrink,
+                attention=attention,
             )
             if on_chunk is not None:
                 on_chunk(images)

@@ -35,6 +35,10 @@ SCHEDULE_SETTINGS = (
     "coarse",
     "batch_size",
     "format",
+    "method",
+    "warmup_ratio",
+    "aid_layers",
+    "fused",
 )
 """The settings a schedule file may set (fields of :class:`TravelSettings`); a front end's options
 of the same names win over them."""
@@ -44,7 +48,15 @@ KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "c
 """Valid keys of one ``[[keyframe]]`` entry (``at`` in seconds or ``frame``, not both)."""
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(
-        ("fps", "seconds", "guidance", "inversion_guidance", "audio_start", "audio_floor"),
+        (
+            "fps",
+            "seconds",
+            "guidance",
+            "inversion_guidance",
+            "audio_start",
+            "audio_floor",
+            "warmup_ratio",
+        ),
         (int, float),
     ),
     **dict.fromkeys(
@@ -53,10 +65,21 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     ),
     "batch_size": (int, str),
     **dict.fromkeys(
-        ("pacing", "coupling", "latent", "negative_prompt", "audio", "audio_feature", "format"),
+        (
+            "pacing",
+            "coupling",
+            "latent",
+            "negative_prompt",
+            "audio",
+            "audio_feature",
+            "format",
+            "method",
+            "aid_layers",
+        ),
         (str,),
     ),
     "snap_beats": (bool,),
+    "fused": (bool,),
 }
 """The types each schedule setting may have."""
 

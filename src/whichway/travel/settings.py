@@ -97,7 +97,9 @@ def check_times_increase(keyframes: Sequence[Keyframe]) -> None:
 class TravelSettings:
     """Everything that defines a travel run. Keyframes without a seed take ``seed``; without a
     negative prompt, ``negative_prompt``; ``coupling`` and ``latent`` apply to every segment
-    whose start keyframe does not override them. Under ``latent="cog"`` a segment whose keyframes
+    whose start keyframe does not override them; ``method`` (with ``warmup_ratio``,
+    ``aid_layers``, ``fused``) renders every segment with AID between its keyframes
+    (:mod:`whichway.attention`). Under ``latent="cog"`` a segment whose keyframes
     share one seed keeps that latent (``fixed``)."""
 
     keyframes: tuple[Keyframe, ...]
@@ -123,6 +125,10 @@ class TravelSettings:
     coarse: int = 5
     batch_size: int | str | None = None
     format: str | None = "mp4"
+    method: str = "plain"
+    warmup_ratio: float = 0.5
+    aid_layers: str = "both"
+    fused: bool = True
 
     def __post_init__(self) -> None:
         from whichway.audio import AUDIO_FEATURES
@@ -146,6 +152,14 @@ class TravelSettings:
         check_choice("pacing", self.pacing, PACINGS)
         check_choice("coupling", self.coupling, COUPLING_METHODS)
         _check_latent(self.latent)
+        from whichway.attention.methods import check_method
+
+        if self.method == "paid":
+            raise ValueError(
+                "travel takes --method aid-outer or aid-inner (PAID needs a guide prompt per "
+                "segment, which travel does not take)"
+            )
+        check_method(self.method, self.warmup_ratio, self.aid_layers, None)
         check_choice("audio feature", self.audio_feature, AUDIO_FEATURES)
         if self.format is not None:
             check_choice("video format", self.format, ANIMATION_FORMATS)
@@ -192,7 +206,11 @@ class TravelSettings:
     def record(self) -> dict[str, Any]:
         """JSON-able settings; keyframe times are kept apart (``keyframe_times``) because they
         move frames, not pixels."""
+        from whichway.attention.methods import ATTENTION_KEYS
+
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keyframes"}
+        if self.method == "plain":  # runs recorded before attention methods existed still resume
+            out = {k: v for k, v in out.items() if k not in ATTENTION_KEYS}
         out["keyframes"] = [
             {k: v for k, v in kf.record().items() if k != "at"} for kf in self.keyframes
         ]
