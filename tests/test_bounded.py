@@ -72,6 +72,9 @@ def test_oversized_requests_are_refused_in_one_line_fast_and_small(
     assert re.search(
         r"needs [\d.]+ [kMGTPE]?B .*; [\d.]+ [kMGTPE]?B (free|available)", lines[0]
     ) or ("1000 training timesteps" in lines[0]), lines[0]
+    # the refusal names the argument at fault (not --frames for a frame too large)
+    culprit = f"--height {args[-3]} --width" if "--width" in args else f"{args[-2]} "
+    assert lines[0].split("error: ")[1].startswith(culprit), lines[0]
     assert result["peak_bytes"] < 1e9, result["peak_bytes"]
     assert result["wall"] < 2.0, result["wall"]
     assert not list(tmp_path.rglob("*.png")) and not list(tmp_path.rglob("run.json"))
@@ -339,7 +342,10 @@ def test_invert_refuses_too_many_steps_and_too_large_an_image(tiny_pipeline, tmp
     model = ["--model", str(tiny_pipeline("sd")), "--prompt", "a cat"]
     for extra, message in (
         (["--steps", "100000"], "more than the scheduler's 1000 training timesteps"),
-        (["--height", "65536", "--width", "65536"], r"needs [\d.]+ TB of memory for 1 frame"),
+        (
+            ["--height", "65536", "--width", "65536"],
+            r"^whichway invert: error: --height 65536 --width 65536 needs [\d.]+ TB of memory for one frame",
+        ),
     ):
         result = run_measured(["invert", "i.png", *model, *extra], tmp_path)
         assert result["rc"] == 2 and re.search(message, result["stderr"]), result

@@ -348,8 +348,9 @@ def check_request(
 ) -> Need:
     """Work out what a request of ``frames`` frames needs (frames on disk under ``out``, memory,
     denoiser calls) from the local model's config or the arguments alone, and refuse what cannot
-    fit: more steps than the scheduler has, frames beyond the free disk, memory beyond the
-    available RAM (ValueError, one line with the figure and the limit).
+    fit: more steps than the scheduler has, one frame beyond the available RAM (named by its
+    size), frames beyond the free disk, memory beyond the available RAM (ValueError, one line
+    with the figure and the limit).
 
     ``held_per_frame(height, width)``: bytes the run keeps per frame until it ends;
     ``disk_per_frame(height, width)``: bytes written per frame (default one PNG frame);
@@ -358,6 +359,13 @@ def check_request(
     check_steps(steps_name, steps, facts)
     check_steps("--inversion-steps", inversion_steps, facts)
     h, w = frame_size(height, width, facts)
+    on_cpu = renders_on_cpu(device)
+    # one frame that cannot fit is the size's fault, not the frame count's: name the size
+    check_memory(
+        f"--height {h} --width {w}" if height or width else f"the model's size {w}x{h}",
+        batch_memory_bytes(h, w, 1, facts, on_cpu=on_cpu),
+        f"one frame of {w}x{h}",
+    )
     need = build_need(
         label,
         frames=frames,
@@ -366,7 +374,7 @@ def check_request(
         steps=steps or 1,
         guidance=guidance or 0.0,
         facts=facts,
-        on_cpu=renders_on_cpu(device),
+        on_cpu=on_cpu,
         batch=batch_size if isinstance(batch_size, int) else 1,
         held_bytes_per_frame=0 if held_per_frame is None else held_per_frame(h, w),
         disk_bytes_per_frame=None if disk_per_frame is None else disk_per_frame(h, w),
