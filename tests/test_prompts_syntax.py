@@ -75,6 +75,16 @@ def test_malformed_syntax_is_one_line_naming_prompt_and_position(prompt, positio
     assert repr(prompt) in message and err.value.position == position
     with pytest.raises(PromptSyntaxError, match="^keyframe 12: "):
         parse_prompt(prompt, label="keyframe 12")
+    # the advice fits the error: literal brackets only for unbalanced ones
+    hint = message.rsplit("; ", 1)[-1]
+    expected = (
+        "write \\( \\) or \\[ \\] for literal brackets"
+        if "unbalanced" in message
+        else "a weight is written (text:1.2)"
+        if "weight" in message
+        else "BREAK ends a chunk: write it outside any brackets"
+    )
+    assert hint == expected, message
 
 
 def test_deforum_negative_split():

@@ -36,9 +36,11 @@ class PromptSyntaxError(ValueError):
         pointer = short_repr(prompt[position:], 20) if position < len(prompt) else "<end>"
         hint = (
             "; write \\( \\) or \\[ \\] for literal brackets"
-            if "bracket" in what or "parenthes" in what
+            if what.startswith("unbalanced")
             else "; a weight is written (text:1.2)"
             if "weight" in what
+            else "; BREAK ends a chunk: write it outside any brackets"
+            if "BREAK" in what
             else ""
         )
         super().__init__(f"{name}: {what} at position {position} (at {pointer}){hint}")
