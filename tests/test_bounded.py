@@ -106,6 +106,12 @@ def test_disk_and_memory_figures_follow_their_formulas(tmp_path):
         budget.check_need(need, tmp_path, free_bytes=need.disk_bytes - 1, available_bytes=None)
     with pytest.raises(ValueError, match=r"of memory for 10 frames of 48x64; .* available"):
         budget.check_need(need, None, free_bytes=None, available_bytes=need.memory_bytes - 1)
+    # what a run keeps per frame: an animation encoded in memory holds the RGB frames; a travel's
+    # MP4 is streamed from the PNGs by ffmpeg and holds none
+    assert budget.morph_held_bytes(64, 48) == 3 * 64 * 48
+    assert budget.morph_held_bytes(64, 48, animated=False) == 0
+    for fmt, held in (("gif", 3 * 64 * 48), ("webp", 3 * 64 * 48), ("mp4", 0), (None, 0)):
+        assert budget.travel_held_bytes(64, 48, fmt) == held, fmt
 
 
 def test_model_facts_match_the_loaded_model(tiny_pipeline, tiny_adapter):

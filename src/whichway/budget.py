@@ -329,6 +329,12 @@ def morph_held_bytes(height: int, width: int, animated: bool = True) -> int:
     return 3 * height * width if animated else 0
 
 
+def travel_held_bytes(height: int, width: int, fmt: str | None) -> int:
+    """Bytes a travel keeps per frame until it ends: the RGB frame for a GIF or WebP video
+    (encoded in memory), none for MP4 (ffmpeg reads the PNG frames one at a time) or no video."""
+    return morph_held_bytes(height, width, fmt not in (None, "mp4"))
+
+
 def check_request(
     label: str,
     frames: int,

@@ -164,7 +164,7 @@ def _check_length(
 ) -> None:
     """Refuse a journey whose frames cannot fit the disk or memory (one line), before any
     keyframe is built or any array the size of the video is allocated."""
-    from whichway.budget import travel_frame_count
+    from whichway.budget import travel_frame_count, travel_held_bytes
 
     check_positive("--seconds", options["seconds"])
     check_at_least("--frames-per-segment", options["frames_per_segment"], 1)
@@ -173,13 +173,12 @@ def _check_length(
     )
     if n is None:  # the audio track sets the length: known once it is decoded
         return
-    animated = options["format"] not in (None, "mp4")  # GIF / WebP are encoded in memory
     check_request(
         argparse.Namespace(**options, model=args.model, device=args.device),
         _length_label(options, last_at),
         n,
         out=out,
-        held_per_frame=(lambda h, w: 3 * h * w) if animated else None,
+        held_per_frame=lambda h, w: travel_held_bytes(h, w, options["format"]),
     )
 
 

@@ -424,7 +424,7 @@ class Studio:
         """:meth:`check_request` for a travel: of ``frames`` frames, or of the length its
         settings give (when the audio track sets it, nothing is checked until ``frames`` is
         known from the decoded track)."""
-        from whichway.budget import travel_frame_count
+        from whichway.budget import travel_frame_count, travel_held_bytes
 
         if settings.seconds is not None and not math.isfinite(settings.seconds):
             raise ValueError(f"seconds must be a finite number, got {settings.seconds}")
@@ -437,7 +437,6 @@ class Studio:
             return
         self.limits.check_frames(frames)
         self.limits.check_seconds(frames / settings.fps)
-        animated = settings.format not in (None, "mp4")  # GIF / WebP are encoded in memory
         self.check_request(
             f"{frames} frames",
             frames,
@@ -447,7 +446,7 @@ class Studio:
             width=settings.width,
             batch_size=settings.batch_size if isinstance(settings.batch_size, int) else None,
             inversion_steps=settings.inversion_steps,
-            held_per_frame=(lambda h, w: 3 * h * w) if animated else None,
+            held_per_frame=lambda h, w: travel_held_bytes(h, w, settings.format),
         )
 
     # --- morph ---------------------------------------------------------------------------------
