@@ -59,7 +59,7 @@ def compare_tab(studio: Studio) -> Any:
                 label="Also interpolate inside attention (AID / PAID, on the OT path)",
                 elem_id="ww-compare-attention",
             )
-            c_guide = gr.Textbox(label="PAID guide prompt", elem_id="ww-compare-guide")
+            c_guide = gr.Textbox("", label="PAID guide prompt", elem_id="ww-compare-guide")
         c_go = gr.Button("Compare", variant="primary", elem_id="ww-compare-go")
         c_table = gr.Markdown(elem_id="ww-compare-table")
         c_strips = [

@@ -54,7 +54,9 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 m_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label="Warmup ratio")
                 m_layers = gr.Radio(list(AID_LAYERS), value="both", label="AID layers")
                 m_fused = gr.Checkbox(value=True, label="Fused with self-attention")
-            m_guide = gr.Textbox(label="PAID guide prompt (method paid)", elem_id="ww-morph-guide")
+            m_guide = gr.Textbox(
+                "", label="PAID guide prompt (method paid)", elem_id="ww-morph-guide"
+            )
         with gr.Accordion("Real images and output", open=False):
             with gr.Row():
                 m_img_a = gr.Image(type="filepath", label="Image A (optional)", sources=["upload"])
