@@ -105,9 +105,11 @@ def test_limits_are_checked_before_anything_is_built(tmp_path):
         ),
         (lambda: studio.compare_job("a", "b", frames=10**9, steps=1), "frames is more"),
     ]
+    import torch  # noqa: F401 -- a serving studio has torch loaded: time the refusal, not its import
+
     import whichway.compare
     import whichway.morph
-    import whichway.travel  # noqa: F401 -- a serving studio has these (and torch) loaded
+    import whichway.travel  # noqa: F401 -- a serving studio has these loaded
 
     peak_before = _status("VmHWM")
     for make, message in cases:
