@@ -14,16 +14,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-FAMILIES = ("sd", "sdxl", "sd3", "flux")
+FAMILIES = ("sd", "sdxl", "sd3", "flux", "animatediff")
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "tiny-model",
-        help="save a tiny random pipeline (sd, sdxl, sd3, flux) for offline demos and tests",
+        help="save a tiny random pipeline (sd, sdxl, sd3, flux, animatediff) for offline demos and tests",
         description=(
             "Build a tiny randomly initialised pipeline of FAMILY from the real diffusers classes "
-            "and save it to DIR with save_pretrained; pass DIR as --model to any command."
+            "and save it to DIR with save_pretrained; pass DIR as --model to any command. "
+            "animatediff saves DIR/base (a tiny SD 1.x pipeline), DIR/motion (a random "
+            "MotionAdapter) and DIR/motion-identity (every motion proj_out zero: adds no motion)."
         ),
     )
     parser.add_argument(
@@ -49,6 +51,16 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(directory)
     check_seed("--seed", args.seed)
 
+    if args.family == "animatediff":
+        from whichway.models.tiny_motion import build_tiny_animatediff
+
+        path = build_tiny_animatediff(directory, seed=args.seed)
+        print(f"saved a tiny SD 1.x pipeline and two MotionAdapters to {path}")
+        print(
+            f'try: whichway travel "a photo of a cat" "a photo of a dog" --model {path}/base '
+            f"--motion {path}/motion --height 64 --width 64 --steps 4 --frames-per-segment 4 --context-length 4"
+        )
+        return 0
     from whichway.models.tiny import build_tiny_pipeline
 
     path = build_tiny_pipeline(args.family, directory, seed=args.seed)

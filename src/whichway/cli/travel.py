@@ -89,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1.0,
         help="guidance while inverting keyframe images (default 1.0)",
     )
+    add_motion_options(p)
     timing = p.add_argument_group("timing and music")
     length = timing.add_mutually_exclusive_group()
     length.add_argument(
@@ -144,6 +145,46 @@ def register(sub: argparse._SubParsersAction) -> None:
             defaults[action.dest] = action.default
             action.default = None
     p.set_defaults(func=run, _travel_defaults=defaults)
+
+
+def add_motion_options(p: argparse.ArgumentParser) -> None:
+    """``--motion`` and its context-window options (a journey denoised as one video)."""
+    from whichway.motion.windows import WEIGHTINGS
+    from whichway.travel.settings import MOTION_NOISES
+
+    motion = p.add_argument_group("motion (AnimateDiff)")
+    motion.add_argument(
+        "--motion",
+        default=None,
+        metavar="ADAPTER",
+        help="a MotionAdapter folder or hub id (SD 1.x base model): every frame's travel "
+        "conditioning is denoised together as one video, so the picture moves",
+    )
+    motion.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="frames denoised at once per context window (default 16, at most the adapter's)",
+    )
+    motion.add_argument(
+        "--context-stride",
+        type=int,
+        default=None,
+        help="frames between the starts of consecutive windows (default 4, at most the length)",
+    )
+    motion.add_argument(
+        "--context-weighting",
+        default="pyramid",
+        choices=WEIGHTINGS,
+        help="weights fusing overlapping windows: pyramid (FreeNoise, default) or flat",
+    )
+    motion.add_argument(
+        "--motion-noise",
+        default="path",
+        choices=MOTION_NOISES,
+        help="initial noise: path (each frame's latent on --latent's path between keyframe "
+        "seeds, default) or shuffled (FreeNoise: the first window's noise, shuffled, repeated)",
+    )
 
 
 def _is_schedule(inputs: list[str]) -> bool:
@@ -285,6 +326,10 @@ def run(args: argparse.Namespace) -> int:
     first, last = settings.keyframes[0].prompt, settings.keyframes[-1].prompt
     out = check_out_dir(args.out or f"runs/travel-{slug(first, 24)}--{slug(last, 24)}")
     prepared = prepare_travel(settings)  # images, audio, times: all before any model loads
+    if prepared.motion is not None:
+        from whichway.motion.adapter import check_motion_base
+
+        check_motion_base(args.model, prepared.motion)  # the family, from local configs
     meter = None
     if settings.pacing == "perceptual":
         meter = lpips_meter(args, what="--pacing perceptual")

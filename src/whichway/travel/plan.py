@@ -21,6 +21,7 @@ from whichway.travel.settings import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.audio import Audio, Envelope
+    from whichway.motion.adapter import MotionSource
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ class Prepared:
     plan: TravelPlan | None  # None under perceptual pacing (known after the coarse pass)
     n_frames: int
     seconds: float | None = None  # the video's length when the track set it
+    motion: MotionSource | None = None  # the checked motion adapter of a motion journey
 
 
 def prepare_travel(settings: TravelSettings) -> Prepared:
@@ -260,6 +262,13 @@ def prepare_travel(settings: TravelSettings) -> Prepared:
     from whichway.media import load_image
 
     s = settings
+    motion = None
+    if s.motion is not None:
+        from whichway.motion.adapter import check_motion_source, max_positions
+        from whichway.motion.windows import resolve_context
+
+        motion = check_motion_source(s.motion)
+        resolve_context(s.context_length, s.context_stride, max_positions(motion))
     for k, kf in enumerate(s.keyframes):
         if kf.image is not None:
             try:
@@ -295,9 +304,9 @@ def prepare_travel(settings: TravelSettings) -> Prepared:
         s.pacing == "perceptual"
     ):  # the keyframe times must be placeable; t waits for the coarse pass
         _plan(s, seconds, env, "uniform")
-        return Prepared(track, env, None, n, seconds)
+        return Prepared(track, env, None, n, seconds, motion)
     plan = _plan(s, seconds, env, s.pacing)
-    return Prepared(track, env, plan, plan.n_frames, seconds)
+    return Prepared(track, env, plan, plan.n_frames, seconds, motion)
 
 
 def perceptual_plan(

@@ -132,8 +132,26 @@ def run_travel(
             info["plan"] = plan.record()
             info["frames"] = [f"{FRAMES_DIR}/{frame_name(i)}" for i in range(n)]
             todo = frames_to_render(frames_dir, plan, previous)
-            write_json_atomic(run_dir / RUN_FILE, info)
-            rendered += render_into(renderer, plan, todo, frames_dir, on_frame)
+            if prep.motion is None:
+                write_json_atomic(run_dir / RUN_FILE, info)
+                rendered += render_into(renderer, plan, todo, frames_dir, on_frame)
+            else:  # one video denoising: a missing frame means all of them
+                from whichway.travel import motion
+
+                info["motion"] = motion.motion_record(s, prep.motion, n)
+                write_json_atomic(run_dir / RUN_FILE, info)
+                rendered += motion.render_motion_into(
+                    adapter,
+                    journey,
+                    prep.motion,
+                    plan,
+                    motion.motion_todo(todo, n),
+                    frames_dir,
+                    (height, width),
+                    progress=progress,
+                    on_frame=on_frame,
+                    hooks=hooks,
+                )
         except RenderCancelled:
             info["status"] = "cancelled"
             write_json_atomic(run_dir / RUN_FILE, info)

@@ -39,6 +39,11 @@ SCHEDULE_SETTINGS = (
     "warmup_ratio",
     "aid_layers",
     "fused",
+    "motion",
+    "context_length",
+    "context_stride",
+    "context_weighting",
+    "motion_noise",
 )
 """The settings a schedule file may set (fields of :class:`TravelSettings`); a front end's options
 of the same names win over them."""
@@ -60,7 +65,17 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
         (int, float),
     ),
     **dict.fromkeys(
-        ("frames_per_segment", "seed", "steps", "height", "width", "inversion_steps", "coarse"),
+        (
+            "frames_per_segment",
+            "seed",
+            "steps",
+            "height",
+            "width",
+            "inversion_steps",
+            "coarse",
+            "context_length",
+            "context_stride",
+        ),
         (int,),
     ),
     "batch_size": (int, str),
@@ -75,6 +90,9 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
             "format",
             "method",
             "aid_layers",
+            "motion",
+            "context_weighting",
+            "motion_noise",
         ),
         (str,),
     ),

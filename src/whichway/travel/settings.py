@@ -15,6 +15,11 @@ from whichway.prompts.syntax import check_prompts_syntax, short_repr, split_nega
 PACINGS = ("uniform", "perceptual", "audio")
 TRAVEL_LATENTS = ("fixed", "cog", "slerp", "lerp")
 """Latent paths a segment can take (NAO needs equally spaced points, which pacing does not keep)."""
+MOTION_NOISES = ("path", "shuffled")
+"""Initial noise of a motion journey: each frame's latent on the travel's latent path, or
+FreeNoise's shuffled repeats of the first context window's noise."""
+MOTION_KEYS = ("motion", "context_length", "context_stride", "context_weighting", "motion_noise")
+"""The settings of a motion journey (left out of the record of a still one)."""
 DEFAULT_AUDIO_FLOOR = 0.1
 """Speed floor under audio pacing, as a fraction of the mean speed."""
 
@@ -129,6 +134,11 @@ class TravelSettings:
     warmup_ratio: float = 0.5
     aid_layers: str = "both"
     fused: bool = True
+    motion: str | None = None
+    context_length: int | None = None
+    context_stride: int | None = None
+    context_weighting: str = "pyramid"
+    motion_noise: str = "path"
 
     def __post_init__(self) -> None:
         from whichway.audio import AUDIO_FEATURES
@@ -178,6 +188,7 @@ class TravelSettings:
             raise ValueError(
                 f"{'--pacing audio' if self.pacing == 'audio' else '--snap-beats'} needs a track: give --audio FILE"
             )
+        self._check_motion()
         check_times_increase(self.keyframes)
         for k in range(len(self.keyframes) - 1):
             a, b = self.keyframes[k], self.keyframes[k + 1]
@@ -188,6 +199,34 @@ class TravelSettings:
                         f"segment {k + 1} ({a.prompt!r} -> {b.prompt!r}) uses latent 'fixed' but its keyframes have "
                         f"seeds {sa} and {sb}; give them one seed or use --latent cog"
                     )
+
+    def _check_motion(self) -> None:
+        from whichway.motion.windows import check_context
+
+        check_context(self.context_length, self.context_stride, self.context_weighting)
+        check_choice("motion noise", self.motion_noise, MOTION_NOISES)
+        if self.motion is None:
+            given = [
+                name
+                for name, value in (
+                    ("--context-length", self.context_length),
+                    ("--context-stride", self.context_stride),
+                    ("--motion-noise", None if self.motion_noise == "path" else self.motion_noise),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(f"{given[0]} applies to motion journeys: give --motion ADAPTER")
+        elif self.method != "plain":
+            raise ValueError(
+                f"--method {self.method} (attention interpolation) renders stills; it does not "
+                "combine with --motion yet: drop one of them"
+            )
+        elif any(kf.image is not None for kf in self.keyframes):
+            raise ValueError(
+                "--motion renders from noise; image keyframes (inverted latents) are not supported "
+                "with a motion adapter yet: give prompts only"
+            )
 
     def seed_of(self, k: int) -> int:
         s = self.keyframes[k].seed
@@ -211,6 +250,8 @@ class TravelSettings:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keyframes"}
         if self.method == "plain":  # runs recorded before attention methods existed still resume
             out = {k: v for k, v in out.items() if k not in ATTENTION_KEYS}
+        if self.motion is None:  # and before motion journeys existed
+            out = {k: v for k, v in out.items() if k not in MOTION_KEYS}
         out["keyframes"] = [
             {k: v for k, v in kf.record().items() if k != "at"} for kf in self.keyframes
         ]

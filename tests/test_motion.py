@@ -1,0 +1,314 @@
+"""Motion journeys (AnimateDiff through whichway's travel): the identity adapter reproduces the
+still travel, the conditioning at the UNet input is the OT path, the context windows and their
+weights follow FreeNoise's definition, reruns keep or redo the video as a whole, and bad input is
+refused in one line before weights load."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from whichway.cli import main
+from whichway.motion.windows import context_windows, resolve_context, window_weights
+
+SIZE = 32
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def animatediff(tmp_path_factory):
+    from whichway.models.tiny_motion import build_tiny_animatediff
+
+    return build_tiny_animatediff(tmp_path_factory.mktemp("animatediff"))
+
+
+@pytest.fixture(scope="module")
+def base(animatediff):
+    from whichway.models import load_adapter
+
+    return load_adapter(str(animatediff / "base"), device="cpu", dtype="float32")
+
+
+def _unet(base, animatediff, name):
+    from whichway.motion.adapter import check_motion_source, motion_unet
+
+    return motion_unet(base, check_motion_source(str(animatediff / name)))
+
+
+def _render(base, unet, cond, latents, **kw):
+    from whichway.motion.denoise import render_motion
+
+    frames = {}
+    options = dict(context_length=4, context_stride=2, steps=STEPS, guidance=7.5)
+    options.update(kw)
+    render_motion(
+        base,
+        unet,
+        cond,
+        latents,
+        height=SIZE,
+        width=SIZE,
+        on_frame=frames.__setitem__,
+        progress=False,
+        **options,
+    )
+    return torch.stack([frames[i] for i in range(len(frames))])
+
+
+def _still(base, cond, latents, negative):
+    """The still travel's frames (what travel's Renderer hands render_frames) of the same rows."""
+    n = len(cond)
+    options = dict(steps=STEPS, guidance=7.5, height=SIZE, width=SIZE)
+    return base.render(cond, latents, negative=negative.expand(n), **options)
+
+
+def _journey_rows(base, n_per_segment=3):
+    """The travel path of a 3-keyframe journey: conditioning, latents, negative per frame."""
+    from whichway.travel import Keyframe, TravelSettings, prepare_travel
+    from whichway.travel.rendering import Journey
+
+    s = TravelSettings(
+        (
+            Keyframe("a photo of a cat", seed=1),
+            Keyframe("a dog", seed=2),
+            Keyframe("a red car", seed=3),
+        ),
+        frames_per_segment=n_per_segment,
+        steps=STEPS,
+        height=SIZE,
+        width=SIZE,
+    )
+    plan = prepare_travel(s).plan
+    journey = Journey(base, s, SIZE, SIZE, None)
+    positions = [plan.position(i) for i in range(plan.n_frames)]
+    return journey, positions, journey.rows(positions)
+
+
+# --- windows and callbacks (no model) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", range(1, 10))
+def test_pyramid_weights_are_freenoise_weights(length):
+    from diffusers.models.attention import FreeNoiseTransformerBlock
+
+    for scheme in ("pyramid", "flat"):
+        assert window_weights(length, scheme) == FreeNoiseTransformerBlock._get_frame_weights(
+            None, length, scheme
+        )
+
+
+@pytest.mark.parametrize(
+    "n,length,stride", [(12, 4, 2), (13, 4, 4), (12, 4, 4), (3, 4, 1), (25, 16, 4)]
+)
+def test_windows_cover_every_frame_with_full_windows(n, length, stride):
+    windows = context_windows(n, length, stride)
+    assert windows[0][0] == 0 and windows[-1][1] == n
+    covered = set()
+    for a, b in windows:
+        assert b - a == min(length, n)
+        covered.update(range(a, b))
+    assert covered == set(range(n))
+    starts = [a for a, _ in windows]
+    assert all(0 < y - x <= stride for x, y in itertools.pairwise(starts))
+
+
+def test_context_defaults_follow_the_adapter():
+    assert resolve_context(None, None, 32) == (16, 4)
+    assert resolve_context(None, None, 8) == (8, 4)
+    assert resolve_context(3, None, 32) == (3, 3)
+    with pytest.raises(ValueError, match="motion_max_seq_length"):
+        resolve_context(40, 4, 32)
+
+
+def test_lerp_callback_is_freenoise_lerp_and_ot_callback_is_interpolate_clouds():
+    from diffusers.pipelines.free_noise_utils import AnimateDiffFreeNoiseMixin
+
+    from whichway.clouds import interpolate_clouds
+    from whichway.motion.interpolation import lerp_interpolation, ot_interpolation
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 9, 6, generator=g), torch.randn(1, 9, 6, generator=g)
+    ours = lerp_interpolation(4, 11, a, b)
+    theirs = AnimateDiffFreeNoiseMixin._lerp(None, 4, 11, a, b)
+    assert ours.shape == (8, 9, 6)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    ot = ot_interpolation("ot")(4, 11, a, b)
+    ts = torch.arange(8, dtype=torch.float32) / 7
+    torch.testing.assert_close(ot, interpolate_clouds(a[0], b[0], ts, method="ot"), rtol=0, atol=0)
+    # OT pairs tokens differently from the lerp, and both start at a and end at a permutation of b
+    assert not torch.allclose(ot, ours)
+    torch.testing.assert_close(ot[0], a[0])
+
+
+# --- rendering with the tiny AnimateDiff ------------------------------------------------------------
+
+
+def test_identity_adapter_renders_the_still_travel(base, animatediff):
+    _, _, (cond, latents, negative) = _journey_rows(base)
+    unet = _unet(base, animatediff, "motion-identity")
+    motion = _render(base, unet, cond, latents, negative=negative)
+    still = _still(base, cond, latents, negative)
+    assert motion.shape == still.shape == (len(cond), 3, SIZE, SIZE)
+    torch.testing.assert_close(motion, still, rtol=0, atol=1e-4)
+
+
+def test_random_adapter_moves_the_frames_and_windows_matter(base, animatediff):
+    _, _, (cond, latents, negative) = _journey_rows(base)
+    unet = _unet(base, animatediff, "motion")
+    motion = _render(base, unet, cond, latents, negative=negative)
+    still = _still(base, cond, latents, negative)
+    assert (motion - still).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # every frame moved
+    one_window = _render(
+        base, unet, cond, latents, negative=negative, context_length=len(cond), context_stride=1
+    )
+    assert (motion - one_window).abs().max() > 1e-3  # the windows (not one pass) decided the video
+
+
+def test_unet_input_is_the_ot_travel_path_one_window_at_a_time(base, animatediff):
+    from whichway.render import conditioning_path
+
+    journey, positions, (cond, latents, negative) = _journey_rows(base)
+    unet = _unet(base, animatediff, "motion")
+    seen = []
+
+    def capture(module, args, kwargs):
+        seen.append((args[0].shape, kwargs["encoder_hidden_states"].detach().clone()))
+
+    handle = unet.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        _render(base, unet, cond, latents, negative=negative, steps=1)
+    finally:
+        handle.remove()
+    windows = context_windows(len(positions), 4, 2)
+    assert len(seen) == len(windows)
+    for (shape, states), (a, b) in zip(seen, windows):
+        assert shape[2] == b - a == 4  # one window of frames per UNet call (batch: uncond, cond)
+        frames = states[b - a :]  # the conditional half
+        for j, i in enumerate(range(a, b)):
+            k, t = positions[i]
+            expected, _ = conditioning_path(
+                journey.cond[k],
+                journey.cond[k + 1],
+                torch.tensor([t], dtype=torch.float64),
+                couplings=journey.couplings[k],
+            )
+            torch.testing.assert_close(frames[j], expected.clouds[0][0], rtol=0, atol=1e-6)
+
+
+def test_cli_motion_run_records_and_resumes_as_a_whole(animatediff, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "travel", "a photo of a cat", "a dog", "--model", str(animatediff / "base"),
+        "--motion", str(animatediff / "motion"), "--height", str(SIZE), "--width", str(SIZE),
+        "--steps", "1", "--frames-per-segment", "5", "--fps", "4", "--context-length", "4",
+        "--context-stride", "2", "--out", str(out), "--quiet", "--format", "gif",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    record = json.loads((out / "run.json").read_text())
+    m = record["motion"]
+    assert m["adapter"] == str(animatediff / "motion")
+    import hashlib
+
+    weights = animatediff / "motion" / "diffusion_pytorch_model.safetensors"
+    assert m["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (m["context_length"], m["context_stride"], m["window_weights"]) == (4, 2, [1, 2, 2, 1])
+    assert m["windows"] == [[0, 4], [2, 6]]
+    assert len(record["plan"]["t"]) == 6
+    first = {p.name: p.read_bytes() for p in (out / "frames").glob("*.png")}
+    assert len(first) == 6
+    assert "(6 rendered now)" in capsys.readouterr().out
+    assert main(argv) == 0  # nothing missing: the video is kept
+    assert "(0 rendered now)" in capsys.readouterr().out
+    (out / "frames" / "00003.png").unlink()  # one frame missing: the whole video again
+    assert main(argv) == 0
+    assert "(6 rendered now)" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (out / "frames").glob("*.png")} == first
+
+
+def test_cli_identity_motion_frames_are_the_still_travel_frames(animatediff, tmp_path):
+    from whichway.media import load_image
+
+    common = [
+        "travel", "a photo of a cat", "a dog", "a red car", "--seeds", "1,2,3",
+        "--model", str(animatediff / "base"), "--height", str(SIZE), "--width", str(SIZE),
+        "--steps", str(STEPS), "--frames-per-segment", "3", "--quiet", "--format", "none",
+    ]  # fmt: skip
+    identity = ["--motion", str(animatediff / "motion-identity"), "--context-length", "4"]
+    assert main([*common, *identity, "--out", str(tmp_path / "m")]) == 0
+    assert main([*common, "--out", str(tmp_path / "s")]) == 0
+    motion = json.loads((tmp_path / "m" / "run.json").read_text())
+    still = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert motion["plan"]["t"] == still["plan"]["t"] and len(still["plan"]["t"]) == 7
+    for name in still["frames"]:
+        a = load_image(tmp_path / "m" / name)
+        b = load_image(tmp_path / "s" / name)
+        torch.testing.assert_close(a, b, rtol=0, atol=1 / 255 + 1e-6)  # PNG rounding at most
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+
+def _refused(capsys, argv, *needles):
+    capsys.readouterr()
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture
+def fake_models(tmp_path, animatediff):
+    """Config-only base models (no weights): the checks must refuse before anything loads."""
+    sd3 = tmp_path / "sd3"
+    sd3.mkdir()
+    (sd3 / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    other = tmp_path / "wide"
+    (other / "unet").mkdir(parents=True)
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (other / "unet" / "config.json").write_text(json.dumps({"block_out_channels": [320, 640]}))
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    (empty / "config.json").write_text((animatediff / "motion" / "config.json").read_text())
+    return sd3, other, empty
+
+
+def test_bad_motion_input_is_one_line_before_loading(animatediff, fake_models, capsys, monkeypatch):
+    import whichway.models
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(whichway.models, "load_adapter", boom)
+    sd3, other, empty = fake_models
+    motion = str(animatediff / "motion")
+    common = ["travel", "a cat", "a dog", "--frames-per-segment", "4", "--steps", "1"]
+    base = ["--model", str(animatediff / "base")]
+    _refused(
+        capsys,
+        [*common, *base, "--motion", motion, "--context-length", "0"],
+        "--context-length",
+        ">= 1",
+    )
+    _refused(
+        capsys,
+        [*common, *base, "--motion", motion, "--context-length", "4", "--context-stride", "5"],
+        "--context-stride 5 is larger",
+    )
+    _refused(capsys, [*common, *base, "--context-length", "4"], "give --motion")
+    _refused(capsys, [*common, *base, "--motion", str(empty)], "holds no weights")
+    _refused(
+        capsys,
+        [*common, *base, "--motion", str(animatediff / "base" / "unet")],
+        "not a MotionAdapter",
+    )
+    _refused(
+        capsys,
+        [*common, *base, "--motion", motion, "--context-length", "64"],
+        "motion_max_seq_length",
+    )
+    _refused(capsys, [*common, "--model", str(sd3), "--motion", motion], "SD 1.x base model", "sd3")
+    _refused(capsys, [*common, "--model", str(other), "--motion", motion], "[32, 64]", "[320, 640]")
