@@ -19,6 +19,8 @@ from whichway.comfyui.journey import journey_frames, parse_schedule, plan_journe
 from whichway.comfyui.noise import PathNoise, noise_path, parse_times, seed_noise
 from whichway.gaussian import cog_interpolate
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _cond(n: int, d: int, p: int | None, seed: int, **extra) -> list:
     g = torch.Generator().manual_seed(seed)
@@ -293,6 +295,11 @@ def test_pack_without_its_dependencies_logs_one_line(blocked: str, package: str)
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1, run.stderr
     assert f"lacks {package!r}" in lines[0] and "-m pip install" in lines[0]
+    if package == "whichway" and pack_dir().is_relative_to(ROOT):
+        # linked from this clone: the advice installs the clone (whichway need not be on PyPI)
+        assert lines[0].endswith(f'-m pip install -e "{ROOT}[comfyui]"'), lines[0]
+    elif package != "whichway":
+        assert lines[0].endswith(f"-m pip install {package}"), lines[0]
 
 
 def test_pack_loads_every_node() -> None:

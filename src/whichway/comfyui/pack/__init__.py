@@ -7,9 +7,25 @@ what to install and exports no nodes, so ComfyUI keeps starting and its log says
 
 import logging
 import sys
+from pathlib import Path
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
+
+
+def _whichway_requirement() -> str:
+    """What pip should install for whichway: the clone this folder was linked from (its
+    ``src/whichway/comfyui/pack``; whichway need not be on PyPI), else the package name."""
+    parents = Path(__file__).resolve().parents  # pack, comfyui, whichway, src, the clone
+    if len(parents) > 4:
+        root = parents[4]
+        try:
+            if 'name = "whichway"' in (root / "pyproject.toml").read_text(encoding="utf-8"):
+                return f'-e "{root}[comfyui]"'
+        except OSError:
+            pass
+    return '"whichway[comfyui]"'
+
 
 try:
     # the couplings need SciPy and POT when they run: a missing one is reported at load time
@@ -27,7 +43,7 @@ except ImportError as exc:  # whichway or a dependency of it is not installed in
         sys.executable,
         package,
         sys.executable,
-        '"whichway[comfyui]"' if package == "whichway" else package,
+        _whichway_requirement() if package == "whichway" else package,
     )
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
