@@ -21,6 +21,7 @@ import pytest
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "comfyui"))
+import workflows  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -73,23 +74,13 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
         server.stop()
 
 
-class Graph:
-    """An API-format graph built node by node: ``add`` returns the node's id."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, dict[str, Any]] = {}
-
-    def add(self, class_type: str, **inputs: Any) -> str:
-        key = str(len(self.nodes) + 1)
-        self.nodes[key] = {"class_type": class_type, "inputs": inputs}
-        return key
+class Graph(workflows.Graph):
+    """The example workflows' graph builder with the test graphs' pieces (the tiny checkpoint,
+    ComfyUI's plain render, the pack's sampler at 64 x 64)."""
 
     def base(self) -> tuple[list, list, list]:
         ckpt = self.add("CheckpointLoaderSimple", ckpt_name=CKPT)
         return [ckpt, 0], [ckpt, 1], [ckpt, 2]
-
-    def encode(self, clip: list, text: str) -> list:
-        return [self.add("CLIPTextEncode", clip=clip, text=text), 0]
 
     def save(self, vae: list, latent: list, prefix: str) -> str:
         image = self.add("VAEDecode", samples=latent, vae=vae)
