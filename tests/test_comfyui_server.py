@@ -371,6 +371,26 @@ def test_bad_t_values_are_a_validation_error(comfy: ComfyServer) -> None:
     assert "[0, 1]" in str(refused.body["node_errors"])
 
 
+def test_bad_metric_t_values_are_a_validation_error(comfy: ComfyServer) -> None:
+    """The path-metrics node's t values are checked when the graph is queued (HTTP 400 naming
+    the node), not after the frames were rendered."""
+    g = Graph()
+    frames = g.add("EmptyImage", width=32, height=32, batch_size=3, color=0)
+    metrics = g.add(
+        "WhichwayPathMetrics",
+        images=[frames, 0],
+        net="alex",
+        backbone="random (not comparable)",
+        t_values="0, x, 1",
+    )
+    g.add("PreviewAny", source=[metrics, 0])
+    refused = comfy.queue(g.nodes)
+    assert refused.status == 400, refused.body
+    errors = refused.body["node_errors"]
+    assert errors[metrics]["class_type"] == "WhichwayPathMetrics"
+    assert "numbers separated by commas" in str(errors[metrics]["errors"])
+
+
 def test_mismatched_batches_are_a_one_line_error(comfy: ComfyServer) -> None:
     """A 3-frame conditioning on a 2-frame latent: an execution error naming the node and the
     batch size to set, not KSampler's silent cut; the next graph runs."""

@@ -407,6 +407,10 @@ class PathMetrics:
             "optional": {"t_values": ("STRING", _TIMES)},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, t_values: Any = None) -> bool | str:
+        return _check_times(2, t_values)  # their count is checked against the frames at run time
+
     def run(
         self, images: Any, net: str, backbone: str, t_values: str = ""
     ) -> tuple[str, float, float]:
