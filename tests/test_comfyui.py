@@ -15,7 +15,12 @@ import torch
 from whichway.clouds import couple, interpolate_clouds
 from whichway.comfyui.conditioning import prompt_path, token_groups
 from whichway.comfyui.install import PACK_NAME, install, pack_dir
-from whichway.comfyui.journey import journey_frames, parse_schedule, plan_journey
+from whichway.comfyui.journey import (
+    check_fixed_noise,
+    journey_frames,
+    parse_schedule,
+    plan_journey,
+)
 from whichway.comfyui.noise import PathNoise, noise_path, parse_times, seed_noise
 from whichway.gaussian import cog_interpolate
 
@@ -207,6 +212,18 @@ def test_journey_frames_keyframes_are_exact() -> None:
     for frame, seed in ((0, 1), (2, 2), (4, 3)):
         assert torch.equal(drawn[frame], seed_noise(seed, (4, 8, 8)))
     assert table.splitlines()[0] == "frame, keyframe segment, t"
+    # 'fixed' noise keeps keyframe a's noise through the segment, so keyframe b (seed 2) would
+    # get seed 1's: refused, as whichway travel refuses it; one shared seed is fine
+    with pytest.raises(ValueError, match=r"segment 1 .* seeds 1 and 2.*set noise to cog"):
+        journey_frames(journey, encoded, coupling="ot", noise="fixed", seed=0)
+    with pytest.raises(ValueError, match="seeds 1 and 2"):
+        check_fixed_noise(keyframes, "fixed", 0)
+    check_fixed_noise(parse_schedule('"0": "a", "2": "b", "4": "c"', 24.0), "fixed", 7)
+    pinned = parse_schedule(
+        "[[keyframe]]\nprompt='a'\nseed=1\nlatent='cog'\n[[keyframe]]\nprompt='b'\nseed=2\n",
+        24.0,
+    )
+    check_fixed_noise(pinned, "fixed", 0)  # the keyframe's own latent wins for its segment
 
 
 def test_audio_pacing_moves_fast_on_the_beat() -> None:

@@ -335,6 +335,10 @@ def _journey_graph(schedule: str, frames: int = 5) -> dict[str, Any]:
         ('"4": "a cat", "0": "a dog"', "must increase"),
         ('"0": "a cat"', "at least 2 keyframes"),
         ('"0": "a cat", "8": "a dog"', "raise frames to 9"),
+        (
+            "[[keyframe]]\nprompt = 'a cat'\nseed = 1\n[[keyframe]]\nprompt = 'a dog'\nseed = 2",
+            "set noise to cog",
+        ),
     ],
 )
 def test_bad_schedule_is_a_validation_error(

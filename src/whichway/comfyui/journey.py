@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Journey", "audio_envelope", "parse_schedule", "plan_journey"]
+__all__ = ["Journey", "audio_envelope", "check_fixed_noise", "parse_schedule", "plan_journey"]
 
 
 def _fizz_entries(text: str) -> list[tuple[int, str]]:
@@ -173,6 +173,23 @@ def plan_journey(
     return Journey(tuple(keyframes), plan.segment, plan.t, plan.keyframe_frames)
 
 
+def check_fixed_noise(keyframes: Sequence[Any], noise: str, seed: int) -> None:
+    """A segment whose noise is ``fixed`` (the node's ``noise``, or its first keyframe's TOML
+    ``latent``) keeps its first keyframe's noise for every frame, its last one included, so its
+    two keyframes must share one seed (as ``whichway travel`` requires); else a ValueError
+    naming the segment and the fix."""
+    for k in range(len(keyframes) - 1):
+        a, b = keyframes[k], keyframes[k + 1]
+        sa = seed if a.seed is None else a.seed
+        sb = seed if b.seed is None else b.seed
+        if (a.latent or noise) == "fixed" and sa != sb:
+            raise ValueError(
+                f"segment {k + 1} ({a.prompt!r} -> {b.prompt!r}) has noise 'fixed' but its "
+                f"keyframes have seeds {sa} and {sb}, so keyframe {k + 2} would not get its own "
+                "seed's noise; give them one seed or set noise to cog"
+            )
+
+
 def journey_frames(
     journey: Journey,
     encoded: Sequence[Any],
@@ -203,6 +220,7 @@ def journey_frames(
 
     if len(encoded) != len(journey.keyframes):
         raise ValueError(f"{len(encoded)} conditionings for {len(journey.keyframes)} keyframes")
+    check_fixed_noise(journey.keyframes, noise, seed)
     seeds = journey.seeds(seed)
     n_seg = len(journey.keyframes) - 1
     tensors: list[Any] = []

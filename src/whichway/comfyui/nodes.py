@@ -292,9 +292,14 @@ class Journey:
 
     @classmethod
     def VALIDATE_INPUTS(
-        cls, schedule: Any = None, frames: Any = None, fps: Any = None
+        cls,
+        schedule: Any = None,
+        frames: Any = None,
+        fps: Any = None,
+        noise: Any = None,
+        seed: Any = None,
     ) -> bool | str:
-        from whichway.comfyui.journey import parse_schedule, plan_journey
+        from whichway.comfyui.journey import check_fixed_noise, parse_schedule, plan_journey
 
         if not isinstance(schedule, str) or not isinstance(fps, (int, float)):
             return True  # linked from another node: checked when it runs
@@ -302,6 +307,8 @@ class Journey:
             keyframes = parse_schedule(schedule, float(fps))
             if isinstance(frames, int):
                 plan_journey(keyframes, frames, fps=float(fps))
+            if isinstance(noise, str) and isinstance(seed, int):
+                check_fixed_noise(keyframes, noise, seed)
         except ValueError as exc:
             return str(exc)
         return True
