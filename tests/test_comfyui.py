@@ -64,6 +64,13 @@ def test_token_groups_sd3_splits_clip_from_t5_at_the_zero_padding() -> None:
     assert groups.family == "SD3"
     assert groups.names == ("CLIP-L+G", "T5")
     assert groups.bounds == ((0, 77), (77, 154))
+    # ComfyUI's SD3 CLIP without CLIP-L/G: T5 rows only, pooled zeros (1, 2048)
+    t5 = torch.randn(1, 77, 4096, generator=torch.Generator().manual_seed(2))
+    groups = token_groups(t5, torch.zeros(1, 2048))
+    assert (groups.names, groups.bounds) == (("T5",), ((0, 77),))
+    # ... and without T5: the zero-padded CLIP rows only
+    groups = token_groups(tensor[:, :77], info["pooled_output"])
+    assert (groups.names, groups.bounds) == (("CLIP-L+G",), ((0, 77),))
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ SD3       4096   2048      two: CLIP-L+G rows (zero-padded from 2048 to 4096), t
 Flux      4096   768       one: T5 tokens
 ========  =====  ========  =====================================================================
 
-SD3's split is where the zero padding of the CLIP rows ends (a multiple of 77 rows), not a
-guess: a tensor that fits none of these is a ValueError naming the shapes. Each group follows the
+SD3's split is where the zero padding of the CLIP rows ends (a multiple of 77 rows; no such rows:
+T5 only, as ComfyUI's SD3 CLIP loaded without CLIP-L/G hands over), not a guess: a tensor that fits none of these is a ValueError naming the shapes. Each group follows the
 displacement path of Karris et al. 2025,
 
 .. math::
@@ -121,7 +121,8 @@ def token_groups(cond: Tensor, pooled: Tensor | None) -> TokenGroups:
     """Split the rows of a ComfyUI conditioning tensor (1, n, d) into token groups.
 
     The family is read from the token width d and the pooled width p (table in the module
-    docstring); SD3's CLIP rows are the leading rows whose columns 2048..4095 are exactly zero.
+    docstring); SD3's CLIP rows are the leading rows whose columns 2048..4095 are exactly zero
+    (none: the T5 group alone; all: the CLIP group alone).
     Raises ValueError naming the shapes when they fit no family.
     """
     if cond.ndim != 3 or cond.shape[1] == 0:
@@ -138,11 +139,8 @@ def token_groups(cond: Tensor, pooled: Tensor | None) -> TokenGroups:
         padded = (cond[0, :, _SD3_CLIP_WIDTH:] == 0).all(dim=-1)
         split = int(torch.cumprod(padded.to(torch.int64), 0).sum())
         split -= split % _CLIP_CHUNK
-        if split == 0:
-            raise ValueError(
-                "an SD3 CONDITIONING whose first rows are not CLIP rows (zero beyond column 2048); "
-                "connect ComfyUI's CLIPTextEncode output of an SD3 CLIP"
-            )
+        if split == 0:  # no CLIP rows: an SD3 CLIP loaded with T5 only
+            return TokenGroups(family, names[1:], ((0, n),))
         if split == n:
             return TokenGroups(family, names[:1], ((0, n),))
         return TokenGroups(family, names, ((0, split), (split, n)))
