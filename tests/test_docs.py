@@ -42,6 +42,10 @@ API_PAGES = {
     "whichway.audio": "audio",
     "whichway.prompts": "prompts",
     "whichway.budget": "budget",
+    "whichway.comfyui.conditioning": "comfyui-conditioning",
+    "whichway.comfyui.noise": "comfyui-noise",
+    "whichway.comfyui.journey": "comfyui-journey",
+    "whichway.comfyui.install": "comfyui-install",
 }
 
 pytest.importorskip("mkdocstrings_handlers.python", reason="the docs extra is not installed")

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Journey", "audio_envelope", "check_fixed_noise", "parse_schedule", "plan_journey"]
+__all__ = [
+    "Journey",
+    "audio_envelope",
+    "check_fixed_noise",
+    "journey_frames",
+    "parse_schedule",
+    "plan_journey",
+]
 
 
 def _fizz_entries(text: str) -> list[tuple[int, str]]:
@@ -200,6 +207,11 @@ def journey_frames(
 ) -> tuple[list[Any], Any, str]:
     """Per-frame CONDITIONING, NOISE and a text table of a planned journey.
 
+    Each segment k is one :func:`whichway.comfyui.conditioning.prompt_path` (the tokens are
+    paired once per segment) evaluated at its frames' t; the NOISE moves from keyframe k's seed
+    to keyframe k+1's (``fixed`` when they share a seed), so keyframe frames get exactly their
+    prompt's conditioning and their seed's noise.
+
     Parameters
     ----------
     journey : Journey of N frames through K keyframes
@@ -207,11 +219,6 @@ def journey_frames(
     coupling, noise : the run's token coupling and noise method; a TOML keyframe's own
         ``coupling`` / ``latent`` wins for the segment that leaves it
     seed : the seed of keyframes without one
-
-    Each segment k is one :func:`whichway.comfyui.conditioning.prompt_path` (the tokens are
-    paired once per segment) evaluated at its frames' t; the NOISE moves from keyframe k's seed
-    to keyframe k+1's (``fixed`` when they share a seed), so keyframe frames get exactly their
-    prompt's conditioning and their seed's noise.
     """
     import torch
 
