@@ -53,6 +53,29 @@ def build_checkpoint(out: Path) -> Path:
     return out
 
 
+# A test-only node that hands over a CONDITIONING of a shape no whichway family has (what an
+# unknown text encoder would give), loaded by ComfyUI from custom_nodes/ beside the pack.
+ODD_CONDITIONING_NODE = """
+import torch
+
+
+class OddConditioning:
+    CATEGORY = "testing"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"width": ("INT", {"default": 512, "min": 1, "max": 8192})}}
+
+    def run(self, width):
+        return ([[torch.zeros(1, 77, width), {"pooled_output": torch.zeros(1, width)}]],)
+
+
+NODE_CLASS_MAPPINGS = {"TestOddConditioning": OddConditioning}
+"""
+
+
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     from whichway.comfyui.install import install
@@ -60,6 +83,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     base = tmp_path_factory.mktemp("comfyui")
     (base / "custom_nodes").mkdir()
     install(base)
+    (base / "custom_nodes" / "whichway_test_odd_conditioning.py").write_text(ODD_CONDITIONING_NODE)
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
     given = os.environ.get("COMFYUI_CHECKPOINT")
@@ -448,6 +472,30 @@ def test_combined_conditioning_is_a_one_line_error(comfy: ComfyServer) -> None:
     entry = comfy.run(g2.nodes)
     assert entry["status"]["status_str"] == "success"
     assert len(comfy.images(entry, node)) == 1
+
+
+def test_unknown_conditioning_shape_is_a_one_line_error(comfy: ComfyServer) -> None:
+    """A CONDITIONING of a shape no family has ((1, 77, 512), pooled (1, 512)) is an execution
+    error on the prompt-path node listing the shapes it knows, not a guess or a traceback."""
+    g = Graph()
+    model, clip, vae = g.base()
+    odd = g.add("TestOddConditioning", width=512)
+    path = g.add(
+        "WhichwayPromptPath",
+        conditioning_a=[odd, 0],
+        conditioning_b=[odd, 0],
+        frames=3,
+        coupling="ot",
+        seed=0,
+    )
+    noise = g.add("WhichwayNoisePath", seed_a=0, seed_b=0, method="fixed", frames=3)
+    g.path_sampler(model, vae, [path, 0], g.encode(clip, ""), [noise, 0], 3, "odd")
+    error = error_of(comfy.run(g.nodes))
+    assert error["node_type"] == "WhichwayPromptPath"
+    message = error["exception_message"].strip()
+    assert "\n" not in message
+    assert "shape (1, 77, 512) with pooled_output (1, 512) is not one whichway knows" in message
+    assert "SD 1.x: (1, n, 768) with pooled (1, 768)" in message
 
 
 MIDDLE_SCRIPT = """
