@@ -124,6 +124,64 @@ def test_limits_are_checked_before_anything_is_built(tmp_path):
     assert "12 frames" in LIMITS.describe() and "1,024 pixels" in LIMITS.describe()
 
 
+def test_cancel_stops_its_own_pages_jobs_running_or_waiting(tmp_path):
+    """A Cancel stops the jobs of the page that pressed it, the one running and the ones still
+    waiting for the slot (those never start); another page's job runs on."""
+    import threading
+
+    from whichway.render import RenderCancelled
+
+    studio = Studio(tmp_path / "runs", "never-loaded", limits=LIMITS)
+    started, release, polled = threading.Event(), threading.Event(), []
+
+    def slow(on_frame, on_step, should_stop):
+        started.set()
+        release.wait(30)
+        polled.append(should_stop())
+        return "first"
+
+    def never(*_):
+        raise AssertionError("a job cancelled while it waited must not start")
+
+    results: dict[str, object] = {}
+
+    def run(name, job, owner):
+        try:
+            results[name] = studio.run_sync_as(job, owner)
+        except RenderCancelled as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=run, args=("first", slow, "page-1"))
+    first.start()
+    assert started.wait(30)
+    second = threading.Thread(target=run, args=("second", never, "page-2"))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the slot
+    studio.cancel("page-2")  # page 2's Cancel: its waiting job, not page 1's running one
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert results["first"] == "first" and polled == [False]
+    assert isinstance(results["second"], RenderCancelled)
+    assert "before it started" in str(results["second"])
+    assert studio._stops == {}  # no flag outlives its job
+
+    # Cancel without a page (the API's direct callers) stops whatever runs; a later job starts
+    # with a flag of its own, untouched by that Cancel
+    started.clear()
+    release.clear()
+    polled.clear()
+    third = threading.Thread(target=run, args=("third", slow, None))
+    third.start()
+    assert started.wait(30)
+    studio.cancel()
+    release.set()
+    third.join(30)
+    assert polled == [True]
+    assert studio.run_sync_as(lambda *a: a[2](), "page-1") is False
+
+
 def test_a_failing_job_leaves_the_app_serving(app):
     """A job that raises MemoryError (or anything) ends as one line; the model stays loaded and
     the next job runs."""
@@ -161,6 +219,26 @@ def test_the_limits_line_is_in_the_page(app):
     _, url = app
     page = urllib.request.urlopen(url + "config", timeout=30).read().decode()
     assert LIMITS.describe() in page
+
+
+def test_the_pages_cancel_stops_its_own_job_over_http(app):
+    """Through the API as the page calls it: another client's Cancel leaves a job running, its
+    own client's Cancel stops it (the session a request carries is the job's owner)."""
+    from gradio_client import Client
+
+    studio, url = app
+    mine, other = Client(url, verbose=False), Client(url, verbose=False)
+    job = mine.submit(*morph_inputs(frames=12, steps=4, batch=1, seed=7), api_name="/morph")
+    deadline = time.monotonic() + 60
+    while not studio._stops and time.monotonic() < deadline:  # the job holds its flag
+        time.sleep(0.05)
+    (flags,) = studio._stops.values()
+    other.predict(api_name="/cancel")
+    assert not any(f.is_set() for f in flags)  # not that client's job
+    mine.predict(api_name="/cancel")
+    assert all(f.is_set() for f in flags) or not studio._stops  # set (or already finished)
+    with pytest.raises(Exception, match="^Cancelled"):
+        job.result(timeout=120)
 
 
 def _one_round(url: str, client_id: int, rnd: int, results: list) -> None:
@@ -227,11 +305,9 @@ def test_soak_several_clients_good_bad_oversized_and_cancelled(app, tiny_pipelin
         elif kind == "bad":
             assert how == "error" and "must not be empty" in outcome
         elif kind == "good":
-            # a good job ends done, or cancelled by another client's Cancel (one slot, one button)
-            assert how == "ok" or outcome.startswith("Cancelled"), outcome
-            if how == "ok":
-                assert outcome[1].startswith("Done")
-                good_seeds.add(seed)
+            # a good job ends done: another client's Cancel stops that client's jobs only
+            assert how == "ok" and outcome[1].startswith("Done"), outcome
+            good_seeds.add(seed)
         else:
             assert how == "ok" or outcome.startswith("Cancelled"), outcome
     # refused as they arrive, not after the running job: the typical answer (HTTP round trip of a

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from whichway.studio.handlers import guarded
+from gradio import Request  # a handler parameter annotated with it gets the page session
+
+from whichway.studio.handlers import guarded, session_of
 from whichway.studio.session import Studio
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,8 +66,8 @@ def build_app(studio: Studio) -> gr.Blocks:
 
         load.click(load_model, model, model_status, api_name="load_model", concurrency_limit=None)
 
-        def cancel() -> str:
-            studio.cancel()
+        def cancel(request: Request) -> str:
+            studio.cancel(session_of(request))  # this page's jobs, running or waiting
             return "Cancelling after the current batch; finished frames are kept (run it again to resume)."
 
         rendering = [morph_tab(studio, cancel), travel_tab(studio, cancel), compare_tab(studio)]

@@ -24,6 +24,12 @@ FORMATS = (*ANIMATION_FORMATS, "none")
 # slot (Studio.stream), saying so in the page.
 
 
+def session_of(request: Any) -> str | None:
+    """The page session of a handler's ``gr.Request`` (None without one: a direct call): the
+    owner of the jobs it starts, and of the jobs its Cancel stops."""
+    return getattr(request, "session_hash", None)
+
+
 def page_error(exc: BaseException) -> Exception:
     """``exc`` as a ``gr.Error``: its one-line user message, shown until dismissed."""
     import gradio as gr
@@ -104,11 +110,12 @@ def stream_run(
     n_frames: int | None,
     progress: Any,
     caption: Callable[[int], str],
+    request: Any = None,
 ) -> Iterator[tuple]:
     """Yield (gallery, status, files, video) while a morph or travel job runs; frames appear as
-    their batch finishes."""
+    their batch finishes. ``request`` (the handler's ``gr.Request``): whose Cancel stops it."""
     frames: dict[int, Path] = {}
-    for kind, value in studio.stream(job):
+    for kind, value in studio.stream(job, session_of(request)):
         if kind == "frame":
             k, path = value
             frames[k] = Path(path)

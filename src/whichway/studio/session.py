@@ -234,7 +234,9 @@ class Studio:
         self._meter_note: str | None = None
         self._load_lock = threading.Lock()
         self._job_lock = threading.Lock()
-        self._cancel = threading.Event()
+        #: the stop flag of every job queued or running, by its owner (a page session, or None)
+        self._stops: dict[str | None, set[threading.Event]] = {}
+        self._stops_lock = threading.Lock()
 
     # --- model ---------------------------------------------------------------------------------
     @property
@@ -296,32 +298,56 @@ class Studio:
         return self._meter, self._meter_note
 
     # --- jobs ----------------------------------------------------------------------------------
-    def cancel(self) -> None:
-        """Ask the running job to stop after its current batch (finished frames are kept)."""
-        self._cancel.set()
+    def cancel(self, owner: str | None = None) -> None:
+        """Ask jobs to stop after their current batch (finished frames are kept): the jobs of
+        ``owner`` (the page session that pressed Cancel), every job when None. A job still
+        waiting for the slot never starts."""
+        with self._stops_lock:
+            flags = [f for o, fs in self._stops.items() if owner in (None, o) for f in fs]
+        for flag in flags:
+            flag.set()
 
-    def should_stop(self) -> bool:
-        return self._cancel.is_set()
-
-    def stream(self, job: Callable[..., Any]) -> Iterator[tuple[str, Any]]:
+    def stream(
+        self, job: Callable[..., Any], owner: str | None = None
+    ) -> Iterator[tuple[str, Any]]:
         """Run ``job(on_frame, on_step, should_stop)`` in a worker thread, one job at a time, and
         yield its events as they happen: ("queued", None) first when another job holds the slot,
         ("frame", (index, path)), ("step", (done, total)), then ("done", result) or ("error",
-        exception). Whatever the job raised, the slot is freed and the memory its tensors held is
-        returned (:meth:`_recover`)."""
+        exception). ``owner`` (a page session) is whose Cancel stops it (:meth:`cancel`); a job
+        cancelled while it waits ends as ("error", RenderCancelled) without starting. Whatever
+        the job raised, the slot is freed and the memory its tensors held is returned
+        (:meth:`_recover`)."""
+        stop = threading.Event()  # this job's own flag: a later job never clears it
+        with self._stops_lock:
+            self._stops.setdefault(owner, set()).add(stop)
+        try:
+            yield from self._stream(job, stop)
+        finally:
+            with self._stops_lock:
+                self._stops[owner].discard(stop)
+                if not self._stops[owner]:
+                    del self._stops[owner]
+
+    def _stream(self, job: Callable[..., Any], stop: threading.Event) -> Iterator[tuple[str, Any]]:
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         if not self._job_lock.acquire(blocking=False):
             yield "queued", None  # another job is running: this one starts when it ends
             self._job_lock.acquire()
         try:
-            self._cancel.clear()
+            if stop.is_set():  # cancelled while it waited: it never starts
+                from whichway.render import RenderCancelled
+
+                cancelled = RenderCancelled(0, 0)
+                cancelled.args = ("cancelled before it started; nothing was written",)
+                yield "error", cancelled
+                return
 
             def work() -> None:
                 try:
                     result = job(
                         lambda k, p: events.put(("frame", (k, p))),
                         lambda d, t: events.put(("step", (d, t))),
-                        self.should_stop,
+                        stop.is_set,
                     )
                     events.put(("done", result))
                 except BaseException as exc:
@@ -337,7 +363,7 @@ class Studio:
                         break
             finally:
                 if worker.is_alive():  # the page went away mid-job: stop after this batch
-                    self._cancel.set()
+                    stop.set()
                 worker.join()
                 self._recover()
         finally:
@@ -358,7 +384,11 @@ class Studio:
 
     def run_sync(self, job: Callable[..., Any]) -> Any:
         """Run a job to the end (API callers and tests): its result, or its exception raised."""
-        for kind, value in self.stream(job):
+        return self.run_sync_as(job, None)
+
+    def run_sync_as(self, job: Callable[..., Any], owner: str | None) -> Any:
+        """:meth:`run_sync` for ``owner`` (a page session: whose :meth:`cancel` stops it)."""
+        for kind, value in self.stream(job, owner):
             if kind == "done":
                 return value
             if kind == "error":

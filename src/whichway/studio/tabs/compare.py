@@ -6,8 +6,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gradio import Request  # a handler parameter annotated with it gets the page session
+
 from whichway.attention.methods import METHODS
-from whichway.studio.handlers import COUPLINGS, generation_controls, guarded, page_error
+from whichway.studio.handlers import (
+    COUPLINGS,
+    generation_controls,
+    guarded,
+    page_error,
+    session_of,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.studio.session import Studio
@@ -84,6 +92,7 @@ def compare_tab(studio: Studio) -> Any:
             width,
             attention,
             guide,
+            request: Request,
             progress=gr.Progress(),  # noqa: B008
         ):
             job = studio.compare_job(
@@ -100,7 +109,7 @@ def compare_tab(studio: Studio) -> Any:
                 attention=attention,
                 guide_prompt=guide,
             )
-            for kind, value in studio.stream(job):
+            for kind, value in studio.stream(job, session_of(request)):
                 if kind == "step":
                     progress(value, desc="denoising", unit="steps")
                 elif kind == "error":

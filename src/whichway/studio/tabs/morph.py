@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gradio import Request  # a handler parameter annotated with it gets the page session
+
 from whichway.attention.methods import AID_LAYERS, METHODS
 from whichway.morph import SPACINGS
 from whichway.studio.handlers import (
@@ -104,6 +106,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             layers,
             fused,
             guide,
+            request: Request,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
             settings = studio.morph_settings(
@@ -141,6 +144,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 len(ts),
                 progress,
                 lambda k: f"t={ts[k]:.3f}" if k < len(ts) else "",
+                request,
             ):
                 yield gallery, status, files
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gradio import Request  # a handler parameter annotated with it gets the page session
+
 from whichway.studio.handlers import guarded, stream_run
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,13 +74,13 @@ def runs_tab(studio: Studio) -> tuple[Any, Callable[[], Any]]:
         )
 
         @guarded
-        def resume(name: str | None, progress=gr.Progress()):  # noqa: B008
+        def resume(name: str | None, request: Request, progress=gr.Progress()):  # noqa: B008
             if not name:
                 raise ValueError("pick a run to resume")
             job = studio.resume_job(name)
             n = len(studio.open_run(name).info.get("frames", [])) or None
             for _gallery, status, _files, _video in stream_run(
-                studio, job, n, progress, lambda k: ""
+                studio, job, n, progress, lambda k: "", request
             ):
                 yield status
 

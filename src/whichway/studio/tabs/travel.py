@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gradio import Request  # a handler parameter annotated with it gets the page session
+
 from whichway.studio.handlers import (
     COUPLINGS,
     FORMATS,
@@ -95,6 +97,7 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             width,
             fmt,
             neg,
+            request: Request,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
             settings, prepared = studio.travel_settings(
@@ -122,6 +125,7 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 None,
                 progress,
                 lambda k: f"{k / rate:.2f}s",
+                request,
             )
 
         travel_event = v_go.click(
