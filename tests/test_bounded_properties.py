@@ -183,3 +183,45 @@ def test_study_configs_never_give_a_traceback(tiny_pipeline, guarded, overrides,
         argv = ["study", "prompts", "run", str(folder / "p.toml"), "--out", str(folder / "run")]
         answer(argv + [x for s in sets for x in ("--set", s)])
         assert not (folder / "run").exists() or written(folder / "run") == []
+
+
+# prompts as artists type them, with the syntax's characters in any order (issue 24's layer)
+PROMPT_TEXT = st.text(alphabet="ab ()[]:\\,.1-2 BREAK--neg", max_size=40)
+
+
+@PROPERTY
+@given(a=PROMPT_TEXT, b=PROMPT_TEXT, neg=PROMPT_TEXT)
+def test_prompt_syntax_never_gives_a_traceback(tiny_pipeline, guarded, a, b, neg):
+    """Any prompt, negative prompt or schedule keyframe prompt is parsed before the model loads:
+    malformed syntax is one line naming the prompt and the position, never a traceback, nothing
+    written; well-formed syntax reaches the model load."""
+    from whichway.prompts.syntax import PromptSyntaxError, parse_prompt, split_negative
+
+    def well_formed(prompt: str, schedule: bool = False) -> bool:
+        try:
+            if schedule:
+                positive, negative = split_negative(prompt)
+                parse_prompt(positive)
+                if negative is not None:
+                    parse_prompt(negative)
+            else:
+                parse_prompt(prompt)
+        except PromptSyntaxError:
+            return False
+        return True
+
+    model = ["--model", str(tiny_pipeline("sd"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        how, line = answer(["morph", a, b, "--negative-prompt", neg, *model, "--out", f"{tmp}/m"])
+        if how == "refused" and all(map(well_formed, (a, b, neg))):
+            assert "must not be empty" in line or "PROMPT" in line, line  # not a syntax error
+        if how == "loads":
+            assert all(map(well_formed, (a, b, neg)))
+        schedule = Path(tmp) / "journey.json"
+        schedule.write_text(json.dumps({"0": a or "x", "12": b or "y"}))
+        how, line = answer(["travel", str(schedule), *model, "--out", f"{tmp}/t"])
+        if how == "loads":
+            assert well_formed(a or "x", True) and well_formed(b or "y", True)
+        if how == "refused" and not (well_formed(a or "x", True) and well_formed(b or "y", True)):
+            assert "position" in line, line  # the syntax error says where
+        assert written(Path(tmp)) == [schedule]
