@@ -134,6 +134,11 @@ def test_malformed_schedule_prompt_is_one_line_before_any_model(
         (["morph", "a cat", "a dog", "--negative-prompt", "(x:y)"], ["negative prompt", "'y'"]),
         (["grid", "prompts", "a cat", "a [dog", "a fox"], ["prompt", "position 2"]),
         (["morph", "a cat", "a dog", "--weighting", "louder"], ["invalid choice: 'louder'"]),
+        # Deforum's --neg is read in travel keyframes; in a morph prompt it would be encoded as text
+        (
+            ["morph", "a cat --neg blurry", "a dog"],
+            ["prompt A", "travel keyframes only", "position 6", "--negative-prompt"],
+        ),
     ],
 )
 def test_malformed_cli_prompts_are_one_line_before_any_model(no_model, capsys, argv, needles):

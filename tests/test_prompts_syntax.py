@@ -87,6 +87,17 @@ def test_malformed_syntax_is_one_line_naming_prompt_and_position(prompt, positio
     assert hint == expected, message
 
 
+def test_neg_outside_a_keyframe_is_refused_where_it_stands():
+    from whichway.morph import MorphSettings
+    from whichway.prompts.syntax import check_no_negative_markers
+
+    check_no_negative_markers(("prompt A", "a forest, (sun:1.2)"), ("prompt B", None))
+    with pytest.raises(PromptSyntaxError, match=r"^prompt B \('a --neg b'\): .* at position 2 "):
+        check_no_negative_markers(("prompt A", "a"), ("prompt B", "a --neg b"))
+    with pytest.raises(PromptSyntaxError, match="travel keyframes only"):
+        MorphSettings("a forest --neg blurry", "a cave", t=(0.0, 1.0))
+
+
 def test_deforum_negative_split():
     assert split_negative("a forest, (sun:1.2) --neg blurry, lowres") == (
         "a forest, (sun:1.2)",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whichway._checks import check_batch_size, check_choice
-from whichway.prompts.syntax import check_prompts_syntax
+from whichway.prompts.syntax import check_no_negative_markers, check_prompts_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -85,6 +85,7 @@ class MorphSettings:
             ("prompt B", self.prompt_b),
             ("negative prompt", self.negative_prompt),
         )
+        check_no_negative_markers(("prompt A", self.prompt_a), ("prompt B", self.prompt_b))
         check_choice("coupling", self.coupling, COUPLING_METHODS)
         check_choice("latent method", self.latent, LATENT_METHODS)
         if self.format is not None:

@@ -94,6 +94,9 @@ def check_args(args: argparse.Namespace) -> Path:
     """Every morph argument that needs no model, checked before anything heavy is imported or
     loaded; returns the run directory."""
     check_generation(args)
+    from whichway.prompts.syntax import check_no_negative_markers
+
+    check_no_negative_markers(("prompt A", args.prompt_a), ("prompt B", args.prompt_b))
     args.method_settings = method_settings(args)
     if args.t is not None:
         check_t_values(args.t)

@@ -41,6 +41,8 @@ class PromptSyntaxError(ValueError):
             if "weight" in what
             else "; BREAK ends a chunk: write it outside any brackets"
             if "BREAK" in what
+            else "; give the negative prompt on its own (--negative-prompt)"
+            if "travel keyframes only" in what
             else ""
         )
         super().__init__(f"{name}: {what} at position {position} (at {pointer}){hint}")
@@ -247,6 +249,24 @@ def split_negative(prompt: str, label: str | None = None) -> tuple[str, str | No
     positive = prompt[:first].strip()
     negative = prompt[first + len(NEGATIVE_MARKER) :].strip()
     return positive, negative
+
+
+def check_no_negative_marker(prompt: str, label: str | None = None) -> None:
+    """Refuse Deforum's ``--neg`` where it is not read (every prompt but a travel keyframe's):
+    :class:`PromptSyntaxError` at its position, instead of encoding "--neg ..." as text."""
+    at = prompt.find(NEGATIVE_MARKER)
+    if at >= 0:
+        raise PromptSyntaxError(
+            prompt, at, "'--neg' splits off a negative prompt in travel keyframes only", label
+        )
+
+
+def check_no_negative_markers(*named: tuple[str, str | None]) -> None:
+    """:func:`check_no_negative_marker` on each (label, prompt) pair whose prompt is a string,
+    named as :func:`check_prompts_syntax` names them."""
+    for label, prompt in named:
+        if isinstance(prompt, str):
+            check_no_negative_marker(prompt, f"{label} ({short_repr(prompt, 40)})")
 
 
 def escape_prompt(text: str) -> str:
