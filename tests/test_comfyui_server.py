@@ -130,19 +130,7 @@ class Graph(workflows.Graph):
 
     def path_sampler(self, model, vae, positive, negative, noise, batch: int, prefix: str) -> str:
         empty = self.add("EmptyLatentImage", width=64, height=64, batch_size=batch)
-        latent = self.add(
-            "WhichwaySampler",
-            model=model,
-            noise=noise,
-            positive=positive,
-            negative=negative,
-            latent_image=[empty, 0],
-            steps=STEPS,
-            cfg=CFG,
-            sampler_name="euler",
-            scheduler="normal",
-            denoise=1.0,
-        )
+        latent = self.sampler(model, noise, positive, negative, [empty, 0], steps=STEPS, cfg=CFG)
         return self.save(vae, [latent, 0], prefix)
 
 
@@ -580,15 +568,12 @@ def test_example_workflows_run(comfy: ComfyServer, name: str) -> None:
 
     from whichway.comfyui.install import pack_dir
 
-    sys.path.insert(0, str(HERE / "comfyui"))
-    from workflows import EXAMPLES, to_api
-
     info = comfy.get("/object_info").body
     workflow = json.loads((pack_dir() / "example_workflows" / f"{name}.json").read_text())
-    api = to_api(workflow, info)
+    api = workflows.to_api(workflow, info)
     expected = {
         k: {"class_type": v["class_type"], "inputs": v["inputs"]}
-        for k, v in EXAMPLES[name]().items()
+        for k, v in workflows.EXAMPLES[name]().items()
     }
     assert api == expected  # the file is the graph the generator describes
     entry = comfy.run(_small(api))

@@ -36,6 +36,33 @@ class Graph:
     def encode(self, clip: list, text: str) -> list:
         return [self.add("CLIPTextEncode", clip=clip, text=text), 0]
 
+    def sampler(
+        self,
+        model: list,
+        noise: list,
+        positive: list,
+        negative: list,
+        latent: list,
+        *,
+        steps: int,
+        cfg: float,
+    ) -> str:
+        """The pack's Path sampler on ``latent`` (euler, normal, full denoise) at ``steps`` and
+        ``cfg``."""
+        return self.add(
+            "WhichwaySampler",
+            model=model,
+            noise=noise,
+            positive=positive,
+            negative=negative,
+            latent_image=latent,
+            steps=steps,
+            cfg=cfg,
+            sampler_name="euler",
+            scheduler="normal",
+            denoise=1.0,
+        )
+
 
 def morph(ckpt: str = "v1-5-pruned-emaonly.safetensors", size: int = 512, steps: int = 25) -> dict:
     """Two prompts -> 9 frames on the OT path with one seed's noise for all -> SaveImage."""
@@ -53,19 +80,8 @@ def morph(ckpt: str = "v1-5-pruned-emaonly.safetensors", size: int = 512, steps:
     )
     noise = g.add("WhichwayNoisePath", seed_a=42, seed_b=43, method="fixed", frames=9, t_values="")
     empty = g.add("EmptyLatentImage", width=size, height=size, batch_size=9)
-    latent = g.add(
-        "WhichwaySampler",
-        model=model,
-        noise=[noise, 0],
-        positive=[path, 0],
-        negative=g.encode(clip, "blurry, low quality"),
-        latent_image=[empty, 0],
-        steps=steps,
-        cfg=7.5,
-        sampler_name="euler",
-        scheduler="normal",
-        denoise=1.0,
-    )
+    negative = g.encode(clip, "blurry, low quality")
+    latent = g.sampler(model, [noise, 0], [path, 0], negative, [empty, 0], steps=steps, cfg=7.5)
     images = g.add("VAEDecode", samples=[latent, 0], vae=vae)
     g.add("SaveImage", images=[images, 0], filename_prefix="whichway/morph")
     g.add("PreviewAny", source=[path, 1])
@@ -95,19 +111,8 @@ def journey(
         audio_feature="onset",
     )
     empty = g.add("EmptyLatentImage", width=size, height=size, batch_size=frames)
-    latent = g.add(
-        "WhichwaySampler",
-        model=model,
-        noise=[trip, 1],
-        positive=[trip, 0],
-        negative=g.encode(clip, "blurry, low quality"),
-        latent_image=[empty, 0],
-        steps=steps,
-        cfg=7.5,
-        sampler_name="euler",
-        scheduler="normal",
-        denoise=1.0,
-    )
+    negative = g.encode(clip, "blurry, low quality")
+    latent = g.sampler(model, [trip, 1], [trip, 0], negative, [empty, 0], steps=steps, cfg=7.5)
     images = g.add("VAEDecode", samples=[latent, 0], vae=vae)
     video = g.add("CreateVideo", images=[images, 0], fps=12.0)
     g.add(
