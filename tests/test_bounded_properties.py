@@ -195,7 +195,12 @@ def test_prompt_syntax_never_gives_a_traceback(tiny_pipeline, guarded, a, b, neg
     """Any prompt, negative prompt or schedule keyframe prompt is parsed before the model loads:
     malformed syntax is one line naming the prompt and the position, never a traceback, nothing
     written; well-formed syntax reaches the model load."""
-    from whichway.prompts.syntax import PromptSyntaxError, parse_prompt, split_negative
+    from whichway.prompts.syntax import (
+        PromptSyntaxError,
+        check_no_negative_markers,
+        parse_prompt,
+        split_negative,
+    )
 
     def well_formed(prompt: str, schedule: bool = False) -> bool:
         try:
@@ -206,6 +211,7 @@ def test_prompt_syntax_never_gives_a_traceback(tiny_pipeline, guarded, a, b, neg
                     parse_prompt(negative)
             else:
                 parse_prompt(prompt)
+                check_no_negative_markers(("prompt", prompt))  # --neg: keyframes only
         except PromptSyntaxError:
             return False
         return True
@@ -213,10 +219,11 @@ def test_prompt_syntax_never_gives_a_traceback(tiny_pipeline, guarded, a, b, neg
     model = ["--model", str(tiny_pipeline("sd"))]
     with tempfile.TemporaryDirectory() as tmp:
         how, line = answer(["morph", a, b, "--negative-prompt", neg, *model, "--out", f"{tmp}/m"])
-        if how == "refused" and all(map(well_formed, (a, b, neg))):
+        formed = well_formed(a) and well_formed(b) and well_formed(neg.replace("--neg", ""))
+        if how == "refused" and formed:
             assert "must not be empty" in line or "PROMPT" in line, line  # not a syntax error
         if how == "loads":
-            assert all(map(well_formed, (a, b, neg)))
+            assert formed
         schedule = Path(tmp) / "journey.json"
         schedule.write_text(json.dumps({"0": a or "x", "12": b or "y"}))
         how, line = answer(["travel", str(schedule), *model, "--out", f"{tmp}/t"])
