@@ -312,3 +312,45 @@ def test_bad_motion_input_is_one_line_before_loading(animatediff, fake_models, c
     )
     _refused(capsys, [*common, "--model", str(sd3), "--motion", motion], "SD 1.x base model", "sd3")
     _refused(capsys, [*common, "--model", str(other), "--motion", motion], "[32, 64]", "[320, 640]")
+
+
+# --- memory of one window -------------------------------------------------------------------------
+
+_PEAK = """
+import resource, sys, torch
+from whichway.models import load_adapter
+from whichway.motion.adapter import check_motion_source, motion_unet
+from whichway.motion.denoise import render_motion
+d, size = sys.argv[1], int(sys.argv[2])
+adapter = load_adapter(d + "/base", device="cpu", dtype="float32")
+unet = motion_unet(adapter, check_motion_source(d + "/motion"))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for n, length in ((4, 4), (12, 4), (12, 12)):  # in the order of their expected peaks
+    cond = adapter.encode(["a cat"]).expand(n)
+    latents = torch.stack([adapter.initial_latent(i, size, size) for i in range(n)])
+    render_motion(adapter, unet, cond, latents, steps=1, guidance=1.0, height=size, width=size,
+                  context_length=length, context_stride=length, progress=False)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+"""
+
+
+def test_a_journey_of_three_windows_peaks_at_one_window(animatediff):
+    """Peak RSS growth (a fresh interpreter; the peak only rises, so the runs go from the smallest
+    expected peak up): 3L frames in windows of L stay near L frames in one window, far below 3L
+    frames in one window (what the windows save)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(animatediff), "192"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    one_window, windowed, unwindowed = (int(x) for x in run.stdout.split()[-3:])  # KiB
+    assert unwindowed > one_window * 1.5, (one_window, unwindowed)  # frames cost memory here
+    assert windowed < one_window + 0.35 * (unwindowed - one_window), (
+        one_window,
+        windowed,
+        unwindowed,
+    )
