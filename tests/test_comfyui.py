@@ -353,6 +353,32 @@ def test_path_metrics_node_is_perceptual_path_length() -> None:
         PathMetrics().run(images[:, :20], "alex", "random (not comparable)")
 
 
+def test_path_metrics_node_without_lpips_is_one_line() -> None:
+    """In a Python without LPIPS (the comfyui extra does not bring the metrics extra) the node
+    fails with one line naming the extra to install, not a ModuleNotFoundError traceback."""
+    script = textwrap.dedent(
+        """
+        import importlib.abc, sys, torch
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "lpips" or name.startswith("lpips."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, Block())
+        from whichway.comfyui.nodes import PathMetrics
+        try:
+            PathMetrics().run(torch.rand(3, 32, 32, 3), "alex", "random (not comparable)")
+        except ValueError as exc:
+            print(exc)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == (
+        "the path-metrics node needs the metrics extra (lpips) in the Python running ComfyUI: "
+        "pip install 'whichway[metrics]'"
+    )
+
+
 def test_latent_path_node_on_image_latents() -> None:
     """Two LATENTs (as VAEEncode gives them) on a COG path: the ends are the inputs exactly, the
     middle is whichway.gaussian.cog_interpolate; batches and sizes are checked."""

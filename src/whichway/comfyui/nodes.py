@@ -437,6 +437,11 @@ class PathMetrics:
             raise ValueError(
                 " ".join(str(exc).split()) + " (or set backbone to random for a smoke test)"
             ) from None
+        except ImportError as exc:  # the comfyui extra does not bring LPIPS / torchvision
+            raise ValueError(
+                f"the path-metrics node needs the metrics extra ({exc.name or exc}) in the Python "
+                "running ComfyUI: pip install 'whichway[metrics]'"
+            ) from None
         note = "" if backbone == "pretrained" else " (RANDOM backbone: not comparable)"
         report = (
             f"LPIPS-{net}{note}: PPL {m.ppl:.6g}, smoothness {m.smoothness:.4f}, "
