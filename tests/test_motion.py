@@ -354,3 +354,58 @@ def test_a_journey_of_three_windows_peaks_at_one_window(animatediff):
         windowed,
         unwindowed,
     )
+
+
+# --- memory estimate and out-of-memory --------------------------------------------------------------
+
+
+def test_window_estimate_is_frames_times_denoising_and_doctor_prints_it(base, animatediff, capsys):
+    from whichway.models.memory import plan_memory, window_memory
+
+    plan = plan_memory(base, 64, 64, 7.5, capacity_bytes=None)
+    den, dec = plan.denoise_frame_bytes, plan.decode_frame_bytes
+    for frames in (1, 4, 16):
+        w = window_memory(plan, frames, motion_weights=1000)
+        assert w.bytes == plan.base_bytes + 1000 + max(frames * den, dec)
+    capped = plan_memory(base, 64, 64, 7.5, capacity_bytes=plan.base_bytes + 10 * max(den, dec))
+    w = window_memory(capped, 16)
+    usable = capped.headroom * capped.capacity_bytes
+    assert window_memory(capped, w.max_frames).fits and w.max_frames >= 1
+    assert capped.base_bytes + (w.max_frames + 1) * den > usable  # the longest, not shorter
+    model, motion = str(animatediff / "base"), str(animatediff / "motion")
+    argv = ["doctor", "--model", model, "--height", "64", "--width", "64"]
+    assert main([*argv, "--context-length", "8", "--motion", motion]) == 0
+    assert "motion context window of 8 frames" in capsys.readouterr().out
+    _refused(capsys, [*argv, "--context-length", "0"], "--context-length must be >= 1")
+
+
+def test_out_of_memory_in_a_window_is_one_line_naming_context_length(
+    animatediff, tmp_path, capsys, monkeypatch
+):
+    import whichway.motion.adapter as motion_adapter
+
+    real = motion_adapter.motion_unet
+
+    def failing(adapter, source):  # the allocator fails inside the first window
+        unet = real(adapter, source)
+
+        def oom(module, args, kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        unet.register_forward_pre_hook(oom, with_kwargs=True)
+        return unet
+
+    monkeypatch.setattr(motion_adapter, "motion_unet", failing)
+    argv = [
+        "travel", "a cat", "a dog", "--model", str(animatediff / "base"),
+        "--motion", str(animatediff / "motion"), "--height", str(SIZE), "--width", str(SIZE),
+        "--steps", "1", "--frames-per-segment", "3", "--out", str(tmp_path / "o"), "--quiet",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the loading bars: one line
+    assert last.startswith("whichway travel: error: out of memory"), last
+    for needle in ("--context-length", "--offload model", "--vae-tiling"):
+        assert needle in last, last

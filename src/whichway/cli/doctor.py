@@ -42,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="on CUDA, measure the peak of one-step renders of 1 and 2 frames instead of estimating",
     )
+    p.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="also estimate a motion journey's context window of this many frames (travel --motion)",
+    )
+    p.add_argument(
+        "--motion",
+        default=None,
+        metavar="ADAPTER",
+        help="a local MotionAdapter folder: its weights are added to the window estimate",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,6 +62,16 @@ def _check(args: argparse.Namespace) -> None:
         check_size(f"--{name}", getattr(args, name))
     if (args.height is not None or args.width is not None) and args.model is None:
         raise ValueError("--height/--width describe a model's render: give --model too")
+    if (args.context_length is not None or args.motion is not None) and args.model is None:
+        raise ValueError("--context-length/--motion describe a motion render: give --model too")
+    if args.context_length is not None:
+        from whichway.motion.windows import check_context
+
+        check_context(args.context_length, None)
+    if args.motion is not None:
+        from whichway.motion.adapter import check_motion_source
+
+        check_motion_source(args.motion)
 
 
 def environment_lines() -> list[str]:
@@ -131,4 +153,26 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_memory(adapter, args.height, args.width, args.guidance, measure=args.measure)
     for line in plan_lines(plan, adapter):
         print(line)
+    if args.context_length is not None or args.motion is not None:
+        print(window_line(plan, args.context_length, args.motion))
     return 0
+
+
+def window_line(plan: Any, length: int | None, motion: str | None) -> str:
+    """A motion journey's context window: its estimated peak, whether it fits, the longest that does."""
+    from whichway.models.memory import format_bytes, window_memory
+    from whichway.motion.windows import DEFAULT_CONTEXT_LENGTH
+
+    weights = 0
+    if motion is not None:
+        from whichway.motion.adapter import check_motion_source
+
+        source = check_motion_source(motion)
+        weights = 0 if source.weights is None else source.weights.stat().st_size
+    frames = length or DEFAULT_CONTEXT_LENGTH
+    w = window_memory(plan, frames, weights)
+    return (
+        f"motion context window of {frames} frames (travel --motion, motion weights "
+        f"{format_bytes(weights)}): peak {format_bytes(w.bytes)}, fits: "
+        f"{'yes' if w.fits else 'no'}; longest --context-length that fits: {w.max_frames}"
+    )

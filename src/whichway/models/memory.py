@@ -490,6 +490,41 @@ def plan_memory(
     )
 
 
+@dataclass(frozen=True)
+class WindowEstimate:
+    """Peak memory of a motion journey's context window of ``frames`` frames (bytes).
+
+    peak = base + motion_weights + max(frames x denoise_frame, decode_frame): a window's frames
+    are denoised together (every frame's denoiser rows at once), frames are decoded one by one.
+    The temporal layers' own activations (attention over ``frames`` positions per pixel) are
+    small beside the spatial ones at these lengths and are not counted.
+    ``max_frames``: the longest window that fits (0: not even one frame)."""
+
+    frames: int
+    bytes: int
+    fits: bool
+    max_frames: int
+
+
+def window_memory(plan: MemoryPlan, frames: int, motion_weights: int = 0) -> WindowEstimate:
+    """The peak of a context window of ``frames`` frames under ``plan`` (an analytic plan:
+    its per-frame denoising and decoding bytes), plus the motion adapter's ``motion_weights``."""
+    if frames < 1:
+        raise ValueError(f"--context-length must be >= 1 frame, got {frames}")
+    den = plan.denoise_frame_bytes or plan.per_frame_bytes
+    dec = plan.decode_frame_bytes or plan.per_frame_bytes
+    base = plan.base_bytes + motion_weights
+
+    def peak(n: int) -> int:
+        return base + max(n * den, dec)
+
+    if plan.capacity_bytes is None:
+        return WindowEstimate(frames, peak(frames), True, frames)
+    usable = plan.headroom * plan.capacity_bytes
+    longest = 0 if peak(1) > usable else max(1, int((usable - base) // max(den, 1)))
+    return WindowEstimate(frames, peak(frames), peak(frames) <= usable, longest)
+
+
 DEFAULT_BATCH_SIZE = 4
 """Frames per batch on a CPU when no batch size is given (batching gains little there)."""
 

@@ -166,6 +166,7 @@ def max_positions(motion: MotionSource) -> int | None:
 def motion_unet(adapter: Adapter, motion: MotionSource) -> Any:
     """diffusers' ``UNetMotionModel`` made of ``adapter``'s UNet (spatial layers, shared weights
     copied) and the motion adapter's temporal layers, on the adapter's device and dtype."""
+    import torch
     from diffusers import MotionAdapter, UNetMotionModel
 
     check_motion_family(adapter.family, dict(adapter.pipe.unet.config), motion)
@@ -182,7 +183,8 @@ def motion_unet(adapter: Adapter, motion: MotionSource) -> Any:
         adapter.family, dict(adapter.pipe.unet.config), _with_config(motion, loaded)
     )
     unet = UNetMotionModel.from_unet2d(adapter.pipe.unet, loaded)
-    unet = unet.to(device=adapter.device)
+    if unet.device != torch.device(adapter.device):
+        unet = unet.to(device=adapter.device)
     if unet.dtype != adapter.dtype:
         unet = unet.to(dtype=adapter.dtype)
     return unet.eval()

@@ -140,7 +140,7 @@ def render_motion(
                     on_frame(i, _decode(pipe, x[i : i + 1])[0])
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise MemoryError(OOM_HINT) from exc
+                raise RuntimeError(OOM_HINT) from exc
             raise
 
 
