@@ -3,7 +3,8 @@
 :mod:`whichway.attention.methods` names the methods and their settings (torch-free);
 :mod:`whichway.attention.aid` holds the attention math and the diffusers processors;
 :mod:`whichway.attention.batch` renders a batch of waypoints with the endpoint rows once;
-:mod:`whichway.attention.prior` is AID's Beta prior for choosing the frames' t.
+:mod:`whichway.attention.prior` is AID's Beta prior for choosing the frames' t;
+:mod:`whichway.attention.diffmorpher` is DiffMorpher (per-image LoRAs, up-block K/V mix, AdaIN).
 Names are imported lazily, so importing the package does not import torch.
 """
 
@@ -35,6 +36,18 @@ _EXPORTS: dict[str, str] = {
     "installed": "whichway.attention.aid",
     "AttentionPath": "whichway.attention.batch",
     "render_aid_batch": "whichway.attention.batch",
+    "DIFFMORPHER_FAMILIES": "whichway.attention.methods",
+    "IMAGE_METHODS": "whichway.attention.methods",
+    "DiffMorpherSettings": "whichway.attention.methods",
+    "check_diffmorpher": "whichway.attention.methods",
+    "check_image_method": "whichway.attention.methods",
+    "adain": "whichway.attention.diffmorpher",
+    "adain_slerp": "whichway.attention.diffmorpher",
+    "fit_lora": "whichway.attention.diffmorpher",
+    "lerp_lora": "whichway.attention.diffmorpher",
+    "InterpolatedLoRA": "whichway.attention.diffmorpher",
+    "KVMixProcessor": "whichway.attention.diffmorpher",
+    "LoraFit": "whichway.attention.diffmorpher",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -40,6 +40,7 @@ class AttentionPath:
     coefs: Tensor
     pairs: Tensor | None = None
     end_negative: Conditioning | None = None
+    hooks: Any = None
 
     def renderer(self, adapter: Adapter, rows: slice) -> Any:
         """``adapter.render`` for the waypoints ``rows`` of the path, with AID."""
@@ -55,6 +56,7 @@ class AttentionPath:
                 self.coefs[rows],
                 pairs=None if self.pairs is None else self.pairs[rows],
                 end_negative=self.end_negative,
+                hooks=self.hooks,
                 **options,
             )
 
@@ -94,6 +96,7 @@ def render_aid_batch(
     on_step: Any = None,
     pairs: Tensor | None = None,
     end_negative: Conditioning | None = None,
+    hooks: Any = None,
 ) -> Tensor:
     """Render k waypoints with AID in one denoiser batch [ends used..., m_1 .. m_k].
 
@@ -109,6 +112,9 @@ def render_aid_batch(
     negative : Conditioning (1 or k rows) or None
     end_negative : Conditioning (E rows) or None   the endpoints' negatives; None = the first
         waypoint's (a morph's negative is shared)
+    hooks : callable or None   what acts on the denoiser instead of AID's processors:
+        (denoiser, control, row alphas (R,)) -> context manager, the row alphas being 0 for
+        endpoint row 0, 1 for row 1 and c for the middle rows (DiffMorpher's LoRA and K/V mix)
 
     Returns
     -------
@@ -127,7 +133,7 @@ def render_aid_batch(
     options: dict[str, Any] = {"steps": steps, "guidance": guidance, "height": height}
     options.update(width=width, on_step=on_step)
     warmup = settings.warmup_calls(steps)
-    if warmup == 0:
+    if warmup == 0 and hooks is None:
         return adapter.render(cond, latents, negative=negative, **options)
     from whichway.attention.aid import AIDControl, installed
     from whichway.models.base import Conditioning
@@ -172,13 +178,16 @@ def render_aid_batch(
         leading=len(used),
     )
     denoiser = getattr(adapter.pipe, "unet", None) or adapter.pipe.transformer
-    with installed(
-        denoiser,
-        control,
-        mode=settings.mode,
-        fused=settings.fused,
-        layers=settings.layers,
-    ):
+    if hooks is None:
+        acting = installed(
+            denoiser, control, mode=settings.mode, fused=settings.fused, layers=settings.layers
+        )
+    else:
+        if any(e > 1 for e in used):
+            raise ValueError("DiffMorpher morphs between two endpoints (rows 0 and 1) only")
+        alphas = torch.cat([torch.tensor(used, dtype=torch.float64), coefs[middle].double()])
+        acting = hooks(denoiser, control, alphas)
+    with acting:
         images = adapter.render(rows, row_latents, negative=negative, **options)
     order = [slot[reuse[i]] if i in reuse else len(used) + middle.index(i) for i in range(k)]
     return images[order]

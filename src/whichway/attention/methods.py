@@ -100,3 +100,67 @@ def check_family(method: str, family: str | None, layers: str = "both") -> None:
             f"--aid-layers {layers} needs separate self- and cross-attention (sd, sdxl); {family} "
             "has one joint attention per block: use --aid-layers both"
         )
+
+
+IMAGE_METHODS = ("diffmorpher",)
+"""Methods that morph between two *images* (``--image-a``/``--image-b``), never prompts only."""
+
+DIFFMORPHER_FAMILIES = ("sd", "sdxl")
+"""Families DiffMorpher is built for: UNet denoisers with up blocks (the official code: SD)."""
+
+DIFFMORPHER_KEYS = ("lora_rank", "lora_steps", "lora_lr", "attn_lambda")
+"""Settings of DiffMorpher, as morph records them."""
+
+
+@dataclass(frozen=True)
+class DiffMorpherSettings:
+    """DiffMorpher (Zhang et al., CVPR 2024; official code ``Kevin-thu/DiffMorpher``), with the
+    official defaults: a rank-16 LoRA fitted per image for 200 AdamW steps at learning rate
+    2e-4, and the up blocks' self-attention keys/values mixed from the endpoint frames' for
+    the denoiser calls i < λ·steps (``lamb`` 0.6)."""
+
+    lora_rank: int = 16
+    lora_steps: int = 200
+    lora_lr: float = 2e-4
+    attn_lambda: float = 0.6
+
+    def __post_init__(self) -> None:
+        check_diffmorpher(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
+
+    def warmup_calls(self, steps: int) -> int:
+        """Denoiser calls the K/V mix acts on: those with index i < λ·steps (the official
+        ``self.id < 50 * self.lamd`` at 50 steps)."""
+        return sum(1 for i in range(steps) if i < steps * self.attn_lambda)
+
+
+def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: object) -> None:
+    """One-line ValueErrors for DiffMorpher settings outside their range: ``--lora-rank`` and
+    ``--lora-steps`` whole numbers >= 1 (steps may be 0: no fitting, the LoRAs stay zero),
+    ``--lora-lr`` in (0, 1], ``--attn-lambda`` in [0, 1]."""
+    import math
+
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"--lora-rank must be a whole number >= 1 (official 16), got {rank!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"--lora-steps must be a whole number >= 0 (official 200), got {steps!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
+        raise ValueError(f"--lora-lr must lie in (0, 1] (official 2e-4), got {lr!r}")
+    if not isinstance(attn_lambda, (int, float)) or not 0.0 <= float(attn_lambda) <= 1.0:
+        raise ValueError(f"--attn-lambda must lie in [0, 1] (official 0.6), got {attn_lambda!r}")
+
+
+def check_image_method(method: str, has_images: bool, family: str | None = None) -> None:
+    """A method of :data:`IMAGE_METHODS` needs ``--image-a``/``--image-b`` and a family of
+    :data:`DIFFMORPHER_FAMILIES` (None: not known yet)."""
+    if method not in IMAGE_METHODS:
+        return
+    if not has_images:
+        raise ValueError(
+            f"--method {method} morphs between two images: give --image-a and --image-b (and "
+            "their prompts as --a/--b)"
+        )
+    if family is not None and family not in DIFFMORPHER_FAMILIES:
+        raise ValueError(
+            f"--method {method} is built for {', '.join(DIFFMORPHER_FAMILIES)} models (UNet up "
+            f"blocks), not {family}; use --method plain or aid-outer/aid-inner with this model"
+        )
