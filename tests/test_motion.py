@@ -409,3 +409,27 @@ def test_out_of_memory_in_a_window_is_one_line_naming_context_length(
     assert last.startswith("whichway travel: error: out of memory"), last
     for needle in ("--context-length", "--offload model", "--vae-tiling"):
         assert needle in last, last
+
+
+# --- studio -----------------------------------------------------------------------------------------
+
+
+def test_studio_travel_takes_a_motion_adapter(animatediff, tmp_path):
+    from whichway.studio.session import Studio
+
+    studio = Studio(tmp_path / "runs", str(animatediff / "base"), device="cpu", dtype="float32")
+    keys = [["a cat", 1, None], ["a dog", 2, None]]
+    options = dict(frames_per_segment=3, steps=1, height=SIZE, width=SIZE, format="none")
+    with pytest.raises(ValueError, match="holds no weights"):
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        (empty / "config.json").write_text((animatediff / "motion" / "config.json").read_text())
+        studio.travel_settings(keys, motion=str(empty), **options)
+    settings, prepared = studio.travel_settings(keys, motion=str(animatediff / "motion"), **options)
+    assert settings.motion == str(animatediff / "motion") and prepared.motion.sha256
+    frames = []
+    result = studio.travel_job(settings, prepared=prepared)(
+        lambda i, path: frames.append(i), lambda done, total: None, lambda: False
+    )
+    assert sorted(frames) == list(range(4))
+    assert json.loads((result.run_dir / "run.json").read_text())["motion"]["context_length"] == 16

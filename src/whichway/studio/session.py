@@ -684,6 +684,7 @@ class Studio:
         negative_prompt: str = "",
         batch_size: Any = None,
         format: str = "mp4",
+        motion: str | None = "",
     ) -> Any:
         """Page values -> ``(TravelSettings, Prepared)``: ``keyframes`` are the table's rows
         (prompt, seed, time in seconds; empty seed/time = the defaults, rows without a prompt are
@@ -733,6 +734,7 @@ class Studio:
             latent=latent,
             audio=self.keep_upload(audio),
             format=None if format in (None, "none") else format,
+            motion=(motion or "").strip() or None,  # a motion adapter: one video denoising
             **_render_options(
                 seed=seed,
                 steps=steps,

@@ -70,6 +70,12 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             v_steps, v_guidance, v_height, v_width = generation_controls("travel")
             v_format = gr.Dropdown(list(FORMATS), value="mp4", label="Video")
         v_neg = gr.Textbox(label="Negative prompt")
+        v_motion = gr.Textbox(
+            value="",
+            label="Motion adapter (optional: a MotionAdapter folder or hub id; SD 1.x models)",
+            placeholder="guoyww/animatediff-motion-adapter-v1-5-2",
+            elem_id="ww-travel-motion",
+        )
         with gr.Row():
             v_go = gr.Button("Travel", variant="primary", elem_id="ww-travel-go")
             v_cancel = gr.Button("Cancel", elem_id="ww-travel-cancel")
@@ -97,7 +103,8 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             width,
             fmt,
             neg,
-            request: Request,
+            motion="",
+            request: Request = None,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
             settings, prepared = studio.travel_settings(
@@ -116,6 +123,7 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 width=width,
                 negative_prompt=neg,
                 format=fmt,
+                motion=motion,
             )
             yield [], "Starting…", None, None
             rate = settings.fps
@@ -146,6 +154,7 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 v_width,
                 v_format,
                 v_neg,
+                v_motion,
             ],
             [v_gallery, v_status, v_files, v_video],
             api_name="travel",
