@@ -433,3 +433,44 @@ def test_studio_travel_takes_a_motion_adapter(animatediff, tmp_path):
     )
     assert sorted(frames) == list(range(4))
     assert json.loads((result.run_dir / "run.json").read_text())["motion"]["context_length"] == 16
+
+
+# --- compare: the motion rows ---------------------------------------------------------------------
+
+
+def test_compare_motion_rows_are_the_lerp_and_ot_paths_through_the_adapter(
+    base, animatediff, tmp_path
+):
+    from whichway.compare import compare_couplings, save_comparison
+    from whichway.metrics import LPIPSPath
+    from whichway.metrics.lpips_path import LPIPS_MIN_SIDE as LPIPS_SIDE
+
+    options = dict(steps=1, height=LPIPS_SIDE, width=LPIPS_SIDE, seed=3)
+    t = [0, 0.25, 0.5, 0.75, 1]
+    identity = compare_couplings(
+        base, "a photo of a cat", "a red car", t, methods=("ot", "clip"),
+        motion=str(animatediff / "motion-identity"), context_length=4,
+        **{**options, "height": SIZE, "width": SIZE},
+    )  # fmt: skip
+    # the identity adapter changes nothing: each motion row is its coupling's still row
+    for moving, still in (("lerp+motion", "clip"), ("ot+motion", "ot")):
+        torch.testing.assert_close(
+            identity.frames[moving], identity.frames[still], rtol=0, atol=1e-4
+        )
+        assert identity.costs[moving] == pytest.approx(identity.costs[still])
+    meter = LPIPSPath("alex", pretrained_backbone=False)
+    moving = compare_couplings(
+        base, "a photo of a cat", "a red car", t, methods=("ot",), meter=meter,
+        motion=str(animatediff / "motion"), context_length=4, **options,
+    )  # fmt: skip
+    rows = {row["coupling"]: row for row in moving.summary()}
+    assert set(rows) == {"ot", "lerp+motion", "ot+motion"}
+    assert (moving.frames["ot+motion"] - moving.frames["ot"]).abs().max() > 1e-3
+    for row in rows.values():
+        steps = moving.metrics[row["coupling"]].steps
+        assert row["mean_step"] == pytest.approx(float(steps.mean()))
+        assert row["max_step"] == pytest.approx(float(steps.max()))
+    saved = save_comparison(moving, tmp_path / "cmp", base)
+    assert saved["ot+motion"].is_file()
+    record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert record["settings"]["motion"]["sha256"]

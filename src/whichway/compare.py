@@ -62,6 +62,8 @@ class CouplingComparison:
                     "w2_path_length": self.w2_path_length[m],
                     "ppl": None if pm is None else pm.ppl,
                     "smoothness": None if pm is None else pm.smoothness,
+                    "mean_step": None if pm is None else pm.consistency,  # flicker: mean, max
+                    "max_step": None if pm is None else pm.max_step,
                 }
             )
         return rows
@@ -86,6 +88,8 @@ def compare_couplings(
     should_stop: Callable[[], bool] | None = None,
     attention: Sequence[str] = (),
     guide_prompt: str | None = None,
+    motion: str | None = None,
+    context_length: int | None = None,
 ) -> CouplingComparison:
     """Render the path of ``prompt_a`` -> ``prompt_b`` under each coupling in ``methods``.
 
@@ -95,7 +99,11 @@ def compare_couplings(
     ``attention``: attention methods (``aid-outer``, ``aid-inner``, ``paid``;
     :mod:`whichway.attention`, official defaults) rendered as further rows on the OT path, PAID
     with ``guide_prompt``; their end frames are the shared ones (AID leaves them unchanged).
-    Renders 2 + (len(methods) + len(attention)) x (T - 2) frames.
+    ``motion``: a MotionAdapter (:mod:`whichway.motion`): two more rows, the lerp path
+    (FreeNoise's default prompt interpolation, ``"lerp+motion"``) and the OT path
+    (``"ot+motion"``), each denoised as one video of T frames from the seed's latent, in context
+    windows of ``context_length``; their end frames are their own (motion moves them).
+    Renders 2 + (len(methods) + len(attention)) x (T - 2) frames (+ 2 x T with ``motion``).
     """
     import torch
 
@@ -124,6 +132,14 @@ def compare_couplings(
             raise ValueError(f"{m!r} is not an attention method; give aid-outer, aid-inner or paid")
         check_method(m, 0.5, "both", guide_prompt if m == "paid" else None)
         check_family(m, adapter.family)
+    source = None
+    if motion is not None:  # before anything is rendered
+        from whichway.motion.adapter import check_motion_family, check_motion_source
+        from whichway.motion.windows import check_context
+
+        check_context(context_length, None)
+        source = check_motion_source(motion)
+        check_motion_family(adapter.family, dict(adapter.pipe.unet.config), source)
     height = height or adapter.default_size[0]
     width = width or adapter.default_size[1]
     if meter is not None:
@@ -189,6 +205,22 @@ def compare_couplings(
             per_method[m] = frames[index[m]]
             costs[m], lengths[m] = costs.get("ot", float("nan")), lengths.get("ot", float("nan"))
         methods = (*methods, *extra)
+    if source is not None:
+        moving = _motion_rows(
+            adapter, cond_a, cond_b, times, source, context_length, seed,
+            steps=steps, guidance=guidance, height=height, width=width,
+            negative=adapter.encode_negative(negative_prompt, 1), should_stop=should_stop,
+        )  # fmt: skip
+        frames = torch.cat([frames, *moving.values()])
+        for m in moving:
+            index[m] = list(range(n, n + T))
+            n += T
+            per_method[m] = frames[index[m]]
+        for m, coupling in (("lerp+motion", "clip"), ("ot+motion", "ot")):
+            _, couplings = conditioning_path(cond_a, cond_b, times[:1], coupling=coupling)
+            costs[m] = float(sum(float(c.cost) for c in couplings))
+            lengths[m] = lengths.get(coupling, float("nan"))
+        methods = (*methods, *moving)
     metrics = None
     if meter is not None:
         from whichway.metrics.smoothness import path_metrics_from_steps
@@ -213,8 +245,51 @@ def compare_couplings(
         "negative_prompt": negative_prompt,
         "batch_size": batch_size,
         **({"guide_prompt": guide_prompt} if "paid" in attention else {}),
+        **({"motion": source.record(), "context_length": context_length} if source else {}),
     }
     return CouplingComparison(ts, per_method, costs, lengths, metrics, settings)
+
+
+def _motion_rows(
+    adapter: Adapter,
+    cond_a: Any,
+    cond_b: Any,
+    times: Tensor,
+    source: Any,
+    context_length: int | None,
+    seed: int,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    negative: Any,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Tensor]:
+    """The lerp and OT paths of A -> B, each denoised as one motion video of T frames from the
+    seed's latent: {"lerp+motion": (T, 3, H, W), "ot+motion": (T, 3, H, W)}."""
+    import torch
+
+    from whichway.motion.adapter import max_positions, motion_unet
+    from whichway.motion.denoise import render_motion
+    from whichway.motion.windows import resolve_context
+    from whichway.render import conditioning_path
+
+    length, stride = resolve_context(context_length, None, max_positions(source))
+    unet = motion_unet(adapter, source)
+    latent = adapter.initial_latent(seed, height, width)
+    latents = latent.unsqueeze(0).expand(len(times), *latent.shape)
+    out = {}
+    for name, coupling in (("lerp+motion", "clip"), ("ot+motion", "ot")):
+        path, _ = conditioning_path(cond_a, cond_b, times, coupling=coupling)
+        frames: dict[int, Tensor] = {}
+        render_motion(
+            adapter, unet, path, latents, steps=steps, guidance=guidance, height=height,
+            width=width, context_length=length, context_stride=stride, negative=negative,
+            on_frame=frames.__setitem__, should_stop=should_stop, progress=False,
+        )  # fmt: skip
+        out[name] = torch.stack([frames[i] for i in range(len(times))])
+    return out
 
 
 def _attention_rows(
