@@ -143,6 +143,37 @@ def test_lerp_callback_is_freenoise_lerp_and_ot_callback_is_interpolate_clouds()
     torch.testing.assert_close(ot[0], a[0])
 
 
+def test_callbacks_inside_diffusers_freenoise_pipeline(animatediff):
+    """In diffusers' own AnimateDiffPipeline with FreeNoise, the lerp callback gives its default
+    per-frame embeddings and the OT callback gives interpolate_clouds per segment."""
+    from diffusers import AnimateDiffPipeline, MotionAdapter
+
+    from whichway.clouds import interpolate_clouds
+    from whichway.motion.interpolation import lerp_interpolation, ot_interpolation
+
+    pipe = AnimateDiffPipeline.from_pretrained(
+        str(animatediff / "base"), motion_adapter=MotionAdapter.from_pretrained(
+            str(animatediff / "motion"))
+    )  # fmt: skip
+    prompts = {0: "a photo of a cat", 4: "a dog", 9: "a red car"}
+
+    def embeds(callback):
+        pipe.enable_free_noise(
+            context_length=4, context_stride=2, prompt_interpolation_callback=callback
+        )
+        out, _ = pipe._encode_prompt_free_noise(prompts, 10, torch.device("cpu"), 1, False)
+        return out
+
+    with torch.no_grad():  # as the pipeline calls them
+        torch.testing.assert_close(embeds(lerp_interpolation), embeds(None), rtol=0, atol=0)
+        ot = embeds(ot_interpolation("ot"))
+        keys = pipe.encode_prompt(list(prompts.values()), "cpu", 1, False)[0]
+    for k, (a, b) in enumerate(itertools.pairwise(prompts)):
+        ts = torch.arange(b - a + 1, dtype=torch.float32) / (b - a)
+        expected = interpolate_clouds(keys[k], keys[k + 1], ts, method="ot")
+        torch.testing.assert_close(ot[a : b + 1], expected, rtol=0, atol=1e-6)
+
+
 # --- rendering with the tiny AnimateDiff ------------------------------------------------------------
 
 

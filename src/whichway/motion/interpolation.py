@@ -61,12 +61,13 @@ def ot_interpolation(method: str = "ot", *, seed: int = 0) -> InterpolationCallb
         if start_tensor.shape[0] != 1 or end_tensor.shape[0] != 1:
             raise ValueError("each keyframe's prompt embedding must have batch 1")
         ts = _times(start_index, end_index).to(start_tensor.dtype)
-        return interpolate_clouds(
-            start_tensor[0],
-            end_tensor[0],
-            ts.to(start_tensor.device),
-            method=method,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        with torch.no_grad():  # prompt embeddings carry no gradient here (the pipeline's rule)
+            return interpolate_clouds(
+                start_tensor[0],
+                end_tensor[0],
+                ts.to(start_tensor.device),
+                method=method,
+                generator=torch.Generator().manual_seed(seed),
+            )
 
     return callback
