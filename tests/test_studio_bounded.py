@@ -388,3 +388,32 @@ def test_soak_several_clients_good_bad_oversized_and_cancelled(app, tiny_pipelin
             a = np.asarray(Image.open(run / f"frames/{k:04d}.png"))
             b = np.asarray(Image.open(cli / f"frames/{k:04d}.png"))
             assert np.array_equal(a, b)
+
+
+def test_an_audio_tracks_length_is_checked_from_its_header_before_decoding(tmp_path, monkeypatch):
+    """A travel whose length is the rest of its audio track is sized from the file's header: the
+    count equals the plan's, and a track too long for the limits is refused before it is
+    decoded (an hours-long track would otherwise be decoded into memory first)."""
+    sf = pytest.importorskip("soundfile")
+    pytest.importorskip("librosa")
+    import whichway.audio
+    from whichway.budget import travel_frame_count
+    from whichway.travel import Keyframe, TravelSettings, prepare_travel
+
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros(16000, dtype=np.float32), 8000)  # 2 s
+    n = travel_frame_count(2, None, 24, None, None, audio=song, audio_start=0.5)
+    assert n == 36  # floor((2 - 0.5) x 24)
+    settings = TravelSettings(
+        (Keyframe("a cat"), Keyframe("a dog")), fps=24, audio=str(song), audio_start=0.5
+    )
+    assert prepare_travel(settings).n_frames == n
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the track was decoded before its length was checked")
+
+    monkeypatch.setattr(whichway.audio, "load_audio", never)
+    studio = Studio(tmp_path / "runs", "never-loaded", limits=LIMITS)
+    keys = [["a cat", 1, None], ["a dog", 2, None]]
+    with pytest.raises(ValueError, match="^48 frames is more than this studio's limit of 12"):
+        studio.travel_settings(keys, audio=str(song), fps=24, steps=1)  # the whole 2 s track

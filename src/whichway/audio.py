@@ -68,6 +68,18 @@ class Envelope:
     duration: float
 
 
+def audio_duration(path: str | os.PathLike[str]) -> float | None:
+    """The track's length in seconds from its header, without decoding it (None: not known
+    that way -- no soundfile, or a format only audioread decodes; then it is known once
+    :func:`load_audio` has decoded it)."""
+    try:
+        import soundfile
+
+        return float(soundfile.info(str(path)).duration)
+    except Exception:  # ImportError, or libsndfile cannot read the header
+        return None
+
+
 def load_audio(
     path: str | os.PathLike[str], *, sample_rate: int | None = DEFAULT_SAMPLE_RATE
 ) -> Audio:

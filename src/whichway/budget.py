@@ -310,16 +310,26 @@ def travel_frame_count(
     fps: float,
     seconds: float | None,
     frames_per_segment: int | None,
+    *,
+    audio: str | os.PathLike[str] | None = None,
+    audio_start: float = 0.0,
 ) -> int | None:
     """Frames of a journey through ``keyframes`` keyframes: round(seconds x fps), else
-    (K - 1) x frames_per_segment + 1, else round(last_at x fps) + 1 (None: the length comes from
-    the audio track)."""
+    (K - 1) x frames_per_segment + 1, else round(last_at x fps) + 1, else the rest of the
+    ``audio`` track after ``audio_start``, floor((duration - start) x fps), its duration read
+    from the file's header without decoding it (None: not known before decoding)."""
     if seconds is not None:
         return round(seconds * fps)
     if frames_per_segment is not None:
         return (keyframes - 1) * frames_per_segment + 1
     if last_at is not None:
         return round(last_at * fps) + 1
+    if audio is not None:
+        from whichway.audio import audio_duration
+
+        duration = audio_duration(audio)
+        if duration is not None and duration > audio_start:
+            return math.floor((duration - audio_start) * fps)
     return None
 
 

@@ -197,7 +197,10 @@ def _length_label(options: dict, last_at: float | None) -> str:
         return f"--seconds {options['seconds']:g} at --fps {options['fps']:g}"
     if options["frames_per_segment"] is not None:
         return f"--frames-per-segment {options['frames_per_segment']}"
-    return f"the last keyframe at {last_at:g} s at --fps {options['fps']:g}"
+    if last_at is not None:
+        return f"the last keyframe at {last_at:g} s at --fps {options['fps']:g}"
+    start = options.get("audio_start") or 0.0
+    return f"the --audio track after --audio-start {start:g} s at --fps {options['fps']:g}"
 
 
 def _check_length(
@@ -210,9 +213,15 @@ def _check_length(
     check_positive("--seconds", options["seconds"])
     check_at_least("--frames-per-segment", options["frames_per_segment"], 1)
     n = travel_frame_count(
-        keyframes, last_at, options["fps"], options["seconds"], options["frames_per_segment"]
+        keyframes,
+        last_at,
+        options["fps"],
+        options["seconds"],
+        options["frames_per_segment"],
+        audio=options.get("audio"),
+        audio_start=options.get("audio_start") or 0.0,
     )
-    if n is None:  # the audio track sets the length: known once it is decoded
+    if n is None:  # the audio track sets the length, and its header does not say: after decoding
         return
     check_request(
         argparse.Namespace(**options, model=args.model, device=args.device),

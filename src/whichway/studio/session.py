@@ -452,8 +452,8 @@ class Studio:
 
     def check_travel(self, settings: Any, frames: int | None = None) -> None:
         """:meth:`check_request` for a travel: of ``frames`` frames, or of the length its
-        settings give (when the audio track sets it, nothing is checked until ``frames`` is
-        known from the decoded track)."""
+        settings give (an audio track's from its header, before it is decoded; when the header
+        does not say, nothing is checked until ``frames`` is known from the decoded track)."""
         from whichway.budget import travel_frame_count, travel_held_bytes
 
         if settings.seconds is not None and not math.isfinite(settings.seconds):
@@ -461,7 +461,13 @@ class Studio:
         if frames is None:
             keys = settings.keyframes
             frames = travel_frame_count(
-                len(keys), keys[-1].at, settings.fps, settings.seconds, settings.frames_per_segment
+                len(keys),
+                keys[-1].at,
+                settings.fps,
+                settings.seconds,
+                settings.frames_per_segment,
+                audio=settings.audio,
+                audio_start=settings.audio_start or 0.0,
             )
         if frames is None:
             return
