@@ -73,9 +73,13 @@ class MorphSettings:
     aid_layers: str = "both"
     fused: bool = True
     guide_prompt: str | None = None
+    lora_rank: int = 16
+    lora_steps: int = 200
+    lora_lr: float = 2e-4
+    attn_lambda: float = 0.6
 
     def __post_init__(self) -> None:
-        from whichway.attention.methods import check_method
+        from whichway.attention.methods import check_diffmorpher, check_image_method, check_method
         from whichway.clouds import COUPLING_METHODS
         from whichway.media import ANIMATION_FORMATS
         from whichway.render import LATENT_METHODS
@@ -92,6 +96,8 @@ class MorphSettings:
             check_choice("animation format", self.format, ANIMATION_FORMATS)
         check_times(self.t)
         check_method(self.method, self.warmup_ratio, self.aid_layers, self.guide_prompt)
+        check_image_method(self.method, self.image_a is not None and self.image_b is not None)
+        check_diffmorpher(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
         check_choice("spacing", self.spacing, SPACINGS)
         if self.spacing != "uniform" and self.latent == "nao":
             raise ValueError(
@@ -251,9 +257,12 @@ def inverted_latent(
     width: int,
     cache: Path,
     should_stop: Callable[[], bool] | None = None,
+    lora: tuple[dict[str, Tensor], str] | None = None,
 ) -> Tensor:
     """Invert one image to its initial latent (C, h, w), cached in ``cache`` (a run directory's
     ``latents/``) so a resumed run does not invert again. Shared by morph and travel.
+    ``lora``: (weights, key) of a DiffMorpher LoRA the UNet inverts under (the official code
+    inverts each image with its own LoRA loaded).
     ``should_stop()`` is polled after every inversion step (:class:`whichway.render.RenderCancelled`)."""
     import hashlib
 
@@ -278,6 +287,8 @@ def inverted_latent(
     runtime = runtime_pixel_settings(adapter)
     if runtime is not None:  # a LoRA or another VAE inverts to another latent
         key_parts.append(runtime)
+    if lora is not None:
+        key_parts.append(["diffmorpher-lora", lora[1]])
     key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
     cached = cache / f"inverted-{key}.pt"
     if cached.is_file():
@@ -285,17 +296,25 @@ def inverted_latent(
         return torch.load(cached, weights_only=True)
     image = load_image(path, size=(height, width))
     logger.info("inverting %s (%d DDIM/Euler steps, guidance %g)", path, steps, guidance)
+    import contextlib
+
     from whichway.render import stop_if_asked
 
-    latent = adapter.invert(
-        image,
-        prompt,
-        steps=steps,
-        guidance=guidance,
-        height=height,
-        width=width,
-        on_step=lambda: stop_if_asked(should_stop),
-    )
+    under: Any = contextlib.nullcontext()
+    if lora is not None:
+        from whichway.attention.diffmorpher import RowAlphas, interpolated_loras
+
+        under = interpolated_loras(adapter.pipe.unet, lora[0], lora[0], RowAlphas(torch.zeros(1)))
+    with under:
+        latent = adapter.invert(
+            image,
+            prompt,
+            steps=steps,
+            guidance=guidance,
+            height=height,
+            width=width,
+            on_step=lambda: stop_if_asked(should_stop),
+        )
     from whichway._files import write_atomic
 
     write_atomic(cached, lambda tmp: torch.save(latent, tmp))
@@ -309,9 +328,33 @@ def _initial_latents(
     width: int,
     run_dir: Path,
     should_stop: Callable[[], bool] | None = None,
+    loras: list[tuple[dict[str, Tensor], str]] | None = None,
 ) -> tuple[Tensor, Tensor | None, str]:
-    """(latent A, latent B or None, latent method actually used)."""
+    """(latent A, latent B or None, latent method actually used). DiffMorpher: the images'
+    LoRAs are fitted (or loaded from ``run_dir/loras``) first, appended to ``loras``, and each
+    image is inverted under its own."""
     if s.image_a is not None and s.image_b is not None:
+        fitted: list[Any] = [None, None]
+        if s.method == "diffmorpher":
+            from whichway.attention.lora_cache import fitted_lora
+            from whichway.attention.methods import DiffMorpherSettings
+
+            dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
+            fitted = [
+                fitted_lora(
+                    adapter,
+                    path,
+                    prompt,
+                    dm,
+                    height=height,
+                    width=width,
+                    cache=run_dir / "loras",
+                    should_stop=should_stop,
+                )
+                for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b))
+            ]
+            if loras is not None:
+                loras.extend(fitted)
         if (s.inversion_steps or s.steps) != s.steps or s.inversion_guidance != s.guidance:
             logger.warning(
                 "inverting with %d steps at guidance %g but rendering with %d steps at guidance %g: "
@@ -332,8 +375,12 @@ def _initial_latents(
                 width=width,
                 cache=run_dir / "latents",
                 should_stop=should_stop,
+                lora=lora,
             )
-            for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b))
+            for path, prompt, lora in (
+                (s.image_a, s.prompt_a, fitted[0]),
+                (s.image_b, s.prompt_b, fitted[1]),
+            )
         ]
         method = "cog" if s.latent == "fixed" else s.latent
         return latents[0], latents[1], method
@@ -368,10 +415,24 @@ def _render(
     from whichway.render import latent_path, render_frames
 
     frames_dir = run_dir / FRAMES_DIR
+    loras: list[Any] = []
     latent_a, latent_b, method = _initial_latents(
-        adapter, s, height, width, run_dir, hooks.get("should_stop")
+        adapter, s, height, width, run_dir, hooks.get("should_stop"), loras
     )
     info["latent_used"] = method
+
+    def latents_at(times: Tensor) -> Tensor:
+        # DiffMorpher: AdaIN of the middle latents to the endpoints' channel statistics (the end
+        # frames keep their inverted latents, so they reconstruct the images)
+        latents = latent_path(latent_a, latent_b, times, method=method)
+        if s.method != "diffmorpher" or latent_b is None:
+            return latents
+        from whichway.attention.diffmorpher import adain
+
+        middle = (times > 0) & (times < 1)
+        latents = latents.clone()
+        latents[middle] = adain(latents[middle], latent_a, latent_b, times[middle])
+        return latents
 
     def frames_at(times: Tensor) -> dict[str, Any]:
         # the waypoints' conditioning (PAID: the guide prompt's in the middle) and, for an
@@ -384,6 +445,16 @@ def _render(
 
         ends = path_at(torch.tensor([0.0, 1.0], dtype=torch.float64))[0]
         end_latents = torch.stack([latent_a, latent_a if latent_b is None else latent_b])
+        if s.method == "diffmorpher":
+            from whichway.attention.diffmorpher import diffmorpher_hooks
+            from whichway.attention.methods import DiffMorpherSettings
+
+            dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
+            hooks_ = diffmorpher_hooks(loras[0][0], loras[1][0])
+            return {
+                "cond": cond,
+                "attention": AttentionPath(dm, ends, end_latents, times, hooks=hooks_),
+            }
         aid = settings_for(
             s.method, fused=s.fused, warmup_ratio=s.warmup_ratio, layers=s.aid_layers
         )
@@ -408,7 +479,7 @@ def _render(
         from whichway.metrics import respace
 
         def render_at(times: Tensor) -> Tensor:
-            latents = latent_path(latent_a, latent_b, times, method=method)
+            latents = latents_at(times)
             at = frames_at(times)
             return render_frames(adapter, at.pop("cond"), latents, **at, **options)
 
@@ -429,7 +500,7 @@ def _render(
         from whichway.attention.prior import explore_beta
 
         def render_one(times: Tensor) -> Tensor:
-            latents = latent_path(latent_a, latent_b, times, method=method)
+            latents = latents_at(times)
             at = frames_at(times)
             return render_frames(adapter, at.pop("cond"), latents, **at, **options)
 
@@ -461,7 +532,7 @@ def _render(
     render_frames(
         adapter,
         at.pop("cond"),
-        latent_path(latent_a, latent_b, ts, method=method)[index],
+        latents_at(ts)[index],
         on_frame=write,
         keep=False,
         **at,
@@ -686,10 +757,15 @@ def with_runtime(record: dict[str, Any], adapter: Adapter) -> dict[str, Any]:
 def _settings_record(s: MorphSettings, adapter: Adapter) -> dict[str, Any]:
     """The settings ``run.json`` records and a resume must match (a plain morph leaves out the
     attention-method keys, so runs recorded before they existed still resume)."""
-    from whichway.attention.methods import ATTENTION_KEYS
+    from whichway.attention.methods import ATTENTION_KEYS, DIFFMORPHER_KEYS
 
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
     record = {**asdict(s), "t": list(s.t), "height": height, "width": width}
+    if s.method != "diffmorpher":  # runs recorded before DiffMorpher existed still resume
+        record = {k: v for k, v in record.items() if k not in DIFFMORPHER_KEYS}
+    else:  # AID's own settings do not act
+        dropped = set(ATTENTION_KEYS) - {"method"}
+        record = {k: v for k, v in record.items() if k not in dropped}
     if s.method == "plain":
         record = {k: v for k, v in record.items() if k not in ATTENTION_KEYS}
     return with_runtime(record, adapter)

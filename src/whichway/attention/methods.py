@@ -71,7 +71,7 @@ def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: st
     without one."""
     from whichway._checks import check_choice
 
-    check_choice("method", method, METHODS)
+    check_choice("method", method, (*METHODS, *IMAGE_METHODS))
     check_choice("AID layers", layers, AID_LAYERS)
     check_warmup_ratio(warmup_ratio)
     if guide_prompt is not None and method != "paid":
@@ -90,6 +90,9 @@ def check_family(method: str, family: str | None, layers: str = "both") -> None:
     joint attention (:data:`JOINT_FAMILIES`) has no separate self/cross layers."""
     if method == "plain" or family is None:
         return
+    if method in IMAGE_METHODS:
+        check_image_method(method, True, family)
+        return
     if family not in ATTENTION_FAMILIES:
         raise ValueError(
             f"--method {method} is built for {', '.join(ATTENTION_FAMILIES)} models, not "
@@ -105,8 +108,9 @@ def check_family(method: str, family: str | None, layers: str = "both") -> None:
 IMAGE_METHODS = ("diffmorpher",)
 """Methods that morph between two *images* (``--image-a``/``--image-b``), never prompts only."""
 
-DIFFMORPHER_FAMILIES = ("sd", "sdxl")
-"""Families DiffMorpher is built for: UNet denoisers with up blocks (the official code: SD)."""
+DIFFMORPHER_FAMILIES = ("sd",)
+"""Families DiffMorpher is built for: SD 1.x/2.x, as the official code (SDXL's LoRA fitting
+needs its added conditions and is not wired yet)."""
 
 DIFFMORPHER_KEYS = ("lora_rank", "lora_steps", "lora_lr", "attn_lambda")
 """Settings of DiffMorpher, as morph records them."""

@@ -631,16 +631,17 @@ def check_request(
 def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """--method, --warmup-ratio, --aid-layers, --fused/--no-fused, --guide-prompt: attention
     interpolation (AID / PAID, :mod:`whichway.attention`) on top of the path."""
-    from whichway.attention.methods import AID_LAYERS, METHODS
+    from whichway.attention.methods import AID_LAYERS, IMAGE_METHODS, METHODS
 
     group = parser.add_argument_group("method (interpolation inside attention)")
     group.add_argument(
         "--method",
         default="plain",
-        choices=METHODS,
+        choices=(*METHODS, *IMAGE_METHODS),
         help="plain: the conditioning/latent path only (default); aid-outer / aid-inner: AID "
         "(He et al. 2024), middle frames attend to the end frames' keys/values, mixed after / "
-        "before softmax; paid: AID with --guide-prompt as the middle frames' prompt",
+        "before softmax; paid: AID with --guide-prompt as the middle frames' prompt; "
+        "diffmorpher: DiffMorpher (Zhang et al. 2024) between --image-a and --image-b, SD 1.x/2.x",
     )
     group.add_argument(
         "--warmup-ratio",
@@ -663,6 +664,26 @@ def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         "(default on, as the official code)",
     )
     group.add_argument("--guide-prompt", default=None, help="paid: the prompt of the middle frames")
+    group.add_argument(
+        "--lora-rank", type=int, default=None, help="diffmorpher: rank of each image's LoRA (16)"
+    )
+    group.add_argument(
+        "--lora-steps",
+        type=int,
+        default=None,
+        help="diffmorpher: training steps of each image's LoRA (200; fitted once, cached in the "
+        "run folder)",
+    )
+    group.add_argument(
+        "--lora-lr", type=float, default=None, help="diffmorpher: LoRA learning rate (2e-4)"
+    )
+    group.add_argument(
+        "--attn-lambda",
+        type=float,
+        default=None,
+        help="diffmorpher: fraction λ of the steps whose up-block self-attention keys/values are "
+        "mixed from the end frames' (0.6, the official lamb)",
+    )
     return group
 
 
@@ -670,9 +691,23 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The attention-method settings of the command line (checked, defaults filled in) as
     :class:`whichway.morph.MorphSettings` fields; a ValueError (one line) for an option that
     does not fit the method or the local model's family."""
-    from whichway.attention.methods import AIDSettings, check_family, check_method
+    from whichway.attention.methods import (
+        DIFFMORPHER_KEYS,
+        AIDSettings,
+        DiffMorpherSettings,
+        check_family,
+        check_image_method,
+        check_method,
+    )
 
     method = args.method
+    asked = {k: getattr(args, k, None) for k in DIFFMORPHER_KEYS}
+    if method != "diffmorpher" and any(v is not None for v in asked.values()):
+        named = ", ".join("--" + k.replace("_", "-") for k, v in asked.items() if v is not None)
+        raise ValueError(f"{named} set(s) how DiffMorpher acts; add --method diffmorpher")
+    images = getattr(args, "image_a", None) is not None and getattr(args, "image_b", None)
+    check_image_method(method, bool(images))
+    dm = DiffMorpherSettings(**{k: v for k, v in asked.items() if v is not None})
     if method == "plain":
         given = [
             name
@@ -694,6 +729,7 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
         "aid_layers": args.aid_layers or defaults.layers,
         "fused": defaults.fused if args.fused is None else args.fused,
         "guide_prompt": args.guide_prompt,
+        **{k: getattr(dm, k) for k in DIFFMORPHER_KEYS},
     }
     check_method(method, settings["warmup_ratio"], settings["aid_layers"], args.guide_prompt)
     check_family(method, local_model_family(args), settings["aid_layers"])

@@ -1,0 +1,148 @@
+"""``--method diffmorpher`` end to end on the tiny SD model: end frames, cached LoRAs, resume,
+and one-line errors before any model loads."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from whichway.cli import main
+from whichway.morph import MorphSettings, run_morph
+
+FAST = ["--steps", "2", "--height", "32", "--width", "32", "--guidance", "1", "--quiet"]
+
+
+def _images(tmp_path):
+    from whichway.media import to_pil
+
+    g = torch.Generator().manual_seed(0)
+    for name in ("a.png", "b.png"):
+        to_pil(torch.rand(3, 32, 32, generator=g)).save(tmp_path / name)
+    return str(tmp_path / "a.png"), str(tmp_path / "b.png")
+
+
+def test_end_frames_are_the_inverted_images_under_their_own_lora(tiny_pipeline, tmp_path):
+    """As today's image morph: each end frame is exactly the render of its image's inversion,
+    both (inversion and render) under that image's LoRA; the LoRAs are fitted once, cached, and
+    a rerun neither refits nor renders again; run.json records the settings."""
+    from safetensors.torch import load_file
+
+    from whichway.attention.diffmorpher import RowAlphas, interpolated_loras
+    from whichway.attention.lora_cache import lora_key
+    from whichway.attention.methods import DiffMorpherSettings
+    from whichway.media import load_image
+    from whichway.models import load_adapter
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    a, b = _images(tmp_path)
+    prompts = ("a photo of a cat", "a red dog")
+    s = MorphSettings(
+        *prompts,
+        t=(0.0, 0.5, 1.0),
+        latent="slerp",
+        steps=4,
+        guidance=1.0,
+        height=32,
+        width=32,
+        image_a=a,
+        image_b=b,
+        format=None,
+        method="diffmorpher",
+        lora_rank=2,
+        lora_steps=2,
+        lora_lr=1e-3,
+    )
+    run = tmp_path / "run"
+    result = run_morph(adapter, s, run, progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["settings"]["method"] == "diffmorpher"
+    assert {k: info["settings"][k] for k in ("lora_rank", "lora_steps", "lora_lr")} == {
+        "lora_rank": 2,
+        "lora_steps": 2,
+        "lora_lr": 1e-3,
+    }
+    assert info["settings"]["attn_lambda"] == 0.6
+    assert "warmup_ratio" not in info["settings"]
+    dm = DiffMorpherSettings(2, 2, 1e-3)
+    for frame, path, prompt in (
+        (result.frames[0], a, prompts[0]),
+        (result.frames[-1], b, prompts[1]),
+    ):
+        key = lora_key(adapter, path, prompt, dm, (32, 32))
+        lora = load_file(run / "loras" / f"lora-{key}.safetensors")
+        adapter.use_scheduler("ddim")
+        try:
+            with interpolated_loras(adapter.pipe.unet, lora, lora, RowAlphas(torch.zeros(1))):
+                latent = adapter.invert(
+                    load_image(path), prompt, steps=4, guidance=1.0, height=32, width=32
+                )
+                expected = adapter.render(
+                    adapter.encode([prompt]),
+                    latent[None],
+                    steps=4,
+                    guidance=1.0,
+                    height=32,
+                    width=32,
+                )[0]
+        finally:
+            adapter.use_scheduler("default")
+        assert (load_image(frame) - expected).abs().max() <= 1 / 255 + 1e-6
+    cached = sorted((run / "loras").glob("lora-*.safetensors"))
+    assert len(cached) == 2
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = run_morph(adapter, s, run, progress=False)
+    assert again.rendered == 0
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+BASE = ["morph", "a cat", "a dog", "--method", "diffmorpher"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "morphs between two images: give --image-a and --image-b"),
+        (["--image-a", "A", "--image-b", "B", "--lora-rank", "0"], "--lora-rank must be"),
+        (["--image-a", "A", "--image-b", "B", "--lora-steps", "-3"], "--lora-steps must be"),
+        (["--image-a", "A", "--image-b", "B", "--lora-lr", "0"], r"--lora-lr must lie in \(0, 1\]"),
+        (["--image-a", "A", "--image-b", "B", "--attn-lambda", "2"], r"--attn-lambda must lie"),
+    ],
+)
+def test_cli_rejects_bad_diffmorpher_requests_in_one_line(tmp_path, capsys, extra, message):
+    """No model is named that exists: the check comes before any load."""
+    extra = [
+        str(tmp_path / "a.png") if x == "A" else str(tmp_path / "b.png") if x == "B" else x
+        for x in extra
+    ]
+    _images(tmp_path)
+    rc = main(
+        [*BASE, "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"), *FAST, *extra]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+
+
+def test_cli_lora_options_need_diffmorpher(tmp_path, capsys):
+    rc = main(["morph", "a", "b", "--lora-rank", "4", "--model", str(tmp_path / "none"), *FAST])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "add --method diffmorpher" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_rejects_an_unsupported_family_before_loading(tiny_pipeline, tmp_path, capsys):
+    a, b = _images(tmp_path)
+    model = str(tiny_pipeline("sd3"))
+    rc = main([*BASE, "--image-a", a, "--image-b", b, "--model", model, *FAST])
+    assert rc == 2
+    # (building the tiny model reports on stderr first)
+    err = [line for line in capsys.readouterr().err.splitlines() if "shards" not in line]
+    expected = (
+        "whichway morph: error: --method diffmorpher is built for sd models (UNet up blocks), "
+        "not sd3; use --method plain or aid-outer/aid-inner with this model"
+    )
+    assert [line for line in err if line.strip()] == [expected]
