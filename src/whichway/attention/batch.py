@@ -16,15 +16,16 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from whichway.attention.methods import AIDSettings
+    from whichway.attention.methods import AIDSettings, DiffMorpherSettings
     from whichway.models.base import Adapter, Conditioning
 
 
 @dataclass(frozen=True)
 class AttentionPath:
-    """What :func:`whichway.render.render_frames` needs to render a path with AID.
+    """What :func:`whichway.render.render_frames` needs to render a path with AID (or
+    DiffMorpher: its settings and ``hooks``).
 
-    settings : AIDSettings
+    settings : AIDSettings or DiffMorpherSettings
     ends : Conditioning with E rows      the endpoint conditionings (a morph: its t = 0 and t = 1)
     end_latents : Tensor (E, C, h, w)    the endpoints' initial latents
     coefs : Tensor (T,)                  c of every waypoint handed to render_frames (its t)
@@ -32,9 +33,10 @@ class AttentionPath:
         (a travel: the keyframes around its segment); None = rows 0 and 1 for every waypoint
     end_negative : Conditioning (E rows) or None   the endpoints' own negatives, when the
         waypoints have one each; None = the shared negative
+    hooks : callable or None   DiffMorpher's (:func:`whichway.attention.diffmorpher.diffmorpher_hooks`)
     """
 
-    settings: AIDSettings
+    settings: AIDSettings | DiffMorpherSettings
     ends: Conditioning
     end_latents: Tensor
     coefs: Tensor
@@ -81,7 +83,7 @@ def _same_row(cond: Conditioning, i: int, ends: Conditioning, j: int) -> bool:
 
 def render_aid_batch(
     adapter: Adapter,
-    settings: AIDSettings,
+    settings: AIDSettings | DiffMorpherSettings,
     ends: Conditioning,
     end_latents: Tensor,
     cond: Conditioning,
