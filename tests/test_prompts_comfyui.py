@@ -20,7 +20,30 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
-VENDOR = HERE.parent.parent / "shared" / "vendor" / "comfyui-a125cd84.tar.gz"
+VENDORED = Path("shared") / "vendor" / "comfyui-a125cd84.tar.gz"
+
+
+def _vendor() -> Path:
+    """``../shared/vendor/`` beside the checkout, or beside the main checkout when this one is a
+    git worktree (``git rev-parse --git-common-dir`` is the main checkout's ``.git``)."""
+    roots = [HERE.parent]
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+        if common:
+            roots.append(Path(common).parent)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    candidates = [root.parent / VENDORED for root in roots]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+VENDOR = _vendor()
 LONG = " ".join(["a red car near the big old tree under sky"] * 20)
 
 PROMPTS = [
