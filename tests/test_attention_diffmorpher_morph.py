@@ -24,7 +24,8 @@ def _images(tmp_path):
     return str(tmp_path / "a.png"), str(tmp_path / "b.png")
 
 
-def test_end_frames_are_the_inverted_images_under_their_own_lora(tiny_pipeline, tmp_path):
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_end_frames_are_the_inverted_images_under_their_own_lora(tiny_pipeline, tmp_path, family):
     """As today's image morph: each end frame is exactly the render of its image's inversion,
     both (inversion and render) under that image's LoRA; the LoRAs are fitted once, cached, and
     a rerun neither refits nor renders again; run.json records the settings."""
@@ -36,7 +37,7 @@ def test_end_frames_are_the_inverted_images_under_their_own_lora(tiny_pipeline, 
     from whichway.media import load_image
     from whichway.models import load_adapter
 
-    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    adapter = load_adapter(str(tiny_pipeline(family)), device="cpu")
     a, b = _images(tmp_path)
     prompts = ("a photo of a cat", "a red dog")
     s = MorphSettings(
@@ -142,7 +143,7 @@ def test_cli_rejects_an_unsupported_family_before_loading(tiny_pipeline, tmp_pat
     # (building the tiny model reports on stderr first)
     err = [line for line in capsys.readouterr().err.splitlines() if "shards" not in line]
     expected = (
-        "whichway morph: error: --method diffmorpher is built for sd models (UNet up blocks), "
+        "whichway morph: error: --method diffmorpher is built for sd, sdxl models (UNet up blocks), "
         "not sd3; use --method plain or aid-outer/aid-inner with this model"
     )
     assert [line for line in err if line.strip()] == [expected]

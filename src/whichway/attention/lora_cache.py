@@ -72,7 +72,15 @@ def fitted_lora(
         return load_file(cached), key
     pipe = adapter.pipe
     image = load_image(path, size=(height, width))[None] * 2 - 1
-    embeds = adapter.encode([prompt]).clouds[0]
+    cond = adapter.encode([prompt])
+    embeds = cond.clouds[0]
+    added = None
+    if adapter.family == "sdxl":  # SDXL's added conditions: pooled text and size/crop ids
+        size = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        added = {
+            "text_embeds": cond.pooled.to(adapter.device, adapter.pipe.unet.dtype),
+            "time_ids": size.to(adapter.device, adapter.pipe.unet.dtype),
+        }
     started = time.perf_counter()
 
     def report(step: int, loss: float) -> None:
@@ -99,6 +107,7 @@ def fitted_lora(
         steps=settings.lora_steps,
         lr=settings.lora_lr,
         generator=torch.Generator().manual_seed(0),
+        added_cond=added,
         on_step=report,
     )
     weights = {k: v.contiguous() for k, v in fit.weights.items()}

@@ -108,9 +108,9 @@ def check_family(method: str, family: str | None, layers: str = "both") -> None:
 IMAGE_METHODS = ("diffmorpher",)
 """Methods that morph between two *images* (``--image-a``/``--image-b``), never prompts only."""
 
-DIFFMORPHER_FAMILIES = ("sd",)
-"""Families DiffMorpher is built for: SD 1.x/2.x, as the official code (SDXL's LoRA fitting
-needs its added conditions and is not wired yet)."""
+DIFFMORPHER_FAMILIES = ("sd", "sdxl")
+"""Families DiffMorpher is built for: UNets with up blocks (the official code: SD 1.x/2.x;
+SDXL the same with its added conditions)."""
 
 DIFFMORPHER_KEYS = ("lora_rank", "lora_steps", "lora_lr", "attn_lambda")
 """Settings of DiffMorpher, as morph records them."""

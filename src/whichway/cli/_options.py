@@ -641,7 +641,7 @@ def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         help="plain: the conditioning/latent path only (default); aid-outer / aid-inner: AID "
         "(He et al. 2024), middle frames attend to the end frames' keys/values, mixed after / "
         "before softmax; paid: AID with --guide-prompt as the middle frames' prompt; "
-        "diffmorpher: DiffMorpher (Zhang et al. 2024) between --image-a and --image-b, SD 1.x/2.x",
+        "diffmorpher: DiffMorpher (Zhang et al. 2024) between --image-a and --image-b, SD 1.x/2.x and SDXL",
     )
     group.add_argument(
         "--warmup-ratio",
