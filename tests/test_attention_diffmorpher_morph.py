@@ -147,3 +147,43 @@ def test_cli_rejects_an_unsupported_family_before_loading(tiny_pipeline, tmp_pat
         "not sd3; use --method plain or aid-outer/aid-inner with this model"
     )
     assert [line for line in err if line.strip()] == [expected]
+
+
+def test_perceptual_reschedule_keeps_the_end_frames(tiny_pipeline, tmp_path):
+    """DiffMorpher's reschedule is ``--spacing perceptual``: the frames are re-spaced (recorded
+    in run.json, t from 0 to 1) and the end frames are the uniform run's, pixel for pixel."""
+    from whichway.media import load_image
+    from whichway.metrics import LPIPSPath
+    from whichway.models import load_adapter
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")
+    a, b = _images(tmp_path)
+    common = dict(
+        t=(0.0, 0.25, 0.5, 0.75, 1.0),
+        steps=2,
+        guidance=1.0,
+        height=32,
+        width=32,
+        image_a=a,
+        image_b=b,
+        format=None,
+        method="diffmorpher",
+        lora_rank=2,
+        lora_steps=1,
+    )
+    uniform = run_morph(
+        adapter, MorphSettings("a cat", "a dog", **common), tmp_path / "u", progress=False
+    )
+    meter = LPIPSPath("alex", pretrained_backbone=False)
+    spaced = run_morph(
+        adapter,
+        MorphSettings("a cat", "a dog", spacing="perceptual", **common),
+        tmp_path / "p",
+        progress=False,
+        meter=meter,
+    )
+    info = json.loads((tmp_path / "p" / "run.json").read_text())
+    assert info["spacing"]["frames_rendered"] >= 5
+    assert info["t"][0] == 0.0 and info["t"][-1] == 1.0 and len(info["t"]) == 5
+    for i in (0, -1):
+        assert torch.equal(load_image(uniform.frames[i]), load_image(spaced.frames[i]))
