@@ -45,3 +45,21 @@ def test_morph_settings_carry_the_method(tmp_path):
     assert plain.method == "plain" and plain.guide_prompt is None
     with pytest.raises(ValueError, match=r"warmup ratio must lie in \[0, 1\]"):
         studio.morph_settings("a", "b", frames=3, method="aid-outer", warmup_ratio=2)
+
+
+def test_morph_settings_diffmorpher_needs_the_two_images(tmp_path):
+    from PIL import Image
+
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    with pytest.raises(ValueError, match="morphs between two images"):
+        studio.morph_settings("a cat", "a dog", frames=3, method="diffmorpher")
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / name)
+    s = studio.morph_settings(
+        "a cat", "a dog", frames=3, method="diffmorpher", height=32, width=32,
+        image_a=str(tmp_path / "a.png"), image_b=str(tmp_path / "b.png"),
+    )  # fmt: skip
+    # the official DiffMorpher settings
+    assert (s.method, s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda) == (
+        "diffmorpher", 16, 200, 2e-4, 0.6,
+    )  # fmt: skip

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
-from whichway.attention.methods import AID_LAYERS, METHODS
+from whichway.attention.methods import AID_LAYERS, IMAGE_METHODS, METHODS
 from whichway.morph import SPACINGS
 from whichway.studio.handlers import (
     COUPLINGS,
@@ -48,10 +48,14 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             )
         with gr.Row():
             m_steps, m_guidance, m_height, m_width = generation_controls("morph")
-        with gr.Accordion("Interpolation inside attention (AID / PAID)", open=False):
+        with gr.Accordion("Interpolation inside attention (AID / PAID / DiffMorpher)", open=False):
             with gr.Row():
+                # diffmorpher (two images, SD/SDXL) runs with the official LoRA settings
                 m_method = gr.Radio(
-                    list(METHODS), value="plain", label="Method", elem_id="ww-morph-method"
+                    [*METHODS, *IMAGE_METHODS],
+                    value="plain",
+                    label="Method",
+                    elem_id="ww-morph-method",
                 )
                 m_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label="Warmup ratio")
                 m_layers = gr.Radio(list(AID_LAYERS), value="both", label="AID layers")
