@@ -505,3 +505,20 @@ def test_compare_motion_rows_are_the_lerp_and_ot_paths_through_the_adapter(
     assert saved["ot+motion"].is_file()
     record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert record["settings"]["motion"]["sha256"]
+
+
+def test_studio_compare_adds_the_motion_rows(animatediff, tmp_path):
+    from whichway.studio.session import Studio
+    from whichway.studio.tabs.compare import _compare_table
+
+    studio = Studio(tmp_path / "runs", str(animatediff / "base"), device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="does not exist"):
+        studio.compare_job("a cat", "a dog", motion=str(tmp_path / "nowhere"))
+    job = studio.compare_job(
+        "a cat", "a dog", frames=3, steps=1, height=SIZE, width=SIZE,
+        motion=str(animatediff / "motion"),
+    )  # fmt: skip
+    result, _target, strips, _ = job(None, lambda done, total: None, lambda: False)
+    assert {"lerp+motion", "ot+motion"} <= set(strips) and strips["ot+motion"].is_file()
+    table = _compare_table(result, None)
+    assert "| ot+motion |" in table and "mean / max step" in table

@@ -811,6 +811,7 @@ class Studio:
         batch_size: Any = None,
         attention: Sequence[str] = (),
         guide_prompt: str = "",
+        motion: str | None = "",
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
         """A job rendering the pair with ot, clip and random couplings (shared end frames), and
         with the ``attention`` methods (aid-outer, aid-inner, paid with ``guide_prompt``) on the
@@ -825,6 +826,11 @@ class Studio:
         guide = (guide_prompt or "").strip() or None
         for m in attention:
             check_method(m, 0.5, "both", guide if m == "paid" else None)
+        motion = (motion or "").strip() or None
+        if motion is not None:  # the folder's config and weights, before any model
+            from whichway.motion.adapter import check_motion_source
+
+            check_motion_source(motion)
         times = parse_times(t or "")
         if not times:
             count = _int("frames", frames, minimum=2) or 2
@@ -841,7 +847,7 @@ class Studio:
             batch_size=batch_size,
         )
         self.limits.check_frames(len(times))
-        paths = 3 + len(attention)
+        paths = 3 + len(attention) + (2 if motion else 0)
         self.check_request(  # three paths (ot, clip, random) and the AID ones kept for strips
             f"{len(times)} frames x {paths} paths",
             paths * len(times),
@@ -877,6 +883,7 @@ class Studio:
                 should_stop=should_stop,
                 attention=attention,
                 guide_prompt=guide,
+                motion=motion,
                 **options,
             )
             target = _free_dir(self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}")

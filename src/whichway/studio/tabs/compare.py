@@ -22,17 +22,26 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ATTENTION_METHODS = tuple(m for m in METHODS if m != "plain")
 """Attention methods the tab can add beside the couplings."""
-STRIPS = (*COUPLINGS, *ATTENTION_METHODS)
+MOTION_ROWS = ("lerp+motion", "ot+motion")
+"""The rows a motion adapter adds: the lerp and the OT path, each denoised as one video."""
+STRIPS = (*COUPLINGS, *ATTENTION_METHODS, *MOTION_ROWS)
 
 
 def _compare_table(result: Any, note: str | None) -> str:
     """Markdown table of the comparison's summary, one row per coupling."""
-    lines = ["| coupling | cost | W2 path length | PPL | smoothness |", "|---|---|---|---|---|"]
+    lines = [
+        "| coupling | cost | W2 path length | PPL | smoothness | mean / max step (flicker) |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result.summary():
         ppl = "-" if row["ppl"] is None else f"{row['ppl']:.4g}"
         smooth = "-" if row["smoothness"] is None else f"{row['smoothness']:.3f}"
+        steps = (
+            "-" if row["mean_step"] is None else f"{row['mean_step']:.4g} / {row['max_step']:.4g}"
+        )
         lines.append(
-            f"| {row['coupling']} | {row['cost']:.6g} | {row['w2_path_length']:.6g} | {ppl} | {smooth} |"
+            f"| {row['coupling']} | {row['cost']:.6g} | {row['w2_path_length']:.6g} | {ppl} | "
+            f"{smooth} | {steps} |"
         )
     if note:
         lines.append(
@@ -68,15 +77,28 @@ def compare_tab(studio: Studio) -> Any:
                 elem_id="ww-compare-attention",
             )
             c_guide = gr.Textbox("", label="PAID guide prompt", elem_id="ww-compare-guide")
+        c_motion = gr.Textbox(
+            "",
+            label="Motion adapter (optional): also the lerp and OT paths as motion videos",
+            placeholder="a MotionAdapter folder or hub id (SD 1.x models)",
+            elem_id="ww-compare-motion",
+        )
         c_go = gr.Button("Compare", variant="primary", elem_id="ww-compare-go")
         c_table = gr.Markdown(elem_id="ww-compare-table")
-        c_strips = [
-            gr.Image(label=f"{m} coupling", type="filepath", elem_id=f"ww-compare-{m}")
-            for m in COUPLINGS
-        ] + [
-            gr.Image(label=f"{m} (OT path)", type="filepath", elem_id=f"ww-compare-{m}")
-            for m in ATTENTION_METHODS
-        ]
+        c_strips = (
+            [
+                gr.Image(label=f"{m} coupling", type="filepath", elem_id=f"ww-compare-{m}")
+                for m in COUPLINGS
+            ]
+            + [
+                gr.Image(label=f"{m} (OT path)", type="filepath", elem_id=f"ww-compare-{m}")
+                for m in ATTENTION_METHODS
+            ]
+            + [
+                gr.Image(label=m, type="filepath", elem_id=f"ww-compare-{m.replace('+', '-')}")
+                for m in MOTION_ROWS
+            ]
+        )
 
         @guarded
         def compare(
@@ -92,7 +114,8 @@ def compare_tab(studio: Studio) -> Any:
             width,
             attention,
             guide,
-            request: Request,
+            motion="",
+            request: Request = None,
             progress=gr.Progress(),  # noqa: B008
         ):
             job = studio.compare_job(
@@ -108,6 +131,7 @@ def compare_tab(studio: Studio) -> Any:
                 negative_prompt=neg,
                 attention=attention,
                 guide_prompt=guide,
+                motion=motion,
             )
             for kind, value in studio.stream(job, session_of(request)):
                 if kind == "step":
@@ -124,7 +148,7 @@ def compare_tab(studio: Studio) -> Any:
         compare_event = c_go.click(
             compare,
             [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width]
-            + [c_attention, c_guide],
+            + [c_attention, c_guide, c_motion],
             [c_table, *c_strips],
             api_name="compare",
             concurrency_limit=None,
