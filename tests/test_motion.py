@@ -174,6 +174,23 @@ def test_callbacks_inside_diffusers_freenoise_pipeline(animatediff):
         torch.testing.assert_close(ot[a : b + 1], expected, rtol=0, atol=1e-6)
 
 
+def test_shuffled_noise_repeats_the_first_window_shuffled():
+    from whichway.motion.denoise import shuffled_noise
+
+    latents = torch.randn(11, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    out = shuffled_noise(latents, 4, 2, seed=5)
+    torch.testing.assert_close(out[:4], latents[:4], rtol=0, atol=0)  # the first window as drawn
+    for start in range(4, 11, 2):  # each block: distinct frames of the block `length` before it
+        source = [out[k] for k in range(start - 4, start - 2)]
+        picks = [
+            next(k for k, x in enumerate(source) if torch.equal(x, out[f]))
+            for f in range(start, min(start + 2, 11))
+        ]
+        assert len(set(picks)) == len(picks)
+    torch.testing.assert_close(out, shuffled_noise(latents, 4, 2, seed=5), rtol=0, atol=0)
+    assert not torch.equal(out, shuffled_noise(latents, 4, 2, seed=6))
+
+
 # --- rendering with the tiny AnimateDiff ------------------------------------------------------------
 
 
