@@ -63,6 +63,10 @@ def run_travel(
     per-segment coupling cost and W₂ path length per token group, audio SHA-256 and offsets,
     versions). Re-running keeps every frame whose pixel settings and position are unchanged.
 
+    With ``settings.motion`` (a MotionAdapter folder or hub id, SD 1.x) the frames are denoised
+    together as one video over context windows (:mod:`whichway.travel.motion`); a rerun then
+    keeps all frames or renders all of them again.
+
     ``meter`` measures LPIPS steps for perceptual pacing (a :class:`whichway.metrics.LPIPSPath`
     or a callable frames (T, 3, H, W) -> (T-1,); an AlexNet LPIPSPath by default).
     ``prepared`` is the result of :func:`prepare_travel` when the caller already ran it.
