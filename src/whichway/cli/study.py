@@ -62,6 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             metavar="RUN_DIR",
             help="run directory (default: ./study-<study>-<config name>)",
         )
+        run.add_argument(
+            "--max-hours",
+            type=float,
+            default=None,
+            metavar="H",
+            help=(
+                "time budget (overrides run.max_hours; 0 = none): refused before any model loads "
+                "when the finished units' timings project more, else stopped after the first "
+                "units (finished units are kept; run again to resume)"
+            ),
+        )
         run.add_argument("--no-progress", action="store_true", help="no progress bar")
         run.add_argument(
             "--no-report", action="store_true", help="do not write the report at the end"
@@ -145,6 +156,10 @@ def _run(args: argparse.Namespace) -> int:
         overrides.append(f'run.address="{args.address}"')
     if args.workers is not None:
         overrides.append(f"run.workers={args.workers}")
+    if args.max_hours is not None:
+        if not args.max_hours >= 0 or args.max_hours == float("inf"):
+            raise CLIError(f"--max-hours must be a number of hours >= 0, got {args.max_hours}")
+        overrides.append(f"run.max_hours={args.max_hours!r}")
     cfg = load_config(args.study, path, overrides)
     cfg = _resolve_paths(cfg, path.parent.resolve())
     if args.no_progress:

@@ -109,10 +109,12 @@ class RunConfig:
     workers: int = 0  # Ray actors; 0 = one per GPU, or 1 on a CPU-only machine
     cpus_per_worker: float = 1.0
     progress: bool = True
+    max_hours: float = 0.0  # time budget: refuse / stop when the units left need more; 0 = none
 
     def __post_init__(self) -> None:
         _choice("run.executor", self.executor, EXECUTORS)
         _positive("run.workers", self.workers, 0)
+        _positive("run.max_hours", self.max_hours, 0)
 
 
 @dataclass(frozen=True)

@@ -355,11 +355,20 @@ def run_units(
     progress: bool = True,
     desc: str = "units",
     on_result: Callable[[UnitResult], None] | None = None,
+    budget: Any = None,
+    later: int = 0,
 ) -> dict[str, float]:
     """Run the units not yet in ``store`` and record each as it finishes.
 
     Outputs (images, tensors) are written first, then the unit's rows in one atomic shard: a
     unit's shard exists only if everything it produced is on disk. Returns counts and timings.
+
+    budget : a :class:`~whichway.studies.timebudget.TimeBudget` or None (no limit). The units
+        left (these plus ``later``, those of the study's later phases) are projected from the
+        timings the store holds before any unit runs (so before a worker loads its model), and
+        else from the first max(2, workers) units run here; over budget raises
+        :class:`~whichway.studies.timebudget.StudyOverBudget` between units (those finished
+        stay recorded, running the study again resumes them).
     """
     from tqdm.auto import tqdm
 
@@ -378,8 +387,17 @@ def run_units(
             desc,
             len(todo),
         )
+    workers = int(getattr(executor, "workers", 1))
+    warmup = 0  # projected from this run's first units once this many have run (0: not again)
+    if budget is not None and todo:
+        from whichway.studies.timebudget import recorded_unit_seconds
+
+        history = recorded_unit_seconds(store)
+        budget.check(len(todo) + later, history, workers)
+        warmup = 0 if history else max(2, workers)
     start = time.perf_counter()
     worker_seconds = 0.0
+    ran: list[float] = []
     bar = tqdm(
         total=len(units),
         initial=skipped,
@@ -396,6 +414,9 @@ def run_units(
             if on_result is not None:
                 on_result(result)
             bar.update(1)
+            ran.append(result.seconds)
+            if len(ran) == warmup:
+                budget.check(len(todo) - len(ran) + later, ran, workers)
     finally:
         bar.close()
     elapsed = time.perf_counter() - start

@@ -356,9 +356,11 @@ def run_latent_study(
     from whichway.studies.executors import load_tensor, make_executor, run_units, save_outputs
     from whichway.studies.pairs import derive_seed
     from whichway.studies.store import ResultStore
+    from whichway.studies.timebudget import time_budget
 
     run_dir = Path(run_dir)
     classes = find_classes(config)
+    budget = time_budget(STUDY, config)
     cfg_dict = to_dict(config)
     show = config.run.progress if progress is None else progress
     own = executor is None
@@ -462,9 +464,17 @@ def run_latent_study(
                 Unit(uid, None if uid in done else inversion_payload(c, i, rel))
                 for uid, rel, c, i in inv
             ]
-            total = run_units(store, executor, spec, inv_units, progress=show, desc="inversions")[
-                "ran"
-            ]
+            later = sum(1 for u in combo if u.unit_id not in done)
+            total = run_units(
+                store,
+                executor,
+                spec,
+                inv_units,
+                progress=show,
+                desc="inversions",
+                budget=budget,
+                later=later,
+            )["ran"]
 
             # phase 2: interpolation paths and centroids
             done = store.completed()
@@ -500,7 +510,13 @@ def run_latent_study(
                     )
                 )
             total += run_units(
-                store, executor, spec, units, progress=show, desc="paths and centroids"
+                store,
+                executor,
+                spec,
+                units,
+                progress=show,
+                desc="paths and centroids",
+                budget=budget,
             )["ran"]
         finally:
             if own:

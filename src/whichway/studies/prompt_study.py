@@ -482,6 +482,7 @@ def run_prompt_study(
 
     from whichway.studies.executors import make_executor, run_units
     from whichway.studies.store import ResultStore
+    from whichway.studies.timebudget import time_budget
 
     run_dir = Path(run_dir)
     sample, summary = load_study_pairs(config)
@@ -514,6 +515,7 @@ def run_prompt_study(
                 units,
                 progress=config.run.progress if progress is None else progress,
                 desc="pairs",
+                budget=time_budget(STUDY, config),
             )
         finally:
             if own:
