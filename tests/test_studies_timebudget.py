@@ -165,3 +165,14 @@ def test_bad_max_hours_is_refused_before_anything_runs(tmp_path, capsys):
     assert main(["study", "prompts", "run", str(cfg), "--set", "run.max_hours=-2"]) == 2
     assert "run.max_hours must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "study-prompts-s").exists()
+
+
+def test_init_writes_the_budget_commented_and_it_round_trips(tmp_path, capsys):
+    for study in ("prompts", "latents"):
+        path = tmp_path / f"{study}.toml"
+        assert main(["study", study, "init", str(path), "--set", "run.max_hours=2.5"]) == 0
+        lines = path.read_text().splitlines()
+        i = lines.index("max_hours = 2.5")
+        assert lines[i - 1].startswith("# time budget in hours") and "0 = no limit" in lines[i - 1]
+        assert load_config(study, path).run.max_hours == 2.5
+    assert load_config("prompts").run.max_hours == 0.0  # default: no limit

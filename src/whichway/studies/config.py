@@ -450,8 +450,19 @@ def _toml_value(v: Any) -> str:
     raise ValueError(f"cannot write {type(v).__name__} {v!r} to TOML")
 
 
-def dumps_toml(data: Mapping[str, Any]) -> str:
-    """TOML text of a config dict of scalars, lists and (one level of nested) tables."""
+COMMENTS: dict[str, str] = {
+    "run.max_hours": (
+        "time budget in hours for the units still to run (or --max-hours); a run projected "
+        "over it stops between units, finished units kept; 0 = no limit"
+    ),
+}
+"""Comments :func:`write_config` writes above a setting (``table.key``)."""
+
+
+def dumps_toml(data: Mapping[str, Any], comments: Mapping[str, str] | None = None) -> str:
+    """TOML text of a config dict of scalars, lists and (one level of nested) tables;
+    ``comments`` (``"table.key"`` -> text) are written as ``# text`` above their setting."""
+    comments = comments or {}
     lines: list[str] = []
     scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
     for k, v in scalars.items():
@@ -464,6 +475,8 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
             for kk, vv in v.items():
                 if isinstance(vv, Mapping):
                     raise ValueError(f"nested table {k}.{kk} is deeper than a config allows")
+                if f"{k}.{kk}" in comments:
+                    lines.append(f"# {comments[f'{k}.{kk}']}")
                 lines.append(f"{kk} = {_toml_value(vv)}")
     return "\n".join(lines) + "\n"
 
@@ -472,5 +485,5 @@ def write_config(config: Any, path: str | Path) -> Path:
     """Write a config dataclass as TOML (round-trips through :func:`load_config`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dumps_toml(to_dict(config)), encoding="utf-8")
+    path.write_text(dumps_toml(to_dict(config), COMMENTS), encoding="utf-8")
     return path
