@@ -139,7 +139,8 @@ def test_method_checks_are_one_line_errors():
     with pytest.raises(ValueError, match="needs a guide prompt"):
         check_method("paid", 0.5, "both", None)
     with pytest.raises(ValueError, match="method"):
-        check_method("diffmorpher", 0.5, "both", None)
+        check_method("no-such-method", 0.5, "both", None)
+    check_method("diffmorpher", 0.5, "both", None)  # a method since DiffMorpher landed
     check_family("aid-outer", "sdxl")
     with pytest.raises(ValueError, match=r"sd, sdxl, sd3, flux models, not kandinsky"):
         check_family("aid-outer", "kandinsky")
