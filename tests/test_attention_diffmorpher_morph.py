@@ -187,3 +187,17 @@ def test_perceptual_reschedule_keeps_the_end_frames(tiny_pipeline, tmp_path):
     assert info["t"][0] == 0.0 and info["t"][-1] == 1.0 and len(info["t"]) == 5
     for i in (0, -1):
         assert torch.equal(load_image(uniform.frames[i]), load_image(spaced.frames[i]))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "diffmorpher"], "--method diffmorpher: DiffMorpher morphs between two"),
+        (["--method", "aid-outer", "--lora-rank", "4"], "--lora-rank: DiffMorpher morphs"),
+    ],
+)
+def test_travel_refuses_diffmorpher_in_one_line(tmp_path, capsys, extra, message):
+    rc = main(["travel", "a cat", "a dog", "--model", str(tmp_path / "none"), *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err

@@ -236,10 +236,16 @@ def _method_options(args: argparse.Namespace, options: dict) -> None:
     """Fill in and check the attention-method settings (from the command line or the schedule
     file), before any model loads: AID's defaults where none is given; its options only with an
     attention method; no PAID guide prompt (travel has none per segment)."""
-    from whichway.attention.methods import AIDSettings, check_family
+    from whichway.attention.methods import DIFFMORPHER_KEYS, AIDSettings, check_family
 
     if args.guide_prompt is not None:
         raise ValueError("--guide-prompt is PAID's; travel takes --method aid-outer or aid-inner")
+    lora = [f"--{n.replace('_', '-')}" for n in DIFFMORPHER_KEYS if getattr(args, n) is not None]
+    if lora or options["method"] == "diffmorpher":
+        raise ValueError(
+            f"{', '.join(lora) or '--method diffmorpher'}: DiffMorpher morphs between two images "
+            "(whichway morph --image-a --image-b); travel takes --method aid-outer or aid-inner"
+        )
     defaults = AIDSettings()
     given = [n for n in ("warmup_ratio", "aid_layers", "fused") if options[n] is not None]
     options["method"] = options["method"] or "plain"

@@ -169,6 +169,11 @@ class TravelSettings:
                 "travel takes --method aid-outer or aid-inner (PAID needs a guide prompt per "
                 "segment, which travel does not take)"
             )
+        if self.method == "diffmorpher":
+            raise ValueError(
+                "travel takes --method aid-outer or aid-inner (DiffMorpher morphs between two "
+                "images: use whichway morph --image-a --image-b --method diffmorpher)"
+            )
         check_method(self.method, self.warmup_ratio, self.aid_layers, None)
         check_choice("audio feature", self.audio_feature, AUDIO_FEATURES)
         if self.format is not None:
