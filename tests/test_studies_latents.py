@@ -180,3 +180,27 @@ def test_bad_image_folders(tmp_path):
         find_classes(load_config("latents", None, [f'data.root="{root}"', 'data.classes=["a"]']))
     with pytest.raises(ValueError, match="unknown interpolation.methods entry 'spline'"):
         load_config("latents", None, ['interpolation.methods=["spline"]'])
+
+
+def test_time_budget_stops_refuses_and_resumes(tiny_pipeline, tmp_path):
+    from whichway.studies.executors import LocalExecutor
+    from whichway.studies.timebudget import StudyOverBudget
+
+    root = _images(tmp_path / "imgs", {"goldfish": 3, "tabby": 3})
+    tiny = tiny_pipeline("sd")
+    out = tmp_path / "run"
+    over = _cfg(tiny, root, "run.max_hours=1e-9")
+    # fresh: the first 2 inversions run, then a clean stop projecting the 8 units left
+    with pytest.raises(StudyOverBudget, match=r"for 8 units left \(.* median of 2 done"):
+        run_latent_study(over, out)
+    assert len(ResultStore(out, lock=False).completed()) == 2
+    assert len(list((out / "latents").rglob("*.safetensors"))) == 2
+    # resume over budget: refused from the recorded timings before the worker is built
+    executor = LocalExecutor()
+    with pytest.raises(StudyOverBudget, match=r"for 8 units left \(.* median of 2 done"):
+        run_latent_study(over, out, executor=executor)
+    assert executor._worker is None
+    # resume without a budget: the other 8 units run
+    res = run_latent_study(_cfg(tiny, root), out)
+    assert (res.units, res.ran) == (10, 8)
+    assert len(ResultStore(out, lock=False).completed()) == 10

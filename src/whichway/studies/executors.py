@@ -390,11 +390,10 @@ def run_units(
     workers = int(getattr(executor, "workers", 1))
     warmup = 0  # projected from this run's first units once this many have run (0: not again)
     if budget is not None and todo:
-        from whichway.studies.timebudget import recorded_unit_seconds
+        from whichway.studies.timebudget import check_recorded
 
-        history = recorded_unit_seconds(store)
-        budget.check(len(todo) + later, history, workers)
-        warmup = 0 if history else max(2, workers)
+        if not check_recorded(budget, store, len(todo) + later, workers):
+            warmup = max(2, workers)
     start = time.perf_counter()
     worker_seconds = 0.0
     ran: list[float] = []

@@ -356,7 +356,7 @@ def run_latent_study(
     from whichway.studies.executors import load_tensor, make_executor, run_units, save_outputs
     from whichway.studies.pairs import derive_seed
     from whichway.studies.store import ResultStore
-    from whichway.studies.timebudget import time_budget
+    from whichway.studies.timebudget import check_recorded, time_budget
 
     run_dir = Path(run_dir)
     classes = find_classes(config)
@@ -452,6 +452,10 @@ def run_latent_study(
                 if u.unit_id not in done
                 for i in u.payload["idx"]
             }
+            # a resume over its time budget is refused here, before any worker loads its model
+            later = sum(u.unit_id not in done for u in combo)  # paths and centroids left
+            left = later + sum(uid not in done for uid, *_ in inv)
+            check_recorded(budget, store, left, int(getattr(executor, "workers", 1)))
             redo = [
                 Unit(uid, inversion_payload(c, i, rel))
                 for uid, rel, c, i in inv
@@ -464,7 +468,6 @@ def run_latent_study(
                 Unit(uid, None if uid in done else inversion_payload(c, i, rel))
                 for uid, rel, c, i in inv
             ]
-            later = sum(1 for u in combo if u.unit_id not in done)
             total = run_units(
                 store,
                 executor,

@@ -81,6 +81,17 @@ def recorded_unit_seconds(store: Any) -> list[float]:
     return [float(v) for v in per_unit.tolist()]
 
 
+def check_recorded(budget: TimeBudget | None, store: Any, left: int, workers: int = 1) -> bool:
+    """Project ``left`` units from the timings ``store`` holds (before any unit runs, so before
+    any model loads) and raise :class:`StudyOverBudget` when over ``budget``. Returns whether
+    there were timings to project from (False: the run must project from its first units)."""
+    if budget is None or left <= 0:
+        return False
+    history = recorded_unit_seconds(store)
+    budget.check(left, history, workers)
+    return bool(history)
+
+
 def _duration(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} h"
