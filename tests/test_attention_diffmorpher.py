@@ -135,6 +135,8 @@ def test_warmup_calls_are_the_official_count(lamb, steps, calls):
     [
         ({"lora_rank": 0}, "--lora-rank"),
         ({"lora_steps": -1}, "--lora-steps"),
+        ({"lora_steps": 10**9}, r"--lora-steps must be a whole number in \[0, 100000\]"),
+        ({"lora_rank": 4096}, r"--lora-rank must be a whole number in \[1, 1024\]"),
         ({"lora_lr": 0.0}, "--lora-lr"),
         ({"lora_lr": 2.0}, "--lora-lr"),
         ({"attn_lambda": 1.5}, "--attn-lambda"),

@@ -137,16 +137,29 @@ class DiffMorpherSettings:
         return sum(1 for i in range(steps) if i < steps * self.attn_lambda)
 
 
+MAX_LORA_RANK = 1024
+"""Largest ``--lora-rank`` (above every SD/SDXL attention width, where a LoRA is no longer low-rank)."""
+
+MAX_LORA_STEPS = 100_000
+"""Largest ``--lora-steps`` (500 times the official 200): bounded work before anything loads."""
+
+
 def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: object) -> None:
     """One-line ValueErrors for DiffMorpher settings outside their range: ``--lora-rank`` and
-    ``--lora-steps`` whole numbers >= 1 (steps may be 0: no fitting, the LoRAs stay zero),
+    ``--lora-steps`` whole numbers >= 1 (steps may be 0: no fitting, the LoRAs stay zero) up to
+    :data:`MAX_LORA_RANK` / :data:`MAX_LORA_STEPS`,
     ``--lora-lr`` in (0, 1], ``--attn-lambda`` in [0, 1]."""
     import math
 
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"--lora-rank must be a whole number >= 1 (official 16), got {rank!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"--lora-steps must be a whole number >= 0 (official 200), got {steps!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_LORA_RANK:
+        raise ValueError(
+            f"--lora-rank must be a whole number in [1, {MAX_LORA_RANK}] (official 16), got {rank!r}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_LORA_STEPS:
+        raise ValueError(
+            f"--lora-steps must be a whole number in [0, {MAX_LORA_STEPS}] (official 200), got "
+            f"{steps!r}"
+        )
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
         raise ValueError(f"--lora-lr must lie in (0, 1] (official 2e-4), got {lr!r}")
     if not isinstance(attn_lambda, (int, float)) or not 0.0 <= float(attn_lambda) <= 1.0:
