@@ -390,7 +390,7 @@ def test_a_journey_of_three_windows_peaks_at_one_window(animatediff):
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-c", _PEAK, str(animatediff), "192"],
+        [sys.executable, "-c", _PEAK, str(animatediff), "128"],
         capture_output=True,
         text=True,
         check=True,
