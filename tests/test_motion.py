@@ -435,6 +435,88 @@ def test_window_estimate_is_frames_times_denoising_and_doctor_prints_it(base, an
     _refused(capsys, [*argv, "--context-length", "0"], "--context-length must be >= 1")
 
 
+def test_auto_batch_picks_the_longest_window_that_fits_or_refuses(base, animatediff):
+    from whichway.models.memory import plan_memory, window_memory
+    from whichway.motion.adapter import check_motion_source
+    from whichway.travel import Keyframe, TravelSettings
+    from whichway.travel.motion import fit_context_length
+
+    motion = check_motion_source(str(animatediff / "motion"))
+    weights = motion.weights.stat().st_size
+    plan = plan_memory(base, SIZE, SIZE, 7.5, capacity_bytes=None)
+    den = plan.denoise_frame_bytes
+
+    def settings(**kw):
+        keys = (Keyframe("a cat", seed=1), Keyframe("a dog", seed=2))
+        return TravelSettings(
+            keys,
+            height=SIZE,
+            width=SIZE,
+            batch_size="auto",
+            motion=str(animatediff / "motion"),
+            **kw,
+        )
+
+    def fit(s, frames):  # a fake device: the weights, the motion weights and `frames` frames
+        cap = int((plan.base_bytes + weights + (frames + 0.5) * den) / plan.headroom)
+        capped = plan_memory(base, SIZE, SIZE, 7.5, capacity_bytes=cap)
+        assert window_memory(capped, frames, weights).fits
+        assert not window_memory(capped, frames + 1, weights).fits
+        return fit_context_length(s, base, motion, SIZE, SIZE, capacity_bytes=cap)
+
+    # unknown capacity: the adapter's default; room for 5 frames: 5; room for 40: still 16
+    assert fit_context_length(settings(), base, motion, SIZE, SIZE, capacity_bytes=None) == 16
+    assert fit(settings(), 5) == 5
+    assert fit(settings(), 40) == 16
+    assert fit(settings(context_length=4), 5) == 4  # a given length that fits is kept
+    with pytest.raises(
+        ValueError, match=r"--context-length 8 does not fit.*longest that fits is 5"
+    ):
+        fit(settings(context_length=8), 5)
+    with pytest.raises(ValueError, match="not even a motion window of 6 frame"):
+        fit(settings(context_stride=6), 5)  # shorter than the stride: refused, not shrunk
+    with pytest.raises(ValueError, match="not even a motion window of 1 frame"):
+        fit_context_length(settings(), base, motion, SIZE, SIZE, capacity_bytes=plan.base_bytes)
+
+
+def test_auto_batch_motion_journey_records_the_fitted_window_or_refuses_in_one_line(
+    base, animatediff, tmp_path, capsys, monkeypatch
+):
+    import whichway.models.memory as memory
+    from whichway.models.memory import plan_memory
+
+    model, motion = str(animatediff / "base"), str(animatediff / "motion")
+    weights = (animatediff / "motion" / "diffusion_pytorch_model.safetensors").stat().st_size
+    plan = plan_memory(base, SIZE, SIZE, 7.5, capacity_bytes=None)
+    room = {"frames": 3}
+
+    def fake_capacity(device, components=()):  # a device with room for room["frames"] frames
+        return int(
+            (plan.base_bytes + weights + (room["frames"] + 0.5) * plan.denoise_frame_bytes)
+            / plan.headroom
+        )
+
+    monkeypatch.setattr(memory, "capacity", fake_capacity)
+    argv = [
+        "travel", "a cat", "a dog", "--model", model, "--motion", motion,
+        "--height", str(SIZE), "--width", str(SIZE), "--steps", "1",
+        "--frames-per-segment", "7", "--batch-size", "auto", "--quiet",
+    ]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["motion"]["context_length"] == 3
+    assert all(end - start == 3 for start, end in run["motion"]["windows"])
+    assert len(list((tmp_path / "a" / "frames").glob("*.png"))) == 8
+    room["frames"] = 0
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the loading bars: one line
+    assert last.startswith("whichway travel: error: not even a motion window"), last
+    assert "--context-length" in last, last
+
+
 def test_out_of_memory_in_a_window_is_one_line_naming_context_length(
     animatediff, tmp_path, capsys, monkeypatch
 ):

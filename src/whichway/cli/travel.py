@@ -164,7 +164,8 @@ def add_motion_options(p: argparse.ArgumentParser) -> None:
         "--context-length",
         type=int,
         default=None,
-        help="frames denoised at once per context window (default 16, at most the adapter's)",
+        help="frames denoised at once per context window (default 16, at most the adapter's; with "
+        "--batch-size auto, at most the longest window the memory estimate fits)",
     )
     motion.add_argument(
         "--context-stride",

@@ -42,6 +42,56 @@ def motion_todo(todo: Sequence[int], n_frames: int) -> list[int]:
     return list(range(n_frames))
 
 
+def fit_context_length(
+    s: TravelSettings,
+    adapter: Adapter,
+    motion: MotionSource,
+    height: int,
+    width: int,
+    *,
+    capacity_bytes: int | None = -1,
+) -> int:
+    """The context length a ``--batch-size auto`` motion journey uses: the memory plan's
+    :func:`~whichway.models.memory.window_memory` decides what fits.
+
+    No ``--context-length``: the adapter's default (16, at most its positions), shortened to the
+    longest window that fits. A given one is kept when it fits. Refused (``ValueError``, one line
+    naming ``--context-length``) when the given length does not fit, or when no window of at least
+    ``--context-stride`` frames (1 without one) fits. ``capacity_bytes`` as in
+    :func:`~whichway.models.memory.plan_memory` (-1: the device's)."""
+    from whichway.models.memory import format_bytes, plan_memory, window_memory
+    from whichway.motion.adapter import max_positions
+    from whichway.motion.windows import resolve_context
+
+    wanted, _ = resolve_context(s.context_length, s.context_stride, max_positions(motion))
+    plan = plan_memory(adapter, height, width, s.guidance, capacity_bytes=capacity_bytes)
+    weights = 0 if motion.weights is None else motion.weights.stat().st_size
+    w = window_memory(plan, wanted, weights)
+    if w.fits:
+        chosen = wanted
+    elif s.context_length is not None:
+        raise ValueError(
+            f"--context-length {wanted} does not fit in memory (a window's estimated peak "
+            f"{format_bytes(w.bytes)}); the longest that fits is {w.max_frames}: give "
+            "--context-length at most that, --offload model, or a smaller --height/--width"
+        )
+    else:
+        chosen = w.max_frames
+    shortest = s.context_stride or 1
+    if chosen < shortest:
+        raise ValueError(
+            f"not even a motion window of {shortest} frame(s) fits in memory (longest that fits: "
+            f"{w.max_frames}); give a smaller --context-length and --context-stride, "
+            "--offload model, or a smaller --height/--width"
+        )
+    logger.info(
+        "--batch-size auto: context windows of %d frames (estimated peak %s)",
+        chosen,
+        format_bytes(window_memory(plan, chosen, weights).bytes),
+    )
+    return chosen
+
+
 def motion_record(s: TravelSettings, motion: MotionSource, n_frames: int) -> dict[str, Any]:
     """The ``run.json`` ``"motion"`` entry: the adapter (SHA-256 of local weights), the resolved
     context settings and windows, the initial noise."""

@@ -94,6 +94,11 @@ def run_travel(
     height = settings.height or adapter.default_size[0]
     width = settings.width or adapter.default_size[1]
     s = _with_batch_size(settings, adapter, n, height, width)
+    if prep.motion is not None and _auto_batch(settings, adapter):
+        from whichway.travel.motion import fit_context_length
+
+        length = fit_context_length(settings, adapter, prep.motion, height, width)
+        s = replace(s, context_length=length)
 
     # 1. the record; a previous run of the same pixel settings lends its frames
     record = settings_record(adapter, s, height, width)
@@ -190,6 +195,15 @@ def run_travel(
     return TravelResult(
         run_dir, plan, frames, strip, video, tuple(info["segments"]), rendered, spread
     )
+
+
+def _auto_batch(s: TravelSettings, adapter: Adapter) -> bool:
+    """Whether the batch size is left to the memory estimate (``"auto"``, or unset off a CPU)."""
+    import torch
+
+    if s.batch_size is None:
+        return torch.device(adapter.device).type != "cpu"
+    return s.batch_size == "auto"
 
 
 def _with_batch_size(
