@@ -247,6 +247,73 @@ def test_unet_input_is_the_ot_travel_path_one_window_at_a_time(base, animatediff
             torch.testing.assert_close(frames[j], expected.clouds[0][0], rtol=0, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def base_sdxl(animatediff):
+    from whichway.models import load_adapter
+
+    return load_adapter(str(animatediff / "base-sdxl"), device="cpu", dtype="float32")
+
+
+def test_sdxl_identity_adapter_renders_the_still_sdxl_travel(base_sdxl, animatediff):
+    _, _, (cond, latents, negative) = _journey_rows(base_sdxl, n_per_segment=2)
+    assert len(cond) == 5 and cond.pooled is not None
+    unet = _unet(base_sdxl, animatediff, "motion-identity")
+    motion = _render(base_sdxl, unet, cond, latents, negative=negative)
+    still = _still(base_sdxl, cond, latents, negative)
+    assert motion.shape == still.shape == (5, 3, SIZE, SIZE)
+    torch.testing.assert_close(motion, still, rtol=0, atol=1e-4)
+    moved = _render(
+        base_sdxl, _unet(base_sdxl, animatediff, "motion"), cond, latents, negative=negative
+    )
+    assert (moved - still).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # a random adapter moves each
+
+
+def test_sdxl_each_frame_gets_its_own_pooled_path_and_time_ids_at_the_unet(base_sdxl, animatediff):
+    from whichway.render import conditioning_path
+
+    journey, positions, (cond, latents, negative) = _journey_rows(base_sdxl, n_per_segment=2)
+    unet = _unet(base_sdxl, animatediff, "motion")
+    seen = []
+
+    def capture(module, args, kwargs):  # the time + added embedding the first block receives
+        seen.append(kwargs["temb"].detach().clone())
+
+    handle = unet.down_blocks[0].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        _render(base_sdxl, unet, cond, latents, negative=negative, steps=1, context_length=5)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0].shape[0] == 10  # one window: 5 unconditional, 5 conditional
+    still_unet, t = base_sdxl.pipe.unet, base_sdxl.pipe.scheduler.timesteps[0]
+    ids = base_sdxl.time_ids(SIZE, SIZE, 1)
+    for i, (k, s) in enumerate(positions):
+        expected, _ = conditioning_path(
+            journey.cond[k],
+            journey.cond[k + 1],
+            torch.tensor([s], dtype=torch.float64),
+            couplings=journey.couplings[k],
+        )
+        torch.testing.assert_close(cond.pooled[i], expected.pooled[0], rtol=0, atol=1e-6)
+        # what the still SDXL UNet's first block receives for this frame's conditioning
+        still_seen: list = []
+        hook = still_unet.down_blocks[0].register_forward_pre_hook(
+            lambda m, a, kw, out=still_seen: out.append(kw["temb"]), with_kwargs=True
+        )
+        try:
+            with torch.no_grad():
+                still_unet(
+                    latents[i : i + 1],
+                    t,
+                    encoder_hidden_states=expected.clouds[0].float(),
+                    added_cond_kwargs={"text_embeds": expected.pooled.float(), "time_ids": ids},
+                )
+        finally:
+            hook.remove()
+        want = still_seen[0]
+        torch.testing.assert_close(seen[0][5 + i], want[0], rtol=0, atol=1e-5)
+    assert (seen[0][5] - seen[0][9]).abs().max() > 1e-4  # the frames' embeddings differ
+
+
 def test_cli_motion_run_records_and_resumes_as_a_whole(animatediff, tmp_path, capsys):
     out = tmp_path / "run"
     argv = [
@@ -359,7 +426,12 @@ def test_bad_motion_input_is_one_line_before_loading(animatediff, fake_models, c
         [*common, *base, "--motion", motion, "--context-length", "64"],
         "motion_max_seq_length",
     )
-    _refused(capsys, [*common, "--model", str(sd3), "--motion", motion], "SD 1.x base model", "sd3")
+    _refused(
+        capsys,
+        [*common, "--model", str(sd3), "--motion", motion],
+        "SD 1.x or SDXL base model",
+        "sd3",
+    )
     _refused(capsys, [*common, "--model", str(other), "--motion", motion], "[32, 64]", "[320, 640]")
 
 

@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Build a tiny randomly initialised pipeline of FAMILY from the real diffusers classes "
             "and save it to DIR with save_pretrained; pass DIR as --model to any command. "
-            "animatediff saves DIR/base (a tiny SD 1.x pipeline), DIR/motion (a random "
+            "animatediff saves DIR/base (a tiny SD 1.x pipeline), DIR/base-sdxl (a tiny SDXL one), "
+            "DIR/motion (a random "
             "MotionAdapter) and DIR/motion-identity (every motion proj_out zero: adds no motion)."
         ),
     )

@@ -157,7 +157,7 @@ def add_motion_options(p: argparse.ArgumentParser) -> None:
         "--motion",
         default=None,
         metavar="ADAPTER",
-        help="a MotionAdapter folder or hub id (SD 1.x base model): every frame's travel "
+        help="a MotionAdapter folder or hub id (SD 1.x or SDXL base model): every frame's travel "
         "conditioning is denoised together as one video, so the picture moves",
     )
     motion.add_argument(

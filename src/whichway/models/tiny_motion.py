@@ -4,6 +4,8 @@ blocks match its UNet (``block_out_channels=(32, 64)``), as diffusers' AnimateDi
 :func:`build_tiny_animatediff` saves, under one folder,
 
 - ``base/``: the tiny SD 1.x pipeline (``whichway.models.tiny.tiny_sd_pipeline``);
+- ``base-sdxl/``: the tiny SDXL pipeline (``tiny_sdxl_pipeline``: the same UNet blocks, so the
+  same adapters fit it);
 - ``motion/``: a random ``MotionAdapter`` (``MotionAdapter.from_pretrained`` loads it like a hub id);
 - ``motion-identity/``: the same adapter with every motion module's ``proj_out`` weight and bias
   zeroed. Each motion module returns ``x + proj_out(temporal(x))``, so this adapter adds nothing:
@@ -20,7 +22,8 @@ import torch
 __all__ = ["build_tiny_animatediff", "tiny_motion_adapter", "zero_motion_output"]
 
 #: folder names under :func:`build_tiny_animatediff`'s output
-BASE_DIR, MOTION_DIR, IDENTITY_DIR = "base", "motion", "motion-identity"
+BASE_DIR, SDXL_BASE_DIR = "base", "base-sdxl"
+MOTION_DIR, IDENTITY_DIR = "motion", "motion-identity"
 
 
 def tiny_motion_adapter(*, seed: int = 0, identity: bool = False) -> Any:
@@ -62,15 +65,16 @@ def zero_motion_output(module: Any) -> Any:
 
 
 def build_tiny_animatediff(path: str | Path, *, seed: int = 0) -> Path:
-    """Save a tiny SD 1.x pipeline to ``path/base``, a random MotionAdapter to ``path/motion`` and
+    """Save a tiny SD 1.x pipeline to ``path/base`` (a tiny SDXL one to ``path/base-sdxl``), a random MotionAdapter to ``path/motion`` and
     its identity twin (every ``proj_out`` zero) to ``path/motion-identity``; returns ``path``.
 
     ``whichway travel ... --model path/base --motion path/motion`` renders with them."""
-    from whichway.models.tiny import tiny_sd_pipeline
+    from whichway.models.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tiny_sd_pipeline(seed=seed).save_pretrained(path / BASE_DIR, safe_serialization=True)
+    tiny_sdxl_pipeline(seed=seed).save_pretrained(path / SDXL_BASE_DIR, safe_serialization=True)
     tiny_motion_adapter(seed=seed).save_pretrained(path / MOTION_DIR, safe_serialization=True)
     tiny_motion_adapter(seed=seed, identity=True).save_pretrained(
         path / IDENTITY_DIR, safe_serialization=True

@@ -3,8 +3,9 @@ and merged with the base model's UNet into diffusers' ``UNetMotionModel``.
 
 A source is a diffusers folder (``config.json`` and ``diffusion_pytorch_model.safetensors``) or a
 hub id of one (``guoyww/animatediff-motion-adapter-v1-5-2``). Motion adapters exist for
-UNet models: SD 1.x here (SDXL's ``AnimateDiffSDXLPipeline`` conditions on one pooled prompt per
-video, which per-frame travel conditioning cannot give); SD3 and Flux have no UNet.
+UNet models: SD 1.x and SDXL here (for SDXL, whichway's window loop gives each frame its own pooled
+vector and time ids, where ``AnimateDiffSDXLPipeline`` gives a video one); SD3 and Flux have no
+UNet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.models.base import Adapter
 
-MOTION_FAMILIES = ("sd",)
+MOTION_FAMILIES = ("sd", "sdxl")
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors",)
 
 
@@ -105,14 +106,9 @@ def check_motion_family(
     """Refuse a base model of a family without motion adapters here, or whose UNet blocks differ
     from the adapter's (``block_out_channels``), before weights load when both configs are local."""
     if family not in MOTION_FAMILIES:
-        why = (
-            "AnimateDiff SDXL conditions a whole video on one pooled prompt, so per-frame travel "
-            "cannot be given to it"
-            if family == "sdxl"
-            else f"a {family} model has no UNet for a motion adapter"
-        )
         raise ValueError(
-            f"--motion needs an SD 1.x base model; {why}. Give --model an SD 1.5 checkpoint"
+            f"--motion needs an SD 1.x or SDXL base model; a {family} model has no UNet for a "
+            "motion adapter. Give --model an SD 1.5 or SDXL checkpoint"
         )
     if unet_config is None or motion.config is None:
         return
@@ -183,6 +179,9 @@ def motion_unet(adapter: Adapter, motion: MotionSource) -> Any:
         adapter.family, dict(adapter.pipe.unet.config), _with_config(motion, loaded)
     )
     unet = UNetMotionModel.from_unet2d(adapter.pipe.unet, loaded)
+    # from_unet2d leaves SDXL's add_embedding (pooled + time ids) random: every spatial weight of
+    # the base UNet is copied over, the motion modules stay the adapter's
+    unet.load_state_dict(adapter.pipe.unet.state_dict(), strict=False)
     if unet.device != torch.device(adapter.device):
         unet = unet.to(device=adapter.device)
     if unet.dtype != adapter.dtype:

@@ -12,7 +12,8 @@ of one window; the T latents are all that is kept between windows. Frames are de
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,11 +169,58 @@ def _window_eps(
         video = torch.cat([video, video])
         rows = Conditioning.cat([negative.select(slice(a, b)), rows])
     kwargs = adapter._unet_kwargs(rows, height, width, guidance)
-    out = unet(video, t, return_dict=False, **kwargs)[0].permute(0, 2, 1, 3, 4)  # (B, F, C, h, w)
+    with per_frame_added_conditions(unet, t, kwargs, b - a):
+        out = unet(video, t, return_dict=False, **kwargs)[0].permute(0, 2, 1, 3, 4)  # (B,F,C,h,w)
     if negative is None:
         return out[0]
     uncond, text = out[0], out[1]
     return uncond + guidance * (text - uncond)
+
+
+@contextmanager
+def per_frame_added_conditions(
+    unet: Any, t: Tensor, kwargs: dict[str, Any], frames: int
+) -> Iterator[None]:
+    """Give each frame its own SDXL added conditions inside ``unet`` (a ``UNetMotionModel``).
+
+    ``kwargs["added_cond_kwargs"]`` holds B x F rows (``text_embeds`` (B F, P), ``time_ids``
+    (B F, 6)), video-major. ``UNetMotionModel`` embeds one row per video and repeats it over the
+    frames; here each frame's embedding
+
+        emb_f = time_embedding(time_proj(t)) + add_embedding([pooled_f, add_time_proj(ids_f)])
+
+    (what the still UNet computes for that frame) replaces the repeated one at every block, and
+    the forward gets one row per video. No added conditions (SD 1.x): nothing changes."""
+    import torch
+
+    added = kwargs.get("added_cond_kwargs")
+    if not added or unet.config.addition_embed_type != "text_time":
+        yield
+        return
+    pooled, ids = added["text_embeds"], added["time_ids"]
+    rows = pooled.shape[0]
+    t_emb = unet.time_proj(t.reshape(-1).expand(rows)).to(dtype=unet.dtype)
+    emb = unet.time_embedding(t_emb, kwargs.get("timestep_cond"))
+    time_embeds = unet.add_time_proj(ids.flatten()).reshape(rows, -1)
+    emb = emb + unet.add_embedding(torch.cat([pooled, time_embeds], dim=-1).to(emb.dtype))
+    kwargs["added_cond_kwargs"] = {"text_embeds": pooled[::frames], "time_ids": ids[::frames]}
+
+    def replace_temb(module: Any, args: tuple, block_kwargs: dict) -> tuple:
+        if "temb" in block_kwargs:
+            block_kwargs["temb"] = emb
+        else:  # the mid block takes (hidden_states, temb, ...)
+            args = (args[0], emb, *args[2:])
+        return args, block_kwargs
+
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    handles = [  # first, so that hooks of the caller see the per-frame embedding
+        b.register_forward_pre_hook(replace_temb, with_kwargs=True, prepend=True) for b in blocks
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _decode(pipe: Any, latent: Tensor) -> Tensor:

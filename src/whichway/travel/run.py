@@ -63,7 +63,7 @@ def run_travel(
     per-segment coupling cost and W₂ path length per token group, audio SHA-256 and offsets,
     versions). Re-running keeps every frame whose pixel settings and position are unchanged.
 
-    With ``settings.motion`` (a MotionAdapter folder or hub id, SD 1.x) the frames are denoised
+    With ``settings.motion`` (a MotionAdapter folder or hub id, SD 1.x or SDXL) the frames are denoised
     together as one video over context windows (:mod:`whichway.travel.motion`); a rerun then
     keeps all frames or renders all of them again.
 
