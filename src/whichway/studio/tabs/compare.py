@@ -80,7 +80,7 @@ def compare_tab(studio: Studio) -> Any:
         c_motion = gr.Textbox(
             "",
             label="Motion adapter (optional): also the lerp and OT paths as motion videos",
-            placeholder="a MotionAdapter folder or hub id (SD 1.x models)",
+            placeholder="a MotionAdapter folder or hub id (SD 1.x and SDXL models)",
             elem_id="ww-compare-motion",
         )
         c_go = gr.Button("Compare", variant="primary", elem_id="ww-compare-go")

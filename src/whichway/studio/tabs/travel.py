@@ -72,7 +72,7 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
         v_neg = gr.Textbox(label="Negative prompt")
         v_motion = gr.Textbox(
             value="",
-            label="Motion adapter (optional: a MotionAdapter folder or hub id; SD 1.x models)",
+            label="Motion adapter (optional: a MotionAdapter folder or hub id; SD 1.x and SDXL models)",
             placeholder="guoyww/animatediff-motion-adapter-v1-5-2",
             elem_id="ww-travel-motion",
         )
