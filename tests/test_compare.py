@@ -78,3 +78,47 @@ def _read(path):
 
     with Image.open(path) as img:
         return img.convert("RGB")
+
+
+def test_diffmorpher_row_is_the_diffmorpher_morph_on_the_ot_path(tiny_pipeline, tmp_path):
+    """attention=("diffmorpher",) adds the DiffMorpher morph of the two images (OT text path,
+    slerp + AdaIN latents) as run_morph renders it, with its own end frames; the other rows are
+    the same tensors as without it; its LoRAs are cached in ``cache``."""
+    from whichway.attention.methods import DiffMorpherSettings
+    from whichway.models import load_adapter
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")  # it switches samplers
+    g = torch.Generator().manual_seed(0)
+    images = []
+    for name in ("a.png", "b.png"):
+        to_pil(torch.rand(3, 32, 32, generator=g)).save(tmp_path / name)
+        images.append(str(tmp_path / name))
+    prompts, t = ("a photo of a cat", "a red dog"), (0.0, 0.5, 1.0)
+    kw = {"steps": 2, "guidance": 1.0, "height": 32, "width": 32, "seed": 3}
+    dm = DiffMorpherSettings(lora_rank=2, lora_steps=1, lora_lr=1e-3)
+    plain = compare_couplings(adapter, *prompts, t, methods=("ot", "clip"), **kw)
+    result = compare_couplings(
+        adapter, *prompts, t, methods=("ot", "clip"), attention=("diffmorpher",),
+        image_a=images[0], image_b=images[1], diffmorpher=dm, cache=tmp_path / "cache", **kw,
+    )  # fmt: skip
+    assert list(result.frames) == ["ot", "clip", "diffmorpher"]
+    for m in ("ot", "clip"):
+        assert torch.equal(result.frames[m], plain.frames[m])
+    assert result.costs["diffmorpher"] == result.costs["ot"]
+    assert len(list((tmp_path / "cache" / "loras").glob("lora-*.safetensors"))) == 2
+    assert result.settings["diffmorpher"]["lora_steps"] == 1
+
+    s = MorphSettings(
+        *prompts, t=t, coupling="ot", latent="slerp", image_a=images[0], image_b=images[1],
+        format=None, method="diffmorpher", lora_rank=2, lora_steps=1, lora_lr=1e-3, **kw,
+    )  # fmt: skip
+    run = run_morph(adapter, s, tmp_path / "morph", progress=False)
+    ours = result.frames["diffmorpher"]
+    for k, path in enumerate(run.frames):
+        theirs = torch.from_numpy(np.array(_read(path))).permute(2, 0, 1) / 255
+        # PNGs hold 8-bit levels: within half a level of the float frame (plus float noise)
+        assert (ours[k] - theirs).abs().max() <= 0.5 / 255 + 1e-5
+    # its own end frames: the images' reconstructions, not the prompts' shared end frames
+    assert (ours[0] - result.frames["ot"][0]).abs().max() > 0.05
+    with pytest.raises(ValueError, match="give image_a and image_b"):
+        compare_couplings(adapter, *prompts, t, attention=("diffmorpher",), **kw)

@@ -10,19 +10,26 @@ The random coupling draws its permutation from ``torch.Generator().manual_seed(s
 For each coupling: the coupling cost C(sigma) = sum_i ||E_A[i] - E_B[sigma(i)]||^2 (summed over
 token groups), the W2 length of the conditioning path, and with an LPIPS meter the perceptual path
 length PPL = sum_k LPIPS(frame_k, frame_k+1) and smoothness (:mod:`whichway.metrics`).
+
+Further rows: AID/PAID on the OT path (shared end frames), DiffMorpher between two images on
+the OT path (its own end frames: the images' reconstructions under their LoRAs) and motion
+videos (their own end frames).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image as PILImage
     from torch import Tensor
 
+    from whichway.attention.methods import DiffMorpherSettings
     from whichway.metrics.smoothness import PathMetrics
     from whichway.models.base import Adapter
 
@@ -35,7 +42,9 @@ class CouplingComparison:
 
     t : waypoint times (T,)
     frames : method -> Tensor (T, 3, H, W) in [0, 1]; frames 0 and T-1 are the same tensors for
-        every method (shared end frames)
+        every coupling and AID/PAID row (shared end frames); the ``diffmorpher`` row's end frames
+        are its own (each image inverted and rendered under its own LoRA), as are the motion
+        rows' (motion moves them)
     costs : method -> coupling cost summed over token groups
     w2_path_length : method -> W2 length of the conditioning path summed over token groups
     metrics : method -> PathMetrics (PPL, smoothness, ...), or None without an LPIPS meter
@@ -90,24 +99,42 @@ def compare_couplings(
     guide_prompt: str | None = None,
     motion: str | None = None,
     context_length: int | None = None,
+    image_a: str | os.PathLike[str] | PILImage | None = None,
+    image_b: str | os.PathLike[str] | PILImage | None = None,
+    diffmorpher: DiffMorpherSettings | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    progress: bool = False,
 ) -> CouplingComparison:
     """Render the path of ``prompt_a`` -> ``prompt_b`` under each coupling in ``methods``.
 
     ``t`` are the waypoint times (strictly increasing, first 0 and last 1: the end frames are
     shared). ``meter`` is a :class:`whichway.metrics.LPIPSPath` for PPL and smoothness (None: no
     perceptual figures). ``on_step``/``should_stop`` as in :func:`whichway.render.render_frames`.
-    ``attention``: attention methods (``aid-outer``, ``aid-inner``, ``paid``;
+    ``attention``: attention methods (``aid-outer``, ``aid-inner``, ``paid``, ``diffmorpher``;
     :mod:`whichway.attention`, official defaults) rendered as further rows on the OT path, PAID
-    with ``guide_prompt``; their end frames are the shared ones (AID leaves them unchanged).
+    with ``guide_prompt``; AID's end frames are the shared ones (it leaves them unchanged).
+    ``diffmorpher`` morphs between ``image_a`` and ``image_b`` (paths or PIL images, the images
+    of prompt A and B; required with it) with ``diffmorpher`` settings (default: the official
+    ones): a LoRA fitted per image, each image inverted under its own LoRA (DDIM, the render's
+    steps, guidance 1, as ``whichway morph`` inverts), the middle latents the AdaIN'd slerp of
+    the two (the official latent path), the text path the OT coupling; it is exactly the
+    ``run_morph`` of ``MorphSettings(..., coupling="ot", latent="slerp", method="diffmorpher")``
+    (:func:`whichway.morph.morph_inputs`), so its end frames are its own: the images'
+    reconstructions under their LoRAs. The LoRAs and inverted latents are cached in ``cache``
+    (``loras/``, ``latents/``, as a morph's run folder; None: a temporary folder, fitted again
+    next time).
     ``motion``: a MotionAdapter (:mod:`whichway.motion`): two more rows, the lerp path
     (FreeNoise's default prompt interpolation, ``"lerp+motion"``) and the OT path
     (``"ot+motion"``), each denoised as one video of T frames from the seed's latent, in context
     windows of ``context_length``; their end frames are their own (motion moves them).
-    Renders 2 + (len(methods) + len(attention)) x (T - 2) frames (+ 2 x T with ``motion``).
+    ``progress``: progress bars with ETA on stderr (LoRA fits log theirs).
+    Renders 2 + (len(methods) + len(attention)) x (T - 2) frames (+ 2 x T with ``motion``; the
+    ``diffmorpher`` row T, not T - 2).
     """
     import torch
 
     from whichway._checks import check_choice
+    from whichway.attention.methods import DiffMorpherSettings
     from whichway.clouds import COUPLING_METHODS, path_length_w2
     from whichway.models.base import Conditioning
     from whichway.morph import check_times
@@ -129,8 +156,12 @@ def compare_couplings(
 
     for m in attention:
         if m == "plain" or m in methods:
-            raise ValueError(f"{m!r} is not an attention method; give aid-outer, aid-inner or paid")
+            raise ValueError(
+                f"{m!r} is not an attention method; give aid-outer, aid-inner, paid or diffmorpher"
+            )
         check_method(m, 0.5, "both", guide_prompt if m == "paid" else None)
+    images = _check_images(attention, image_a, image_b, diffmorpher)
+    for m in attention:
         check_family(m, adapter.family)
     source = None
     if motion is not None:  # before anything is rendered
@@ -184,17 +215,18 @@ def compare_couplings(
         width=width,
         batch_size=batch_size,
         negative=adapter.encode_negative(negative_prompt, 1),
-        progress=False,
+        progress=progress,
         on_step=on_step,
         should_stop=should_stop,
     )
     assert frames is not None
     per_method = {m: frames[index[m]] for m in methods}
-    if attention:
+    aid = tuple(m for m in attention if m != "diffmorpher")
+    if aid:
         extra = _attention_rows(
-            adapter, cond_a, cond_b, times, attention, guide, seed,
+            adapter, cond_a, cond_b, times, aid, guide, seed,
             steps=steps, guidance=guidance, height=height, width=width, batch_size=batch_size,
-            negative=adapter.encode_negative(negative_prompt, 1), progress=False,
+            negative=adapter.encode_negative(negative_prompt, 1), progress=progress,
             on_step=on_step, should_stop=should_stop,
         )  # fmt: skip
         frames = torch.cat([frames, *extra.values()])
@@ -205,11 +237,28 @@ def compare_couplings(
             per_method[m] = frames[index[m]]
             costs[m], lengths[m] = costs.get("ot", float("nan")), lengths.get("ot", float("nan"))
         methods = (*methods, *extra)
+    if images is not None:
+        dm = diffmorpher or DiffMorpherSettings()
+        rows, recorded = _diffmorpher_row(
+            adapter, prompt_a, prompt_b, ts, images, dm, seed, cache,
+            steps=steps, guidance=guidance, height=height, width=width,
+            negative_prompt=negative_prompt, batch_size=batch_size, progress=progress,
+            on_step=on_step, should_stop=should_stop,
+        )  # fmt: skip
+        frames = torch.cat([frames, rows])
+        index["diffmorpher"] = list(range(n, n + T))
+        n += T
+        per_method["diffmorpher"] = frames[index["diffmorpher"]]
+        path, couplings = conditioning_path(cond_a, cond_b, times, coupling="ot")
+        costs["diffmorpher"] = float(sum(float(c.cost) for c in couplings))
+        lengths["diffmorpher"] = float(sum(float(path_length_w2(g.double())) for g in path.clouds))
+        methods = (*methods, "diffmorpher")
     if source is not None:
         moving = _motion_rows(
             adapter, cond_a, cond_b, times, source, context_length, seed,
             steps=steps, guidance=guidance, height=height, width=width,
             negative=adapter.encode_negative(negative_prompt, 1), should_stop=should_stop,
+            progress=progress,
         )  # fmt: skip
         frames = torch.cat([frames, *moving.values()])
         for m in moving:
@@ -246,6 +295,15 @@ def compare_couplings(
         "batch_size": batch_size,
         **({"guide_prompt": guide_prompt} if "paid" in attention else {}),
         **({"motion": source.record(), "context_length": context_length} if source else {}),
+        **(
+            {
+                "image_a": recorded[0],
+                "image_b": recorded[1],
+                "diffmorpher": {**asdict(diffmorpher or DiffMorpherSettings()), "latent": "slerp"},
+            }
+            if images is not None
+            else {}
+        ),
     }
     return CouplingComparison(ts, per_method, costs, lengths, metrics, settings)
 
@@ -265,6 +323,7 @@ def _motion_rows(
     width: int,
     negative: Any,
     should_stop: Callable[[], bool] | None,
+    progress: bool = False,
 ) -> dict[str, Tensor]:
     """The lerp and OT paths of A -> B, each denoised as one motion video of T frames from the
     seed's latent: {"lerp+motion": (T, 3, H, W), "ot+motion": (T, 3, H, W)}."""
@@ -286,7 +345,7 @@ def _motion_rows(
         render_motion(
             adapter, unet, path, latents, steps=steps, guidance=guidance, height=height,
             width=width, context_length=length, context_stride=stride, negative=negative,
-            on_frame=frames.__setitem__, should_stop=should_stop, progress=False,
+            on_frame=frames.__setitem__, should_stop=should_stop, progress=progress,
         )  # fmt: skip
         out[name] = torch.stack([frames[i] for i in range(len(times))])
     return out
@@ -329,13 +388,146 @@ def _attention_rows(
     return out
 
 
+def _check_images(
+    attention: Sequence[str],
+    image_a: Any,
+    image_b: Any,
+    diffmorpher: DiffMorpherSettings | None,
+) -> tuple[Any, Any] | None:
+    """The two images of a ``diffmorpher`` row (None without one), checked before anything
+    renders: both given, each a PIL image or a readable image file; images or settings without
+    the row are refused."""
+    if "diffmorpher" not in attention:
+        if image_a is not None or image_b is not None or diffmorpher is not None:
+            raise ValueError(
+                "image_a, image_b and diffmorpher settings are for the DiffMorpher row; add "
+                "'diffmorpher' to attention"
+            )
+        return None
+    if image_a is None or image_b is None:
+        raise ValueError(
+            "the diffmorpher row morphs between two images: give image_a and image_b (the images "
+            "of prompt A and prompt B)"
+        )
+    from PIL.Image import Image as PILImage
+
+    from whichway.media import load_image
+
+    out = []
+    for image in (image_a, image_b):
+        if isinstance(image, PILImage):
+            out.append(image)
+            continue
+        load_image(str(image))  # ValueError/OSError naming the file when it is not an image
+        out.append(str(image))
+    return out[0], out[1]
+
+
+def _image_file(image: Any, folder: Path) -> str:
+    """A path for ``image``: itself when a path; a PIL image saved once as
+    ``folder/image-<content hash>.png`` (the same image, the same file, so cached LoRAs and
+    inversions keyed by the file are found again)."""
+    if not hasattr(image, "tobytes"):
+        return str(image)
+    import hashlib
+
+    from whichway._files import write_atomic
+
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(repr(rgb.size).encode() + rgb.tobytes()).hexdigest()[:16]
+    target = folder / f"image-{digest}.png"
+    if not target.is_file():
+        write_atomic(target, rgb.save)
+    return str(target)
+
+
+def _diffmorpher_row(
+    adapter: Adapter,
+    prompt_a: str,
+    prompt_b: str,
+    ts: tuple[float, ...],
+    images: tuple[Any, Any],
+    settings: DiffMorpherSettings,
+    seed: int,
+    cache: str | os.PathLike[str] | None,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    negative_prompt: str | None,
+    batch_size: int | str | None,
+    progress: bool,
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[Tensor, tuple[str | None, str | None]]:
+    """The T frames (T, 3, H, W) of the DiffMorpher morph of ``images`` on the OT path: the
+    frames :func:`whichway.morph.run_morph` renders for ``MorphSettings(..., coupling="ot",
+    latent="slerp", method="diffmorpher")`` (the same :func:`whichway.morph.morph_inputs`),
+    rendered under the inversion sampler, the adapter's own restored afterwards; and the image
+    files to record (a PIL image's copy in ``cache``; None when that was a temporary folder)."""
+    import tempfile
+
+    import torch
+
+    from whichway.morph import MorphSettings, morph_inputs, use_inversion_sampler
+    from whichway.render import conditioning_path, render_frames
+
+    with contextlib.ExitStack() as stack:
+        folder = (
+            Path(cache)
+            if cache is not None
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="whichway-dm-")))
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [_image_file(image, folder) for image in images]
+        s = MorphSettings(
+            prompt_a, prompt_b, ts, coupling="ot", latent="slerp", seed=seed, steps=steps,
+            guidance=guidance, height=height, width=width, negative_prompt=negative_prompt,
+            image_a=paths[0], image_b=paths[1], batch_size=batch_size, format=None,
+            method="diffmorpher", **asdict(settings),
+        )  # fmt: skip
+        cond = adapter.encode([prompt_a, prompt_b])
+
+        def path_at(times: Tensor) -> tuple[Any, Any]:
+            return conditioning_path(cond.select(0), cond.select(1), times, coupling="ot")
+
+        restore = use_inversion_sampler(adapter, "the diffmorpher row")
+        try:
+            _, latents_at, frames_at = morph_inputs(
+                adapter, s, height, width, folder, path_at, None, should_stop
+            )
+            times = torch.tensor(ts, dtype=torch.float64)
+            at = frames_at(times)
+            frames = render_frames(
+                adapter, at.pop("cond"), latents_at(times), steps=steps, guidance=guidance,
+                height=height, width=width, batch_size=batch_size,
+                negative=adapter.encode_negative(negative_prompt, 1), progress=progress,
+                on_step=on_step, should_stop=should_stop, **at,
+            )  # fmt: skip
+        finally:
+            if restore is not None:
+                adapter.use_scheduler(restore)
+    assert frames is not None
+    recorded = tuple(
+        p if cache is not None or not hasattr(image, "tobytes") else None
+        for p, image in zip(paths, images, strict=True)
+    )
+    return frames, (recorded[0], recorded[1])
+
+
 def save_comparison(
     result: CouplingComparison, out_dir: str | os.PathLike[str], adapter: Adapter | None = None
 ) -> dict[str, Path]:
-    """Write ``<method>.png`` (t-labelled strip per coupling) and ``compare.json`` (settings and
-    figures) into ``out_dir``; returns method -> strip path."""
+    """Write ``<method>.png`` (t-labelled strip per row), ``compare.png`` (every row's strip
+    one under the other, each frame labelled with its row and t), ``compare.csv`` (one line per
+    row: :meth:`CouplingComparison.summary`, empty PPL/smoothness cells without LPIPS) and
+    ``compare.json`` (settings and figures) into ``out_dir``; returns method -> strip path."""
+    import csv
+    import io
+
     from whichway._files import write_atomic
-    from whichway.media import contact_strip, to_pil
+    from whichway.media import contact_strip, labelled_grid, to_pil
     from whichway.morph import versions, write_json_atomic
 
     run_dir = Path(out_dir)
@@ -344,11 +536,24 @@ def save_comparison(
     for m, frames in result.frames.items():
         strip = contact_strip([to_pil(f) for f in frames], list(result.t))
         strips[m] = write_atomic(run_dir / f"{m}.png", strip.save)
+    rows = [(m, k) for m in result.frames for k in range(len(result.t))]
+    sheet = labelled_grid(
+        [to_pil(result.frames[m][k]) for m, k in rows],
+        [f"{m} t={result.t[k]:.2f}" for m, k in rows],
+        columns=len(result.t),
+    )
+    write_atomic(run_dir / "compare.png", sheet.save)
+    summary = result.summary()
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(summary[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(summary)
+    write_atomic(run_dir / "compare.csv", lambda tmp: tmp.write_text(table.getvalue()))
     info = {
         "command": "compare",
         **({} if adapter is None else adapter.describe()),
         "settings": result.settings,
-        "couplings": result.summary(),
+        "couplings": summary,
         "strips": {m: p.name for m, p in strips.items()},
         "versions": versions(),
         "status": "done",

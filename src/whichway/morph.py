@@ -391,35 +391,33 @@ def _initial_latents(
     return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
 
 
-def _render(
+def morph_inputs(
     adapter: Adapter,
     s: MorphSettings,
-    run_dir: Path,
-    info: dict[str, Any],
-    todo: list[int],
-    ts: Tensor,
-    path_at: Callable[[Tensor], tuple[Any, Any]],
     height: int,
     width: int,
-    progress: bool,
-    meter: Any,
-    hooks: dict[str, Any],
+    run_dir: Path,
+    path_at: Callable[[Tensor], tuple[Any, Any]],
     guide: Any = None,
-) -> int:
-    """Render the frames ``todo`` (uniform spacing) or the whole re-spaced path (perceptual),
-    writing PNGs and recording in ``info`` what was chosen. ``guide``: PAID's encoded guide
-    prompt (1 row). Returns the frames rendered."""
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[str, Callable[[Tensor], Tensor], Callable[[Tensor], dict[str, Any]]]:
+    """What a morph of ``s`` renders at given times: (latent method used, ``latents_at(times)``
+    -> initial latents (n, C, h, w), ``frames_at(times)`` -> ``{"cond": ..., "attention": ...}``,
+    the keyword arguments of :func:`whichway.render.render_frames` besides the latents).
+
+    ``path_at(times)`` is the conditioning path (and its couplings); ``guide`` PAID's encoded
+    guide prompt (1 row). Real images are inverted (cached in ``run_dir/latents``); DiffMorpher
+    fits (or loads from ``run_dir/loras``) each image's LoRA first, inverts each image under its
+    own, and AdaIN-normalises the middle latents (:func:`whichway.attention.diffmorpher.adain`).
+    Shared by :func:`run_morph` and :func:`whichway.compare.compare_couplings`."""
     import torch
 
-    from whichway.media import save_image
-    from whichway.render import latent_path, render_frames
+    from whichway.render import latent_path
 
-    frames_dir = run_dir / FRAMES_DIR
     loras: list[Any] = []
     latent_a, latent_b, method = _initial_latents(
-        adapter, s, height, width, run_dir, hooks.get("should_stop"), loras
+        adapter, s, height, width, run_dir, should_stop, loras
     )
-    info["latent_used"] = method
 
     def latents_at(times: Tensor) -> Tensor:
         # DiffMorpher: AdaIN of the middle latents to the endpoints' channel statistics (the end
@@ -462,6 +460,38 @@ def _render(
             "cond": cond if guide is None else with_guide(cond, times, guide),
             "attention": AttentionPath(aid, ends, end_latents, times),
         }
+
+    return method, latents_at, frames_at
+
+
+def _render(
+    adapter: Adapter,
+    s: MorphSettings,
+    run_dir: Path,
+    info: dict[str, Any],
+    todo: list[int],
+    ts: Tensor,
+    path_at: Callable[[Tensor], tuple[Any, Any]],
+    height: int,
+    width: int,
+    progress: bool,
+    meter: Any,
+    hooks: dict[str, Any],
+    guide: Any = None,
+) -> int:
+    """Render the frames ``todo`` (uniform spacing) or the whole re-spaced path (perceptual),
+    writing PNGs and recording in ``info`` what was chosen. ``guide``: PAID's encoded guide
+    prompt (1 row). Returns the frames rendered."""
+    import torch
+
+    from whichway.media import save_image
+    from whichway.render import render_frames
+
+    frames_dir = run_dir / FRAMES_DIR
+    method, latents_at, frames_at = morph_inputs(
+        adapter, s, height, width, run_dir, path_at, guide, hooks.get("should_stop")
+    )
+    info["latent_used"] = method
 
     options = {
         "steps": s.steps,
