@@ -1,8 +1,10 @@
-"""The prompt study with ``study.methods``: AID rows on the OT path beside the couplings, equal
-to an independent AID render, and tested against OT in the report."""
+"""The prompt study with ``study.methods``: AID, PAID and DiffMorpher rows on the OT path beside
+the couplings, each equal to an independent render of that method, tested against OT in the
+report, refused before any model loads when they cannot run, and resumed without rendering."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -57,23 +59,114 @@ def test_unit_adds_aid_rows_equal_to_an_aid_render(tiny_pipeline):
     )
 
 
+def test_unit_paid_row_equals_a_paid_render_with_the_pair_guide(tiny_pipeline):
+    from whichway.attention import AttentionPath, settings_for, with_guide
+    from whichway.render import conditioning_path, render_frames
+
+    overrides = [f'model.id="{tiny_pipeline("sd")}"', *BASE, 'study.couplings=["ot"]']
+    cfg = load_config("prompts", None, [*overrides, 'study.methods=["paid"]',
+                                        'study.guide_prompt="{a} and {b}"'])  # fmt: skip
+    worker = PromptStudyWorker(to_dict(cfg))
+    guide = "a black cat and a brown dog"
+    payload = {"pair_id": "x", "prompt_a": "a black cat", "prompt_b": "a brown dog",
+               "similarity": 1.2, "group": 1.5, "seed": 11, "guide": guide}  # fmt: skip
+    rows = {r["coupling"]: r for r in worker(Unit("x", payload)).rows}
+    assert set(rows) == {"ot", "paid"} and rows["paid"]["guide_prompt"] == guide
+    assert rows["paid"]["coupling_cost"] == rows["ot"]["coupling_cost"]
+    # independently: PAID (official defaults) on the OT path, the guide in the middle frame
+    a = worker.adapter
+    cond = a.encode([payload["prompt_a"], payload["prompt_b"], guide])
+    ts = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    path, _ = conditioning_path(cond.select(0), cond.select(1), ts, coupling="ot")
+    latent = a.initial_latent(11, 32, 32)
+    paid = settings_for("paid", fused=True, warmup_ratio=0.5, layers="both")
+    attention = AttentionPath(paid, path.select([0, 2]), torch.stack([latent, latent]), ts)
+    frames = render_frames(a, with_guide(path, ts, cond.select(2)), latent, steps=2,
+                           guidance=cfg.render.guidance, height=32, width=32,
+                           negative=worker.negative, progress=False,
+                           attention=attention)  # fmt: skip
+    steps = worker.meter.distances(frames).double()
+    assert torch.allclose(torch.tensor(rows["paid"]["lpips_steps"], dtype=torch.float64), steps,
+                          atol=1e-5)  # fmt: skip
+    assert rows["paid"]["lpips_steps"] != rows["ot"]["lpips_steps"]  # the guide changed the middle
+
+
 def test_unknown_study_method_is_refused():
-    with pytest.raises(ValueError, match="unknown study.methods entry 'paid'"):
-        load_config("prompts", None, ['study.methods=["paid"]'])
+    with pytest.raises(ValueError, match="unknown study.methods entry 'pa1d'"):
+        load_config("prompts", None, ['study.methods=["pa1d"]'])
 
 
-def test_report_tests_ot_against_the_aid_rows(tiny_pipeline, tmp_path):
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (['study.methods=["paid"]'], "study.methods has paid, which needs a guide prompt"),
+        (['study.guide_prompt="{a} with {c}"', 'study.methods=["paid"]'], r"names '\{c\}'"),
+        (['study.guide_prompt="{a} and {b}"'], "study.guide_prompt is PAID's guide prompt"),
+    ],
+)
+def test_method_config_errors_are_one_line(overrides, message):
+    from whichway.studies.config import check_prompt_methods
+
+    with pytest.raises(ValueError, match=message) as info:
+        check_prompt_methods(load_config("prompts", None, overrides))
+    assert "\n" not in str(info.value)
+
+
+def test_method_errors_before_any_model_loads(tmp_path, capsys):
+    # a model folder that is not a pipeline: loading it would fail, so the errors come first
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"prompt_a": ["a cat", "a red car"], "prompt_b": ["a dog", "a blue car"],
+                  "guide": ["a cat-dog", " "]}).to_csv(pairs, index=False)  # fmt: skip
+    common = [f'model.id="{tmp_path / "nothing"}"', *BASE, 'pairs.source="file"',
+              f'pairs.file="{pairs}"', "pairs.stratify=false", "pairs.n_per_group=2"]  # fmt: skip
+    cfg = tmp_path / "study.toml"
+    for extra, message in [
+        (['study.methods=["paid"]'], "pair 'p[0-9a-f]+' .'a red car' -> 'a blue car'. has an empty guide"),
+        (['study.methods=["paid"]', 'study.guide_prompt="{a} and {b}"'], "has a guide column and study.guide_prompt is set"),
+    ]:  # fmt: skip
+        write_config(load_config("prompts", None, [*common, *extra]), cfg)
+        assert main(["study", "prompts", "run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and re.search(message, err)
+
+
+def test_report_tests_ot_against_the_method_rows_and_resume_renders_nothing(
+    tiny_pipeline, tmp_path, capsys
+):
     overrides = [
         f'model.id="{tiny_pipeline("sd")}"', *BASE, 'pairs.source="cxc"',
         f'pairs.sts=["{FIX / "cxc_small.csv"}"]', f'pairs.coco=["{FIX / "coco_small.json"}"]',
-        "pairs.n_per_group=1", "run.progress=false", 'study.couplings=["ot", "clip"]',
-        'study.methods=["aid-outer"]', "study.example_pairs=0",
+        "pairs.n_per_group=1", "pairs.group_width=2.5", "run.progress=false",
+        'study.couplings=["ot", "clip"]',
+        'study.methods=["aid-outer", "paid"]', 'study.guide_prompt="{a}, then {b}"',
+        "study.example_pairs=0",
     ]  # fmt: skip
     cfg = tmp_path / "study.toml"
     write_config(load_config("prompts", None, overrides), cfg)
     out = tmp_path / "run"
     assert main(["study", "prompts", "run", str(cfg), "--out", str(out), "--no-progress"]) == 0
     sig = pd.read_csv(out / "report" / "significance.csv")
-    assert {"ot < clip", "ot < aid-outer"} <= set(sig[sig.metric == "ppl"].comparison)
+    assert {"ot < clip", "ot < aid-outer", "ot < paid"} <= set(sig[sig.metric == "ppl"].comparison)
     assert "ot < aid-outer" not in set(sig[sig.metric == "coupling_cost"].comparison)
-    assert "aid-outer" in (out / "report" / "report.md").read_text()
+    report = (out / "report" / "report.md").read_text()
+    assert "aid-outer" in report and "paid: AID whose middle frames follow" in report
+    rows = pd.read_csv(out / "report" / "summary.csv")
+    assert list(dict.fromkeys(rows.coupling)) == ["ot", "clip", "aid-outer", "paid"]
+    capsys.readouterr()
+    # a finished run resumes without rendering (nor loading the model)
+    assert main(["study", "prompts", "run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert " 0 run now" in capsys.readouterr().out
+
+
+def test_runs_recorded_before_the_method_settings_existed_resume():
+    from whichway.studies.config import PromptStudyConfig
+    from whichway.studies.prompt_study import check_resumable
+
+    new = to_dict(load_config("prompts", None, []))
+    old = {k: dict(v) for k, v in new.items()}
+    del old["study"]["guide_prompt"]  # a run made before the setting existed
+    check_resumable(old, new, to_dict(PromptStudyConfig()))
+    changed = to_dict(load_config("prompts", None, ['study.methods=["paid"]',
+                                                     'study.guide_prompt="{a}"']))  # fmt: skip
+    with pytest.raises(ValueError, match="study.guide_prompt: '' -> '{a}'"):
+        check_resumable(old, changed, to_dict(PromptStudyConfig()))

@@ -522,19 +522,10 @@ def runtime_options(args: argparse.Namespace) -> Any:
 def local_model_family(args: argparse.Namespace) -> str | None:
     """The family ("sd", "sdxl", "sd3", "flux") of a local --model folder from its
     model_index.json, torch-free; None for a hub id, no --model or an unknown pipeline."""
-    import json
+    from whichway.models.samplers import local_family
 
-    model = getattr(args, "model", None)  # None: the command's default hub model (or none yet)
-    index = Path(str(model)).expanduser() / "model_index.json" if model else None
-    if index is None or not index.is_file():
-        return None
-    try:
-        class_name = json.loads(index.read_text()).get("_class_name")
-    except (OSError, ValueError):
-        return None
-    from whichway.models.runtime import family_of_pipeline_class
-
-    return family_of_pipeline_class(class_name)
+    # None: the command's default hub model (or none yet)
+    return local_family(getattr(args, "model", None))
 
 
 def check_model_options(args: argparse.Namespace) -> None:

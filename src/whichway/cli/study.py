@@ -197,6 +197,9 @@ def _check_config(cfg) -> None:
     check_size("render.height", cfg.render.height or None)
     check_size("render.width", cfg.render.width or None)
     if hasattr(cfg, "pairs"):
+        from whichway.studies.config import check_prompt_methods
+
+        check_prompt_methods(cfg)
         files = [*cfg.pairs.sts, *cfg.pairs.coco] if cfg.pairs.source == "cxc" else [cfg.pairs.file]
         for name in files:
             if name:
@@ -227,7 +230,7 @@ def _check_size(study: str, cfg, out: Path) -> None:
 
         p, s = cfg.pairs, cfg.study
         groups = len(group_labels(p.group_width, p.max_similarity)) if p.stratify else 1
-        paths = p.n_per_group * groups * len(s.couplings)
+        paths = p.n_per_group * groups * (len(s.couplings) + len(s.methods))
         frames = len(r.t)
 
         def disk(height: int, width: int) -> int:  # per path: its frames and/or its strip
@@ -236,8 +239,9 @@ def _check_size(study: str, cfg, out: Path) -> None:
             return int((png + strip) * PNG_BYTES_PER_PIXEL)
 
         check_request(
-            f"pairs.n_per_group {p.n_per_group} x {groups} groups x {len(s.couplings)} couplings "
-            f"({frames} frames each)",
+            f"pairs.n_per_group {p.n_per_group} x {groups} groups x {len(s.couplings)} couplings"
+            + (f" + {len(s.methods)} methods" if s.methods else "")
+            + f" ({frames} frames each)",
             paths,
             disk_per_frame=disk,
             **common,

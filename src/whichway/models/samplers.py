@@ -65,6 +65,22 @@ def family_of_pipeline_class(class_name: str | None) -> str | None:
     return PIPELINE_FAMILIES.get(class_name or "")
 
 
+def local_family(model: str | None) -> str | None:
+    """The family of a local diffusers folder from its ``model_index.json`` (stdlib only, so it
+    runs before torch is imported); None for a hub id, no model or an unknown pipeline."""
+    import json
+    from pathlib import Path
+
+    index = Path(str(model)).expanduser() / "model_index.json" if model else None
+    if index is None or not index.is_file():
+        return None
+    try:
+        class_name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return None
+    return family_of_pipeline_class(class_name if isinstance(class_name, str) else None)
+
+
 def check_sampler(name: str, family: str) -> str:
     """``name`` if it is a sampler of ``family``, else ValueError listing the family's samplers."""
     if family not in SAMPLERS:

@@ -186,15 +186,41 @@ class PromptRenderConfig:
             )
 
 
-STUDY_METHODS: tuple[str, ...] = ("aid-outer", "aid-inner")
-"""Attention methods a prompt study can add (AID on the OT path, official defaults; PAID needs a
-guide prompt per pair and is not offered)."""
+STUDY_METHODS: tuple[str, ...] = ("aid-outer", "aid-inner", "paid")
+"""Attention methods a prompt study can add, each rendered on the OT text path with the pair's
+seed: AID (official defaults) and PAID (AID whose middle frames follow a guide prompt per pair:
+``study.guide_prompt`` or a ``guide`` column of the pairs file)."""
+
+GUIDE_FIELDS: tuple[str, ...] = ("a", "b")
+"""Placeholders of ``study.guide_prompt``: the pair's prompt A and prompt B."""
+
+
+def check_guide_template(template: str) -> None:
+    """``study.guide_prompt`` may name only ``{a}`` and ``{b}`` (literal braces doubled)."""
+    import string
+
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(
+            f"study.guide_prompt {template!r} is not a valid template ({exc}); write {{a}} and "
+            "{b} for the pair's prompts and double a literal brace ({{ or }})"
+        ) from None
+    bad = [n for n in names if n not in GUIDE_FIELDS]
+    if bad:
+        raise ValueError(
+            f"study.guide_prompt {template!r} names {', '.join(repr('{' + n + '}') for n in bad)}; "
+            "only {a} (prompt A) and {b} (prompt B) are filled in (double a literal brace: {{ }})"
+        )
 
 
 @dataclass(frozen=True)
 class PromptStudySettings:
     couplings: tuple[str, ...] = ("ot", "clip", "random")
     methods: tuple[str, ...] = ()  # attention methods rendered on the OT path beside them
+    guide_prompt: str = (
+        ""  # PAID's guide per pair, e.g. "{a} and {b}"; "" = the pairs' guide column
+    )
     seed: int = 0
     save_frames: bool = False  # every frame of every path, as PNG
     save_strips: bool = False  # a contact strip per (pair, coupling)
@@ -207,6 +233,14 @@ class PromptStudySettings:
             _choice("study.couplings entry", c, COUPLINGS)
         for m in self.methods:
             _choice("study.methods entry", m, STUDY_METHODS)
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"study.methods lists a method twice: {list(self.methods)}")
+        check_guide_template(self.guide_prompt)
+        if self.guide_prompt and "paid" not in self.methods:
+            raise ValueError(
+                'study.guide_prompt is PAID\'s guide prompt; add "paid" to study.methods or '
+                "leave it empty"
+            )
 
 
 @dataclass(frozen=True)
@@ -219,6 +253,18 @@ class PromptStudyConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     study: PromptStudySettings = field(default_factory=PromptStudySettings)
     run: RunConfig = field(default_factory=RunConfig)
+
+
+def check_prompt_methods(config: PromptStudyConfig) -> None:
+    """One-line ValueErrors for ``study.methods`` entries a config cannot run, before any data
+    or model is loaded: ``paid`` with no guide source (``study.guide_prompt`` empty and pairs
+    from CxC, which have no guide column; a pairs file's guides are checked when it is read)."""
+    methods = config.study.methods
+    if "paid" in methods and not config.study.guide_prompt and config.pairs.source == "cxc":
+        raise ValueError(
+            "study.methods has paid, which needs a guide prompt per pair: set study.guide_prompt "
+            '(e.g. "{a} and {b}") or use pairs.source = "file" with a guide column'
+        )
 
 
 # --- latent study ------------------------------------------------------------------------------

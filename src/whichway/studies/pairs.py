@@ -8,7 +8,7 @@ Two kinds of source give a table of prompt pairs with a human similarity score:
   (``annotations[].id -> caption``). Ids that no given JSON file holds are dropped, counted and
   reported (:class:`PairSet`).
 * **Plain pair files**: CSV, JSONL or Parquet with columns ``prompt_a, prompt_b`` and optionally
-  ``similarity`` (and ``pair_id``).
+  ``similarity``, ``pair_id`` and ``guide`` (PAID's guide prompt of the pair).
 
 Pairs are then sampled per similarity group (:func:`stratified_sample`): groups of width 0.5 over
 the 0--5 scale, labelled by their upper edge 0.5, 1.0, ..., 5.0 as in the paper; a score on an
@@ -210,7 +210,8 @@ def prompt_pair_id(prompt_a: str, prompt_b: str) -> str:
 
 
 def load_pair_file(path: str | Path, *, max_similarity: float = 5.0) -> PairSet:
-    """Pairs from a CSV / JSONL / Parquet file with ``prompt_a, prompt_b[, similarity, pair_id]``.
+    """Pairs from a CSV / JSONL / Parquet file with ``prompt_a, prompt_b[, similarity, pair_id,
+    guide]`` (``guide``: PAID's guide prompt of the pair, kept as text; empty cells give "").
 
     Without a ``similarity`` column every pair gets NaN and lands in no similarity group (use
     ``stratify=False`` when sampling). Without ``pair_id`` the id hashes the two prompts; exact
@@ -230,6 +231,8 @@ def load_pair_file(path: str | Path, *, max_similarity: float = 5.0) -> PairSet:
     out["similarity"] = (
         pd.to_numeric(df["similarity"], errors="coerce") if "similarity" in df.columns else math.nan
     )
+    if "guide" in df.columns:  # PAID's guide prompt per pair (study.methods with paid)
+        out["guide"] = df["guide"].fillna("").astype(str).str.strip()
     if "pair_id" in df.columns:
         out["pair_id"] = df["pair_id"].astype(str)
     else:

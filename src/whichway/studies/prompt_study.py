@@ -38,7 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whichway.studies.config import PromptStudyConfig, from_dict, to_dict
+from whichway.studies.config import (
+    STUDY_CONFIGS,
+    PromptStudyConfig,
+    check_prompt_methods,
+    from_dict,
+    to_dict,
+)
 from whichway.studies.executors import Unit, UnitResult, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,52 @@ DETERMINISTIC_COLUMNS: tuple[str, ...] = (
 def safe_name(text: str) -> str:
     """A file-system-safe version of an id (pair ids hold ':' and '|')."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:120] or "unit"
+
+
+def as_prompt(text: str, source: str) -> str:
+    """A pair's text as a prompt: captions of the CxC data set (``source`` "cxc:...") are text,
+    their brackets escaped so the prompt syntax does not read them as weights; a pairs file is
+    written by the user, in the prompt syntax."""
+    from whichway.prompts.syntax import escape_prompt
+
+    return escape_prompt(text) if str(source).startswith("cxc") else text
+
+
+def pair_guides(config: PromptStudyConfig, sample: Any) -> list[str]:
+    """PAID's guide prompt of every sampled pair (prompt syntax), checked before any model loads:
+    the pairs file's ``guide`` column, or ``study.guide_prompt`` with ``{a}``/``{b}`` filled in
+    by the pair's prompts (escaped like the prompts for CxC captions). Both at once, neither, a
+    pair whose guide is empty or a guide that is not valid prompt syntax: a one-line ValueError
+    naming the pair."""
+    from whichway.prompts.syntax import check_prompts_syntax
+
+    template = config.study.guide_prompt
+    column = "guide" in sample.columns
+    if column and template:
+        raise ValueError(
+            "the pairs file has a guide column and study.guide_prompt is set; PAID takes one guide "
+            "source: empty study.guide_prompt or drop the column"
+        )
+    if not column and not template:
+        raise ValueError(
+            "study.methods has paid, which needs a guide prompt per pair: set study.guide_prompt "
+            '(e.g. "{a} and {b}") or give the pairs file a guide column'
+        )
+    guides = []
+    for row in sample.itertuples(index=False):
+        if column:
+            guide = str(row.guide).strip()
+        else:
+            a, b = (as_prompt(x, row.source) for x in (row.prompt_a, row.prompt_b))
+            guide = template.format(a=a, b=b).strip()
+        if not guide:
+            raise ValueError(
+                f"pair {row.pair_id!r} ({row.prompt_a!r} -> {row.prompt_b!r}) has an empty guide "
+                "prompt; PAID needs one per pair: fill its guide cell"
+            )
+        check_prompts_syntax((f"guide prompt of pair {row.pair_id!r}", guide))
+        guides.append(guide)
+    return guides
 
 
 def resolve_device(name: str) -> str:
@@ -109,13 +161,6 @@ class PromptStudyWorker:
         )
         self.ts = torch.tensor(r.t, dtype=torch.float64)
 
-    def _as_prompt(self, text: str) -> str:
-        """Captions of the CxC data set are text: their brackets are escaped so the prompt
-        syntax does not read them as weights; a pairs file is written by the user, in it."""
-        from whichway.prompts.syntax import escape_prompt
-
-        return escape_prompt(text) if self.cfg.pairs.source == "cxc" else text
-
     def describe(self) -> dict[str, Any]:
         return {**self.adapter.describe(), "height": self.height, "width": self.width}
 
@@ -137,7 +182,11 @@ class PromptStudyWorker:
         seed = int(p["seed"])
 
         t_model = time.perf_counter()
-        both = self.adapter.encode([self._as_prompt(p["prompt_a"]), self._as_prompt(p["prompt_b"])])
+        source = str(p.get("source", ""))
+        prompts = [as_prompt(p["prompt_a"], source), as_prompt(p["prompt_b"], source)]
+        # PAID's guide is encoded with A and B (as morph does): one token count for the clouds
+        guide_text = str(p.get("guide", "")) if "paid" in cfg.study.methods else ""
+        both = self.adapter.encode([*prompts, *([guide_text] if guide_text else [])])
         cond_a, cond_b = both.select(0), both.select(1)
         latent = self.adapter.initial_latent(seed, self.height, self.width)
         encode_s = time.perf_counter() - t_model
@@ -195,9 +244,9 @@ class PromptStudyWorker:
         assert frames is not None
         render_s = sum(frame_seconds)
         methods = cfg.study.methods
-        if methods:  # AID on the OT path: its own frames, the shared (or OT) end frames
-            from whichway.attention.batch import AttentionPath
-            from whichway.attention.methods import AIDSettings
+        if methods:  # AID/PAID on the OT path: its own frames, the shared (or OT) end frames
+            from whichway.attention.batch import AttentionPath, with_guide
+            from whichway.attention.methods import AIDSettings, settings_for
 
             if "ot" not in paths:
                 g = torch.Generator().manual_seed(derive_seed("coupling", seed, "ot"))
@@ -208,20 +257,27 @@ class PromptStudyWorker:
                 w2_len["ot"] = float(sum(float(path_length_w2(x)) for x in paths["ot"].clouds))
             ot = paths["ot"]
             ends = [0, 1] if shared else [index["ot"][0], index["ot"][-1]] if "ot" in index else []
+            inner = ot if not ends else ot.select(slice(1, T - 1))
+            times = self.ts if not ends else self.ts[1:-1]
+            official = AIDSettings()
             for name in methods:
-                aid = AIDSettings(mode=name.removeprefix("aid-"))
-                inner = ot if not ends else ot.select(slice(1, T - 1))
-                times = self.ts if not ends else self.ts[1:-1]
+                t_method = time.perf_counter()
+                aid = settings_for(
+                    name,
+                    fused=official.fused,
+                    warmup_ratio=official.warmup_ratio,
+                    layers=official.layers,
+                )
+                cond = inner if name != "paid" else with_guide(inner, times, both.select(2))
                 attention = AttentionPath(
                     aid, ot.select([0, T - 1]), torch.stack([latent, latent]), times
                 )
-                t_aid = time.perf_counter()
                 extra = render_frames(
-                    self.adapter, inner, latent, steps=r.steps, guidance=r.guidance,
+                    self.adapter, cond, latent, steps=r.steps, guidance=r.guidance,
                     height=self.height, width=self.width, batch_size=r.batch_size,
                     negative=self.negative, progress=False, attention=attention,
                 )  # fmt: skip
-                seconds = time.perf_counter() - t_aid
+                seconds = time.perf_counter() - t_method
                 frame_seconds += [seconds / len(extra)] * len(extra)
                 render_s += seconds
                 body = list(range(n, n + len(extra)))
@@ -272,6 +328,7 @@ class PromptStudyWorker:
                     "source": p.get("source", ""),
                     "seed": seed,
                     "coupling": name,
+                    "guide_prompt": guide_text if name == "paid" else "",
                     "coupling_cost": costs[name],
                     "w2_path_length": w2_len[name],
                     "ppl": pm.ppl,
@@ -351,7 +408,8 @@ def load_study_pairs(cfg: PromptStudyConfig) -> tuple[Any, dict[str, Any]]:
 
 
 def build_units(cfg: PromptStudyConfig, sample: Any) -> list[Unit]:
-    """One unit per sampled pair (payload: prompts, similarity, group, seed).
+    """One unit per sampled pair (payload: prompts, similarity, group, seed; PAID's guide prompt
+    with ``paid`` in ``study.methods``, :func:`pair_guides`).
 
     ``study.example_pairs`` pairs, spread over the similarity groups (the first pair of evenly
     spaced groups), are marked as examples: their strips are kept for the report's Figure 2.
@@ -364,8 +422,9 @@ def build_units(cfg: PromptStudyConfig, sample: Any) -> list[Unit]:
         firsts = sample.groupby("group", dropna=False, sort=True).head(1)["pair_id"].tolist()
         step = max(1, len(firsts) // k)
         examples = set(firsts[::step][:k])
+    guides = pair_guides(cfg, sample) if "paid" in cfg.study.methods else None
     units = []
-    for row in sample.itertuples(index=False):
+    for k, row in enumerate(sample.itertuples(index=False)):
         units.append(
             Unit(
                 row.pair_id,
@@ -378,6 +437,7 @@ def build_units(cfg: PromptStudyConfig, sample: Any) -> list[Unit]:
                     "source": row.source,
                     "seed": pair_seed(cfg.study.seed, row.pair_id),
                     "example": row.pair_id in examples,
+                    **({"guide": guides[k]} if guides is not None else {}),
                 },
             )
         )
@@ -411,10 +471,16 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_resumable(old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+def check_resumable(
+    old: Mapping[str, Any], new: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+) -> None:
     """Raise ValueError when a run directory's config differs from ``new`` in a setting that
-    changes results (model, pairs source, render settings, seed, couplings, metrics)."""
+    changes results (model, pairs source, render settings, seed, couplings, metrics).
+    ``defaults``: the config class's defaults; a setting the old run did not record (it was
+    made before the setting existed) counts as its default, so such a run still resumes."""
     a, b = _flat(old), _flat(new)
+    if defaults is not None:
+        a = {**{k: v for k, v in _flat(defaults).items() if k in b}, **a}
     differ = sorted(
         k
         for k in set(a) | set(b)
@@ -447,7 +513,7 @@ def prepare_run(
             raise ValueError(
                 f"{str(store.run_dir)!r} holds a {old.get('study')!r} study, not {study!r}"
             )
-        check_resumable(old.get("config", {}), cfg_dict)
+        check_resumable(old.get("config", {}), cfg_dict, to_dict(STUDY_CONFIGS[study]()))
         created = old.get("created", created)
     manifest = {
         "whichway": __version__,
@@ -485,6 +551,7 @@ def run_prompt_study(
     from whichway.studies.timebudget import time_budget
 
     run_dir = Path(run_dir)
+    check_prompt_methods(config)
     sample, summary = load_study_pairs(config)
     units = build_units(config, sample)
     cfg_dict = to_dict(config)

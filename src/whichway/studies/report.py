@@ -6,7 +6,7 @@ Prompt study (``RUN_DIR/report/``):
   cost, W2 path length, smoothness; and the same pooled over groups ("all").
 * ``significance.csv`` -- paired one-sided Wilcoxon signed-rank tests, OT < CLIP and OT < random,
   per group and overall, for PPL and coupling cost, with stars at 0.05 / 0.01 / 0.001 (paper A's
-  significance table).
+  significance table); OT < each ``study.methods`` row (AID, PAID, DiffMorpher) on PPL.
 * ``ppl_by_group.png`` / ``cost_by_group.png`` -- box plots by group and coupling (paper A's
   Figure 3); ``examples.png`` -- the three couplings' strips of a few pairs (Figure 2).
 * ``report.md`` -- all of it in one page.
@@ -29,7 +29,24 @@ log = logging.getLogger(__name__)
 REPORT_DIR = "report"
 PROMPT_METRICS: tuple[str, ...] = ("ppl", "coupling_cost", "w2_path_length", "smoothness")
 COUPLING_ORDER: tuple[str, ...] = ("ot", "clip", "random")
-COUPLING_COLORS: dict[str, str] = {"ot": "#1b9e77", "clip": "#d95f02", "random": "#7570b3"}
+METHOD_ORDER: tuple[str, ...] = ("aid-outer", "aid-inner", "paid", "diffmorpher")
+"""``study.methods`` rows, after the couplings in tables and figures."""
+COUPLING_COLORS: dict[str, str] = {
+    "ot": "#1b9e77",
+    "clip": "#d95f02",
+    "random": "#7570b3",
+    "aid-outer": "#e7298a",
+    "aid-inner": "#66a61e",
+    "paid": "#e6ab02",
+    "diffmorpher": "#a6761d",
+}
+
+
+def row_order(names: Any) -> list[str]:
+    """The couplings, then the attention methods, then anything else (sorted) among ``names``."""
+    have = set(names)
+    known = [c for c in (*COUPLING_ORDER, *METHOD_ORDER) if c in have]
+    return known + sorted(have - set(known))
 
 
 def _read(run_dir: Path, study: str) -> tuple[Any, dict[str, Any], list[str]]:
@@ -112,7 +129,7 @@ def prompt_summary(df: Any, metrics: Sequence[str] = PROMPT_METRICS) -> Any:
         agg.insert(0, "group", key)
         parts.append(agg.reset_index())
     out = pd.concat(parts, ignore_index=True)
-    order = {c: i for i, c in enumerate(COUPLING_ORDER)}
+    order = {c: i for i, c in enumerate((*COUPLING_ORDER, *METHOD_ORDER))}
     out["_o"] = out["coupling"].map(lambda c: order.get(c, 99))
     out["_g"] = out["group"].map(lambda g: 1e9 if g == "all" else float(g))
     return out.sort_values(["_g", "_o"]).drop(columns=["_o", "_g"]).reset_index(drop=True)
@@ -122,9 +139,7 @@ def _box_plot(df: Any, metric: str, ylabel: str, path: Path, sig: Any = None) ->
     """Box plots of ``metric`` by group (x) and coupling (colour), paper A's Figure 3."""
     plt = _plt()
     groups = sorted(df["group"].unique())
-    couplings = [c for c in COUPLING_ORDER if c in set(df["coupling"])] + sorted(
-        set(df["coupling"]) - set(COUPLING_ORDER)
-    )
+    couplings = row_order(df["coupling"])
     width = 0.8 / max(1, len(couplings))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups) + 2), 4.2))
     for j, c in enumerate(couplings):
@@ -148,7 +163,7 @@ def _box_plot(df: Any, metric: str, ylabel: str, path: Path, sig: Any = None) ->
             [],
             color=COUPLING_COLORS.get(c, "#999999"),
             lw=8,
-            label=c.upper() if c != "random" else "random",
+            label=c.upper() if c in ("ot", "clip") else c,
         )
     if sig is not None and not sig.empty:
         top = ax.get_ylim()[1]
@@ -179,7 +194,7 @@ def _examples_figure(run_dir: Path, df: Any, path: Path, max_pairs: int = 4) -> 
     plt = _plt()
     rows = []
     for pid in pairs:
-        for c in [c for c in COUPLING_ORDER if c in set(have.coupling)]:
+        for c in row_order(have.coupling):
             sel = have[(have.pair_id == pid) & (have.coupling == c)]
             if len(sel) and (run_dir / sel.strip.iloc[0]).is_file():
                 rows.append((pid, c, sel.iloc[0]))
@@ -203,6 +218,23 @@ def _examples_figure(run_dir: Path, df: Any, path: Path, max_pairs: int = 4) -> 
     return pairs
 
 
+def _method_notes(methods: Sequence[str], cfg: dict[str, Any]) -> list[str]:
+    """How each ``study.methods`` row was made (report.md lines)."""
+    notes = []
+    if "paid" in methods:
+        guide = cfg.get("study", {}).get("guide_prompt") or "the pairs file's guide column"
+        notes.append(f"- paid: AID whose middle frames follow the guide prompt ({guide})")
+    if "diffmorpher" in methods:
+        dm = cfg.get("diffmorpher", {})
+        notes.append(
+            "- diffmorpher: between the pair's two end frames (8-bit images), a LoRA per image "
+            f"(rank {dm.get('lora_rank')}, {dm.get('lora_steps')} steps at {dm.get('lora_lr')}), "
+            f"each inverted under its own, λ {dm.get('attn_lambda')}, guidance "
+            f"{dm.get('guidance')}; its end frames are the images' reconstructions"
+        )
+    return notes
+
+
 def prompt_report(run_dir: str | Path) -> Path:
     """Write the prompt study's report into ``RUN_DIR/report``; returns the ``report.md`` path."""
     import pandas as pd
@@ -216,13 +248,13 @@ def prompt_report(run_dir: str | Path) -> Path:
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     couplings = [c for c in COUPLING_ORDER if c in set(df.coupling)]
-    methods = sorted(set(df.coupling) - set(COUPLING_ORDER))  # AID rows (study.methods)
+    methods = [c for c in row_order(df.coupling) if c not in COUPLING_ORDER]  # study.methods
     summary = prompt_summary(df)
     summary.to_csv(out / "summary.csv", index=False)
     sig_parts = []
     others = [c for c in couplings if c != "ot"]
     if "ot" in couplings and others + methods:
-        # AID rows share the OT path's coupling cost: they are tested on PPL only
+        # the methods' rows share the OT path's coupling cost: they are tested on PPL only
         for metric, against in (("ppl", others + methods), ("coupling_cost", others)):
             if against:
                 sig_parts.append(significance_table(df, metric, reference="ot", others=against))
@@ -255,6 +287,7 @@ def prompt_report(run_dir: str | Path) -> Path:
         ),
         f"- study seed {manifest.get('seed')}; one seed per pair; couplings: {', '.join(couplings)}"
         + (f"; attention methods on the OT path: {', '.join(methods)}" if methods else ""),
+        *_method_notes(methods, cfg),
         *(["- pairs without a similarity score are shown as group 0"] if unstratified else []),
         "",
         (
