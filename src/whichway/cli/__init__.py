@@ -19,6 +19,7 @@ from collections.abc import Sequence
 _COMMANDS = (
     "morph",
     "travel",
+    "compare",
     "grid",
     "invert",
     "check_invariance",

@@ -159,17 +159,50 @@ def add_generation_options(
     return gen
 
 
-def add_path_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """--coupling, --latent, --seed: how the path between two keyframes is built (morph, travel).
+def add_path_options(
+    parser: argparse.ArgumentParser, *, coupling: bool = True, latent: bool = True
+) -> argparse._ArgumentGroup:
+    """--coupling, --latent, --seed: how the path between two keyframes is built (morph, travel;
+    compare takes --seed only: it renders several couplings from one seed's latent).
 
     Returns the group so a command can add its own path options to it."""
     path = parser.add_argument_group("path")
-    path.add_argument(
-        "--coupling",
-        default="ot",
-        choices=("ot", "clip", "random"),
-        help="token pairing (default ot)",
+    if coupling:
+        path.add_argument(
+            "--coupling",
+            default="ot",
+            choices=("ot", "clip", "random"),
+            help="token pairing (default ot)",
+        )
+    if latent:
+        _add_latent_option(path)
+    path.add_argument("--seed", type=int, default=0)
+    return path
+
+
+def add_frames_options(group: argparse._ArgumentGroup, *, frames: int) -> None:
+    """--frames N (equally spaced) or --t (explicit times), one of the two (morph, compare)."""
+    when = group.add_mutually_exclusive_group()
+    when.add_argument(
+        "--frames",
+        type=int,
+        default=frames,
+        help=f"number of equally spaced frames (default {frames})",
     )
+    when.add_argument(
+        "--t", type=parse_floats, default=None, help="explicit times, e.g. 0,0.1,0.5,1"
+    )
+
+
+def add_image_options(
+    group: argparse._ArgumentGroup, *, help_a: str, help_b: str = "real image for prompt B"
+) -> None:
+    """--image-a, --image-b: the two images of a real-image morph or of DiffMorpher."""
+    group.add_argument("--image-a", default=None, help=help_a)
+    group.add_argument("--image-b", default=None, help=help_b)
+
+
+def _add_latent_option(path: argparse._ArgumentGroup) -> None:
     path.add_argument(
         "--latent",
         default="fixed",
@@ -177,8 +210,6 @@ def add_path_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
         help="initial latent along the path: fixed = one seed for every frame (default); cog/slerp/"
         "lerp/nao = a latent path between the keyframes' seeds (or inverted images)",
     )
-    path.add_argument("--seed", type=int, default=0)
-    return path
 
 
 ANIMATION_FORMATS = ("gif", "mp4", "webp")
@@ -194,22 +225,28 @@ def add_output_options(
     out_help: str = "run directory",
     pingpong: bool = True,
     score: bool = True,
+    animation: bool = True,
 ) -> argparse._ArgumentGroup:
     """--out, --format, --pingpong, --fps, --no-score, --lpips-random-backbone, --quiet
-    (``pingpong``/``score`` False: a command without a looping animation or a PPL summary)."""
+    (``pingpong``/``score``/``animation`` False: a command without a looping animation, a PPL
+    summary or any animation)."""
     out = parser.add_argument_group("output")
     out.add_argument("--out", default=None, help=out_help)
-    out.add_argument(
-        "--format",
-        default=default_format,
-        choices=tuple(formats),
-        help=f"animation (default {default_format})",
-    )
-    if pingpong:
+    if animation:
+        out.add_argument(
+            "--format",
+            default=default_format,
+            choices=tuple(formats),
+            help=f"animation (default {default_format})",
+        )
+    if pingpong and animation:
         out.add_argument(
             "--pingpong", action="store_true", help="loop the animation forth and back"
         )
-    out.add_argument("--fps", type=float, default=fps, help=f"frames per second (default {fps:g})")
+    if animation:
+        out.add_argument(
+            "--fps", type=float, default=fps, help=f"frames per second (default {fps:g})"
+        )
     if score:
         out.add_argument(
             "--no-score", action="store_true", help="skip the PPL/smoothness summary at the end"
@@ -654,7 +691,19 @@ def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         help="fuse AID with self-attention: a frame also attends to its own keys/values "
         "(default on, as the official code)",
     )
+    add_guide_prompt_option(group)
+    add_diffmorpher_options(group)
+    return group
+
+
+def add_guide_prompt_option(group: argparse._ArgumentGroup) -> None:
+    """--guide-prompt: PAID's prompt of the middle frames (morph, compare)."""
     group.add_argument("--guide-prompt", default=None, help="paid: the prompt of the middle frames")
+
+
+def add_diffmorpher_options(group: argparse._ArgumentGroup) -> None:
+    """--lora-rank, --lora-steps, --lora-lr, --attn-lambda: how DiffMorpher acts (morph,
+    compare); None when not given (:func:`diffmorpher_settings` fills in the official values)."""
     group.add_argument(
         "--lora-rank", type=int, default=None, help="diffmorpher: rank of each image's LoRA (16)"
     )
@@ -675,7 +724,19 @@ def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         help="diffmorpher: fraction λ of the steps whose up-block self-attention keys/values are "
         "mixed from the end frames' (0.6, the official lamb)",
     )
-    return group
+
+
+def diffmorpher_settings(args: argparse.Namespace, used: bool, hint: str) -> Any:
+    """The :class:`whichway.attention.methods.DiffMorpherSettings` of --lora-rank, --lora-steps,
+    --lora-lr, --attn-lambda (official values where not given; checked); a one-line ValueError
+    when one is given but DiffMorpher is not ``used`` (``hint``: how to ask for it)."""
+    from whichway.attention.methods import DIFFMORPHER_KEYS, DiffMorpherSettings
+
+    asked = {k: getattr(args, k, None) for k in DIFFMORPHER_KEYS}
+    if not used and any(v is not None for v in asked.values()):
+        named = ", ".join("--" + k.replace("_", "-") for k, v in asked.items() if v is not None)
+        raise ValueError(f"{named} set(s) how DiffMorpher acts; {hint}")
+    return DiffMorpherSettings(**{k: v for k, v in asked.items() if v is not None})
 
 
 def method_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -685,20 +746,15 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     from whichway.attention.methods import (
         DIFFMORPHER_KEYS,
         AIDSettings,
-        DiffMorpherSettings,
         check_family,
         check_image_method,
         check_method,
     )
 
     method = args.method
-    asked = {k: getattr(args, k, None) for k in DIFFMORPHER_KEYS}
-    if method != "diffmorpher" and any(v is not None for v in asked.values()):
-        named = ", ".join("--" + k.replace("_", "-") for k, v in asked.items() if v is not None)
-        raise ValueError(f"{named} set(s) how DiffMorpher acts; add --method diffmorpher")
+    dm = diffmorpher_settings(args, method == "diffmorpher", "add --method diffmorpher")
     images = getattr(args, "image_a", None) is not None and getattr(args, "image_b", None)
     check_image_method(method, bool(images))
-    dm = DiffMorpherSettings(**{k: v for k, v in asked.items() if v is not None})
     if method == "plain":
         given = [
             name

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from whichway._files import slug
 from whichway.cli._options import (
+    add_frames_options,
     add_generation_options,
+    add_image_options,
     add_method_options,
     add_model_options,
     add_output_options,
@@ -22,7 +24,6 @@ from whichway.cli._options import (
     check_t_values,
     load_model,
     method_settings,
-    parse_floats,
     print_run_estimate,
 )
 
@@ -45,13 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt_b", metavar="PROMPT_B")
     add_model_options(p)
     path = add_path_options(p)
-    when = path.add_mutually_exclusive_group()
-    when.add_argument(
-        "--frames", type=int, default=11, help="number of equally spaced frames (default 11)"
-    )
-    when.add_argument(
-        "--t", type=parse_floats, default=None, help="explicit times, e.g. 0,0.1,0.5,1"
-    )
+    add_frames_options(path, frames=11)
     path.add_argument(
         "--spacing",
         default="uniform",
@@ -64,12 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)"
     )
     gen = add_generation_options(p)
-    gen.add_argument(
-        "--image-a",
-        default=None,
-        help="real image for prompt A (inverted; latents combined with COG)",
-    )
-    gen.add_argument("--image-b", default=None, help="real image for prompt B")
+    add_image_options(gen, help_a="real image for prompt A (inverted; latents combined with COG)")
     gen.add_argument(
         "--inversion-steps",
         type=int,
@@ -231,8 +221,9 @@ _NO_WEIGHTS = "morph-summary-lpips-weights-unavailable"
 _NO_EXTRA = "morph-summary-metrics-extra-missing"
 
 
-def _summary_meter(args: argparse.Namespace):
-    """LPIPS for the PPL summary, or None with at most one short note per machine.
+def summary_meter(args: argparse.Namespace):
+    """LPIPS for the PPL summary, or None with at most one short note per machine (shared with
+    ``whichway compare``).
 
     The summary is optional: without the metrics extra, or offline without cached backbone
     weights, the run is fine and the note is shown once (a marker under whichway's cache dir). After
@@ -278,7 +269,7 @@ def _summary_meter(args: argparse.Namespace):
 def _print_summary(args: argparse.Namespace, run_dir: Path, meter) -> None:
     import logging
 
-    meter = meter if meter is not None else _summary_meter(args)
+    meter = meter if meter is not None else summary_meter(args)
     if meter is None:
         return
     from whichway.metrics import score_run
