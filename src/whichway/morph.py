@@ -204,11 +204,14 @@ def cancel_point(
 
 
 def previous_run(
-    run_dir: Path, record: dict[str, Any], presentation: frozenset[str] = _PRESENTATION_KEYS
+    run_dir: Path,
+    record: dict[str, Any],
+    presentation: frozenset[str] = _PRESENTATION_KEYS,
+    pixels: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The run.json already in ``run_dir`` if it was written with the same pixel-defining
-    settings (``record`` without the ``presentation`` keys), so its frames can be kept; else None.
-    Shared by morph and travel."""
+    settings (``record`` without the ``presentation`` keys, or what ``pixels(settings)`` keeps),
+    so its frames can be kept; else None. Shared by morph and travel."""
     run_file = run_dir / RUN_FILE
     if not run_file.is_file():
         return None
@@ -218,8 +221,10 @@ def previous_run(
         logger.warning("ignoring unreadable %s; rendering every frame again", run_file)
         return None
 
-    def pixels(settings: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in settings.items() if k not in presentation}
+    if pixels is None:
+
+        def pixels(settings: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in settings.items() if k not in presentation}
 
     if pixels(previous.get("settings", {})) != pixels(record):
         if any((run_dir / FRAMES_DIR).glob("*.png")):

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Render a journey through two or more keyframes: prompts given on the command line, or a "
             "schedule file (.toml / .json: [[keyframe]] tables with prompt, seed, image, at or frame, and "
-            "per-segment coupling / latent; or a Deforum-style [prompts] table keyed by frame). Each "
+            "per-segment coupling / latent / method; or a Deforum-style [prompts] table keyed by frame). Each "
             "segment follows the optimal-transport path between its keyframes' prompts and a COG path "
             "between their seeds. Writes frames/, strip.png, travel.<format> (MP4 with the --audio track "
             "muxed in) and run.json into --out; re-running the same command renders only missing frames."
@@ -129,7 +129,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="move keyframes without a time to the nearest detected beat",
     )
-    add_method_options(p)
+    method = add_method_options(p)
+    method.add_argument(
+        "--methods",
+        type=lambda text: tuple(x.strip() for x in text.split(",") if x.strip()),
+        default=None,
+        help="one method per segment, e.g. plain,aid-outer,paid for 4 keyframes (default: "
+        "--method for every segment; a schedule sets method per keyframe instead); paid "
+        "segments take --guide-prompt",
+    )
     add_output_options(
         p,
         default_format="mp4",
@@ -233,26 +241,25 @@ def _check_length(
     )
 
 
-def _method_options(args: argparse.Namespace, options: dict) -> None:
+def _method_options(args: argparse.Namespace, options: dict, segment_methods: set[str]) -> None:
     """Fill in and check the attention-method settings (from the command line or the schedule
-    file), before any model loads: AID's defaults where none is given; its options only with an
-    attention method; no PAID guide prompt (travel has none per segment)."""
+    file), before any model loads: AID's defaults where none is given; its options only when
+    some segment (``options["method"]`` or one of ``segment_methods``, the per-segment
+    overrides) uses an attention method."""
     from whichway.attention.methods import DIFFMORPHER_KEYS, AIDSettings, check_family
 
-    if args.guide_prompt is not None:
-        raise ValueError("--guide-prompt is PAID's; travel takes --method aid-outer or aid-inner")
     lora = [f"--{n.replace('_', '-')}" for n in DIFFMORPHER_KEYS if getattr(args, n) is not None]
-    if lora or options["method"] == "diffmorpher":
+    if lora or "diffmorpher" in {options["method"], *segment_methods}:
         raise ValueError(
             f"{', '.join(lora) or '--method diffmorpher'}: DiffMorpher morphs between two images "
-            "(whichway morph --image-a --image-b); travel takes --method aid-outer or aid-inner"
+            "(whichway morph --image-a --image-b); travel takes plain, aid-outer, aid-inner or paid"
         )
     defaults = AIDSettings()
     given = [n for n in ("warmup_ratio", "aid_layers", "fused") if options[n] is not None]
     options["method"] = options["method"] or "plain"
-    if options["method"] == "plain" and given:
+    if {options["method"], *segment_methods} <= {"plain"} and given:
         flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
-        raise ValueError(f"{flags} set(s) how AID acts; add --method aid-outer or aid-inner")
+        raise ValueError(f"{flags} set(s) how AID acts; add --method aid-outer, aid-inner or paid")
     for name, default in (
         ("warmup_ratio", defaults.warmup_ratio),
         ("aid_layers", defaults.layers),
@@ -260,7 +267,9 @@ def _method_options(args: argparse.Namespace, options: dict) -> None:
     ):
         if options[name] is None:
             options[name] = default
-    check_family(options["method"], local_model_family(args), options["aid_layers"])
+    family = local_model_family(args)
+    for method in {options["method"], *segment_methods}:
+        check_family(method, family, options["aid_layers"])
 
 
 def build_settings(args: argparse.Namespace, out: Path | None = None):
@@ -284,12 +293,19 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
     options = {name: value(name) for name in SCHEDULE_SETTINGS}
     if options["format"] == "none":
         options["format"] = None
-    _method_options(args, options)
+    if schedule is not None:
+        segment_methods = {
+            e["method"] for e in schedule.entries if isinstance(e.get("method"), str)
+        }
+    else:
+        segment_methods = set(args.methods or ())
+    _method_options(args, options, segment_methods)
     check_generation(argparse.Namespace(**options))
     if schedule is not None:
-        if args.seeds is not None or args.at is not None:
+        if args.seeds is not None or args.at is not None or args.methods is not None:
             raise ValueError(
-                "--seeds and --at are for prompts on the command line; a schedule sets them per keyframe"
+                "--seeds, --at and --methods are for prompts on the command line; a schedule sets "
+                "them per keyframe"
             )
         keyframes = schedule.keyframes(options["fps"])
         if len(keyframes) < 2:
@@ -310,6 +326,11 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
                 raise ValueError(
                     f"{name} gives {len(values)} values for {len(prompts)} prompts; give one per prompt"
                 )
+        if args.methods is not None and len(args.methods) != len(prompts) - 1:
+            raise ValueError(
+                f"--methods gives {len(args.methods)} methods for {len(prompts) - 1} segments "
+                f"({len(prompts)} prompts); give one per segment"
+            )
         for at in args.at or ():
             if not 0 <= at < float("inf"):
                 raise ValueError(f"--at values must be seconds >= 0, got {at:g}")
@@ -324,6 +345,7 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
                 prompt,
                 seed=None if args.seeds is None else args.seeds[k],
                 at=None if args.at is None else args.at[k],
+                method=None if args.methods is None or k == len(prompts) - 1 else args.methods[k],
             )
             for k, prompt in enumerate(prompts)
         )
@@ -377,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         )
         print(
             f"  {seg['from']!r} -> {seg['to']!r} (frames {seg['frames'][0]}-{seg['frames'][1]}, "
-            f"latent {seg['latent']}): {costs}"
+            f"latent {seg['latent']}, method {seg['method']}): {costs}"
         )
     if result.spread is not None:
         print(

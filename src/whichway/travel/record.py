@@ -39,6 +39,44 @@ PRESENTATION_KEYS = frozenset(
 )
 
 
+def pixel_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of a ``run.json`` ``"settings"`` entry that decides the pixels of *every* frame:
+    without :data:`PRESENTATION_KEYS` and without the segments' method settings (run-level and
+    per keyframe), which :func:`stale_segments` compares segment by segment instead."""
+    from whichway.attention.methods import ATTENTION_KEYS, DIFFMORPHER_KEYS
+    from whichway.travel.settings import KEYFRAME_METHOD_KEYS
+
+    dropped = PRESENTATION_KEYS | set(ATTENTION_KEYS) | set(DIFFMORPHER_KEYS)
+    out = {k: v for k, v in settings.items() if k not in dropped}
+    if isinstance(out.get("keyframes"), list):
+        out["keyframes"] = [
+            {k: v for k, v in kf.items() if k not in KEYFRAME_METHOD_KEYS}
+            if isinstance(kf, dict)
+            else kf
+            for kf in out["keyframes"]
+        ]
+    return out
+
+
+def stale_segments(previous: dict[str, Any] | None, s: TravelSettings) -> set[int]:
+    """The segments whose method (or a setting of it) differs from the ``previous`` run's (of
+    the same :func:`pixel_settings`): their frames are rendered again, the others' kept. Runs
+    recorded before travel had methods read as plain; an unreadable record makes every segment
+    stale."""
+    from whichway.travel.settings import TravelSettings
+
+    segments = set(range(len(s.keyframes) - 1))
+    if previous is None:
+        return segments
+    try:
+        old = TravelSettings.from_record(previous.get("settings", {}))
+    except (TypeError, ValueError):
+        return segments
+    if len(old.keyframes) != len(s.keyframes):
+        return segments
+    return {k for k in segments if old.segment_method_record(k) != s.segment_method_record(k)}
+
+
 def frame_name(index: int) -> str:
     """``frames/00042.png`` style file name of frame ``index``."""
     return f"{index:0{FRAME_DIGITS}d}.png"
@@ -104,11 +142,14 @@ def start_record(
 
 
 def frames_to_render(
-    frames_dir: Path, plan: TravelPlan, previous: dict[str, Any] | None
+    frames_dir: Path,
+    plan: TravelPlan,
+    previous: dict[str, Any] | None,
+    stale: set[int] | frozenset[int] = frozenset(),
 ) -> list[int]:
-    """The frames that are missing or whose position (segment, t) differs from the previous
-    run's plan; their old files are removed, so nothing on disk disagrees with the ``run.json``
-    written next."""
+    """The frames that are missing, whose position (segment, t) differs from the previous
+    run's plan, or whose segment is in ``stale`` (its method changed); their old files are
+    removed, so nothing on disk disagrees with the ``run.json`` written next."""
     old_plan = (previous or {}).get("plan") or {}
     old_pos = list(zip(old_plan.get("segment", []), old_plan.get("t", [])))
     todo = [
@@ -116,6 +157,7 @@ def frames_to_render(
         for i in range(plan.n_frames)
         if not (
             i < len(old_pos)
+            and plan.segment[i] not in stale
             and tuple(old_pos[i]) == plan.position(i)
             and (frames_dir / frame_name(i)).is_file()
         )

@@ -39,9 +39,14 @@ class Journey:
         from whichway.render import conditioning_path
 
         self.s = s
-        prompts = list(dict.fromkeys(kf.prompt for kf in s.keyframes))
+        # PAID's guide prompts are encoded with the keyframes' (one token count, as in morph)
+        n_seg = len(s.keyframes) - 1
+        guides = [s.segment_guide(k) for k in range(n_seg)]
+        prompts = list(dict.fromkeys([kf.prompt for kf in s.keyframes] + [g for g in guides if g]))
         encoded = adapter.encode(prompts)
         self.cond = [encoded.select(prompts.index(kf.prompt)) for kf in s.keyframes]
+        self.guide = [None if g is None else encoded.select(prompts.index(g)) for g in guides]
+        self.segment_method = list(s.segment_methods())
         negatives = [s.negative_of(k) for k in range(len(s.keyframes))]
         self.shared_negative = len(set(negatives)) == 1
         unique_neg = list(dict.fromkeys(negatives))
@@ -110,6 +115,7 @@ class Journey:
                 negs, _ = conditioning_path(
                     self.negative[k], self.negative[k + 1], ts, coupling="clip"
                 )
+            guide = self.guide[k]  # PAID: the middle frames take the segment's guide prompt
             for j, i in enumerate(index):
                 t = float(ts[j])
                 own = k if t == 0.0 else (k + 1 if t == 1.0 else None)
@@ -118,7 +124,7 @@ class Journey:
                 ):  # a keyframe (k or k + 1, both exist): its own conditioning and latent
                     cond[i], lat[i], neg[i] = self.cond[own], self.latent[own], self.negative[own]
                 else:
-                    cond[i], lat[i] = path.select(j), latents[j]
+                    cond[i], lat[i] = path.select(j) if guide is None else guide, latents[j]
                     neg[i] = None if negs is None else negs.select(j)
         # keyframe negatives of different chunk counts: tiled to one row count (as in render)
         negative = (
@@ -128,10 +134,30 @@ class Journey:
         )
         return Conditioning.cat(cond), torch.stack([x.to(lat[0].dtype) for x in lat]), negative
 
+    def group_of(self, k: int) -> str:
+        """The rendering group of segment k: segments of one group share denoiser batches
+        (``plain``; ``outer`` for aid-outer and paid, whose AID acts alike; ``inner``)."""
+        method = self.segment_method[k]
+        if method == "plain":
+            return "plain"
+        return "inner" if method == "aid-inner" else "outer"
+
+    def groups(self, positions: Sequence[tuple[int, float]]) -> list[list[int]]:
+        """The indices of ``positions`` per rendering group (:meth:`group_of`), each in order,
+        groups in order of first appearance: a batch never mixes frames that attend
+        differently, so every frame is what rendering its segment alone gives."""
+        out: dict[str, list[int]] = {}
+        for i, (k, _) in enumerate(positions):
+            out.setdefault(self.group_of(k), []).append(i)
+        return list(out.values())
+
     def attention(self, positions: Sequence[tuple[int, float]]) -> AttentionPath | None:
-        """The AID path of ``positions`` (each segment between its two keyframes), or None for
-        a plain travel."""
-        if self.s.method == "plain":
+        """The AID path of ``positions`` (each segment between its two keyframes; all of one
+        rendering group, :meth:`groups`), or None for plain segments."""
+        group = {self.group_of(k) for k, _ in positions}
+        if len(group) != 1:
+            raise ValueError(f"positions of one rendering group expected, got {sorted(group)}")
+        if group == {"plain"}:
             return None
         import torch
 
@@ -141,7 +167,10 @@ class Journey:
 
         s = self.s
         aid = settings_for(
-            s.method, fused=s.fused, warmup_ratio=s.warmup_ratio, layers=s.aid_layers
+            self.segment_method[positions[0][0]],
+            fused=s.fused,
+            warmup_ratio=s.warmup_ratio,
+            layers=s.aid_layers,
         )
         return AttentionPath(
             aid,
@@ -191,6 +220,7 @@ class Journey:
             "to": s.keyframes[k + 1].prompt,
             "coupling": s.segment_coupling(k),
             "latent": self.method[k],
+            **s.segment_method_record(k),
             "frames": [plan.keyframe_frames[k], plan.keyframe_frames[k + 1]] if frames else [],
             "couplings": groups,
         }
@@ -236,10 +266,17 @@ class Renderer:
         self.bar.total = steps
         self.bar.refresh()
 
-    def steps_for(self, frames: int, batch: int | None = None) -> int:
-        """Denoising steps of ``frames`` frames rendered in chunks of whole batches of ``batch``
-        frames (default: the current batch size)."""
+    def steps_for(self, frames: int | Sequence[tuple[int, float]], batch: int | None = None) -> int:
+        """Denoising steps of ``frames`` frames (a count, or the positions themselves: then
+        each chunk's rendering groups are batched apart, :meth:`Journey.groups`) rendered in
+        chunks of whole batches of ``batch`` frames (default: the current batch size)."""
         batch = batch or self.batch
+        if not isinstance(frames, int):
+            batches = 0
+            for start in range(0, len(frames), self.chunk):
+                part = frames[start : start + self.chunk]
+                batches += sum(-(-len(g) // batch) for g in self.journey.groups(part))
+            return batches * self.s.steps
         full, rest = divmod(frames, self.chunk)
         per_chunk = -(-self.chunk // batch)
         return (full * per_chunk + -(-rest // batch)) * self.s.steps
@@ -268,44 +305,64 @@ class Renderer:
     ) -> None:
         """Render ``positions`` in order: ``on_frame(index, image)`` per frame, or
         ``on_chunk(frames (P, 3, H, W))`` per chunk (then a chunk's frames are kept until it ends)."""
+        import torch
+
+        for start in range(0, len(positions), self.chunk):
+            part = positions[start : start + self.chunk]
+            kept: dict[int, Tensor] = {}
+            for group in self.journey.groups(part):
+                # frames of segments whose methods attend alike share batches; the others not
+                index = [start + i for i in group]
+                images = self._render_group(
+                    [positions[i] for i in index],
+                    index,
+                    on_frame,
+                    keep=on_chunk is not None,
+                )
+                if images is not None:
+                    kept.update(zip(index, images))
+            if on_chunk is not None:
+                on_chunk(torch.stack([kept[start + i] for i in range(len(part))]))
+
+    def _render_group(
+        self,
+        part: Sequence[tuple[int, float]],
+        index: Sequence[int],
+        on_frame: Callable[[int, Tensor], None] | None,
+        keep: bool,
+    ) -> Tensor | None:
+        """Render positions of one rendering group (their indices in the run: ``index``)."""
         from whichway.render import render_frames
 
         h, w = self.size
-        for start in range(0, len(positions), self.chunk):
-            part = positions[start : start + self.chunk]
-            cond, latents, negative = self.journey.rows(part)
-            attention = self.journey.attention(part)
-            base, planned = self.done, self.steps_for(len(part), self.planned)
+        cond, latents, negative = self.journey.rows(part)
+        base, planned = self.done, self.steps_for(len(part), self.planned)
 
-            def step(done: int, total: int, base: int = base) -> None:
-                nonlocal planned
-                if total != planned:  # a smaller batch than planned, after an out-of-memory retry
-                    self._show_total(self.total + total - planned)
-                    planned = total
-                self._advance(base + done)
+        def step(done: int, total: int) -> None:
+            nonlocal planned
+            if total != planned:  # a smaller batch than planned, after an out-of-memory retry
+                self._show_total(self.total + total - planned)
+                planned = total
+            self._advance(base + done)
 
-            images = render_frames(
-                self.adapter,
-                cond,
-                latents,
-                steps=self.s.steps,
-                guidance=self.s.guidance,
-                height=h,
-                width=w,
-                batch_size=self.batch,
-                negative=negative,
-                progress=False,
-                keep=on_chunk is not None,
-                on_frame=None
-                if on_frame is None
-                else (lambda i, image, start=start: on_frame(start + i, image)),
-                on_step=step,
-                should_stop=self.hooks.get("should_stop"),
-                on_batch_size=self._shrink,
-                attention=attention,
-            )
-            if on_chunk is not None:
-                on_chunk(images)
+        return render_frames(
+            self.adapter,
+            cond,
+            latents,
+            steps=self.s.steps,
+            guidance=self.s.guidance,
+            height=h,
+            width=w,
+            batch_size=self.batch,
+            negative=negative,
+            progress=False,
+            keep=keep,
+            on_frame=None if on_frame is None else (lambda i, image: on_frame(index[i], image)),
+            on_step=step,
+            should_stop=self.hooks.get("should_stop"),
+            on_batch_size=self._shrink,
+            attention=self.journey.attention(part),
+        )
 
     def close(self) -> None:
         self.bar.close()
@@ -329,7 +386,7 @@ def render_into(
     for i in todo:
         targets.setdefault(plan.position(i), []).append(i)
     unique = list(targets)
-    renderer.set_total(renderer.done + renderer.steps_for(len(unique)))
+    renderer.set_total(renderer.done + renderer.steps_for(unique))
 
     def write(j: int, image: Tensor) -> None:
         for i in targets[unique[j]]:

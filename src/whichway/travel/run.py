@@ -15,8 +15,10 @@ from whichway.travel.record import (
     PRESENTATION_KEYS,
     frame_name,
     frames_to_render,
+    pixel_settings,
     remove_stale_frames,
     settings_record,
+    stale_segments,
     start_record,
     write_strip,
     write_travel_video,
@@ -102,14 +104,17 @@ def run_travel(
 
     # 1. the record; a previous run of the same pixel settings lends its frames
     record = settings_record(adapter, s, height, width)
-    previous = previous_run(run_dir, record, PRESENTATION_KEYS)
+    # (a segment whose method changed renders its own frames again)
+    previous = previous_run(run_dir, record, PRESENTATION_KEYS, pixel_settings)
     remove_stale_frames(frames_dir, previous, n)
+    stale = stale_segments(previous, s)
     info = start_record(adapter, s, prep, record)
     perceptual = s.pacing == "perceptual"
     measured = measure = None
     if perceptual:
         meter, measure = pacing.lpips_measure(meter)
-        measured = pacing.reused_distances(previous, s.coarse, meter)
+        if not stale:  # a segment rendered otherwise changes its measured path
+            measured = pacing.reused_distances(previous, s.coarse, meter)
 
     restore = None
     if any(kf.image is not None for kf in s.keyframes):
@@ -128,19 +133,19 @@ def run_travel(
             # 3. perceptual pacing: a coarse pass measures the path, the plan spreads it evenly
             if perceptual:
                 if measured is None:
-                    coarse = len(pacing.coarse_positions(len(s.keyframes), s.coarse))
+                    coarse = pacing.coarse_positions(len(s.keyframes), s.coarse)
                     # every frame may move once the coarse pass has measured: count them all
                     renderer.set_total(renderer.steps_for(coarse) + renderer.steps_for(n))
                     write_json_atomic(run_dir / RUN_FILE, info)
                     measured = pacing.measure_coarse(renderer, len(s.keyframes), s.coarse, measure)
-                    rendered += coarse
+                    rendered += len(coarse)
                 plan = perceptual_plan(s, prep, measured)
                 info["perceptual"] = pacing.distances_record(s.coarse, meter, measured)
             assert plan is not None
             # 4. the frames that are missing or moved, streamed to frames/ batch by batch
             info["plan"] = plan.record()
             info["frames"] = [f"{FRAMES_DIR}/{frame_name(i)}" for i in range(n)]
-            todo = frames_to_render(frames_dir, plan, previous)
+            todo = frames_to_render(frames_dir, plan, previous, stale)
             if prep.motion is None:
                 write_json_atomic(run_dir / RUN_FILE, info)
                 rendered += render_into(renderer, plan, todo, frames_dir, on_frame)

@@ -39,6 +39,7 @@ SCHEDULE_SETTINGS = (
     "warmup_ratio",
     "aid_layers",
     "fused",
+    "guide_prompt",
     "motion",
     "context_length",
     "context_stride",
@@ -49,7 +50,18 @@ SCHEDULE_SETTINGS = (
 of the same names win over them."""
 SCHEDULE_KEYS = (*SCHEDULE_SETTINGS, "keyframe", "prompts")
 """Valid top-level keys of a schedule file: settings, then ``[[keyframe]]`` or ``[prompts]``."""
-KEYFRAME_KEYS = ("prompt", "seed", "image", "at", "frame", "negative_prompt", "coupling", "latent")
+KEYFRAME_KEYS = (
+    "prompt",
+    "seed",
+    "image",
+    "at",
+    "frame",
+    "negative_prompt",
+    "coupling",
+    "latent",
+    "method",
+    "guide_prompt",
+)
 """Valid keys of one ``[[keyframe]]`` entry (``at`` in seconds or ``frame``, not both)."""
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(
@@ -90,6 +102,7 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
             "format",
             "method",
             "aid_layers",
+            "guide_prompt",
             "motion",
             "context_weighting",
             "motion_noise",
@@ -155,6 +168,8 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
         prompt = "a dog"
         at = 4.0              # seconds (or frame = 96)
         coupling = "clip"     # for the segment leaving this keyframe
+        method = "paid"       # likewise (plain, aid-outer, aid-inner, paid)
+        guide_prompt = "a cat-dog"  # PAID's prompt for that segment's middle frames
 
     or a Deforum-style table of prompts keyed by frame number (``[prompts]`` with ``0 = "a cat"``,
     ``48 = "a dog"``; a JSON file may be that table alone). Unknown keys (typos) are a ValueError

@@ -20,6 +20,10 @@ MOTION_NOISES = ("path", "shuffled")
 FreeNoise's shuffled repeats of the first context window's noise."""
 MOTION_KEYS = ("motion", "context_length", "context_stride", "context_weighting", "motion_noise")
 """The settings of a motion journey (left out of the record of a still one)."""
+TRAVEL_METHODS = ("plain", "aid-outer", "aid-inner", "paid")
+"""Methods a segment can take (:mod:`whichway.attention`; PAID with its guide prompt)."""
+KEYFRAME_METHOD_KEYS = ("method", "guide_prompt")
+"""A keyframe's method settings for the segment leaving it (recorded only when set)."""
 DEFAULT_AUDIO_FLOOR = 0.1
 """Speed floor under audio pacing, as a fraction of the mean speed."""
 
@@ -30,8 +34,9 @@ class Keyframe:
 
     ``at`` is its time in seconds (None: spread between the neighbouring keyframes that have one;
     the first keyframe opens the video, the last closes it). ``image`` makes it a real image,
-    inverted to its initial latent (as morph does). ``coupling`` and ``latent`` override the run's
-    for the segment that *leaves* this keyframe.
+    inverted to its initial latent (as morph does). ``coupling``, ``latent`` and ``method``
+    override the run's for the segment that *leaves* this keyframe; ``guide_prompt`` is that
+    segment's PAID guide (the prompt of its middle frames, method ``paid`` only).
     """
 
     prompt: str
@@ -42,6 +47,8 @@ class Keyframe:
     negative_prompt: str | None = None
     coupling: str | None = None
     latent: str | None = None
+    method: str | None = None
+    guide_prompt: str | None = None
 
     def __post_init__(self) -> None:
         from whichway.clouds import COUPLING_METHODS
@@ -74,10 +81,23 @@ class Keyframe:
             check_choice("coupling", self.coupling, COUPLING_METHODS)
         if self.latent is not None:
             _check_latent(self.latent)
+        if self.method is not None:
+            check_choice("method", self.method, TRAVEL_METHODS)
+        if self.guide_prompt is not None:
+            if not isinstance(self.guide_prompt, str) or not self.guide_prompt.strip():
+                raise ValueError(
+                    f"a guide prompt must be non-empty text, got {self.guide_prompt!r}"
+                )
+            check_prompts_syntax(("guide prompt", self.guide_prompt))
 
     def record(self) -> dict[str, Any]:
-        """The keyframe as a JSON-able dict."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The keyframe as a JSON-able dict (``method`` and ``guide_prompt`` only when set, so
+        runs recorded before they existed still resume)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not (f.name in KEYFRAME_METHOD_KEYS and getattr(self, f.name) is None)
+        }
 
 
 def _check_latent(latent: str) -> None:
@@ -101,11 +121,13 @@ def check_times_increase(keyframes: Sequence[Keyframe]) -> None:
 @dataclass(frozen=True)
 class TravelSettings:
     """Everything that defines a travel run. Keyframes without a seed take ``seed``; without a
-    negative prompt, ``negative_prompt``; ``coupling`` and ``latent`` apply to every segment
-    whose start keyframe does not override them; ``method`` (with ``warmup_ratio``,
-    ``aid_layers``, ``fused``) renders every segment with AID between its keyframes
-    (:mod:`whichway.attention`). Under ``latent="cog"`` a segment whose keyframes
-    share one seed keeps that latent (``fixed``)."""
+    negative prompt, ``negative_prompt``; ``coupling``, ``latent`` and ``method`` apply to every
+    segment whose start keyframe does not override them. A segment's method renders it plainly,
+    with AID between its keyframes (``aid-outer``, ``aid-inner``; ``warmup_ratio``,
+    ``aid_layers`` and ``fused`` shared by every AID segment) or with PAID (``paid``: its
+    middle frames take the guide prompt of its start keyframe, else ``guide_prompt``)
+    (:mod:`whichway.attention`). Under ``latent="cog"`` a segment whose keyframes share one
+    seed keeps that latent (``fixed``)."""
 
     keyframes: tuple[Keyframe, ...]
     fps: float = 24.0
@@ -134,6 +156,7 @@ class TravelSettings:
     warmup_ratio: float = 0.5
     aid_layers: str = "both"
     fused: bool = True
+    guide_prompt: str | None = None
     motion: str | None = None
     context_length: int | None = None
     context_stride: int | None = None
@@ -162,19 +185,7 @@ class TravelSettings:
         check_choice("pacing", self.pacing, PACINGS)
         check_choice("coupling", self.coupling, COUPLING_METHODS)
         _check_latent(self.latent)
-        from whichway.attention.methods import check_method
-
-        if self.method == "paid":
-            raise ValueError(
-                "travel takes --method aid-outer or aid-inner (PAID needs a guide prompt per "
-                "segment, which travel does not take)"
-            )
-        if self.method == "diffmorpher":
-            raise ValueError(
-                "travel takes --method aid-outer or aid-inner (DiffMorpher morphs between two "
-                "images: use whichway morph --image-a --image-b --method diffmorpher)"
-            )
-        check_method(self.method, self.warmup_ratio, self.aid_layers, None)
+        self._check_methods()
         check_choice("audio feature", self.audio_feature, AUDIO_FEATURES)
         if self.format is not None:
             check_choice("video format", self.format, ANIMATION_FORMATS)
@@ -205,6 +216,47 @@ class TravelSettings:
                         f"seeds {sa} and {sb}; give them one seed or use --latent cog"
                     )
 
+    def _check_methods(self) -> None:
+        """Every segment's method runnable: PAID segments have a guide prompt, guide prompts
+        only where PAID uses them, nothing set on the last keyframe (it leaves no segment)."""
+        from whichway.attention.methods import AID_LAYERS, check_warmup_ratio
+
+        if self.method == "diffmorpher":
+            raise ValueError(
+                "travel takes --method plain, aid-outer, aid-inner or paid (DiffMorpher morphs "
+                "between two images: use whichway morph --image-a --image-b --method diffmorpher)"
+            )
+        check_choice("method", self.method, TRAVEL_METHODS)
+        check_choice("AID layers", self.aid_layers, AID_LAYERS)
+        check_warmup_ratio(self.warmup_ratio)
+        check_prompts_syntax(("guide prompt", self.guide_prompt))
+        n = len(self.keyframes)
+        last = self.keyframes[-1]
+        for name in KEYFRAME_METHOD_KEYS:
+            if getattr(last, name) is not None:
+                raise ValueError(
+                    f"keyframe {n} is the last one: its {name.replace('_', ' ')} would apply to the "
+                    "segment leaving it, and there is none; set it on the keyframe that starts the segment"
+                )
+        for k in range(n - 1):
+            kf, method = self.keyframes[k], self.segment_method(k)
+            where = f"segment {k + 1} ({short_repr(kf.prompt)} -> {short_repr(self.keyframes[k + 1].prompt)})"
+            if kf.guide_prompt is not None and method != "paid":
+                raise ValueError(
+                    f"keyframe {k + 1} gives a guide prompt, but {where} uses method {method}; a "
+                    "guide prompt is PAID's: give that keyframe method paid or drop the guide"
+                )
+            if method == "paid" and not self.segment_guide(k):
+                raise ValueError(
+                    f"{where} uses method paid but has no guide prompt: give keyframe {k + 1} a "
+                    "guide_prompt or set --guide-prompt for every paid segment"
+                )
+        if self.guide_prompt is not None and "paid" not in self.segment_methods():
+            raise ValueError(
+                "--guide-prompt is PAID's prompt for the middle frames, and no segment uses method "
+                "paid: add --method paid (or a keyframe method paid) or drop it"
+            )
+
     def _check_motion(self) -> None:
         from whichway.motion.windows import check_context
 
@@ -222,10 +274,10 @@ class TravelSettings:
             ]
             if given:
                 raise ValueError(f"{given[0]} applies to motion journeys: give --motion ADAPTER")
-        elif self.method != "plain":
+        elif self.attention_methods():
             raise ValueError(
-                f"--method {self.method} (attention interpolation) renders stills; it does not "
-                "combine with --motion yet: drop one of them"
+                f"--method {self.attention_methods()[0]} (attention interpolation) renders stills; "
+                "it does not combine with --motion yet: drop one of them"
             )
         elif any(kf.image is not None for kf in self.keyframes):
             raise ValueError(
@@ -247,14 +299,46 @@ class TravelSettings:
     def segment_latent(self, k: int) -> str:
         return self.keyframes[k].latent or self.latent
 
+    def segment_method(self, k: int) -> str:
+        """The method of segment k (between keyframes k and k + 1)."""
+        return self.keyframes[k].method or self.method
+
+    def segment_methods(self) -> tuple[str, ...]:
+        """The method of every segment, in order (K - 1 of them)."""
+        return tuple(self.segment_method(k) for k in range(len(self.keyframes) - 1))
+
+    def attention_methods(self) -> tuple[str, ...]:
+        """The distinct methods other than plain that some segment uses, in order."""
+        return tuple(m for m in dict.fromkeys(self.segment_methods()) if m != "plain")
+
+    def segment_guide(self, k: int) -> str | None:
+        """PAID's guide prompt of segment k (its start keyframe's, else the run's); None unless
+        the segment is paid."""
+        if self.segment_method(k) != "paid":
+            return None
+        return self.keyframes[k].guide_prompt or self.guide_prompt
+
+    def segment_method_record(self, k: int) -> dict[str, Any]:
+        """What segment k's method is and every setting of it that changes its pixels
+        (``run.json``'s ``segments``; a rerun renders again the segments whose entry changed)."""
+        method = self.segment_method(k)
+        out: dict[str, Any] = {"method": method}
+        if method != "plain":
+            out.update(warmup_ratio=self.warmup_ratio, aid_layers=self.aid_layers, fused=self.fused)
+        if method == "paid":
+            out["guide_prompt"] = self.segment_guide(k)
+        return out
+
     def record(self) -> dict[str, Any]:
         """JSON-able settings; keyframe times are kept apart (``keyframe_times``) because they
         move frames, not pixels."""
         from whichway.attention.methods import ATTENTION_KEYS
 
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keyframes"}
-        if self.method == "plain":  # runs recorded before attention methods existed still resume
+        if not self.attention_methods():  # runs recorded before attention methods existed resume
             out = {k: v for k, v in out.items() if k not in ATTENTION_KEYS}
+        elif self.guide_prompt is None:  # and those recorded before travel took PAID
+            del out["guide_prompt"]
         if self.motion is None:  # and before motion journeys existed
             out = {k: v for k, v in out.items() if k not in MOTION_KEYS}
         out["keyframes"] = [

@@ -1,0 +1,166 @@
+"""Per-segment methods in travel (plain, AID, PAID): each segment's frames are what rendering
+it alone with its method gives, run.json records them, and a rerun renders again only the
+segments whose method changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from whichway.cli import main
+from whichway.travel import Keyframe, TravelSettings, run_travel
+from whichway.travel.rendering import Journey, Renderer
+
+SIZE = 32
+COMMON = {"frames_per_segment": 3, "batch_size": 4, "format": None, "steps": 2,
+          "height": SIZE, "width": SIZE, "guidance": 4.0, "warmup_ratio": 1.0}  # fmt: skip
+PROMPTS = ("a cat", "a red dog", "a car")
+GUIDE = "a cat and a dog"
+
+
+def _keyframes(*methods: str | None, guide: str | None = None) -> tuple[Keyframe, ...]:
+    """Three keyframes (seeds 1, 2, 3); ``methods`` for the two segments."""
+    return tuple(
+        Keyframe(
+            p,
+            seed=k + 1,
+            method=methods[k] if k < 2 else None,
+            guide_prompt=guide if k < 2 and methods[k] == "paid" else None,
+        )
+        for k, p in enumerate(PROMPTS)
+    )
+
+
+def _rendered(adapter, s: TravelSettings, tmp_path) -> torch.Tensor:
+    """Every frame of ``s``'s uniform plan (7 positions) through the travel renderer."""
+    positions = [(k, j / 3) for k in range(2) for j in range(3)] + [(1, 1.0)]
+    journey = Journey(adapter, s, SIZE, SIZE, tmp_path)
+    renderer = Renderer(adapter, journey, s, SIZE, SIZE, len(positions), False, {})
+    out: list[torch.Tensor] = []
+    renderer.render(positions, on_chunk=out.append)
+    renderer.close()
+    return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_adapter, tmp_path_factory) -> torch.Tensor:
+    """The all-plain travel's 7 frames."""
+    s = TravelSettings(_keyframes(None, None), **COMMON)
+    return _rendered(tiny_adapter("sd"), s, tmp_path_factory.mktemp("plain"))
+
+
+def test_mixed_segments_equal_each_method_alone(tiny_adapter, tmp_path, plain):
+    """Segment 1 plain, segment 2 AID, rendered in one chunk: segment 1's frames equal an
+    all-plain travel's, segment 2's an all-AID travel's, the keyframes are unchanged."""
+    adapter = tiny_adapter("sd")
+    aid = _rendered(
+        adapter, TravelSettings(_keyframes(None, None), method="aid-outer", **COMMON), tmp_path
+    )
+    mixed = _rendered(adapter, TravelSettings(_keyframes(None, "aid-outer"), **COMMON), tmp_path)
+    assert (aid[4:6] - plain[4:6]).abs().max() > 1e-4  # AID changes the middle frames
+    torch.testing.assert_close(mixed[:3], plain[:3], atol=2e-6, rtol=0)
+    torch.testing.assert_close(mixed[3:], aid[3:], atol=2e-6, rtol=0)
+    torch.testing.assert_close(mixed[[0, 3, 6]], plain[[0, 3, 6]], atol=2e-6, rtol=0)
+
+
+def test_paid_segment_equals_an_independent_paid_render(tiny_adapter, tmp_path, plain):
+    """A paid segment beside a plain one: its middle frames equal PAID rendered through the
+    lower-level API (guide prompt in the middle, the two keyframes as endpoint rows), its end
+    frames the plain keyframes; the plain segment is the plain travel's."""
+    from whichway.attention.batch import AttentionPath, with_guide
+    from whichway.attention.methods import settings_for
+    from whichway.render import conditioning_path, latent_path, render_frames
+
+    adapter = tiny_adapter("sd")
+    mixed = _rendered(
+        adapter, TravelSettings(_keyframes("paid", None, guide=GUIDE), **COMMON), tmp_path
+    )
+    ts = torch.tensor([0.0, 1 / 3, 2 / 3, 1.0], dtype=torch.float64)
+    cond = adapter.encode(["a cat", "a red dog", GUIDE])
+    path, _ = conditioning_path(cond.select(0), cond.select(1), ts, coupling="ot")
+    ends = torch.stack(
+        [adapter.initial_latent(1, SIZE, SIZE), adapter.initial_latent(2, SIZE, SIZE)]
+    )
+    aid = settings_for("paid", fused=True, warmup_ratio=1.0, layers="both")
+    expected = render_frames(
+        adapter,
+        with_guide(path, ts, cond.select(2)),
+        latent_path(ends[0], ends[1], ts, method="cog"),
+        steps=2,
+        guidance=4.0,
+        height=SIZE,
+        width=SIZE,
+        batch_size=4,
+        progress=False,
+        attention=AttentionPath(aid, cond.select([0, 1]), ends, ts),
+    )
+    assert (expected[1:3] - plain[1:3]).abs().max() > 1e-4  # the guide changes them
+    torch.testing.assert_close(mixed[:4], expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(mixed[3:], plain[3:], atol=2e-6, rtol=0)
+
+
+def test_changed_segment_method_renders_that_segment_only(tiny_adapter, tmp_path):
+    """A plain run (recorded without method keys, as runs made before methods existed) resumes
+    under per-segment methods: switching segment 2 to PAID renders its 4 frames only, run.json
+    records each segment's method, a rerun renders nothing."""
+    adapter = tiny_adapter("sd")
+    out = tmp_path / "run"
+    first = run_travel(
+        adapter, TravelSettings(_keyframes(None, None), **COMMON), out, progress=False
+    )
+    assert first.rendered == 7
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert "method" not in settings and all("method" not in kf for kf in settings["keyframes"])
+    kept = (out / "frames" / "00001.png").stat().st_mtime_ns
+    s = TravelSettings(_keyframes(None, "paid", guide=GUIDE), **COMMON)
+    second = run_travel(adapter, s, out, progress=False)
+    assert second.rendered == 4  # frames 3..6: segment 2 and the last keyframe
+    assert (out / "frames" / "00001.png").stat().st_mtime_ns == kept
+    record = json.loads((out / "run.json").read_text())
+    assert record["settings"]["keyframes"][1]["method"] == "paid"
+    assert [seg["method"] for seg in record["segments"]] == ["plain", "paid"]
+    assert record["segments"][1]["guide_prompt"] == GUIDE
+    assert TravelSettings.from_record(record["settings"]).segment_methods() == ("plain", "paid")
+    assert run_travel(adapter, s, out, progress=False).rendered == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--methods", "plain,paid"], "segment 2 .* uses method paid but has no guide prompt"),
+        (["--methods", "plain"], "--methods gives 1 methods for 2 segments"),
+        (["--guide-prompt", "x"], "no segment uses method paid"),
+        (["--methods", "plain,plain", "--warmup-ratio", "1"], "add --method aid-outer"),
+        (["--methods", "plain,diffmorpher"], "DiffMorpher morphs between two images"),
+    ],
+)
+def test_travel_method_errors_are_one_line_before_any_model_loads(tmp_path, capsys, extra, message):
+    import re
+
+    model = tmp_path / "model"  # a model folder that holds no weights: nothing may load
+    model.mkdir()
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    argv = ["travel", "a", "b", "c", "--model", str(model), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--frames-per-segment", "2", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+
+
+def test_settings_refuse_methods_that_cannot_run():
+    with pytest.raises(ValueError, match="keyframe 1 gives a guide prompt, but segment 1"):
+        TravelSettings((Keyframe("a", guide_prompt="g"), Keyframe("b")))
+    with pytest.raises(ValueError, match="keyframe 2 is the last one"):
+        TravelSettings((Keyframe("a"), Keyframe("b", method="aid-outer")))
+    with pytest.raises(ValueError, match="does not combine with --motion"):
+        TravelSettings((Keyframe("a", method="aid-inner"), Keyframe("b")), motion="m")
+    s = TravelSettings(
+        (
+            Keyframe("a", method="paid"),
+            Keyframe("b", method="paid", guide_prompt="g2"),
+            Keyframe("c"),
+        ),
+        guide_prompt="g1",
+    )
+    assert [s.segment_guide(k) for k in range(2)] == ["g1", "g2"]
