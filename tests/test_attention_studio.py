@@ -63,3 +63,14 @@ def test_morph_settings_diffmorpher_needs_the_two_images(tmp_path):
     assert (s.method, s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda) == (
         "diffmorpher", 16, 200, 2e-4, 0.6,
     )  # fmt: skip
+
+
+def test_diffmorpher_without_images_names_the_image_fields(tmp_path):
+    from whichway.studio.session import user_message
+
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    with pytest.raises(ValueError) as err:
+        studio.compare_job("a cat", "a dog", frames=3, attention=["aid-outer", "diffmorpher"])
+    message = user_message(err.value)
+    assert "upload Image A and Image B" in message and "--" not in message
+    assert studio.loaded_model is None

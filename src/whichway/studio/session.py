@@ -812,11 +812,15 @@ class Studio:
         attention: Sequence[str] = (),
         guide_prompt: str = "",
         motion: str | None = "",
+        image_a: str | None = None,
+        image_b: str | None = None,
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
         """A job rendering the pair with ot, clip and random couplings (shared end frames), and
-        with the ``attention`` methods (aid-outer, aid-inner, paid with ``guide_prompt``) on the
-        OT path; the strips and ``compare.json`` go to
-        ``<out>/compare--<prompt-a>--<prompt-b>[-k]``."""
+        with the ``attention`` methods (aid-outer, aid-inner, paid with ``guide_prompt``,
+        diffmorpher between the uploads ``image_a`` and ``image_b`` with the official settings,
+        its LoRAs and inversions cached in ``<out>/cache``) on the OT path; the strips and
+        ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``. The images are
+        used by the diffmorpher row only."""
         from whichway.attention.methods import check_method
         from whichway.compare import compare_couplings, save_comparison
         from whichway.morph import check_times, uniform_times
@@ -826,6 +830,22 @@ class Studio:
         guide = (guide_prompt or "").strip() or None
         for m in attention:
             check_method(m, 0.5, "both", guide if m == "paid" else None)
+        images: dict[str, Any] = {}
+        if "diffmorpher" in attention:
+            if not image_a or not image_b:
+                raise ValueError(
+                    "DiffMorpher morphs between two images: upload Image A and Image B (the "
+                    "images of prompt A and prompt B), or untick diffmorpher"
+                )
+            from whichway.media import load_image
+
+            for path in (image_a, image_b):
+                load_image(path)  # ValueError naming the file when it is not a readable image
+            images = {
+                "image_a": self.keep_upload(image_a),
+                "image_b": self.keep_upload(image_b),
+                "cache": self.out_dir / "cache",
+            }
         motion = (motion or "").strip() or None
         if motion is not None:  # the folder's config and weights, before any model
             from whichway.motion.adapter import check_motion_source
@@ -847,7 +867,7 @@ class Studio:
             batch_size=batch_size,
         )
         self.limits.check_frames(len(times))
-        paths = 3 + len(attention) + (2 if motion else 0)
+        paths = 3 + len(attention) + (2 if motion else 0)  # diffmorpher: T frames, not T - 2
         self.check_request(  # three paths (ot, clip, random) and the AID ones kept for strips
             f"{len(times)} frames x {paths} paths",
             paths * len(times),
@@ -884,6 +904,7 @@ class Studio:
                 attention=attention,
                 guide_prompt=guide,
                 motion=motion,
+                **images,
                 **options,
             )
             target = _free_dir(self.out_dir / f"compare--{slug(prompt_a)}--{slug(prompt_b)}")

@@ -1,6 +1,6 @@
 """The Compare tab: one pair rendered with the ot, clip and random couplings from the same seed,
-and optionally AID / PAID on the OT path, with each row's cost, W2 path length, PPL and
-smoothness."""
+and optionally AID / PAID / DiffMorpher (between two uploaded images) on the OT path, with each
+row's cost, W2 path length, PPL and smoothness."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
-from whichway.attention.methods import METHODS
+from whichway.attention.methods import IMAGE_METHODS, METHODS
 from whichway.studio.handlers import (
     COUPLINGS,
     generation_controls,
@@ -20,8 +20,8 @@ from whichway.studio.handlers import (
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.studio.session import Studio
 
-ATTENTION_METHODS = tuple(m for m in METHODS if m != "plain")
-"""Attention methods the tab can add beside the couplings."""
+ATTENTION_METHODS = (*(m for m in METHODS if m != "plain"), *IMAGE_METHODS)
+"""Attention methods the tab can add beside the couplings (diffmorpher: with the two images)."""
 MOTION_ROWS = ("lerp+motion", "ot+motion")
 """The rows a motion adapter adds: the lerp and the OT path, each denoised as one video."""
 STRIPS = (*COUPLINGS, *ATTENTION_METHODS, *MOTION_ROWS)
@@ -57,7 +57,8 @@ def compare_tab(studio: Studio) -> Any:
     with gr.Tab("Compare", id="compare", elem_id="ww-tab-compare"):
         gr.Markdown(
             "One pair rendered with the **ot**, **clip** and **random** couplings from the same seed; the "
-            "end frames (t = 0 and t = 1) are rendered once and shared."
+            "end frames (t = 0 and t = 1) are rendered once and shared. **diffmorpher** morphs "
+            "between Image A and Image B (its end frames are the images' reconstructions)."
         )
         with gr.Row():
             c_a = gr.Textbox(label="Prompt A", elem_id="ww-compare-a")
@@ -73,10 +74,23 @@ def compare_tab(studio: Studio) -> Any:
             c_attention = gr.CheckboxGroup(
                 list(ATTENTION_METHODS),
                 value=[],
-                label="Also interpolate inside attention (AID / PAID, on the OT path)",
+                label="Also interpolate inside attention (AID / PAID / DiffMorpher, on the OT path)",
                 elem_id="ww-compare-attention",
             )
             c_guide = gr.Textbox("", label="PAID guide prompt", elem_id="ww-compare-guide")
+        with gr.Row():  # diffmorpher morphs between two images (official LoRA settings)
+            c_img_a = gr.Image(
+                type="filepath",
+                label="Image A (DiffMorpher only)",
+                sources=["upload"],
+                elem_id="ww-compare-image-a",
+            )
+            c_img_b = gr.Image(
+                type="filepath",
+                label="Image B (DiffMorpher only)",
+                sources=["upload"],
+                elem_id="ww-compare-image-b",
+            )
         c_motion = gr.Textbox(
             "",
             label="Motion adapter (optional): also the lerp and OT paths as motion videos",
@@ -91,7 +105,11 @@ def compare_tab(studio: Studio) -> Any:
                 for m in COUPLINGS
             ]
             + [
-                gr.Image(label=f"{m} (OT path)", type="filepath", elem_id=f"ww-compare-{m}")
+                gr.Image(
+                    label=f"{m} (OT path{', its own end frames' if m in IMAGE_METHODS else ''})",
+                    type="filepath",
+                    elem_id=f"ww-compare-{m}",
+                )
                 for m in ATTENTION_METHODS
             ]
             + [
@@ -115,6 +133,8 @@ def compare_tab(studio: Studio) -> Any:
             attention,
             guide,
             motion="",
+            img_a=None,
+            img_b=None,
             request: Request = None,
             progress=gr.Progress(),  # noqa: B008
         ):
@@ -132,6 +152,8 @@ def compare_tab(studio: Studio) -> Any:
                 attention=attention,
                 guide_prompt=guide,
                 motion=motion,
+                image_a=img_a,
+                image_b=img_b,
             )
             for kind, value in studio.stream(job, session_of(request)):
                 if kind == "step":
@@ -148,7 +170,7 @@ def compare_tab(studio: Studio) -> Any:
         compare_event = c_go.click(
             compare,
             [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width]
-            + [c_attention, c_guide, c_motion],
+            + [c_attention, c_guide, c_motion, c_img_a, c_img_b],
             [c_table, *c_strips],
             api_name="compare",
             concurrency_limit=None,
