@@ -51,7 +51,7 @@ def test_morph_settings_diffmorpher_needs_the_two_images(tmp_path):
     from PIL import Image
 
     studio = Studio(tmp_path / "runs", "never-loaded")
-    with pytest.raises(ValueError, match="morphs between two images"):
+    with pytest.raises(ValueError, match="morphs between two images: upload Image A and Image B"):
         studio.morph_settings("a cat", "a dog", frames=3, method="diffmorpher")
     for name in ("a.png", "b.png"):
         Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / name)
