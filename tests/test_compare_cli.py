@@ -61,12 +61,15 @@ def test_compare_writes_strips_and_a_summary(tiny_pipeline, tmp_path, capsys):
         (["--methods", "diffmorpher", "--image-a", "A", "--image-b", "B", "--attn-lambda", "2"],
          r"--attn-lambda must lie in \[0, 1\]"),
         (["--t", "0,0.5"], r"--t must start at 0 and end at 1"),
+        (["--context-length", "4"], r"add --motion ADAPTER"),
+        (["--motion", "NOWHERE"], r"does not exist"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_one_line_errors_before_loading(tmp_path, capsys, extra, message):
     """The model folder does not exist: every check comes before any load."""
     _images(tmp_path)
-    extra = [str(tmp_path / f"{x.lower()}.png") if x in ("A", "B") else x for x in extra]
+    names = {"A": "a.png", "B": "b.png", "NOWHERE": "nowhere"}
+    extra = [str(tmp_path / names[x]) if x in names else x for x in extra]
     argv = ["compare", "a cat", "a dog", "--model", str(tmp_path / "no-model"), *extra]
     rc = main([*argv, "--out", str(tmp_path / "o"), "--height", "32", "--width", "32"])
     assert rc == 2

@@ -686,6 +686,25 @@ def test_compare_motion_rows_are_the_lerp_and_ot_paths_through_the_adapter(
     assert record["settings"]["motion"]["sha256"]
 
 
+def test_compare_command_adds_the_motion_rows(animatediff, tmp_path):
+    import csv
+
+    out = tmp_path / "cmp"
+    rc = main(
+        [
+            "compare", "a cat", "a red car", "--model", str(animatediff / "base"),
+            "--motion", str(animatediff / "motion"), "--context-length", "4", "--couplings", "ot",
+            "--frames", "3", "--steps", "1", "--height", str(SIZE), "--width", str(SIZE),
+            "--no-score", "--quiet", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    with open(out / "compare.csv", newline="") as f:
+        assert [r["coupling"] for r in csv.DictReader(f)] == ["ot", "lerp+motion", "ot+motion"]
+    assert (out / "ot+motion.png").is_file()
+    assert json.loads((out / "compare.json").read_text())["settings"]["context_length"] == 4
+
+
 def test_studio_compare_adds_the_motion_rows(animatediff, tmp_path):
     from whichway.studio.session import Studio
     from whichway.studio.tabs.compare import _compare_table

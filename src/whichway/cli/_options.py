@@ -781,3 +781,62 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     check_method(method, settings["warmup_ratio"], settings["aid_layers"], args.guide_prompt)
     check_family(method, local_model_family(args), settings["aid_layers"])
     return settings
+
+
+# --- motion (AnimateDiff) -----------------------------------------------------------------------
+
+
+def add_motion_options(
+    parser: argparse.ArgumentParser, *, journey: bool = True
+) -> argparse._ArgumentGroup:
+    """``--motion`` and ``--context-length`` (travel and compare); a journey (travel, ``journey``
+    True) also takes ``--context-stride``, ``--context-weighting`` and ``--motion-noise``."""
+    from whichway.motion.windows import WEIGHTINGS
+    from whichway.travel.settings import MOTION_NOISES
+
+    motion = parser.add_argument_group("motion (AnimateDiff)")
+    motion.add_argument(
+        "--motion",
+        default=None,
+        metavar="ADAPTER",
+        help="a MotionAdapter folder or hub id (SD 1.x or SDXL base model): "
+        + (
+            "every frame's travel conditioning is denoised together as one video, so the picture "
+            "moves"
+            if journey
+            else "two more rows, the lerp and the OT path each denoised as one video"
+        ),
+    )
+    motion.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="frames denoised at once per context window (default 16, at most the adapter's"
+        + (
+            "; with --batch-size auto, at most the longest window the memory estimate fits)"
+            if journey
+            else ")"
+        ),
+    )
+    if not journey:
+        return motion
+    motion.add_argument(
+        "--context-stride",
+        type=int,
+        default=None,
+        help="frames between the starts of consecutive windows (default 4, at most the length)",
+    )
+    motion.add_argument(
+        "--context-weighting",
+        default="pyramid",
+        choices=WEIGHTINGS,
+        help="weights fusing overlapping windows: pyramid (FreeNoise, default) or flat",
+    )
+    motion.add_argument(
+        "--motion-noise",
+        default="path",
+        choices=MOTION_NOISES,
+        help="initial noise: path (each frame's latent on --latent's path between keyframe "
+        "seeds, default) or shuffled (FreeNoise: the first window's noise, shuffled, repeated)",
+    )
+    return motion

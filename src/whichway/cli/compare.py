@@ -14,6 +14,7 @@ from whichway.cli._options import (
     add_guide_prompt_option,
     add_image_options,
     add_model_options,
+    add_motion_options,
     add_output_options,
     add_path_options,
     check_generation,
@@ -50,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Render the path from prompt A to prompt B with each coupling of --couplings (same seed, "
             "shared end frames) and each attention method of --methods (on the OT path; diffmorpher "
-            "between --image-a and --image-b, with its own end frames). Writes <row>.png strips, "
+            "between --image-a and --image-b, with its own end frames) and, with --motion, the lerp "
+            "and OT paths as motion videos. Writes <row>.png strips, "
             "compare.png (every row), compare.csv and compare.json (cost, W2 path length, and PPL "
             "and smoothness when the LPIPS weights are available) into --out."
         ),
@@ -82,6 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_guide_prompt_option(group)
     add_diffmorpher_options(group)
+    add_motion_options(p, journey=False)
     add_output_options(
         p, out_help="output folder (default runs/compare--<prompt-a>--<prompt-b>)", animation=False
     )
@@ -141,9 +144,17 @@ def check_args(args: argparse.Namespace) -> Path:
     elif args.frames < 2:
         raise ValueError(f"--frames must be >= 2, got {args.frames}")
     check_seed("--seed", args.seed)
+    if args.motion is not None:  # the adapter's folder and its base's family, before any load
+        from whichway.motion.adapter import check_motion_base, check_motion_source
+        from whichway.motion.windows import check_context
+
+        check_context(args.context_length, None)
+        check_motion_base(args.model, check_motion_source(args.motion))
+    elif args.context_length is not None:
+        raise ValueError("--context-length sets the motion rows' windows; add --motion ADAPTER")
     out = check_out_dir(args.out or f"runs/compare--{slug(args.prompt_a)}--{slug(args.prompt_b)}")
     frames = len(args.t) if args.t is not None else args.frames
-    rows = len(args.couplings) + len(methods)
+    rows = len(args.couplings) + len(methods) + (2 if args.motion is not None else 0)
     label = f"--t with {frames} values" if args.t is not None else f"--frames {frames}"
     # every row's frames are held in float32 for the strips and the PPL
     check_request(
@@ -179,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
         )
         meter = None
     used = "diffmorpher" in args.methods
-    print_run_estimate(adapter, args, len(ts) * (len(args.couplings) + len(args.methods)))
+    rows = len(args.couplings) + len(args.methods) + (2 if args.motion is not None else 0)
+    print_run_estimate(adapter, args, len(ts) * rows)
     result = compare_couplings(
         adapter,
         args.prompt_a,
@@ -200,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         image_b=args.image_b,
         diffmorpher=args.diffmorpher if used else None,
         cache=out if used else None,  # loras/ and latents/, as a morph's run folder
+        motion=args.motion,
+        context_length=args.context_length,
         progress=not args.quiet,
     )
     save_comparison(result, out, adapter)

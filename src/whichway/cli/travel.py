@@ -11,6 +11,7 @@ from whichway.cli._options import (
     add_generation_options,
     add_method_options,
     add_model_options,
+    add_motion_options,
     add_output_options,
     add_path_options,
     check_at_least,
@@ -153,47 +154,6 @@ def register(sub: argparse._SubParsersAction) -> None:
             defaults[action.dest] = action.default
             action.default = None
     p.set_defaults(func=run, _travel_defaults=defaults)
-
-
-def add_motion_options(p: argparse.ArgumentParser) -> None:
-    """``--motion`` and its context-window options (a journey denoised as one video)."""
-    from whichway.motion.windows import WEIGHTINGS
-    from whichway.travel.settings import MOTION_NOISES
-
-    motion = p.add_argument_group("motion (AnimateDiff)")
-    motion.add_argument(
-        "--motion",
-        default=None,
-        metavar="ADAPTER",
-        help="a MotionAdapter folder or hub id (SD 1.x or SDXL base model): every frame's travel "
-        "conditioning is denoised together as one video, so the picture moves",
-    )
-    motion.add_argument(
-        "--context-length",
-        type=int,
-        default=None,
-        help="frames denoised at once per context window (default 16, at most the adapter's; with "
-        "--batch-size auto, at most the longest window the memory estimate fits)",
-    )
-    motion.add_argument(
-        "--context-stride",
-        type=int,
-        default=None,
-        help="frames between the starts of consecutive windows (default 4, at most the length)",
-    )
-    motion.add_argument(
-        "--context-weighting",
-        default="pyramid",
-        choices=WEIGHTINGS,
-        help="weights fusing overlapping windows: pyramid (FreeNoise, default) or flat",
-    )
-    motion.add_argument(
-        "--motion-noise",
-        default="path",
-        choices=MOTION_NOISES,
-        help="initial noise: path (each frame's latent on --latent's path between keyframe "
-        "seeds, default) or shuffled (FreeNoise: the first window's noise, shuffled, repeated)",
-    )
 
 
 def _is_schedule(inputs: list[str]) -> bool:
