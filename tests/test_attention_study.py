@@ -28,67 +28,63 @@ BASE = [
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
 
-def test_unit_adds_aid_rows_equal_to_an_aid_render(tiny_pipeline):
-    from whichway.attention import AIDSettings, AttentionPath
+def test_unit_method_rows_equal_independent_renders(tiny_pipeline, tmp_path):
+    from whichway.attention import AIDSettings, AttentionPath, settings_for, with_guide
+    from whichway.media import load_image, save_image
+    from whichway.morph import MorphSettings, run_morph
     from whichway.render import conditioning_path, render_frames
 
-    overrides = [f'model.id="{tiny_pipeline("sd")}"', *BASE, 'study.couplings=["clip"]']
-    cfg = load_config("prompts", None, [*overrides, 'study.methods=["aid-inner"]'])
-    worker = PromptStudyWorker(to_dict(cfg))
-    payload = {"pair_id": "x", "prompt_a": "a black cat", "prompt_b": "a brown dog",
-               "similarity": 1.2, "group": 1.5, "seed": 11, "example": True}  # fmt: skip
-    res = worker(Unit("x", payload))
-    rows = {r["coupling"]: r for r in res.rows}
-    assert set(rows) == {"clip", "aid-inner"}
-    # the AID row is the OT path's: its cost is OT's (lower than clip's) and its frames are
-    # an AID render of that path with the pair's seed
-    assert rows["aid-inner"]["coupling_cost"] < rows["clip"]["coupling_cost"]
-    a = worker.adapter
-    cond = a.encode([payload["prompt_a"], payload["prompt_b"]])
-    ts = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
-    path, _ = conditioning_path(cond.select(0), cond.select(1), ts, coupling="ot")
-    latent = a.initial_latent(11, 32, 32)
-    attention = AttentionPath(AIDSettings(mode="inner"), path.select([0, 2]),
-                              torch.stack([latent, latent]), ts)  # fmt: skip
-    frames = render_frames(a, path, latent, steps=2, guidance=cfg.render.guidance, height=32,
-                           width=32, negative=worker.negative, progress=False,
-                           attention=attention)  # fmt: skip
-    steps = worker.meter.distances(frames).double()
-    assert torch.allclose(
-        torch.tensor(rows["aid-inner"]["lpips_steps"], dtype=torch.float64), steps, atol=1e-5
-    )
-
-
-def test_unit_paid_row_equals_a_paid_render_with_the_pair_guide(tiny_pipeline):
-    from whichway.attention import AttentionPath, settings_for, with_guide
-    from whichway.render import conditioning_path, render_frames
-
-    overrides = [f'model.id="{tiny_pipeline("sd")}"', *BASE, 'study.couplings=["ot"]']
-    cfg = load_config("prompts", None, [*overrides, 'study.methods=["paid"]',
-                                        'study.guide_prompt="{a} and {b}"'])  # fmt: skip
+    overrides = [f'model.id="{tiny_pipeline("sd")}"', *BASE, 'study.couplings=["clip"]',
+                 'study.methods=["aid-inner", "paid", "diffmorpher"]', "study.save_frames=true",
+                 'study.guide_prompt="{a} and {b}"', "diffmorpher.lora_steps=1"]  # fmt: skip
+    cfg = load_config("prompts", None, overrides)
     worker = PromptStudyWorker(to_dict(cfg))
     guide = "a black cat and a brown dog"
     payload = {"pair_id": "x", "prompt_a": "a black cat", "prompt_b": "a brown dog",
                "similarity": 1.2, "group": 1.5, "seed": 11, "guide": guide}  # fmt: skip
-    rows = {r["coupling"]: r for r in worker(Unit("x", payload)).rows}
-    assert set(rows) == {"ot", "paid"} and rows["paid"]["guide_prompt"] == guide
-    assert rows["paid"]["coupling_cost"] == rows["ot"]["coupling_cost"]
-    # independently: PAID (official defaults) on the OT path, the guide in the middle frame
+    res = worker(Unit("x", payload))
+    rows = {r["coupling"]: r for r in res.rows}
+    assert set(rows) == {"clip", "aid-inner", "paid", "diffmorpher"}
+    assert rows["paid"]["guide_prompt"] == guide and rows["aid-inner"]["guide_prompt"] == ""
+    # every method row is the OT path's: its cost is OT's (lower than clip's)
+    assert rows["aid-inner"]["coupling_cost"] < rows["clip"]["coupling_cost"]
+    assert rows["paid"]["coupling_cost"] == rows["diffmorpher"]["coupling_cost"]
+
+    def lpips(name):
+        return torch.tensor(rows[name]["lpips_steps"], dtype=torch.float64)
+
+    # AID and PAID: independent renders of the OT path with the pair's seed (PAID: the guide in
+    # the middle frame, the official PAID settings)
     a = worker.adapter
     cond = a.encode([payload["prompt_a"], payload["prompt_b"], guide])
     ts = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     path, _ = conditioning_path(cond.select(0), cond.select(1), ts, coupling="ot")
     latent = a.initial_latent(11, 32, 32)
     paid = settings_for("paid", fused=True, warmup_ratio=0.5, layers="both")
-    attention = AttentionPath(paid, path.select([0, 2]), torch.stack([latent, latent]), ts)
-    frames = render_frames(a, with_guide(path, ts, cond.select(2)), latent, steps=2,
-                           guidance=cfg.render.guidance, height=32, width=32,
-                           negative=worker.negative, progress=False,
-                           attention=attention)  # fmt: skip
-    steps = worker.meter.distances(frames).double()
-    assert torch.allclose(torch.tensor(rows["paid"]["lpips_steps"], dtype=torch.float64), steps,
-                          atol=1e-5)  # fmt: skip
-    assert rows["paid"]["lpips_steps"] != rows["ot"]["lpips_steps"]  # the guide changed the middle
+    for name, aid, waypoints in [("aid-inner", AIDSettings(mode="inner"), path),
+                                 ("paid", paid, with_guide(path, ts, cond.select(2)))]:  # fmt: skip
+        attention = AttentionPath(aid, path.select([0, 2]), torch.stack([latent, latent]), ts)
+        frames = render_frames(a, waypoints, latent, steps=2, guidance=cfg.render.guidance,
+                               height=32, width=32, negative=worker.negative, progress=False,
+                               attention=attention)  # fmt: skip
+        assert torch.allclose(lpips(name), worker.meter.distances(frames).double(), atol=1e-5)
+    assert not torch.allclose(lpips("paid"), lpips("aid-inner"), rtol=0.05, atol=0)
+
+    # DiffMorpher: `whichway morph --method diffmorpher` between the unit's end frames saved as
+    # images (official slerp latents, OT text path, its guidance 1), frame for frame
+    files = []
+    for k, name in ((0, "a.png"), (2, "b.png")):
+        files.append(str(save_image(res.files[f"frames/x/clip/{k:04d}.png"], tmp_path / name)))
+    s = MorphSettings("a black cat", "a brown dog", (0.0, 0.5, 1.0), coupling="ot",
+                      latent="slerp", steps=2, guidance=1.0, height=32, width=32,
+                      image_a=files[0], image_b=files[1], format=None, method="diffmorpher",
+                      lora_steps=1)  # fmt: skip
+    morph = torch.stack([load_image(f) for f in run_morph(a, s, tmp_path / "morph").frames])
+    ours = torch.stack([res.files[f"frames/x/diffmorpher/{k:04d}.png"] for k in range(3)])
+    assert (ours - morph).abs().max() <= 0.5 / 255 + 1e-6  # the morph's frames are 8-bit
+    assert torch.allclose(lpips("diffmorpher"), worker.meter.distances(ours).double(), atol=1e-6)
+    # its end frames are its own (the images' reconstructions), not the shared ones
+    assert not torch.equal(ours[0], res.files["frames/x/clip/0000.png"])
 
 
 def test_unknown_study_method_is_refused():
@@ -102,6 +98,8 @@ def test_unknown_study_method_is_refused():
         (['study.methods=["paid"]'], "study.methods has paid, which needs a guide prompt"),
         (['study.guide_prompt="{a} with {c}"', 'study.methods=["paid"]'], r"names '\{c\}'"),
         (['study.guide_prompt="{a} and {b}"'], "study.guide_prompt is PAID's guide prompt"),
+        (["diffmorpher.lora_steps=-1"], "diffmorpher.lora_steps must be a whole number"),
+        (["diffmorpher.attn_lambda=2"], "diffmorpher.attn_lambda must lie in"),
     ],
 )
 def test_method_config_errors_are_one_line(overrides, message):
@@ -128,6 +126,15 @@ def test_method_errors_before_any_model_loads(tmp_path, capsys):
         assert main(["study", "prompts", "run", str(cfg), "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and re.search(message, err)
+    # DiffMorpher on an SD3 folder: refused from its model_index.json
+    sd3 = tmp_path / "sd3"
+    sd3.mkdir()
+    (sd3 / "model_index.json").write_text('{"_class_name": "StableDiffusion3Pipeline"}')
+    write_config(load_config("prompts", None, [*common, f'model.id="{sd3}"',
+                                               'study.methods=["diffmorpher"]']), cfg)  # fmt: skip
+    assert main(["study", "prompts", "run", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "diffmorpher, which is built for sd, sdxl models (UNet up blocks), not sd3" in err
 
 
 def test_report_tests_ot_against_the_method_rows_and_resume_renders_nothing(
@@ -138,7 +145,8 @@ def test_report_tests_ot_against_the_method_rows_and_resume_renders_nothing(
         f'pairs.sts=["{FIX / "cxc_small.csv"}"]', f'pairs.coco=["{FIX / "coco_small.json"}"]',
         "pairs.n_per_group=1", "pairs.group_width=2.5", "run.progress=false",
         'study.couplings=["ot", "clip"]',
-        'study.methods=["aid-outer", "paid"]', 'study.guide_prompt="{a}, then {b}"',
+        'study.methods=["aid-outer", "paid", "diffmorpher"]', "diffmorpher.lora_steps=1",
+        'study.guide_prompt="{a}, then {b}"',
         "study.example_pairs=0",
     ]  # fmt: skip
     cfg = tmp_path / "study.toml"
@@ -146,12 +154,14 @@ def test_report_tests_ot_against_the_method_rows_and_resume_renders_nothing(
     out = tmp_path / "run"
     assert main(["study", "prompts", "run", str(cfg), "--out", str(out), "--no-progress"]) == 0
     sig = pd.read_csv(out / "report" / "significance.csv")
-    assert {"ot < clip", "ot < aid-outer", "ot < paid"} <= set(sig[sig.metric == "ppl"].comparison)
+    tested = {"ot < clip", "ot < aid-outer", "ot < paid", "ot < diffmorpher"}
+    assert tested <= set(sig[sig.metric == "ppl"].comparison)
     assert "ot < aid-outer" not in set(sig[sig.metric == "coupling_cost"].comparison)
     report = (out / "report" / "report.md").read_text()
     assert "aid-outer" in report and "paid: AID whose middle frames follow" in report
+    assert "diffmorpher: between the pair's two end frames" in report and "1 steps" in report
     rows = pd.read_csv(out / "report" / "summary.csv")
-    assert list(dict.fromkeys(rows.coupling)) == ["ot", "clip", "aid-outer", "paid"]
+    assert list(dict.fromkeys(rows.coupling)) == ["ot", "clip", "aid-outer", "paid", "diffmorpher"]
     capsys.readouterr()
     # a finished run resumes without rendering (nor loading the model)
     assert main(["study", "prompts", "run", str(cfg), "--out", str(out), "--no-progress"]) == 0

@@ -43,6 +43,12 @@ def test_denoiser_calls_equal_a_hand_count_of_the_config(tmp_path):
     )
     # 3 pairs x (3 couplings + 1 method) x 11 frames x 7 steps x 1 (no CFG)
     assert study_work("prompts", cfg).denoiser_calls == 3 * 4 * 11 * 7
+    dm = ["pairs.n_per_group=3", "pairs.stratify=false", "render.steps=7", "render.guidance=7.5",
+          'study.methods=["diffmorpher"]', "diffmorpher.lora_steps=5"]  # fmt: skip
+    # + per pair DiffMorpher's 11 frames x 7 steps (guidance 1), 2 inversions x 7, 2 fits x 5
+    assert study_work("prompts", load_config("prompts", None, dm)).denoiser_calls == 3 * (
+        (2 + 3 * 9) * 7 * 2 + 11 * 7 + 2 * 7 + 2 * 5
+    )
 
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from whichway.metrics.smoothness import PathMetrics
     from whichway.models.base import Adapter
 
-__all__ = ["CouplingComparison", "compare_couplings", "save_comparison"]
+__all__ = ["CouplingComparison", "compare_couplings", "diffmorpher_row", "save_comparison"]
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def compare_couplings(
         methods = (*methods, *extra)
     if images is not None:
         dm = diffmorpher or DiffMorpherSettings()
-        rows, recorded = _diffmorpher_row(
+        rows, recorded = diffmorpher_row(
             adapter, prompt_a, prompt_b, ts, images, dm, seed, cache,
             steps=steps, guidance=guidance, height=height, width=width,
             negative_prompt=negative_prompt, batch_size=batch_size, progress=progress,
@@ -441,7 +441,7 @@ def _image_file(image: Any, folder: Path) -> str:
     return str(target)
 
 
-def _diffmorpher_row(
+def diffmorpher_row(
     adapter: Adapter,
     prompt_a: str,
     prompt_b: str,
@@ -465,7 +465,13 @@ def _diffmorpher_row(
     frames :func:`whichway.morph.run_morph` renders for ``MorphSettings(..., coupling="ot",
     latent="slerp", method="diffmorpher")`` (the same :func:`whichway.morph.morph_inputs`),
     rendered under the inversion sampler, the adapter's own restored afterwards; and the image
-    files to record (a PIL image's copy in ``cache``; None when that was a temporary folder)."""
+    files to record (a PIL image's copy in ``cache``; None when that was a temporary folder).
+
+    images : two image files or PIL images, prompt A's and prompt B's (each gets a LoRA fitted
+        with its prompt and is inverted under it); ts : the frames' t, 0 and 1 included;
+    cache : the folder of the LoRAs and inverted latents (``loras/``, ``latents/``; None: a
+        temporary folder). The DiffMorpher row of :func:`compare_couplings` and of the prompt
+        study (:mod:`whichway.studies.prompt_study`, between each pair's end frames)."""
     import tempfile
 
     import torch

@@ -186,10 +186,11 @@ class PromptRenderConfig:
             )
 
 
-STUDY_METHODS: tuple[str, ...] = ("aid-outer", "aid-inner", "paid")
+STUDY_METHODS: tuple[str, ...] = ("aid-outer", "aid-inner", "paid", "diffmorpher")
 """Attention methods a prompt study can add, each rendered on the OT text path with the pair's
-seed: AID (official defaults) and PAID (AID whose middle frames follow a guide prompt per pair:
-``study.guide_prompt`` or a ``guide`` column of the pairs file)."""
+seed: AID (official defaults), PAID (AID whose middle frames follow a guide prompt per pair:
+``study.guide_prompt`` or a ``guide`` column of the pairs file) and DiffMorpher (between the
+pair's own end frames, settings in ``[diffmorpher]``)."""
 
 GUIDE_FIELDS: tuple[str, ...] = ("a", "b")
 """Placeholders of ``study.guide_prompt``: the pair's prompt A and prompt B."""
@@ -218,9 +219,8 @@ def check_guide_template(template: str) -> None:
 class PromptStudySettings:
     couplings: tuple[str, ...] = ("ot", "clip", "random")
     methods: tuple[str, ...] = ()  # attention methods rendered on the OT path beside them
-    guide_prompt: str = (
-        ""  # PAID's guide per pair, e.g. "{a} and {b}"; "" = the pairs' guide column
-    )
+    # PAID's guide per pair, e.g. "{a} and {b}"; "" = the pairs file's guide column
+    guide_prompt: str = ""
     seed: int = 0
     save_frames: bool = False  # every frame of every path, as PNG
     save_strips: bool = False  # a contact strip per (pair, coupling)
@@ -243,6 +243,46 @@ class PromptStudySettings:
             )
 
 
+_DIFFMORPHER_FLAGS = {
+    "--lora-rank": "diffmorpher.lora_rank",
+    "--lora-steps": "diffmorpher.lora_steps",
+    "--lora-lr": "diffmorpher.lora_lr",
+    "--attn-lambda": "diffmorpher.attn_lambda",
+}
+
+
+@dataclass(frozen=True)
+class DiffMorpherStudyConfig:
+    """DiffMorpher's settings in a prompt study (``study.methods`` with ``diffmorpher``), the
+    official defaults: a rank-16 LoRA per end image, 200 AdamW steps at 2e-4, the up-block
+    K/V mix for the first λ = 0.6 of the steps, guidance 1 (the official ``guidance_scale``;
+    the images are inverted without guidance, as the official DDIM inversion)."""
+
+    lora_rank: int = 16
+    lora_steps: int = 200
+    lora_lr: float = 2e-4
+    attn_lambda: float = 0.6
+    guidance: float = 1.0
+
+    def __post_init__(self) -> None:
+        from whichway.attention.methods import check_diffmorpher
+
+        try:
+            check_diffmorpher(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
+        except ValueError as exc:
+            text = str(exc)
+            for flag, key in _DIFFMORPHER_FLAGS.items():
+                text = text.replace(flag, key)
+            raise ValueError(text) from None
+        _positive("diffmorpher.guidance", self.guidance, 0)
+
+    def settings(self) -> Any:
+        """The :class:`whichway.attention.methods.DiffMorpherSettings` of this section."""
+        from whichway.attention.methods import DiffMorpherSettings
+
+        return DiffMorpherSettings(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
+
+
 @dataclass(frozen=True)
 class PromptStudyConfig:
     """Paper A's prompt-pair study (DESIGN.md section 1.1)."""
@@ -252,18 +292,36 @@ class PromptStudyConfig:
     render: PromptRenderConfig = field(default_factory=PromptRenderConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     study: PromptStudySettings = field(default_factory=PromptStudySettings)
+    diffmorpher: DiffMorpherStudyConfig = field(default_factory=DiffMorpherStudyConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
 def check_prompt_methods(config: PromptStudyConfig) -> None:
     """One-line ValueErrors for ``study.methods`` entries a config cannot run, before any data
     or model is loaded: ``paid`` with no guide source (``study.guide_prompt`` empty and pairs
-    from CxC, which have no guide column; a pairs file's guides are checked when it is read)."""
+    from CxC, which have no guide column; a pairs file's guides are checked when it is read)
+    and ``diffmorpher`` on a local model folder of a family other than SD / SDXL."""
     methods = config.study.methods
     if "paid" in methods and not config.study.guide_prompt and config.pairs.source == "cxc":
         raise ValueError(
             "study.methods has paid, which needs a guide prompt per pair: set study.guide_prompt "
             '(e.g. "{a} and {b}") or use pairs.source = "file" with a guide column'
+        )
+    if "diffmorpher" in methods:
+        from whichway.models.samplers import local_family
+
+        check_diffmorpher_family(local_family(config.model.id), config.model.id)
+
+
+def check_diffmorpher_family(family: str | None, model: str) -> None:
+    """``diffmorpher`` in ``study.methods`` needs an SD / SDXL model (None: not known yet)."""
+    from whichway.attention.methods import DIFFMORPHER_FAMILIES
+
+    if family is not None and family not in DIFFMORPHER_FAMILIES:
+        raise ValueError(
+            f"study.methods has diffmorpher, which is built for "
+            f"{', '.join(DIFFMORPHER_FAMILIES)} models (UNet up blocks), not {family} "
+            f"({model}); remove it from study.methods for this model"
         )
 
 

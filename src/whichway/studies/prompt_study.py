@@ -6,8 +6,10 @@ displacement path E_t[i] = (1 - t) E_A[i] + t E_B[sigma(i)] of each coupling sig
 t in {0, 0.1, ..., 1}; the path is measured by its perceptual path length
 PPL = sum_k LPIPS(frame_k, frame_k+1) and its coupling cost C(sigma) = sum_i ||E_A[i] - E_B[sigma(i)]||^2.
 
-One **unit** is one pair; it records one row per coupling (and per attention method of
-``study.methods``: AID rendered on the OT path, :mod:`whichway.attention`). Per unit:
+One **unit** is one pair; it records one row per coupling (and per method of ``study.methods``,
+each on the OT text path, :mod:`whichway.attention`: AID and PAID (its guide prompt per pair,
+:func:`pair_guides`) beside the shared end frames, DiffMorpher between the pair's end frames taken
+as 8-bit images, :func:`whichway.compare.diffmorpher_row`). Per unit:
 
 * both prompts are encoded once (``adapter.encode([a, b])``);
 * the seed is derived from the study seed and the pair id (:func:`whichway.studies.pairs.pair_seed`),
@@ -160,9 +162,30 @@ class PromptStudyWorker:
             device=device,
         )
         self.ts = torch.tensor(r.t, dtype=torch.float64)
+        if "diffmorpher" in self.cfg.study.methods:  # a hub id's family is known only now
+            from whichway.studies.config import check_diffmorpher_family
+
+            check_diffmorpher_family(self.adapter.family, m.id)
 
     def describe(self) -> dict[str, Any]:
         return {**self.adapter.describe(), "height": self.height, "width": self.width}
+
+    def _diffmorpher(self, prompts: list[str], end_frames: Any) -> Any:
+        """DiffMorpher's T frames (T, 3, H, W) between a pair's end frames (2, 3, H, W), taken as
+        the 8-bit images a user would save: :func:`whichway.compare.diffmorpher_row` (a LoRA per
+        image fitted with its prompt, each inverted under its own, the OT text path, the AdaIN'd
+        slerp of the inverted latents) with ``[diffmorpher]``'s settings and guidance."""
+        from whichway.compare import diffmorpher_row
+        from whichway.media import to_pil
+
+        r, dm = self.cfg.render, self.cfg.diffmorpher
+        frames, _ = diffmorpher_row(
+            self.adapter, prompts[0], prompts[1], r.t, (to_pil(end_frames[0]), to_pil(end_frames[1])),
+            dm.settings(), 0, None, steps=r.steps, guidance=dm.guidance, height=self.height,
+            width=self.width, negative_prompt=r.negative_prompt or None, batch_size=r.batch_size,
+            progress=False, on_step=None, should_stop=None,
+        )  # fmt: skip
+        return frames.to(end_frames)
 
     # --- one pair ------------------------------------------------------------------------------
     def __call__(self, unit: Unit) -> UnitResult:
@@ -244,7 +267,7 @@ class PromptStudyWorker:
         assert frames is not None
         render_s = sum(frame_seconds)
         methods = cfg.study.methods
-        if methods:  # AID/PAID on the OT path: its own frames, the shared (or OT) end frames
+        if methods:  # on the OT path; AID/PAID share the (OT) end frames, DiffMorpher has its own
             from whichway.attention.batch import AttentionPath, with_guide
             from whichway.attention.methods import AIDSettings, settings_for
 
@@ -262,28 +285,40 @@ class PromptStudyWorker:
             official = AIDSettings()
             for name in methods:
                 t_method = time.perf_counter()
-                aid = settings_for(
-                    name,
-                    fused=official.fused,
-                    warmup_ratio=official.warmup_ratio,
-                    layers=official.layers,
-                )
-                cond = inner if name != "paid" else with_guide(inner, times, both.select(2))
-                attention = AttentionPath(
-                    aid, ot.select([0, T - 1]), torch.stack([latent, latent]), times
-                )
-                extra = render_frames(
-                    self.adapter, cond, latent, steps=r.steps, guidance=r.guidance,
-                    height=self.height, width=self.width, batch_size=r.batch_size,
-                    negative=self.negative, progress=False, attention=attention,
-                )  # fmt: skip
+                if name == "diffmorpher":  # between the pair's end frames, as 8-bit images
+                    if ends:
+                        end_frames = frames[ends]
+                    else:  # no shared and no OT end frames: render the OT path's two
+                        end_frames = render_frames(
+                            self.adapter, ot.select([0, T - 1]), latent, steps=r.steps,
+                            guidance=r.guidance, height=self.height, width=self.width,
+                            negative=self.negative, progress=False,
+                        )  # fmt: skip
+                    extra = self._diffmorpher(prompts, end_frames)
+                else:
+                    aid = settings_for(
+                        name,
+                        fused=official.fused,
+                        warmup_ratio=official.warmup_ratio,
+                        layers=official.layers,
+                    )
+                    cond = inner if name != "paid" else with_guide(inner, times, both.select(2))
+                    attention = AttentionPath(
+                        aid, ot.select([0, T - 1]), torch.stack([latent, latent]), times
+                    )
+                    extra = render_frames(
+                        self.adapter, cond, latent, steps=r.steps, guidance=r.guidance,
+                        height=self.height, width=self.width, batch_size=r.batch_size,
+                        negative=self.negative, progress=False, attention=attention,
+                    )  # fmt: skip
                 seconds = time.perf_counter() - t_method
                 frame_seconds += [seconds / len(extra)] * len(extra)
                 render_s += seconds
                 body = list(range(n, n + len(extra)))
                 n += len(extra)
                 frames = torch.cat([frames, extra])
-                index[name] = [ends[0], *body, ends[1]] if ends else body
+                own_ends = name == "diffmorpher" or not ends  # DiffMorpher renders its own
+                index[name] = body if own_ends else [ends[0], *body, ends[1]]
                 costs[name], w2_len[name] = costs["ot"], w2_len["ot"]
         couplings = (*couplings, *methods)
 

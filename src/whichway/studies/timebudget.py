@@ -7,6 +7,9 @@ group or class with fewer items than asked for runs fewer)::
     prompts: pairs x frames per pair x render.steps x c(render.guidance)
              frames per pair = 2 + (couplings + methods) x (T - 2)  with shared end frames
                              = (couplings + methods) x T             without
+             (methods: AID / PAID); with diffmorpher, per pair also
+             T x render.steps x c(diffmorpher.guidance) + 2 x render.steps (the inversions)
+             + 2 x diffmorpher.lora_steps (one denoiser call per LoRA step)
     latents: images x inversion.steps x c(inversion.guidance)
              + (paths x methods x interior + centroids x methods) x render.steps x c(render.guidance)
 
@@ -56,9 +59,14 @@ def study_work(study: str, cfg: Any) -> StudyWork:
         p, s = cfg.pairs, cfg.study
         groups = len(group_labels(p.group_width, p.max_similarity)) if p.stratify else 1
         pairs = p.n_per_group * groups
-        paths, T = len(s.couplings) + len(s.methods), len(r.t)
+        aid = [m for m in s.methods if m != "diffmorpher"]
+        paths, T = len(s.couplings) + len(aid), len(r.t)
         frames = 2 + paths * (T - 2) if r.shared_endpoints else paths * T
-        return StudyWork(pairs, pairs * frames * r.steps * _cfg_rows(r.guidance))
+        calls = frames * r.steps * _cfg_rows(r.guidance)
+        if "diffmorpher" in s.methods:
+            dm = cfg.diffmorpher
+            calls += T * r.steps * _cfg_rows(dm.guidance) + 2 * r.steps + 2 * dm.lora_steps
+        return StudyWork(pairs, pairs * calls)
     i, c = cfg.interpolation, cfg.centroids
     classes = _class_count(cfg)
     images = classes * cfg.data.images_per_class
