@@ -126,6 +126,62 @@ def test_changed_segment_method_renders_that_segment_only(tiny_adapter, tmp_path
     assert run_travel(adapter, s, out, progress=False).rendered == 0
 
 
+def test_diffmorpher_segments_equal_morph_and_fit_each_lora_once(
+    tiny_pipeline, tmp_path, monkeypatch
+):
+    """Two DiffMorpher segments through three image keyframes: each segment's frames equal
+    run_morph's DiffMorpher morph of its two images (to half an 8-bit level), and the three
+    LoRAs are fitted once each (the middle keyframe's serves both segments)."""
+    import numpy as np
+    from PIL import Image
+
+    import whichway.attention.diffmorpher as diffmorpher
+    from whichway.media import to_pil
+    from whichway.models import load_adapter
+    from whichway.morph import MorphSettings, run_morph, use_inversion_sampler
+
+    adapter = load_adapter(str(tiny_pipeline("sd")), device="cpu")  # it switches samplers
+    g = torch.Generator().manual_seed(0)
+    images = []
+    for name in ("a.png", "b.png", "c.png"):
+        to_pil(torch.rand(3, SIZE, SIZE, generator=g)).save(tmp_path / name)
+        images.append(str(tmp_path / name))
+    fits = []
+    fit_lora = diffmorpher.fit_lora
+    monkeypatch.setattr(
+        diffmorpher, "fit_lora", lambda *a, **k: fits.append(1) or fit_lora(*a, **k)
+    )
+    dm = {"lora_rank": 2, "lora_steps": 1, "lora_lr": 1e-3}
+    keyframes = tuple(
+        Keyframe(p, image=image, method="diffmorpher" if k < 2 else None)
+        for k, (p, image) in enumerate(zip(PROMPTS, images))
+    )
+    options = {**COMMON, "guidance": 1.0, "warmup_ratio": 0.5}
+    s = TravelSettings(keyframes, **options, **dm)
+    restore = use_inversion_sampler(adapter, "the test")
+    try:
+        travel = _rendered(adapter, s, tmp_path / "travel")
+        still = tuple(Keyframe(kf.prompt, image=kf.image) for kf in keyframes)
+        plain = _rendered(adapter, TravelSettings(still, **options), tmp_path / "plain")
+    finally:
+        adapter.use_scheduler(restore)
+    assert len(fits) == 3
+    assert (travel[1:3] - plain[1:3]).abs().max() > 1e-2  # DiffMorpher is not the plain path
+    assert len(list((tmp_path / "travel" / "loras").glob("lora-*.safetensors"))) == 3
+    morph = MorphSettings(
+        PROMPTS[0], PROMPTS[1], (0.0, 1 / 3, 2 / 3, 1.0), latent="cog", image_a=images[0],
+        image_b=images[1], format=None, method="diffmorpher", steps=2, guidance=1.0,
+        height=SIZE, width=SIZE, **dm,
+    )  # fmt: skip
+    # in the travel's folder: morph finds the LoRAs and inverted latents cached there
+    run = run_morph(adapter, morph, tmp_path / "travel", progress=False)
+    assert len(fits) == 3
+    for k, path in enumerate(run.frames):
+        theirs = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        # PNGs hold 8-bit levels: within half a level of the float frame (plus float noise)
+        assert (travel[k] - theirs / 255).abs().max() <= 0.5 / 255 + 1e-5, k
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -133,7 +189,8 @@ def test_changed_segment_method_renders_that_segment_only(tiny_adapter, tmp_path
         (["--methods", "plain"], "--methods gives 1 methods for 2 segments"),
         (["--guide-prompt", "x"], "no segment uses method paid"),
         (["--methods", "plain,plain", "--warmup-ratio", "1"], "add --method aid-outer"),
-        (["--methods", "plain,diffmorpher"], "DiffMorpher morphs between two images"),
+        (["--methods", "plain,diffmorpher"], "segment 2 .* diffmorpher, which morphs between two"),
+        (["--lora-steps", "3"], "set.s. how DiffMorpher acts"),
     ],
 )
 def test_travel_method_errors_are_one_line_before_any_model_loads(tmp_path, capsys, extra, message):

@@ -206,18 +206,28 @@ def _method_options(args: argparse.Namespace, options: dict, segment_methods: se
     file), before any model loads: AID's defaults where none is given; its options only when
     some segment (``options["method"]`` or one of ``segment_methods``, the per-segment
     overrides) uses an attention method."""
-    from whichway.attention.methods import DIFFMORPHER_KEYS, AIDSettings, check_family
+    from whichway.attention.methods import (
+        DIFFMORPHER_KEYS,
+        AIDSettings,
+        DiffMorpherSettings,
+        check_family,
+    )
 
-    lora = [f"--{n.replace('_', '-')}" for n in DIFFMORPHER_KEYS if getattr(args, n) is not None]
-    if lora or "diffmorpher" in {options["method"], *segment_methods}:
+    methods = {options["method"] or "plain", *segment_methods}
+    lora = [f"--{n.replace('_', '-')}" for n in DIFFMORPHER_KEYS if options[n] is not None]
+    if lora and "diffmorpher" not in methods:
         raise ValueError(
-            f"{', '.join(lora) or '--method diffmorpher'}: DiffMorpher morphs between two images "
-            "(whichway morph --image-a --image-b); travel takes plain, aid-outer, aid-inner or paid"
+            f"{', '.join(lora)} set(s) how DiffMorpher acts; give a segment method diffmorpher "
+            "(between two image keyframes)"
         )
+    dm = DiffMorpherSettings()
+    for name in DIFFMORPHER_KEYS:
+        if options[name] is None:
+            options[name] = getattr(dm, name)
     defaults = AIDSettings()
     given = [n for n in ("warmup_ratio", "aid_layers", "fused") if options[n] is not None]
     options["method"] = options["method"] or "plain"
-    if {options["method"], *segment_methods} <= {"plain"} and given:
+    if methods <= {"plain", "diffmorpher"} and given:
         flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
         raise ValueError(f"{flags} set(s) how AID acts; add --method aid-outer, aid-inner or paid")
     for name, default in (
@@ -228,7 +238,7 @@ def _method_options(args: argparse.Namespace, options: dict, segment_methods: se
         if options[name] is None:
             options[name] = default
     family = local_model_family(args)
-    for method in {options["method"], *segment_methods}:
+    for method in sorted(methods):
         check_family(method, family, options["aid_layers"])
 
 

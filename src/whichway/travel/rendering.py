@@ -46,15 +46,25 @@ class Journey:
         encoded = adapter.encode(prompts)
         self.cond = [encoded.select(prompts.index(kf.prompt)) for kf in s.keyframes]
         self.guide = [None if g is None else encoded.select(prompts.index(g)) for g in guides]
-        self.segment_method = list(s.segment_methods())
         negatives = [s.negative_of(k) for k in range(len(s.keyframes))]
         self.shared_negative = len(set(negatives)) == 1
         unique_neg = list(dict.fromkeys(negatives))
         encoded_neg = [adapter.encode_negative(x, 1) for x in unique_neg]
         self.negative = [encoded_neg[unique_neg.index(x)] for x in negatives]
+        self.segment_method = list(s.segment_methods())
+        # DiffMorpher segments render through morph's own inputs (each image's LoRA fitted once
+        # and cached in run_dir/loras, inverted under it): only the other segments need the
+        # keyframes' plain latents
+        n_key = len(s.keyframes)
+        plain = [
+            any(0 <= j < n_key - 1 and self.segment_method[j] != "diffmorpher" for j in (k - 1, k))
+            for k in range(n_key)
+        ]
         self.latent = []
         for k, kf in enumerate(s.keyframes):
-            if kf.image is not None:
+            if not plain[k]:  # a placeholder of the right shape: no row ever uses it
+                self.latent.append(adapter.initial_latent(0, height, width))
+            elif kf.image is not None:
                 self.latent.append(
                     inverted_latent(
                         adapter,
@@ -88,6 +98,61 @@ class Journey:
                 generator=torch.Generator().manual_seed(s.seed_of(k)),
             )
             self.couplings.append(cs)
+        self.diffmorpher = {
+            k: self._diffmorpher_inputs(adapter, k, height, width, run_dir, should_stop)
+            for k in range(n_seg)
+            if self.segment_method[k] == "diffmorpher"
+        }
+
+    def _diffmorpher_inputs(
+        self,
+        adapter: Adapter,
+        k: int,
+        height: int,
+        width: int,
+        run_dir: Path,
+        should_stop: Callable[[], bool] | None,
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], dict[str, Any]]]:
+        """(``latents_at``, ``frames_at``) of DiffMorpher segment k: what
+        :func:`whichway.morph.morph_inputs` gives the morph between its two image keyframes
+        (LoRAs and inverted latents cached in ``run_dir``, so a keyframe shared by two
+        segments is fitted and inverted once)."""
+        from whichway.morph import MorphSettings, morph_inputs
+        from whichway.render import conditioning_path
+
+        s = self.s
+        a, b = s.keyframes[k], s.keyframes[k + 1]
+        morph = MorphSettings(
+            a.prompt,
+            b.prompt,
+            (0.0, 1.0),
+            coupling=s.segment_coupling(k),
+            latent=s.segment_latent(k),
+            steps=s.steps,
+            guidance=s.guidance,
+            height=height,
+            width=width,
+            image_a=a.image,
+            image_b=b.image,
+            inversion_steps=s.inversion_steps,
+            inversion_guidance=s.inversion_guidance,
+            format=None,
+            method="diffmorpher",
+            lora_rank=s.lora_rank,
+            lora_steps=s.lora_steps,
+            lora_lr=s.lora_lr,
+            attn_lambda=s.attn_lambda,
+        )
+
+        def path_at(times: Tensor) -> tuple[Any, Any]:
+            return conditioning_path(
+                self.cond[k], self.cond[k + 1], times, couplings=self.couplings[k]
+            )
+
+        _, latents_at, frames_at = morph_inputs(
+            adapter, morph, height, width, run_dir, path_at, should_stop=should_stop
+        )
+        return latents_at, frames_at
 
     def rows(
         self, positions: Sequence[tuple[int, float]]
@@ -106,10 +171,14 @@ class Journey:
         neg: list[Any] = [None] * len(positions)
         for k, index in by_segment.items():
             ts = torch.tensor([positions[i][1] for i in index], dtype=torch.float64)
-            path, _ = conditioning_path(
-                self.cond[k], self.cond[k + 1], ts, couplings=self.couplings[k]
-            )
-            latents = latent_path(self.latent[k], self.latent[k + 1], ts, method=self.method[k])
+            if k in self.diffmorpher:  # DiffMorpher: morph's rows, the end frames included
+                latents_at, frames_at = self.diffmorpher[k]
+                path, latents = frames_at(ts)["cond"], latents_at(ts)
+            else:
+                path, _ = conditioning_path(
+                    self.cond[k], self.cond[k + 1], ts, couplings=self.couplings[k]
+                )
+                latents = latent_path(self.latent[k], self.latent[k + 1], ts, method=self.method[k])
             negs = None
             if not self.shared_negative:
                 negs, _ = conditioning_path(
@@ -120,9 +189,11 @@ class Journey:
                 t = float(ts[j])
                 own = k if t == 0.0 else (k + 1 if t == 1.0 else None)
                 if (
-                    own is not None
+                    own is not None and k not in self.diffmorpher
                 ):  # a keyframe (k or k + 1, both exist): its own conditioning and latent
                     cond[i], lat[i], neg[i] = self.cond[own], self.latent[own], self.negative[own]
+                elif own is not None:  # DiffMorpher's end frame: its image under its own LoRA
+                    cond[i], lat[i], neg[i] = path.select(j), latents[j], self.negative[own]
                 else:
                     cond[i], lat[i] = path.select(j) if guide is None else guide, latents[j]
                     neg[i] = None if negs is None else negs.select(j)
@@ -136,11 +207,14 @@ class Journey:
 
     def group_of(self, k: int) -> str:
         """The rendering group of segment k: segments of one group share denoiser batches
-        (``plain``; ``outer`` for aid-outer and paid, whose AID acts alike; ``inner``)."""
+        (``plain``; ``outer`` for aid-outer and paid, whose AID acts alike; ``aid-inner``;
+        each DiffMorpher segment alone)."""
         method = self.segment_method[k]
-        if method == "plain":
-            return "plain"
-        return "inner" if method == "aid-inner" else "outer"
+        if method in ("plain", "aid-inner"):
+            return method
+        if method == "diffmorpher":  # its own LoRA pair: never batched with another segment
+            return f"diffmorpher-{k}"
+        return "outer"
 
     def groups(self, positions: Sequence[tuple[int, float]]) -> list[list[int]]:
         """The indices of ``positions`` per rendering group (:meth:`group_of`), each in order,
@@ -160,6 +234,19 @@ class Journey:
         if group == {"plain"}:
             return None
         import torch
+
+        k = positions[0][0]
+        if k in self.diffmorpher:  # morph's own path, with the keyframes' own negatives
+            import dataclasses
+
+            from whichway.models.base import Conditioning
+
+            ts = torch.tensor([t for _, t in positions], dtype=torch.float64)
+            path = self.diffmorpher[k][1](ts)["attention"]
+            if self.shared_negative:
+                return path
+            negatives = Conditioning.cat(Conditioning.aligned(self.negative))
+            return dataclasses.replace(path, end_negative=negatives.select([k, k + 1]))
 
         from whichway.attention.batch import AttentionPath
         from whichway.attention.methods import settings_for

@@ -40,6 +40,10 @@ SCHEDULE_SETTINGS = (
     "aid_layers",
     "fused",
     "guide_prompt",
+    "lora_rank",
+    "lora_steps",
+    "lora_lr",
+    "attn_lambda",
     "motion",
     "context_length",
     "context_stride",
@@ -73,6 +77,8 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
             "audio_start",
             "audio_floor",
             "warmup_ratio",
+            "lora_lr",
+            "attn_lambda",
         ),
         (int, float),
     ),
@@ -87,6 +93,8 @@ _SETTING_TYPES: dict[str, tuple[type, ...]] = {
             "coarse",
             "context_length",
             "context_stride",
+            "lora_rank",
+            "lora_steps",
         ),
         (int,),
     ),
@@ -168,7 +176,7 @@ def read_schedule(path: str | os.PathLike[str]) -> Schedule:
         prompt = "a dog"
         at = 4.0              # seconds (or frame = 96)
         coupling = "clip"     # for the segment leaving this keyframe
-        method = "paid"       # likewise (plain, aid-outer, aid-inner, paid)
+        method = "paid"       # likewise (plain, aid-outer, aid-inner, paid, diffmorpher)
         guide_prompt = "a cat-dog"  # PAID's prompt for that segment's middle frames
 
     or a Deforum-style table of prompts keyed by frame number (``[prompts]`` with ``0 = "a cat"``,

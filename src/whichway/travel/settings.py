@@ -20,8 +20,9 @@ MOTION_NOISES = ("path", "shuffled")
 FreeNoise's shuffled repeats of the first context window's noise."""
 MOTION_KEYS = ("motion", "context_length", "context_stride", "context_weighting", "motion_noise")
 """The settings of a motion journey (left out of the record of a still one)."""
-TRAVEL_METHODS = ("plain", "aid-outer", "aid-inner", "paid")
-"""Methods a segment can take (:mod:`whichway.attention`; PAID with its guide prompt)."""
+TRAVEL_METHODS = ("plain", "aid-outer", "aid-inner", "paid", "diffmorpher")
+"""Methods a segment can take (:mod:`whichway.attention`; PAID with its guide prompt,
+DiffMorpher between two image keyframes)."""
 KEYFRAME_METHOD_KEYS = ("method", "guide_prompt")
 """A keyframe's method settings for the segment leaving it (recorded only when set)."""
 DEFAULT_AUDIO_FLOOR = 0.1
@@ -125,7 +126,9 @@ class TravelSettings:
     segment whose start keyframe does not override them. A segment's method renders it plainly,
     with AID between its keyframes (``aid-outer``, ``aid-inner``; ``warmup_ratio``,
     ``aid_layers`` and ``fused`` shared by every AID segment) or with PAID (``paid``: its
-    middle frames take the guide prompt of its start keyframe, else ``guide_prompt``)
+    middle frames take the guide prompt of its start keyframe, else ``guide_prompt``) or with
+    DiffMorpher between two image keyframes (``diffmorpher``: a LoRA per keyframe image, fitted
+    once per run with ``lora_rank``, ``lora_steps``, ``lora_lr``; ``attn_lambda``)
     (:mod:`whichway.attention`). Under ``latent="cog"`` a segment whose keyframes share one
     seed keeps that latent (``fixed``)."""
 
@@ -157,6 +160,10 @@ class TravelSettings:
     aid_layers: str = "both"
     fused: bool = True
     guide_prompt: str | None = None
+    lora_rank: int = 16
+    lora_steps: int = 200
+    lora_lr: float = 2e-4
+    attn_lambda: float = 0.6
     motion: str | None = None
     context_length: int | None = None
     context_stride: int | None = None
@@ -219,14 +226,10 @@ class TravelSettings:
     def _check_methods(self) -> None:
         """Every segment's method runnable: PAID segments have a guide prompt, guide prompts
         only where PAID uses them, nothing set on the last keyframe (it leaves no segment)."""
-        from whichway.attention.methods import AID_LAYERS, check_warmup_ratio
+        from whichway.attention.methods import AID_LAYERS, check_diffmorpher, check_warmup_ratio
 
-        if self.method == "diffmorpher":
-            raise ValueError(
-                "travel takes --method plain, aid-outer, aid-inner or paid (DiffMorpher morphs "
-                "between two images: use whichway morph --image-a --image-b --method diffmorpher)"
-            )
         check_choice("method", self.method, TRAVEL_METHODS)
+        check_diffmorpher(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
         check_choice("AID layers", self.aid_layers, AID_LAYERS)
         check_warmup_ratio(self.warmup_ratio)
         check_prompts_syntax(("guide prompt", self.guide_prompt))
@@ -250,6 +253,13 @@ class TravelSettings:
                 raise ValueError(
                     f"{where} uses method paid but has no guide prompt: give keyframe {k + 1} a "
                     "guide_prompt or set --guide-prompt for every paid segment"
+                )
+            if method == "diffmorpher" and (
+                kf.image is None or self.keyframes[k + 1].image is None
+            ):
+                raise ValueError(
+                    f"{where} uses method diffmorpher, which morphs between two images: give "
+                    f"keyframes {k + 1} and {k + 2} an image, or use another method for it"
                 )
         if self.guide_prompt is not None and "paid" not in self.segment_methods():
             raise ValueError(
@@ -323,7 +333,11 @@ class TravelSettings:
         (``run.json``'s ``segments``; a rerun renders again the segments whose entry changed)."""
         method = self.segment_method(k)
         out: dict[str, Any] = {"method": method}
-        if method != "plain":
+        if method == "diffmorpher":
+            from whichway.attention.methods import DIFFMORPHER_KEYS
+
+            out.update({name: getattr(self, name) for name in DIFFMORPHER_KEYS})
+        elif method != "plain":
             out.update(warmup_ratio=self.warmup_ratio, aid_layers=self.aid_layers, fused=self.fused)
         if method == "paid":
             out["guide_prompt"] = self.segment_guide(k)
@@ -332,9 +346,11 @@ class TravelSettings:
     def record(self) -> dict[str, Any]:
         """JSON-able settings; keyframe times are kept apart (``keyframe_times``) because they
         move frames, not pixels."""
-        from whichway.attention.methods import ATTENTION_KEYS
+        from whichway.attention.methods import ATTENTION_KEYS, DIFFMORPHER_KEYS
 
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keyframes"}
+        if "diffmorpher" not in self.segment_methods():  # and before travel took DiffMorpher
+            out = {k: v for k, v in out.items() if k not in DIFFMORPHER_KEYS}
         if not self.attention_methods():  # runs recorded before attention methods existed resume
             out = {k: v for k, v in out.items() if k not in ATTENTION_KEYS}
         elif self.guide_prompt is None:  # and those recorded before travel took PAID
