@@ -221,3 +221,24 @@ def test_settings_refuse_methods_that_cannot_run():
         guide_prompt="g1",
     )
     assert [s.segment_guide(k) for k in range(2)] == ["g1", "g2"]
+
+
+def test_schedule_sets_methods_per_keyframe(tmp_path):
+    """A schedule's keyframe ``method`` / ``guide_prompt`` set the segment leaving it; the
+    DiffMorpher settings are schedule keys; the record keeps unset keyframe keys out."""
+    from whichway.travel import read_schedule
+
+    (tmp_path / "a.png").write_bytes(b"")  # paths only: nothing is read here
+    (tmp_path / "journey.toml").write_text(
+        'method = "aid-inner"\nlora_steps = 5\n'
+        '[[keyframe]]\nprompt = "a"\nimage = "a.png"\nmethod = "diffmorpher"\n'
+        '[[keyframe]]\nprompt = "b"\nimage = "a.png"\nmethod = "paid"\nguide_prompt = "g"\n'
+        '[[keyframe]]\nprompt = "c"\n'
+        '[[keyframe]]\nprompt = "d"\n'
+    )
+    s = read_schedule(tmp_path / "journey.toml").to_settings(frames_per_segment=2)
+    assert s.segment_methods() == ("diffmorpher", "paid", "aid-inner")
+    assert (s.segment_guide(1), s.lora_steps) == ("g", 5)
+    record = s.record()
+    assert record["lora_steps"] == 5 and "method" not in record["keyframes"][2]
+    assert TravelSettings.from_record(record).segment_methods() == s.segment_methods()
