@@ -74,3 +74,98 @@ def test_diffmorpher_without_images_names_the_image_fields(tmp_path):
     message = user_message(err.value)
     assert "upload Image A and Image B" in message and "--" not in message
     assert studio.loaded_model is None
+
+
+def _morph_tab(studio):
+    """The Morph tab's handler as the page calls it (inputs by parameter name, the page's own
+    defaults for the rest); a refusal is the gr.Error the page shows."""
+    import inspect
+
+    gr = pytest.importorskip("gradio")
+    from whichway.studio.app import build_app
+
+    event = next(f for f in build_app(studio).fns.values() if f.api_name == "morph")
+    names = list(inspect.signature(event.fn).parameters)
+    defaults = dict(zip(names, [c.value for c in event.inputs], strict=False))
+
+    def morph(**page):
+        return list(event.fn(**{**defaults, **page}, request=None))
+
+    return morph, gr
+
+
+def _images(tmp_path):
+    from PIL import Image
+
+    for name, color in (("a.png", (200, 30, 30)), ("b.png", (30, 30, 200))):
+        Image.new("RGB", (32, 32), color).save(tmp_path / name)
+    return str(tmp_path / "a.png"), str(tmp_path / "b.png")
+
+
+def test_morph_tab_messages_name_its_fields_not_flags(tmp_path):
+    """Refusals from the torch-free checks the CLI shares read in the page's terms."""
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    morph, gr = _morph_tab(studio)
+    a, b = _images(tmp_path)
+    page = {"a": "a cat", "b": "a dog", "method": "diffmorpher", "img_a": a, "img_b": b}
+    for change, message in (
+        (
+            {"img_a": None, "img_b": None},
+            (
+                "DiffMorpher morphs between two images: upload Image A and Image B (under Real "
+                "images and output), or choose another method"
+            ),
+        ),
+        ({"lora_rank": 0}, "LoRA rank must be a whole number in [1, 1024] (official 16), got 0"),
+        ({"lora_steps": 2.5}, "LoRA steps must be a whole number, got 2.5"),
+        ({"lora_lr": 0}, "LoRA learning rate must lie in (0, 1] (official 2e-4), got 0.0"),
+        ({"attn_lambda": 1.5}, "Attention λ must lie in [0, 1] (official 0.6), got 1.5"),
+        (
+            {"method": "paid"},
+            (
+                "the paid method needs a guide prompt (the middle frames' prompt): give PAID guide "
+                "prompt"
+            ),
+        ),
+        (
+            {"method": "plain", "img_b": None},
+            "give both Image A and Image B (a real-image morph inverts both), or neither",
+        ),
+        ({"t": "0.5"}, "a morph needs at least 2 frames, got 1; use Frames N with N >= 2"),
+    ):
+        with pytest.raises(gr.Error) as refused:
+            morph(**{**page, **change})
+        assert refused.value.message == message
+    # the LoRA fields count for diffmorpher only, as the guide prompt for paid only
+    assert studio.morph_settings("a", "b", lora_rank=0, lora_lr="x").lora_rank == 16
+    assert studio.loaded_model is None  # refused before any model
+
+
+def test_morph_tab_fits_the_loras_its_fields_ask_for(tiny_pipeline, tmp_path):
+    """The four DiffMorpher fields reach run_morph: run.json records them and the two cached
+    LoRAs are the ones fitted with them (their cache key holds rank, steps and rate)."""
+    from whichway.attention.lora_cache import lora_key
+    from whichway.attention.methods import DIFFMORPHER_KEYS, DiffMorpherSettings
+
+    studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu",
+                    lpips_random_backbone=True)  # fmt: skip
+    morph, _ = _morph_tab(studio)
+    a, b = _images(tmp_path)
+    asked = {"lora_rank": 2, "lora_steps": 1, "lora_lr": 1e-3, "attn_lambda": 0.4}
+    shown = morph(
+        a="a cat", b="a red dog", frames=3, steps=2, guidance=1.0, height=32, width=32,
+        img_a=a, img_b=b, fmt="none", method="diffmorpher", **asked,
+    )  # fmt: skip
+    assert shown[-1][1].startswith("Done: 3 frames")
+    run = studio.out_dir / "a-cat--a-red-dog--ot"
+    settings = json.loads((run / "run.json").read_text())["settings"]
+    assert {k: settings[k] for k in DIFFMORPHER_KEYS} == asked
+    dm = DiffMorpherSettings(**asked)
+    adapter = studio.adapter()
+    keys = {
+        lora_key(adapter, settings[image], settings[prompt], dm, (32, 32))
+        for image, prompt in (("image_a", "prompt_a"), ("image_b", "prompt_b"))
+    }
+    assert {p.name for p in (run / "loras").glob("*.safetensors")} == {
+        f"lora-{k}.safetensors" for k in keys
+    }

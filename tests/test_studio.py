@@ -265,8 +265,16 @@ def test_runs_tab_lists_runs_newest_first(studio_app, browser, screens):
     from selenium.webdriver.common.by import By
 
     studio, _ = studio_app
+    # its own two runs (and whatever the other tests left): one written behind the page's
+    # back, then a newer one from the page
+    older = studio.morph_settings("an older cat", "an older dog", frames=3, format="none", **SMALL)
+    studio.run_sync(studio.morph_job(older))
+    newer, older = "a-newer-cat--a-newer-dog--ot", "an-older-cat--an-older-dog--ot"
+    _fill_morph(browser, "a newer cat", "a newer dog", frames=3)
+    _css(browser, "#ww-morph-go").click()
+    _wait(browser, lambda d: newer in d.find_element(By.CSS_SELECTOR, "#ww-morph-status").text)
     _tab(browser, "Runs")
-    # no Refresh: the list was updated when the morph and the comparison above finished
+    # no Refresh: the list was updated when the page's morph finished
     _css(browser, "#ww-runs-pick input").click()
     names = [r.name for r in studio.runs()]
 
@@ -276,7 +284,8 @@ def test_runs_tab_lists_runs_newest_first(studio_app, browser, screens):
 
     options = _wait(browser, listed, timeout=30)
     assert [o.text.split()[0] for o in options] == names
-    options[names.index("a-photo-of-a-cat--a-red-dog--ot")].click()
+    assert names.index(newer) < names.index(older)
+    options[names.index(newer)].click()
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#ww-runs-strip img"))
     assert "morph, done, 3 frames" in _css(browser, "#ww-runs-status").text
     browser.save_screenshot(str(screens / "runs.png"))

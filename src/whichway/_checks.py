@@ -7,12 +7,53 @@ inside the tensor checks only, so the command line's size checks run before it l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import Tensor
+
+
+CLI_NAMES: Mapping[str, str] = {"prompt_a": "PROMPT_A", "prompt_b": "PROMPT_B"}
+"""How the command line names a setting where that is not its flag ``--<key with dashes>``."""
+
+
+def cli_name(key: str) -> str:
+    """The command line's name of the setting ``key`` (``lora_rank`` -> ``--lora-rank``)."""
+    return CLI_NAMES.get(key, "--" + key.replace("_", "-"))
+
+
+class SettingError(ValueError):
+    """A ValueError about settings, written once for every front end.
+
+    ``template`` names each setting it is about as ``{key}`` (a
+    :class:`~whichway.morph.MorphSettings` field: ``{lora_rank}``, ``{image_a}``) and takes the
+    rest of its fields from ``values``. ``str(exc)`` names the settings as the command line
+    does (:func:`cli_name`: ``--lora-rank``); :meth:`worded` as another front end does (the
+    studio's field labels: ``LoRA rank``).
+    """
+
+    def __init__(self, template: str, **values: Any) -> None:
+        self.template = template
+        self.values = values
+        super().__init__(self.worded({}))
+
+    def worded(self, names: Mapping[str, str]) -> str:
+        """The message, each setting called ``names[key]`` (its command-line name when
+        ``names`` lacks it)."""
+        values = self.values
+
+        class Fields(dict):
+            def __missing__(self, key: str) -> Any:
+                return values[key] if key in values else names.get(key) or cli_name(key)
+
+        return self.template.format_map(Fields())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles with its template, not its text
+        import functools
+
+        return functools.partial(SettingError, self.template, **self.values), ()
 
 
 def check_batch_size(value: object, name: str = "batch size") -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from whichway._checks import check_batch_size, check_choice
+from whichway._checks import SettingError, check_batch_size, check_choice
 from whichway.prompts.syntax import check_no_negative_markers, check_prompts_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,9 +100,10 @@ class MorphSettings:
         check_diffmorpher(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
         check_choice("spacing", self.spacing, SPACINGS)
         if self.spacing != "uniform" and self.latent == "nao":
-            raise ValueError(
-                f"{self.spacing} spacing moves t, but a NAO latent path is optimised for equally "
-                f"spaced points; use --latent cog/slerp/lerp/fixed with --spacing {self.spacing}"
+            raise SettingError(
+                "{s} spacing moves t, but a NAO latent path is optimised for equally spaced "
+                "points; use {latent} cog/slerp/lerp/fixed with {spacing} {s}",
+                s=self.spacing,
             )
         if self.spacing != "uniform":
             from whichway.metrics.lpips_path import LPIPS_MIN_SIDE
@@ -118,8 +119,8 @@ class MorphSettings:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         check_batch_size(self.batch_size)
         if (self.image_a is None) != (self.image_b is None):
-            raise ValueError(
-                "give both --image-a and --image-b (a real-image morph inverts both), or neither"
+            raise SettingError(
+                "give both {image_a} and {image_b} (a real-image morph inverts both), or neither"
             )
 
     @classmethod
@@ -147,8 +148,8 @@ class MorphResult:
 def check_times(t: tuple[float, ...] | list[float]) -> None:
     """Waypoint times: at least 2, strictly increasing, in [0, 1]."""
     if len(t) < 2:
-        raise ValueError(
-            f"a morph needs at least 2 frames, got {len(t)}; use --frames N with N >= 2"
+        raise SettingError(
+            "a morph needs at least 2 frames, got {n}; use {frames} N with N >= 2", n=len(t)
         )
     if any(not (0.0 <= x <= 1.0) for x in t):
         raise ValueError(f"t values must lie in [0, 1], got {list(t)}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from whichway._checks import as_times, check_choice
+from whichway._checks import SettingError, as_times, check_choice
 from whichway.clouds import Coupling, couple, interpolate_clouds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,8 +150,8 @@ def latent_path(
     if method == "nao":
         uniform = torch.linspace(0, 1, len(times), dtype=torch.float64)
         if len(times) < 3 or not torch.allclose(times, uniform, atol=1e-9):
-            raise ValueError(
-                "latent method 'nao' optimises a path of equally spaced points: use --frames N "
+            raise SettingError(
+                "latent method 'nao' optimises a path of equally spaced points: use {frames} N "
                 "(N >= 3) with uniform spacing, or choose cog/slerp/lerp for arbitrary t"
             )
         return gaussian.nao_interpolate(latent_a, latent_b, n_points=len(times)).points

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from whichway._checks import SettingError
 from whichway.attention.methods import AID_LAYERS, AID_MODES
 
 
@@ -400,18 +401,20 @@ def installed(
     for module in denoiser.modules():
         if isinstance(module, FluxAttention):
             if layers != "both":
-                raise ValueError(
-                    f"--aid-layers {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
-                    "SDXL); Flux's joint attention takes --aid-layers both"
+                raise SettingError(
+                    "{aid_layers} {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
+                    "SDXL); Flux's joint attention takes {aid_layers} both",
+                    layers=layers,
                 )
             kind: type[AIDAttnProcessor] = AIDFluxAttnProcessor
         elif not isinstance(module, Attention):
             continue
         elif _is_joint(module):  # one joint attention per block: image and text tokens together
             if layers != "both":
-                raise ValueError(
-                    f"--aid-layers {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
-                    "SDXL); joint attention (SD3) takes --aid-layers both"
+                raise SettingError(
+                    "{aid_layers} {layers} needs separate self- and cross-attention (SD 1.x/2.x, "
+                    "SDXL); joint attention (SD3) takes {aid_layers} both",
+                    layers=layers,
                 )
             kind = AIDJointAttnProcessor
         elif _acts_on(module, layers):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from whichway._checks import SettingError
+
 AID_MODES = ("outer", "inner")
 """How the endpoint frames' attention is combined: after (outer) or before (inner) softmax."""
 
@@ -75,13 +77,14 @@ def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: st
     check_choice("AID layers", layers, AID_LAYERS)
     check_warmup_ratio(warmup_ratio)
     if guide_prompt is not None and method != "paid":
-        raise ValueError(
-            f"--guide-prompt is PAID's prompt for the middle frames; use --method paid (got "
-            f"--method {method})"
+        raise SettingError(
+            "{guide_prompt} is PAID's prompt for the middle frames; use {method} paid (got "
+            "{method} {m})",
+            m=method,
         )
     if method == "paid" and not guide_prompt:
-        raise ValueError(
-            "the paid method needs a guide prompt (--guide-prompt TEXT), the middle frames' prompt"
+        raise SettingError(
+            "the paid method needs a guide prompt (the middle frames' prompt): give {guide_prompt}"
         )
 
 
@@ -94,14 +97,19 @@ def check_family(method: str, family: str | None, layers: str = "both") -> None:
         check_image_method(method, True, family)
         return
     if family not in ATTENTION_FAMILIES:
-        raise ValueError(
-            f"--method {method} is built for {', '.join(ATTENTION_FAMILIES)} models, not "
-            f"{family}; use --method plain with this model"
+        raise SettingError(
+            "{method} {m} is built for {families} models, not {family}; use {method} plain with "
+            "this model",
+            m=method,
+            families=", ".join(ATTENTION_FAMILIES),
+            family=family,
         )
     if family in JOINT_FAMILIES and layers != "both":
-        raise ValueError(
-            f"--aid-layers {layers} needs separate self- and cross-attention (sd, sdxl); {family} "
-            "has one joint attention per block: use --aid-layers both"
+        raise SettingError(
+            "{aid_layers} {layers} needs separate self- and cross-attention (sd, sdxl); {family} "
+            "has one joint attention per block: use {aid_layers} both",
+            layers=layers,
+            family=family,
         )
 
 
@@ -152,18 +160,23 @@ def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: obje
     import math
 
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= MAX_LORA_RANK:
-        raise ValueError(
-            f"--lora-rank must be a whole number in [1, {MAX_LORA_RANK}] (official 16), got {rank!r}"
+        raise SettingError(
+            "{lora_rank} must be a whole number in [1, {top}] (official 16), got {got!r}",
+            top=MAX_LORA_RANK,
+            got=rank,
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_LORA_STEPS:
-        raise ValueError(
-            f"--lora-steps must be a whole number in [0, {MAX_LORA_STEPS}] (official 200), got "
-            f"{steps!r}"
+        raise SettingError(
+            "{lora_steps} must be a whole number in [0, {top}] (official 200), got {got!r}",
+            top=MAX_LORA_STEPS,
+            got=steps,
         )
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
-        raise ValueError(f"--lora-lr must lie in (0, 1] (official 2e-4), got {lr!r}")
+        raise SettingError("{lora_lr} must lie in (0, 1] (official 2e-4), got {got!r}", got=lr)
     if not isinstance(attn_lambda, (int, float)) or not 0.0 <= float(attn_lambda) <= 1.0:
-        raise ValueError(f"--attn-lambda must lie in [0, 1] (official 0.6), got {attn_lambda!r}")
+        raise SettingError(
+            "{attn_lambda} must lie in [0, 1] (official 0.6), got {got!r}", got=attn_lambda
+        )
 
 
 def check_image_method(method: str, has_images: bool, family: str | None = None) -> None:
@@ -172,12 +185,16 @@ def check_image_method(method: str, has_images: bool, family: str | None = None)
     if method not in IMAGE_METHODS:
         return
     if not has_images:
-        raise ValueError(
-            f"--method {method} morphs between two images: give --image-a and --image-b (and "
-            "their prompts as --a/--b)"
+        raise SettingError(
+            "{method} {m} morphs between two images: give {image_a} and {image_b} (and their "
+            "prompts as {prompt_a}/{prompt_b})",
+            m=method,
         )
     if family is not None and family not in DIFFMORPHER_FAMILIES:
-        raise ValueError(
-            f"--method {method} is built for {', '.join(DIFFMORPHER_FAMILIES)} models (UNet up "
-            f"blocks), not {family}; use --method plain or aid-outer/aid-inner with this model"
+        raise SettingError(
+            "{method} {m} is built for {families} models (UNet up blocks), not {family}; use "
+            "{method} plain or aid-outer/aid-inner with this model",
+            m=method,
+            families=", ".join(DIFFMORPHER_FAMILIES),
+            family=family,
         )

@@ -21,7 +21,7 @@ import queue
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,16 +39,41 @@ logger = logging.getLogger(__name__)
 SIZE_MULTIPLE = 8
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
 
+FIELD_NAMES: dict[str, str] = {
+    "prompt_a": "Prompt A",
+    "prompt_b": "Prompt B",
+    "frames": "Frames",
+    "t": "Explicit t",
+    "latent": "Latent path",
+    "spacing": "Spacing",
+    "image_a": "Image A",
+    "image_b": "Image B",
+    "method": "Method",
+    "warmup_ratio": "Warmup ratio",
+    "aid_layers": "AID layers",
+    "fused": "Fused with self-attention",
+    "guide_prompt": "PAID guide prompt",
+    "lora_rank": "LoRA rank",
+    "lora_steps": "LoRA steps",
+    "lora_lr": "LoRA learning rate",
+    "attn_lambda": "Attention λ",
+}
+"""The page's label of each setting (a :class:`~whichway.morph.MorphSettings` field): the tabs
+label their fields with it, and :func:`user_message` words a
+:class:`~whichway._checks.SettingError` with it instead of the command line's flags."""
+
 
 def user_message(exc: BaseException) -> str:
     """One line for the page: the message of a user error (bad input, a model that fails to
     load, a cancelled run); the type and message of anything else (its traceback goes to the
     server log only)."""
+    from whichway._checks import SettingError
     from whichway.render import RenderCancelled
 
     if isinstance(exc, RenderCancelled):
         return f"Cancelled: {exc}."
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    words = exc.worded(FIELD_NAMES) if isinstance(exc, SettingError) else str(exc)
+    text = " ".join(words.split()) or type(exc).__name__
     if out_of_memory(exc):
         gist = text.split(". ")[0][:200]
         return (
@@ -514,9 +539,16 @@ class Studio:
         aid_layers: str = "both",
         fused: bool = True,
         guide_prompt: str = "",
+        lora_rank: Any = 16,
+        lora_steps: Any = 200,
+        lora_lr: Any = 2e-4,
+        attn_lambda: Any = 0.6,
     ) -> MorphSettings:
         """Page values -> MorphSettings, with the checks ``whichway morph`` makes (no model);
-        ``method`` etc. choose interpolation inside attention (:mod:`whichway.attention`)."""
+        ``method`` etc. choose interpolation inside attention (:mod:`whichway.attention`); the
+        guide prompt counts for ``paid`` only and the LoRA settings and λ for ``diffmorpher``
+        only (the official defaults otherwise)."""
+        from whichway.attention.methods import DiffMorpherSettings
         from whichway.media import load_image
         from whichway.morph import MorphSettings, uniform_times
 
@@ -539,6 +571,14 @@ class Studio:
         fps_value = _number("fps", fps)
         if not 0 < fps_value < math.inf:
             raise ValueError(f"fps must be > 0, got {fps!r}")
+        lora = asdict(DiffMorpherSettings())  # the official settings, unless diffmorpher
+        if method == "diffmorpher":  # parsed here; MorphSettings checks their ranges
+            lora = {
+                "lora_rank": _int(FIELD_NAMES["lora_rank"], lora_rank),
+                "lora_steps": _int(FIELD_NAMES["lora_steps"], lora_steps),
+                "lora_lr": _number(FIELD_NAMES["lora_lr"], lora_lr),
+                "attn_lambda": _number(FIELD_NAMES["attn_lambda"], attn_lambda),
+            }
         settings = MorphSettings(
             prompt_a=prompt_a,
             prompt_b=prompt_b,
@@ -566,6 +606,7 @@ class Studio:
             aid_layers=aid_layers or "both",
             fused=bool(fused),
             guide_prompt=(guide_prompt or "").strip() or None if method == "paid" else None,
+            **lora,
         )
         self.check_morph(settings)
         return settings

@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
-from whichway.attention.methods import AID_LAYERS, IMAGE_METHODS, METHODS
+from whichway.attention.methods import (
+    AID_LAYERS,
+    IMAGE_METHODS,
+    MAX_LORA_STEPS,
+    METHODS,
+    DiffMorpherSettings,
+)
 from whichway.morph import SPACINGS
 from whichway.studio.handlers import (
     COUPLINGS,
@@ -18,6 +24,7 @@ from whichway.studio.handlers import (
     guarded,
     stream_run,
 )
+from whichway.studio.session import FIELD_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.studio.session import Studio
@@ -49,24 +56,81 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
         with gr.Row():
             m_steps, m_guidance, m_height, m_width = generation_controls("morph")
         with gr.Accordion("Interpolation inside attention (AID / PAID / DiffMorpher)", open=False):
-            with gr.Row():
-                # diffmorpher (two images, SD/SDXL) runs with the official LoRA settings
-                m_method = gr.Radio(
-                    [*METHODS, *IMAGE_METHODS],
-                    value="plain",
-                    label="Method",
-                    elem_id="ww-morph-method",
-                )
-                m_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label="Warmup ratio")
-                m_layers = gr.Radio(list(AID_LAYERS), value="both", label="AID layers")
-                m_fused = gr.Checkbox(value=True, label="Fused with self-attention")
+            m_method = gr.Radio(
+                [*METHODS, *IMAGE_METHODS],
+                value="plain",
+                label=FIELD_NAMES["method"],
+                elem_id="ww-morph-method",
+            )
+            # each method's own settings, shown while it is chosen (the handler reads the
+            # guide prompt for paid only and the LoRA settings for diffmorpher only)
+            with gr.Row(visible=False) as m_aid_row:
+                m_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label=FIELD_NAMES["warmup_ratio"])
+                m_layers = gr.Radio(list(AID_LAYERS), value="both", label=FIELD_NAMES["aid_layers"])
+                m_fused = gr.Checkbox(value=True, label=FIELD_NAMES["fused"])
             m_guide = gr.Textbox(
-                "", label="PAID guide prompt (method paid)", elem_id="ww-morph-guide"
+                "",
+                label=f"{FIELD_NAMES['guide_prompt']} (the middle frames' prompt)",
+                visible=False,
+                elem_id="ww-morph-guide",
+            )
+            official = DiffMorpherSettings()
+            with gr.Row(visible=False) as m_dm_row:  # needs Image A and Image B; SD and SDXL
+                m_rank = gr.Number(
+                    value=official.lora_rank,
+                    precision=0,
+                    label=f"{FIELD_NAMES['lora_rank']} (official {official.lora_rank})",
+                    elem_id="ww-morph-lora-rank",
+                )
+                m_lora_steps = gr.Number(
+                    value=official.lora_steps,
+                    precision=0,
+                    label=f"{FIELD_NAMES['lora_steps']} (official {official.lora_steps}, "
+                    f"at most {MAX_LORA_STEPS:,})",
+                    elem_id="ww-morph-lora-steps",
+                )
+                m_lora_lr = gr.Number(
+                    value=official.lora_lr,
+                    label=f"{FIELD_NAMES['lora_lr']} (official {official.lora_lr:g})",
+                    elem_id="ww-morph-lora-lr",
+                )
+                m_lambda = gr.Slider(
+                    0,
+                    1,
+                    value=official.attn_lambda,
+                    step=0.05,
+                    label=f"{FIELD_NAMES['attn_lambda']}: K/V mixed for the first λ·steps "
+                    f"(official {official.attn_lambda:g})",
+                    elem_id="ww-morph-attn-lambda",
+                )
+
+            def method_fields(method: str) -> tuple[Any, Any, Any]:
+                """Show the AID row, the guide prompt and the LoRA row of the chosen method."""
+                return (
+                    gr.update(visible=method in METHODS[1:]),
+                    gr.update(visible=method == "paid"),
+                    gr.update(visible=method in IMAGE_METHODS),
+                )
+
+            m_method.change(
+                method_fields,
+                m_method,
+                [m_aid_row, m_guide, m_dm_row],
+                queue=False,
+                api_visibility="private",
             )
         with gr.Accordion("Real images and output", open=False):
             with gr.Row():
-                m_img_a = gr.Image(type="filepath", label="Image A (optional)", sources=["upload"])
-                m_img_b = gr.Image(type="filepath", label="Image B (optional)", sources=["upload"])
+                m_img_a = gr.Image(
+                    type="filepath",
+                    label=f"{FIELD_NAMES['image_a']} (optional; DiffMorpher needs both)",
+                    sources=["upload"],
+                )
+                m_img_b = gr.Image(
+                    type="filepath",
+                    label=f"{FIELD_NAMES['image_b']} (optional)",
+                    sources=["upload"],
+                )
             with gr.Row():
                 m_batch = gr.Number(
                     value=None, precision=0, label="Batch size (empty: auto, as the CLI)"
@@ -110,6 +174,10 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             layers,
             fused,
             guide,
+            lora_rank,
+            lora_steps,
+            lora_lr,
+            attn_lambda,
             request: Request,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
@@ -139,6 +207,10 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 aid_layers=layers,
                 fused=fused,
                 guide_prompt=guide,
+                lora_rank=lora_rank,
+                lora_steps=lora_steps,
+                lora_lr=lora_lr,
+                attn_lambda=attn_lambda,
             )
             yield [], "Starting…", None
             ts = settings.t
@@ -178,6 +250,10 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             m_layers,
             m_fused,
             m_guide,
+            m_rank,
+            m_lora_steps,
+            m_lora_lr,
+            m_lambda,
         ]
         morph_event = m_go.click(
             morph,
