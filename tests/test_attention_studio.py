@@ -136,6 +136,8 @@ def test_morph_tab_messages_name_its_fields_not_flags(tmp_path):
         with pytest.raises(gr.Error) as refused:
             morph(**{**page, **change})
         assert refused.value.message == message
+    # the batch field, empty or (once its accordion has been opened) 0, means auto
+    assert studio.morph_settings("a", "b", batch_size=0).batch_size is None
     # the LoRA fields count for diffmorpher only, as the guide prompt for paid only
     assert studio.morph_settings("a", "b", lora_rank=0, lora_lr="x").lora_rank == 16
     assert studio.loaded_model is None  # refused before any model

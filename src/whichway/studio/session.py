@@ -175,7 +175,8 @@ def _render_options(
         "height": _size("height", height),
         "width": _size("width", width),
         "negative_prompt": (negative_prompt or "").strip() or None,
-        "batch_size": _int("batch size", batch_size, minimum=1, optional=True),
+        # 0 or empty = auto: the page's empty number field sends 0 once it has been shown
+        "batch_size": _int("batch size", batch_size, minimum=0, optional=True) or None,
     }
 
 

@@ -103,23 +103,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                     f"(official {official.attn_lambda:g})",
                     elem_id="ww-morph-attn-lambda",
                 )
-
-            def method_fields(method: str) -> tuple[Any, Any, Any]:
-                """Show the AID row, the guide prompt and the LoRA row of the chosen method."""
-                return (
-                    gr.update(visible=method in METHODS[1:]),
-                    gr.update(visible=method == "paid"),
-                    gr.update(visible=method in IMAGE_METHODS),
-                )
-
-            m_method.change(
-                method_fields,
-                m_method,
-                [m_aid_row, m_guide, m_dm_row],
-                queue=False,
-                api_visibility="private",
-            )
-        with gr.Accordion("Real images and output", open=False):
+        with gr.Accordion("Real images and output", open=False) as m_images:
             with gr.Row():
                 m_img_a = gr.Image(
                     type="filepath",
@@ -133,11 +117,29 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 )
             with gr.Row():
                 m_batch = gr.Number(
-                    value=None, precision=0, label="Batch size (empty: auto, as the CLI)"
+                    value=None, precision=0, label="Batch size (0 or empty: auto, as the CLI)"
                 )
                 m_format = gr.Dropdown(list(FORMATS), value="gif", label="Animation")
                 m_fps = gr.Number(value=8, label="fps")
                 m_pingpong = gr.Checkbox(label="Ping-pong")
+
+        def method_fields(method: str) -> tuple[Any, ...]:
+            """Show the AID row, the guide prompt and the LoRA row of the chosen method; open
+            the images for DiffMorpher, which needs both."""
+            return (
+                gr.update(visible=method in METHODS[1:]),
+                gr.update(visible=method == "paid"),
+                gr.update(visible=method in IMAGE_METHODS),
+                gr.update(open=True) if method in IMAGE_METHODS else gr.update(),
+            )
+
+        m_method.change(
+            method_fields,
+            m_method,
+            [m_aid_row, m_guide, m_dm_row, m_images],
+            queue=False,
+            api_visibility="private",
+        )
         with gr.Row():
             m_go = gr.Button("Morph", variant="primary", elem_id="ww-morph-go")
             m_cancel = gr.Button("Cancel", elem_id="ww-morph-cancel")
