@@ -58,8 +58,8 @@ FIELD_NAMES: dict[str, str] = {
     "lora_lr": "LoRA learning rate",
     "attn_lambda": "Attention λ",
 }
-"""The page's label of each setting (a :class:`~whichway.morph.MorphSettings` field): the tabs
-label their fields with it, and :func:`user_message` words a
+"""The page's label of each setting (a :class:`~whichway.morph.MorphSettings` field): the Morph
+tab labels its fields with it, and :func:`user_message` words a
 :class:`~whichway._checks.SettingError` with it instead of the command line's flags."""
 
 

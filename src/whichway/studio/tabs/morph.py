@@ -36,17 +36,19 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
 
     with gr.Tab("Morph", id="morph", elem_id="ww-tab-morph"):
         with gr.Row():
-            m_a = gr.Textbox(label="Prompt A", elem_id="ww-morph-a")
-            m_b = gr.Textbox(label="Prompt B", elem_id="ww-morph-b")
+            m_a = gr.Textbox(label=FIELD_NAMES["prompt_a"], elem_id="ww-morph-a")
+            m_b = gr.Textbox(label=FIELD_NAMES["prompt_b"], elem_id="ww-morph-b")
         m_neg = gr.Textbox(label="Negative prompt", elem_id="ww-morph-neg")
         with gr.Row():
             m_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
-            m_latent = gr.Dropdown(list(LATENTS), value="fixed", label="Latent path")
-            m_spacing = gr.Radio(list(SPACINGS), value="uniform", label="Spacing")
+            m_latent = gr.Dropdown(list(LATENTS), value="fixed", label=FIELD_NAMES["latent"])
+            m_spacing = gr.Radio(list(SPACINGS), value="uniform", label=FIELD_NAMES["spacing"])
         with gr.Row():
-            m_frames = gr.Number(value=11, precision=0, label="Frames", elem_id="ww-morph-frames")
+            m_frames = gr.Number(
+                value=11, precision=0, label=FIELD_NAMES["frames"], elem_id="ww-morph-frames"
+            )
             m_t = gr.Textbox(
-                label="Explicit t (overrides frames), e.g. 0, 0.25, 0.5, 1",
+                label=f"{FIELD_NAMES['t']} (overrides frames), e.g. 0, 0.25, 0.5, 1",
                 elem_id="ww-morph-t",
             )
             m_seed = gr.Number(value=0, precision=0, label="Seed", elem_id="ww-morph-seed")
