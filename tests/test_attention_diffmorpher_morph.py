@@ -192,11 +192,11 @@ def test_perceptual_reschedule_keeps_the_end_frames(tiny_pipeline, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--method", "diffmorpher"], "--method diffmorpher: DiffMorpher morphs between two"),
-        (["--method", "aid-outer", "--lora-rank", "4"], "--lora-rank: DiffMorpher morphs"),
+        (["--method", "diffmorpher"], "uses method diffmorpher, which morphs between two images"),
+        (["--method", "aid-outer", "--lora-rank", "4"], "--lora-rank set(s) how DiffMorpher acts"),
     ],
 )
-def test_travel_refuses_diffmorpher_in_one_line(tmp_path, capsys, extra, message):
+def test_travel_refuses_diffmorpher_without_images_in_one_line(tmp_path, capsys, extra, message):
     rc = main(["travel", "a cat", "a dog", "--model", str(tmp_path / "none"), *extra])
     assert rc == 2
     err = capsys.readouterr().err
