@@ -15,7 +15,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
 
-CLI_NAMES: Mapping[str, str] = {"prompt_a": "PROMPT_A", "prompt_b": "PROMPT_B"}
+CLI_NAMES: Mapping[str, str] = {
+    "prompt_a": "PROMPT_A",
+    "prompt_b": "PROMPT_B",
+    # a travel keyframe's own settings: --methods on the command line, keys of a schedule file
+    "keyframe_method": "--methods or a schedule keyframe's method",
+    "keyframe_guide_prompt": "a schedule keyframe's guide_prompt",
+    "keyframe_image": "a schedule keyframe's image",
+}
 """How the command line names a setting where that is not its flag ``--<key with dashes>``."""
 
 

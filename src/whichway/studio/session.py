@@ -57,9 +57,21 @@ FIELD_NAMES: dict[str, str] = {
     "lora_steps": "LoRA steps",
     "lora_lr": "LoRA learning rate",
     "attn_lambda": "Attention λ",
+    "fps": "fps",
+    "seconds": "Seconds",
+    "pacing": "Pacing",
+    "audio": "Audio",
+    "snap_beats": "beat snapping",
+    "motion": "Motion adapter",
+    "keyframes": "Keyframes",
+    "keyframe_method": "the method column of Keyframes",
+    "keyframe_guide_prompt": "the guide prompt column of Keyframes",
+    "keyframe_image": "the image column of Keyframes, naming a file under Keyframe images",
+    "keyframe_images": "Keyframe images",
 }
-"""The page's label of each setting (a :class:`~whichway.morph.MorphSettings` field): the Morph
-tab labels its fields with it, and :func:`user_message` words a
+"""The page's label of each setting (a :class:`~whichway.morph.MorphSettings` or
+:class:`~whichway.travel.TravelSettings` field; ``keyframe_*``: a column of the Travel tab's
+keyframe table): the Morph and Travel tabs label their fields with it, and :func:`user_message` words a
 :class:`~whichway._checks.SettingError` with it instead of the command line's flags."""
 
 
@@ -178,6 +190,31 @@ def _render_options(
         # 0 or empty = auto: the page's empty number field sends 0 once it has been shown
         "batch_size": _int("batch size", batch_size, minimum=0, optional=True) or None,
     }
+
+
+def _diffmorpher_fields(
+    used: bool, lora_rank: Any, lora_steps: Any, lora_lr: Any, attn_lambda: Any
+) -> dict[str, Any]:
+    """The DiffMorpher fields of the Morph and Travel tabs, parsed when some segment ``used``
+    DiffMorpher (their settings' checks then judge the ranges); the official settings otherwise,
+    as the page hides or ignores them."""
+    from whichway.attention.methods import DiffMorpherSettings
+
+    if not used:
+        return asdict(DiffMorpherSettings())
+    return {
+        "lora_rank": _int(FIELD_NAMES["lora_rank"], lora_rank),
+        "lora_steps": _int(FIELD_NAMES["lora_steps"], lora_steps),
+        "lora_lr": _number(FIELD_NAMES["lora_lr"], lora_lr),
+        "attn_lambda": _number(FIELD_NAMES["attn_lambda"], attn_lambda),
+    }
+
+
+def _cell(value: Any) -> str | None:
+    """A text cell of the keyframe table: stripped, None when empty (None, NaN or blank)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value).strip() or None
 
 
 def _free_dir(base: Path) -> Path:
@@ -549,7 +586,6 @@ class Studio:
         ``method`` etc. choose interpolation inside attention (:mod:`whichway.attention`); the
         guide prompt counts for ``paid`` only and the LoRA settings and λ for ``diffmorpher``
         only (the official defaults otherwise)."""
-        from whichway.attention.methods import DiffMorpherSettings
         from whichway.media import load_image
         from whichway.morph import MorphSettings, uniform_times
 
@@ -572,14 +608,9 @@ class Studio:
         fps_value = _number("fps", fps)
         if not 0 < fps_value < math.inf:
             raise ValueError(f"fps must be > 0, got {fps!r}")
-        lora = asdict(DiffMorpherSettings())  # the official settings, unless diffmorpher
-        if method == "diffmorpher":  # parsed here; MorphSettings checks their ranges
-            lora = {
-                "lora_rank": _int(FIELD_NAMES["lora_rank"], lora_rank),
-                "lora_steps": _int(FIELD_NAMES["lora_steps"], lora_steps),
-                "lora_lr": _number(FIELD_NAMES["lora_lr"], lora_lr),
-                "attn_lambda": _number(FIELD_NAMES["attn_lambda"], attn_lambda),
-            }
+        lora = _diffmorpher_fields(
+            method == "diffmorpher", lora_rank, lora_steps, lora_lr, attn_lambda
+        )
         settings = MorphSettings(
             prompt_a=prompt_a,
             prompt_b=prompt_b,
@@ -738,18 +769,37 @@ class Studio:
         batch_size: Any = None,
         format: str = "mp4",
         motion: str | None = "",
+        method: str = "plain",
+        warmup_ratio: Any = 0.5,
+        aid_layers: str = "both",
+        fused: bool = True,
+        guide_prompt: str = "",
+        lora_rank: Any = 16,
+        lora_steps: Any = 200,
+        lora_lr: Any = 2e-4,
+        attn_lambda: Any = 0.6,
+        images: Sequence[str] | None = None,
     ) -> Any:
         """Page values -> ``(TravelSettings, Prepared)``: ``keyframes`` are the table's rows
-        (prompt, seed, time in seconds; empty seed/time = the defaults, rows without a prompt are
-        skipped). Checks what needs no model (:func:`whichway.travel.prepare_travel`, whose
-        decoded track and plan :meth:`travel_job` takes so that the run does not decode it again)."""
+        (prompt, seed, time in seconds, method, guide prompt, image; later columns may be left
+        out; empty seed/time = the defaults, empty method = ``method``, rows without a prompt are
+        skipped); a row's image names one of the uploaded ``images`` by its file name. A
+        segment's method is its start row's, else ``method``; the AID settings count when some
+        segment uses AID or PAID, ``guide_prompt`` when some segment is paid, the LoRA settings
+        and λ when some segment is diffmorpher (the defaults otherwise, as ``whichway travel``
+        fills them in). Checks what needs no model (:func:`whichway.travel.prepare_travel`, whose
+        decoded track and plan :meth:`travel_job` takes so that the run does not decode it
+        again)."""
+        from whichway.attention.methods import METHODS, AIDSettings
         from whichway.travel import Keyframe, TravelSettings, prepare_travel
+        from whichway.travel.settings import TRAVEL_METHODS
 
+        uploads = self._keyframe_images(images)
         rows = keyframes.values.tolist() if hasattr(keyframes, "values") else list(keyframes or [])
         frames = []
         for n, row in enumerate(rows, start=1):
-            cells = list(row) + [None] * (3 - len(row))
-            prompt = "" if cells[0] is None else str(cells[0]).strip()
+            cells = list(row) + [None] * (6 - len(row))
+            prompt = _cell(cells[0])
             if not prompt:
                 continue
             at = cells[2]
@@ -768,13 +818,50 @@ class Studio:
                 if kf_seed is None or (isinstance(kf_seed, float) and math.isnan(kf_seed))
                 else kf_seed
             )
+            kf_method = _cell(cells[3])
+            if kf_method is not None and kf_method not in TRAVEL_METHODS:
+                raise ValueError(
+                    f"keyframe {n}: method must be one of {', '.join(TRAVEL_METHODS)} (empty: "
+                    f"the {FIELD_NAMES['method']} field's), got {kf_method!r}"
+                )
+            image = _cell(cells[5])
+            if image is not None:
+                if image not in uploads:
+                    have = ", ".join(sorted(uploads)) or "none uploaded"
+                    raise ValueError(
+                        f"keyframe {n}: image {image!r} is not among the "
+                        f"{FIELD_NAMES['keyframe_images']} ({have}); upload it there or clear "
+                        "the cell"
+                    )
+                image = self.keep_upload(uploads[image])
             frames.append(
-                Keyframe(prompt, seed=_int(f"keyframe {n} seed", kf_seed, optional=True), at=at)
+                Keyframe(
+                    prompt,
+                    seed=_int(f"keyframe {n} seed", kf_seed, optional=True),
+                    at=at,
+                    method=kf_method,
+                    guide_prompt=_cell(cells[4]),
+                    image=image,
+                )
             )
         if len(frames) < 2:
             raise ValueError(
                 f"a travel needs at least 2 keyframes with a prompt, got {len(frames)}"
             )
+        method = method or "plain"
+        used = {method, *(kf.method for kf in frames[:-1] if kf.method is not None)}
+        aid = AIDSettings()  # the defaults, unless some segment uses AID or PAID
+        aid_fields = {
+            "warmup_ratio": aid.warmup_ratio,
+            "aid_layers": aid.layers,
+            "fused": aid.fused,
+        }
+        if used & set(METHODS[1:]):
+            aid_fields = {
+                "warmup_ratio": _number(FIELD_NAMES["warmup_ratio"], warmup_ratio),
+                "aid_layers": aid_layers or "both",
+                "fused": bool(fused),
+            }
         fps_value, secs = _number("fps", fps), _number("seconds", seconds or 0)
         settings = TravelSettings(
             keyframes=tuple(frames),
@@ -788,6 +875,12 @@ class Studio:
             audio=self.keep_upload(audio),
             format=None if format in (None, "none") else format,
             motion=(motion or "").strip() or None,  # a motion adapter: one video denoising
+            method=method,
+            guide_prompt=(guide_prompt or "").strip() or None if "paid" in used else None,
+            **aid_fields,
+            **_diffmorpher_fields(
+                "diffmorpher" in used, lora_rank, lora_steps, lora_lr, attn_lambda
+            ),
             **_render_options(
                 seed=seed,
                 steps=steps,
@@ -802,6 +895,24 @@ class Studio:
         prepared = prepare_travel(settings)
         self.check_travel(settings, prepared.n_frames)
         return settings, prepared
+
+    @staticmethod
+    def _keyframe_images(images: Sequence[str] | None) -> dict[str, str]:
+        """The Travel tab's uploaded keyframe images by file name (what the table's image column
+        names), each checked to be a readable image."""
+        from whichway.media import load_image
+
+        found: dict[str, str] = {}
+        for path in images or ():
+            name = Path(path).name
+            if name in found:
+                raise ValueError(
+                    f"two {FIELD_NAMES['keyframe_images']} are named {name!r}; the image column "
+                    "names them by file name: rename one"
+                )
+            load_image(path)  # ValueError naming the file when it is not a readable image
+            found[name] = path
+        return found
 
     def travel_job(
         self, settings: Any, run_dir: Path | None = None, prepared: Any = None

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any
 
-from whichway._checks import check_batch_size, check_choice
+from whichway._checks import SettingError, check_batch_size, check_choice
 from whichway.prompts.syntax import check_prompts_syntax, short_repr, split_negative
 
 PACINGS = ("uniform", "perceptual", "audio")
@@ -181,13 +181,13 @@ class TravelSettings:
         if len(self.keyframes) < 2:
             raise ValueError(f"a travel needs at least 2 keyframes, got {len(self.keyframes)}")
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"--fps must be > 0, got {self.fps}")
+            raise SettingError("{fps} must be > 0, got {got}", got=self.fps)
         if self.seconds is not None and self.frames_per_segment is not None:
             raise ValueError(
                 "give the video's length once: seconds or frames per segment, not both"
             )
         if self.seconds is not None and not self.seconds > 0:
-            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+            raise SettingError("{seconds} must be > 0, got {got}", got=self.seconds)
         check_prompts_syntax(("negative prompt", self.negative_prompt))
         check_choice("pacing", self.pacing, PACINGS)
         check_choice("coupling", self.coupling, COUPLING_METHODS)
@@ -208,9 +208,8 @@ class TravelSettings:
         if not self.audio_floor >= 0:
             raise ValueError(f"--audio-floor must be >= 0, got {self.audio_floor}")
         if self.audio is None and (self.pacing == "audio" or self.snap_beats):
-            raise ValueError(
-                f"{'--pacing audio' if self.pacing == 'audio' else '--snap-beats'} needs a track: give --audio FILE"
-            )
+            what = "{pacing} audio" if self.pacing == "audio" else "{snap_beats}"
+            raise SettingError(what + " needs a track: give {audio}")
         self._check_motion()
         check_times_increase(self.keyframes)
         for k in range(len(self.keyframes) - 1):
@@ -218,10 +217,11 @@ class TravelSettings:
             if self.segment_latent(k) == "fixed" and a.image is None and b.image is None:
                 sa, sb = self.seed_of(k), self.seed_of(k + 1)
                 if sa != sb:
-                    raise ValueError(
-                        f"segment {k + 1} ({a.prompt!r} -> {b.prompt!r}) uses latent 'fixed' but its keyframes have "
-                        f"seeds {sa} and {sb}; give them one seed or use --latent cog"
-                    )
+                    raise SettingError(
+                        "segment {k} ({a!r} -> {b!r}) uses latent 'fixed' but its keyframes have "
+                        "seeds {sa} and {sb}; give them one seed or use {latent} cog",
+                        k=k + 1, a=a.prompt, b=b.prompt, sa=sa, sb=sb,
+                    )  # fmt: skip
 
     def _check_methods(self) -> None:
         """Every segment's method runnable: PAID segments have a guide prompt, guide prompts
@@ -250,21 +250,28 @@ class TravelSettings:
                     "guide prompt is PAID's: give that keyframe method paid or drop the guide"
                 )
             if method == "paid" and not self.segment_guide(k):
-                raise ValueError(
-                    f"{where} uses method paid but has no guide prompt: give keyframe {k + 1} a "
-                    "guide_prompt or set --guide-prompt for every paid segment"
+                raise SettingError(
+                    "{where} uses method paid but has no guide prompt: give keyframe {k} a guide "
+                    "prompt ({keyframe_guide_prompt}) or set {guide_prompt} for every paid segment",
+                    where=where,
+                    k=k + 1,
                 )
             if method == "diffmorpher" and (
                 kf.image is None or self.keyframes[k + 1].image is None
             ):
-                raise ValueError(
-                    f"{where} uses method diffmorpher, which morphs between two images: give "
-                    f"keyframes {k + 1} and {k + 2} an image, or use another method for it"
+                raise SettingError(
+                    "{where} uses method diffmorpher, which morphs between two images: give "
+                    "keyframes {k} and {k2} an image ({keyframe_image}), or use another method "
+                    "for it",
+                    where=where,
+                    k=k + 1,
+                    k2=k + 2,
                 )
         if self.guide_prompt is not None and "paid" not in self.segment_methods():
-            raise ValueError(
-                "--guide-prompt is PAID's prompt for the middle frames, and no segment uses method "
-                "paid: add --method paid (or a keyframe method paid) or drop it"
+            raise SettingError(
+                "{guide_prompt} is PAID's prompt for the middle frames, and no segment uses method "
+                "paid: set {method} to paid (or a keyframe's method to paid: {keyframe_method}) "
+                "or drop it"
             )
 
     def _check_motion(self) -> None:
@@ -285,14 +292,15 @@ class TravelSettings:
             if given:
                 raise ValueError(f"{given[0]} applies to motion journeys: give --motion ADAPTER")
         elif self.attention_methods():
-            raise ValueError(
-                f"--method {self.attention_methods()[0]} (attention interpolation) renders stills; "
-                "it does not combine with --motion yet: drop one of them"
+            raise SettingError(
+                "{method} {m} (attention interpolation) renders stills; it does not combine with "
+                "{motion} yet: drop one of them",
+                m=self.attention_methods()[0],
             )
         elif any(kf.image is not None for kf in self.keyframes):
-            raise ValueError(
-                "--motion renders from noise; image keyframes (inverted latents) are not supported "
-                "with a motion adapter yet: give prompts only"
+            raise SettingError(
+                "{motion} renders from noise; image keyframes (inverted latents) are not "
+                "supported with a motion adapter yet: give prompts only"
             )
 
     def seed_of(self, k: int) -> int:

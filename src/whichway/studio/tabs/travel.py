@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
+from whichway.attention.methods import AID_LAYERS, MAX_LORA_STEPS, DiffMorpherSettings
 from whichway.studio.handlers import (
     COUPLINGS,
     FORMATS,
@@ -15,7 +16,9 @@ from whichway.studio.handlers import (
     guarded,
     stream_run,
 )
+from whichway.studio.session import FIELD_NAMES
 from whichway.travel import PACINGS, TRAVEL_LATENTS
+from whichway.travel.settings import TRAVEL_METHODS
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.studio.session import Studio
@@ -29,34 +32,50 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
         gr.Markdown(
             "A journey through the keyframes below: each segment follows the OT path between its prompts and "
             "a COG path between their seeds. Empty seed = the seed below; empty time = spread evenly. With "
-            "an audio track the MP4 carries it, and audio pacing moves on its beats."
+            "an audio track the MP4 carries it, and audio pacing moves on its beats. A row's method "
+            "(empty = Method below) renders the segment leaving it; a paid row takes its guide "
+            "prompt (empty = PAID guide prompt below); an image names a file uploaded under "
+            "Keyframe images, inverted to that keyframe's latent (diffmorpher segments run "
+            "between two image keyframes)."
         )
         v_keys = gr.Dataframe(
-            headers=["prompt", "seed", "time (s)"],
-            datatype=["str", "number", "number"],
+            headers=["prompt", "seed", "time (s)", "method", "guide prompt", "image"],
+            datatype=["str", "number", "number", "str", "str", "str"],
             value=[
-                ["a photo of a cat", 0, None],
-                ["a photo of a dog", 1, None],
-                ["a red fox", 2, None],
+                ["a photo of a cat", 0, None, "", "", ""],
+                ["a photo of a dog", 1, None, "", "", ""],
+                ["a red fox", 2, None, "", "", ""],
             ],
             row_count=(3, "dynamic"),
-            column_count=(3, "fixed"),
+            column_count=(6, "fixed"),
             type="array",
             interactive=True,
-            label="Keyframes",
+            label=FIELD_NAMES["keyframes"],
             elem_id="ww-travel-keys",
         )
+        v_images = gr.File(
+            file_count="multiple",
+            file_types=["image"],
+            type="filepath",
+            label=f"{FIELD_NAMES['keyframe_images']} (optional: the image column names them "
+            "by file name)",
+            elem_id="ww-travel-images",
+        )
         with gr.Row():
-            v_audio = gr.Audio(type="filepath", sources=["upload"], label="Audio (optional)")
+            v_audio = gr.Audio(
+                type="filepath", sources=["upload"], label=f"{FIELD_NAMES['audio']} (optional)"
+            )
             with gr.Column():
-                v_pacing = gr.Radio(list(PACINGS), value="uniform", label="Pacing")
+                v_pacing = gr.Radio(list(PACINGS), value="uniform", label=FIELD_NAMES["pacing"])
                 v_coupling = gr.Radio(list(COUPLINGS), value="ot", label="Coupling")
-                v_latent = gr.Dropdown(list(TRAVEL_LATENTS), value="cog", label="Latent path")
+                v_latent = gr.Dropdown(
+                    list(TRAVEL_LATENTS), value="cog", label=FIELD_NAMES["latent"]
+                )
         with gr.Row():
-            v_fps = gr.Number(value=24, label="fps", elem_id="ww-travel-fps")
+            v_fps = gr.Number(value=24, label=FIELD_NAMES["fps"], elem_id="ww-travel-fps")
             v_seconds = gr.Number(
                 value=0,
-                label="Seconds (0 = from frames per segment or the last time)",
+                label=f"{FIELD_NAMES['seconds']} (0 = from frames per segment or the last time)",
                 elem_id="ww-travel-seconds",
             )
             v_fps_seg = gr.Number(
@@ -72,10 +91,59 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
         v_neg = gr.Textbox(label="Negative prompt")
         v_motion = gr.Textbox(
             value="",
-            label="Motion adapter (optional: a MotionAdapter folder or hub id; SD 1.x and SDXL models)",
+            label=f"{FIELD_NAMES['motion']} (optional: a MotionAdapter folder or hub id; SD 1.x "
+            "and SDXL models)",
             placeholder="guoyww/animatediff-motion-adapter-v1-5-2",
             elem_id="ww-travel-motion",
         )
+        with gr.Accordion("Interpolation inside attention (AID / PAID / DiffMorpher)", open=False):
+            # every field is shown: any segment may take any method (its row's, else Method);
+            # the handler reads each method's settings only when some segment uses it
+            v_method = gr.Radio(
+                list(TRAVEL_METHODS),
+                value="plain",
+                label=f"{FIELD_NAMES['method']} (of every segment whose row has none)",
+                elem_id="ww-travel-method",
+            )
+            with gr.Row():  # AID and PAID segments
+                v_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label=FIELD_NAMES["warmup_ratio"])
+                v_layers = gr.Radio(list(AID_LAYERS), value="both", label=FIELD_NAMES["aid_layers"])
+                v_fused = gr.Checkbox(value=True, label=FIELD_NAMES["fused"])
+            v_guide = gr.Textbox(
+                "",
+                label=f"{FIELD_NAMES['guide_prompt']} (the middle frames' prompt of paid segments "
+                "whose row has none)",
+                elem_id="ww-travel-guide",
+            )
+            official = DiffMorpherSettings()
+            with gr.Row():  # diffmorpher segments (between two image keyframes; SD and SDXL)
+                v_rank = gr.Number(
+                    value=official.lora_rank,
+                    precision=0,
+                    label=f"{FIELD_NAMES['lora_rank']} (official {official.lora_rank})",
+                    elem_id="ww-travel-lora-rank",
+                )
+                v_lora_steps = gr.Number(
+                    value=official.lora_steps,
+                    precision=0,
+                    label=f"{FIELD_NAMES['lora_steps']} (official {official.lora_steps}, "
+                    f"at most {MAX_LORA_STEPS:,})",
+                    elem_id="ww-travel-lora-steps",
+                )
+                v_lora_lr = gr.Number(
+                    value=official.lora_lr,
+                    label=f"{FIELD_NAMES['lora_lr']} (official {official.lora_lr:g})",
+                    elem_id="ww-travel-lora-lr",
+                )
+                v_lambda = gr.Slider(
+                    0,
+                    1,
+                    value=official.attn_lambda,
+                    step=0.05,
+                    label=f"{FIELD_NAMES['attn_lambda']}: K/V mixed for the first λ·steps "
+                    f"(official {official.attn_lambda:g})",
+                    elem_id="ww-travel-attn-lambda",
+                )
         with gr.Row():
             v_go = gr.Button("Travel", variant="primary", elem_id="ww-travel-go")
             v_cancel = gr.Button("Cancel", elem_id="ww-travel-cancel")
@@ -104,6 +172,16 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             fmt,
             neg,
             motion="",
+            method="plain",
+            warmup=0.5,
+            layers="both",
+            fused=True,
+            guide="",
+            lora_rank=16,
+            lora_steps=200,
+            lora_lr=2e-4,
+            attn_lambda=0.6,
+            images=None,
             request: Request = None,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
@@ -124,6 +202,16 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 negative_prompt=neg,
                 format=fmt,
                 motion=motion,
+                method=method,
+                warmup_ratio=warmup,
+                aid_layers=layers,
+                fused=fused,
+                guide_prompt=guide,
+                lora_rank=lora_rank,
+                lora_steps=lora_steps,
+                lora_lr=lora_lr,
+                attn_lambda=attn_lambda,
+                images=images,
             )
             yield [], "Starting…", None, None
             rate = settings.fps
@@ -155,6 +243,16 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 v_format,
                 v_neg,
                 v_motion,
+                v_method,
+                v_warmup,
+                v_layers,
+                v_fused,
+                v_guide,
+                v_rank,
+                v_lora_steps,
+                v_lora_lr,
+                v_lambda,
+                v_images,
             ],
             [v_gallery, v_status, v_files, v_video],
             api_name="travel",
