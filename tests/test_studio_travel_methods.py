@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,25 @@ def test_travel_tab_messages_name_its_fields_not_flags(tmp_path):
     )  # fmt: skip
     assert paid.segment_guide(0) == "a cat-dog" and paid.guide_prompt == "run-wide"
     assert studio.loaded_model is None  # refused before any model
+
+
+def test_travel_tab_takes_diffmorpher_between_uploaded_images(tmp_path):
+    """A diffmorpher row between two image rows: the images are the uploads the image column
+    names (kept under the run folder's uploads/), the LoRA fields reach the settings."""
+    from PIL import Image
+
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    for name, color in (("cat.png", (200, 30, 30)), ("dog.png", (30, 30, 200))):
+        Image.new("RGB", (32, 32), color).save(tmp_path / name)
+    settings, _ = studio.travel_settings(
+        [["a cat", 1, None, "diffmorpher", "", "cat.png"], ["a dog", 2, None, "", "", "dog.png"]],
+        frames_per_segment=2, height=32, width=32, lora_rank=2, lora_steps=1, lora_lr=1e-3,
+        attn_lambda=0.4, images=[str(tmp_path / "cat.png"), str(tmp_path / "dog.png")],
+    )  # fmt: skip
+    assert settings.segment_methods() == ("diffmorpher",)
+    lora = (settings.lora_rank, settings.lora_steps, settings.lora_lr, settings.attn_lambda)
+    assert lora == (2, 1, 1e-3, 0.4)
+    for kf, name in zip(settings.keyframes, ("cat.png", "dog.png"), strict=True):
+        assert kf.image.startswith(str(studio.out_dir / "uploads"))
+        assert Path(kf.image).read_bytes() == (tmp_path / name).read_bytes()
+    assert studio.loaded_model is None
