@@ -144,3 +144,74 @@ def generation_controls(tab: str) -> tuple[Any, Any, Any, Any]:
         gr.Number(value=0, precision=0, label="Height (0 = model default)", elem_id=f"ww-{tab}-h"),
         gr.Number(value=0, precision=0, label="Width (0 = model default)", elem_id=f"ww-{tab}-w"),
     )
+
+
+def aid_controls(tab: str) -> tuple[Any, Any, Any]:
+    """The AID fields of a tab (warmup ratio, AID layers, fused), in the current row, with the
+    official defaults (:class:`whichway.attention.methods.AIDSettings`); labels from
+    :data:`~whichway.studio.session.FIELD_NAMES`, element ids ``ww-<tab>-warmup``, ``-layers``,
+    ``-fused``."""
+    import gradio as gr
+
+    from whichway.attention.methods import AID_LAYERS, AIDSettings
+    from whichway.studio.session import FIELD_NAMES
+
+    official = AIDSettings()
+    return (
+        gr.Slider(
+            0,
+            1,
+            value=official.warmup_ratio,
+            step=0.05,
+            label=FIELD_NAMES["warmup_ratio"],
+            elem_id=f"ww-{tab}-warmup",
+        ),
+        gr.Radio(
+            list(AID_LAYERS),
+            value=official.layers,
+            label=FIELD_NAMES["aid_layers"],
+            elem_id=f"ww-{tab}-layers",
+        ),
+        gr.Checkbox(value=official.fused, label=FIELD_NAMES["fused"], elem_id=f"ww-{tab}-fused"),
+    )
+
+
+def diffmorpher_controls(tab: str) -> tuple[Any, Any, Any, Any]:
+    """DiffMorpher's LoRA rank, LoRA steps, learning rate and attention λ fields of a tab, in the
+    current row, with the official settings filled in and named in their labels (element ids
+    ``ww-<tab>-lora-rank``, ``-lora-steps``, ``-lora-lr``, ``-attn-lambda``)."""
+    import gradio as gr
+
+    from whichway.attention.methods import MAX_LORA_STEPS, DiffMorpherSettings
+    from whichway.studio.session import FIELD_NAMES
+
+    official = DiffMorpherSettings()
+    return (
+        gr.Number(
+            value=official.lora_rank,
+            precision=0,
+            label=f"{FIELD_NAMES['lora_rank']} (official {official.lora_rank})",
+            elem_id=f"ww-{tab}-lora-rank",
+        ),
+        gr.Number(
+            value=official.lora_steps,
+            precision=0,
+            label=f"{FIELD_NAMES['lora_steps']} (official {official.lora_steps}, "
+            f"at most {MAX_LORA_STEPS:,})",
+            elem_id=f"ww-{tab}-lora-steps",
+        ),
+        gr.Number(
+            value=official.lora_lr,
+            label=f"{FIELD_NAMES['lora_lr']} (official {official.lora_lr:g})",
+            elem_id=f"ww-{tab}-lora-lr",
+        ),
+        gr.Slider(
+            0,
+            1,
+            value=official.attn_lambda,
+            step=0.05,
+            label=f"{FIELD_NAMES['attn_lambda']}: K/V mixed for the first λ·steps "
+            f"(official {official.attn_lambda:g})",
+            elem_id=f"ww-{tab}-attn-lambda",
+        ),
+    )

@@ -9,17 +9,16 @@ from typing import TYPE_CHECKING, Any
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
 from whichway.attention.methods import (
-    AID_LAYERS,
     IMAGE_METHODS,
-    MAX_LORA_STEPS,
     METHODS,
-    DiffMorpherSettings,
 )
 from whichway.morph import SPACINGS
 from whichway.studio.handlers import (
     COUPLINGS,
     FORMATS,
     LATENTS,
+    aid_controls,
+    diffmorpher_controls,
     generation_controls,
     guarded,
     stream_run,
@@ -67,44 +66,15 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             # each method's own settings, shown while it is chosen (the handler reads the
             # guide prompt for paid only and the LoRA settings for diffmorpher only)
             with gr.Row(visible=False) as m_aid_row:
-                m_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label=FIELD_NAMES["warmup_ratio"])
-                m_layers = gr.Radio(list(AID_LAYERS), value="both", label=FIELD_NAMES["aid_layers"])
-                m_fused = gr.Checkbox(value=True, label=FIELD_NAMES["fused"])
+                m_warmup, m_layers, m_fused = aid_controls("morph")
             m_guide = gr.Textbox(
                 "",
                 label=f"{FIELD_NAMES['guide_prompt']} (the middle frames' prompt)",
                 visible=False,
                 elem_id="ww-morph-guide",
             )
-            official = DiffMorpherSettings()
             with gr.Row(visible=False) as m_dm_row:  # needs Image A and Image B; SD and SDXL
-                m_rank = gr.Number(
-                    value=official.lora_rank,
-                    precision=0,
-                    label=f"{FIELD_NAMES['lora_rank']} (official {official.lora_rank})",
-                    elem_id="ww-morph-lora-rank",
-                )
-                m_lora_steps = gr.Number(
-                    value=official.lora_steps,
-                    precision=0,
-                    label=f"{FIELD_NAMES['lora_steps']} (official {official.lora_steps}, "
-                    f"at most {MAX_LORA_STEPS:,})",
-                    elem_id="ww-morph-lora-steps",
-                )
-                m_lora_lr = gr.Number(
-                    value=official.lora_lr,
-                    label=f"{FIELD_NAMES['lora_lr']} (official {official.lora_lr:g})",
-                    elem_id="ww-morph-lora-lr",
-                )
-                m_lambda = gr.Slider(
-                    0,
-                    1,
-                    value=official.attn_lambda,
-                    step=0.05,
-                    label=f"{FIELD_NAMES['attn_lambda']}: K/V mixed for the first λ·steps "
-                    f"(official {official.attn_lambda:g})",
-                    elem_id="ww-morph-attn-lambda",
-                )
+                m_rank, m_lora_steps, m_lora_lr, m_lambda = diffmorpher_controls("morph")
         with gr.Accordion("Real images and output", open=False) as m_images:
             with gr.Row():
                 m_img_a = gr.Image(

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
-from whichway.attention.methods import AID_LAYERS, MAX_LORA_STEPS, DiffMorpherSettings
 from whichway.studio.handlers import (
     COUPLINGS,
     FORMATS,
+    aid_controls,
+    diffmorpher_controls,
     generation_controls,
     guarded,
     stream_run,
@@ -106,44 +107,15 @@ def travel_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 elem_id="ww-travel-method",
             )
             with gr.Row():  # AID and PAID segments
-                v_warmup = gr.Slider(0, 1, value=0.5, step=0.05, label=FIELD_NAMES["warmup_ratio"])
-                v_layers = gr.Radio(list(AID_LAYERS), value="both", label=FIELD_NAMES["aid_layers"])
-                v_fused = gr.Checkbox(value=True, label=FIELD_NAMES["fused"])
+                v_warmup, v_layers, v_fused = aid_controls("travel")
             v_guide = gr.Textbox(
                 "",
                 label=f"{FIELD_NAMES['guide_prompt']} (the middle frames' prompt of paid segments "
                 "whose row has none)",
                 elem_id="ww-travel-guide",
             )
-            official = DiffMorpherSettings()
             with gr.Row():  # diffmorpher segments (between two image keyframes; SD and SDXL)
-                v_rank = gr.Number(
-                    value=official.lora_rank,
-                    precision=0,
-                    label=f"{FIELD_NAMES['lora_rank']} (official {official.lora_rank})",
-                    elem_id="ww-travel-lora-rank",
-                )
-                v_lora_steps = gr.Number(
-                    value=official.lora_steps,
-                    precision=0,
-                    label=f"{FIELD_NAMES['lora_steps']} (official {official.lora_steps}, "
-                    f"at most {MAX_LORA_STEPS:,})",
-                    elem_id="ww-travel-lora-steps",
-                )
-                v_lora_lr = gr.Number(
-                    value=official.lora_lr,
-                    label=f"{FIELD_NAMES['lora_lr']} (official {official.lora_lr:g})",
-                    elem_id="ww-travel-lora-lr",
-                )
-                v_lambda = gr.Slider(
-                    0,
-                    1,
-                    value=official.attn_lambda,
-                    step=0.05,
-                    label=f"{FIELD_NAMES['attn_lambda']}: K/V mixed for the first λ·steps "
-                    f"(official {official.attn_lambda:g})",
-                    elem_id="ww-travel-attn-lambda",
-                )
+                v_rank, v_lora_steps, v_lora_lr, v_lambda = diffmorpher_controls("travel")
         with gr.Row():
             v_go = gr.Button("Travel", variant="primary", elem_id="ww-travel-go")
             v_cancel = gr.Button("Cancel", elem_id="ww-travel-cancel")
