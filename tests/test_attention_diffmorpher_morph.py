@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from whichway.cli import main
-from whichway.morph import MorphSettings, run_morph
+from whichway.models.timing import LORA_STEP_ROWS, Preparation, run_seconds
+from whichway.morph import MorphSettings, pending_preparation, run_morph
 
 FAST = ["--steps", "2", "--height", "32", "--width", "32", "--guidance", "1", "--quiet"]
 
@@ -57,7 +58,10 @@ def test_end_frames_are_the_inverted_images_under_their_own_lora(tiny_pipeline, 
         lora_lr=1e-3,
     )
     run = tmp_path / "run"
+    # the run-time estimate's work before the frames: two fits of 2 steps, two 4-step inversions
+    assert pending_preparation(adapter, s, run) == Preparation(2, 2, 2, 4)
     result = run_morph(adapter, s, run, progress=False)
+    assert pending_preparation(adapter, s, run) == Preparation(0, 2, 0, 4)  # all of it cached
     info = json.loads((run / "run.json").read_text())
     assert info["settings"]["method"] == "diffmorpher"
     assert {k: info["settings"][k] for k in ("lora_rank", "lora_steps", "lora_lr")} == {
@@ -97,6 +101,34 @@ def test_end_frames_are_the_inverted_images_under_their_own_lora(tiny_pipeline, 
     again = run_morph(adapter, s, run, progress=False)
     assert again.rendered == 0
     assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+def test_run_time_estimate_adds_the_lora_fits_not_cached(tiny_adapter, tmp_path):
+    """With N LoRA steps the estimate exceeds the plain image morph's by 2 fits x N steps x
+    LORA_STEP_ROWS denoiser rows; a LoRA cached in the run folder drops its fit."""
+    from whichway.attention.lora_cache import lora_file, lora_key
+    from whichway.attention.methods import DiffMorpherSettings
+
+    adapter = tiny_adapter("sd")
+    a, b = _images(tmp_path)
+    common = {"t": (0.0, 1.0), "steps": 3, "height": 32, "width": 32, "image_a": a, "image_b": b}
+    run = tmp_path / "run"
+    plain = pending_preparation(adapter, MorphSettings("x", "y", guidance=5.0, **common), run)
+    assert plain == Preparation(0, 0, 2, 3)  # inversions at guidance 1: one row per step
+    s = MorphSettings("x", "y", method="diffmorpher", lora_steps=7, **common)
+    dm = pending_preparation(adapter, s, run)
+    assert dm == Preparation(2, 7, 2, 3)
+    calls, call, decode, row = 6, 0.5, 0.25, 0.125
+    extra = run_seconds(calls, call, 2, decode, dm, row) - run_seconds(
+        calls, call, 2, decode, plain, row
+    )
+    assert extra == pytest.approx(2 * 7 * LORA_STEP_ROWS * row, rel=1e-12)
+    assert run_seconds(calls, call, 2, decode) == calls * call + 2 * decode
+    key = lora_key(adapter, a, "x", DiffMorpherSettings(lora_steps=7), (32, 32))
+    lora_file(run / "loras", key).parent.mkdir(parents=True)
+    lora_file(run / "loras", key).touch()
+    assert pending_preparation(adapter, s, run) == Preparation(1, 7, 2, 3)
+    assert pending_preparation(adapter, MorphSettings("x", "y", (0.0, 1.0)), run) == Preparation()
 
 
 BASE = ["morph", "a cat", "a dog", "--method", "diffmorpher"]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
     from whichway.models.base import Adapter
+    from whichway.models.timing import Preparation
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,46 @@ def _timings(
     return out
 
 
+def inversion_file(
+    adapter: Adapter,
+    path: str,
+    prompt: str,
+    *,
+    steps: int,
+    guidance: float,
+    height: int,
+    width: int,
+    cache: Path,
+    lora_key: str | None = None,
+) -> Path:
+    """Where :func:`inverted_latent` caches the inversion of one image: ``cache /
+    inverted-KEY.pt``, KEY from the model, the image file (path, size, mtime), prompt, steps,
+    guidance, size, the runtime pixel settings and the DiffMorpher LoRA's key (``lora_key``)."""
+    import hashlib
+
+    from whichway.models.runtime import runtime_pixel_settings
+
+    stat = Path(path).stat() if Path(path).is_file() else None
+    key_parts = [
+        adapter.model_id,
+        str(Path(path).resolve()),
+        stat and stat.st_size,
+        stat and stat.st_mtime_ns,
+        prompt,
+        steps,
+        guidance,
+        height,
+        width,
+    ]
+    runtime = runtime_pixel_settings(adapter)
+    if runtime is not None:  # a LoRA or another VAE inverts to another latent
+        key_parts.append(runtime)
+    if lora_key is not None:
+        key_parts.append(["diffmorpher-lora", lora_key])
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
+    return cache / f"inverted-{key}.pt"
+
+
 def inverted_latent(
     adapter: Adapter,
     path: str,
@@ -270,33 +311,21 @@ def inverted_latent(
     ``lora``: (weights, key) of a DiffMorpher LoRA the UNet inverts under (the official code
     inverts each image with its own LoRA loaded).
     ``should_stop()`` is polled after every inversion step (:class:`whichway.render.RenderCancelled`)."""
-    import hashlib
-
     import torch
 
     from whichway.media import load_image
 
-    stat = Path(path).stat() if Path(path).is_file() else None
-    from whichway.models.runtime import runtime_pixel_settings
-
-    key_parts = [
-        adapter.model_id,
-        str(Path(path).resolve()),
-        stat and stat.st_size,
-        stat and stat.st_mtime_ns,
+    cached = inversion_file(
+        adapter,
+        path,
         prompt,
-        steps,
-        guidance,
-        height,
-        width,
-    ]
-    runtime = runtime_pixel_settings(adapter)
-    if runtime is not None:  # a LoRA or another VAE inverts to another latent
-        key_parts.append(runtime)
-    if lora is not None:
-        key_parts.append(["diffmorpher-lora", lora[1]])
-    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
-    cached = cache / f"inverted-{key}.pt"
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+        cache=cache,
+        lora_key=None if lora is None else lora[1],
+    )
     if cached.is_file():
         logger.info("using the inverted latent of %s cached in %s", path, cached)
         return torch.load(cached, weights_only=True)
@@ -395,6 +424,50 @@ def _initial_latents(
         return latent_a, None, "fixed"
     seed_b = s.seed + 1 if s.seed_b is None else s.seed_b
     return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
+
+
+def pending_preparation(adapter: Adapter, s: MorphSettings, run_dir: str | Path) -> Preparation:
+    """The work :func:`run_morph` does before the frames, less what ``run_dir`` caches: an image
+    morph inverts both images (``latents/``), DiffMorpher first fits a LoRA per image
+    (``loras/``, ``s.lora_steps`` steps each). For :func:`whichway.models.timing.estimate_run_time`."""
+    from whichway.models.memory import denoiser_load
+    from whichway.models.timing import Preparation
+
+    if s.image_a is None or s.image_b is None:
+        return Preparation()
+    run_dir = Path(run_dir)
+    height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
+    steps = s.inversion_steps or s.steps
+    fits = inversions = 0
+    for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b)):
+        key = None
+        if s.method == "diffmorpher":
+            from whichway.attention.lora_cache import lora_file, lora_key
+            from whichway.attention.methods import DiffMorpherSettings
+
+            dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
+            key = lora_key(adapter, path, prompt, dm, (height, width))
+            fits += not lora_file(run_dir / "loras", key).is_file()
+        inverted = inversion_file(
+            adapter,
+            path,
+            prompt,
+            steps=steps,
+            guidance=s.inversion_guidance,
+            height=height,
+            width=width,
+            cache=run_dir / "latents",
+            lora_key=key,
+        )
+        inversions += not inverted.is_file()
+    rows, calls = denoiser_load(adapter, s.inversion_guidance)
+    refine = int(getattr(adapter, "inversion_refine", 0) or 0)
+    return Preparation(
+        lora_fits=fits,
+        lora_steps=s.lora_steps if s.method == "diffmorpher" else 0,
+        inversions=inversions,
+        inversion_rows=steps * (1 + refine) * rows * calls,
+    )
 
 
 def morph_inputs(

@@ -40,6 +40,11 @@ def lora_key(
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def lora_file(cache: Path, key: str) -> Path:
+    """Where :func:`fitted_lora` keeps the LoRA of key ``key`` (:func:`lora_key`) in ``cache``."""
+    return cache / f"lora-{key}.safetensors"
+
+
 def fitted_lora(
     adapter: Adapter,
     path: str,
@@ -66,7 +71,7 @@ def fitted_lora(
     from whichway.render import stop_if_asked
 
     key = lora_key(adapter, path, prompt, settings, (height, width))
-    cached = cache / f"lora-{key}.safetensors"
+    cached = lora_file(cache, key)
     if cached.is_file():
         logger.info("using the LoRA of %s cached in %s", path, cached)
         return load_file(cached), key

@@ -595,9 +595,13 @@ def parse_batch_size(text: str) -> int | str:
     return value  # < 1 is refused by check_generation, with the one-line message of every check
 
 
-def print_run_estimate(adapter: Any, args: argparse.Namespace, frames: int) -> None:
+def print_run_estimate(
+    adapter: Any, args: argparse.Namespace, frames: int, preparation: Any = None
+) -> None:
     """On a CPU (and without --quiet), time one denoiser step and print the run's expected
-    duration with a hint for a faster choice (:func:`whichway.models.timing.estimate_run_time`)."""
+    duration with a hint for a faster choice (:func:`whichway.models.timing.estimate_run_time`);
+    ``preparation``: the work before the frames (a :class:`whichway.models.timing.Preparation`:
+    LoRA fits, inversions), None = none."""
     import torch
 
     if torch.device(adapter.device).type != "cpu" or getattr(args, "quiet", False):
@@ -612,6 +616,7 @@ def print_run_estimate(adapter: Any, args: argparse.Namespace, frames: int) -> N
         args.height,
         args.width,
         getattr(args, "batch_size", None),
+        preparation,
     )
     print(estimate.message, flush=True)
     if estimate.hint:

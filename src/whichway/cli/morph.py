@@ -136,7 +136,7 @@ def check_args(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     out = check_args(args)
 
-    from whichway.morph import MorphSettings, run_morph, uniform_times
+    from whichway.morph import MorphSettings, pending_preparation, run_morph, uniform_times
 
     ts = args.t if args.t is not None else uniform_times(args.frames)
     settings = MorphSettings(
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     # end-of-run summary only builds its LPIPS once the frames are safely on disk
     meter = lpips_meter(args, f"--spacing {args.spacing}") if args.spacing != "uniform" else None
     adapter = load_model(args)
-    print_run_estimate(adapter, args, len(ts))
+    print_run_estimate(adapter, args, len(ts), pending_preparation(adapter, settings, out))
     result = run_morph(adapter, settings, out, progress=not args.quiet, meter=meter)
     print(
         f"{len(result.frames)} frames in {result.run_dir}/frames ({result.rendered} rendered now)"

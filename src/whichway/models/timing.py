@@ -7,6 +7,14 @@ t_call one denoiser call on a batch of b x r rows (r = 2 when classifier-free gu
 the unconditional half), t_decode one VAE decode. Both times are measured once, at the run's own
 shapes, on the run's device (the first call of a fresh process: a slight overestimate); when the batch
 does not fit, half of it is timed and the time doubled.
+
+Work before the frames (:class:`Preparation`: DiffMorpher's LoRA fits, image inversions, less
+what the run folder caches) adds
+
+.. math::  t_{row} \\cdot (n_{fit} \\cdot L \\cdot \\rho + n_{inv} \\cdot R_{inv})
+
+with t_row one denoiser call on one row (timed), L optimizer steps per fit, ρ =
+:data:`LORA_STEP_ROWS` (one fit step in denoiser rows) and R_inv the denoiser rows of one inversion.
 Text encoding and PNG writing are left out (small next to the denoiser on a CPU).
 """
 
@@ -22,8 +30,63 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.models.base import Adapter
 
+LORA_STEP_ROWS = 3.0
+"""One DiffMorpher LoRA fit step (forward, backward and AdamW update at batch 1) in denoiser
+rows: ``benchmarks/bench_diffmorpher.py`` measures it (2.7 on the tiny SD model, see
+docs/attention.md); a backward costs about two forwards.
+"""
+
 SLOW_RUN_S = 60.0
 """Runs expected to take longer than this get the hint for a faster choice."""
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """Work a run does before its frames, what its run folder does not cache yet.
+
+    lora_fits : LoRAs to fit (DiffMorpher: one per image), each ``lora_steps`` optimizer steps
+    inversions : images to invert, each ``inversion_rows`` denoiser rows
+        (steps x (1 + refinements) x 2 under guidance)
+    """
+
+    lora_fits: int = 0
+    lora_steps: int = 0
+    inversions: int = 0
+    inversion_rows: int = 0
+
+    @property
+    def rows(self) -> float:
+        """The work in denoiser rows: lora_fits · lora_steps · LORA_STEP_ROWS + inversions ·
+        inversion_rows."""
+        return (
+            self.lora_fits * self.lora_steps * LORA_STEP_ROWS
+            + self.inversions * self.inversion_rows
+        )
+
+    def describe(self) -> str:
+        """'2 LoRA fits x 200 steps, 2 inversions' (parts that are zero left out)."""
+        parts = []
+        if self.lora_fits and self.lora_steps:
+            parts.append(
+                f"{self.lora_fits} LoRA fit{'s' * (self.lora_fits != 1)} x {self.lora_steps} steps"
+            )
+        if self.inversions and self.inversion_rows:
+            parts.append(f"{self.inversions} inversion{'s' * (self.inversions != 1)}")
+        return ", ".join(parts)
+
+
+def run_seconds(
+    denoiser_calls: int,
+    call_seconds: float,
+    frames: int,
+    decode_seconds: float,
+    preparation: Preparation | None = None,
+    row_seconds: float = 0.0,
+) -> float:
+    """T = denoiser_calls · t_call + frames · t_decode + t_row · preparation.rows (the module
+    docstring's formula)."""
+    rows = 0.0 if preparation is None else preparation.rows
+    return denoiser_calls * call_seconds + frames * decode_seconds + rows * row_seconds
 
 
 @dataclass(frozen=True)
@@ -35,6 +98,9 @@ class RunTimeEstimate:
     decode_seconds : one VAE decode of one frame (t_decode)
     denoiser_calls : ⌈F / b⌉ · S · k
     message : one line for the user; hint : a faster choice ("" when the run is short)
+    preparation : the work before the frames; row_seconds one denoiser call on one row
+    (t_row, timed only when there is preparation), so the preparation takes
+    ``preparation.rows * row_seconds`` of ``seconds``
     """
 
     seconds: float
@@ -46,6 +112,8 @@ class RunTimeEstimate:
     batch_size: int
     message: str
     hint: str
+    preparation: Preparation = Preparation()
+    row_seconds: float = 0.0
 
 
 def format_duration(seconds: float) -> str:
@@ -73,11 +141,13 @@ def estimate_run_time(
     height: int | None = None,
     width: int | None = None,
     batch_size: int | str | None = 1,
+    preparation: Preparation | None = None,
 ) -> RunTimeEstimate:
     """Time one denoiser call and one VAE decode at the run's shapes and extrapolate to the run.
 
     adapter : the loaded model; frames, steps, guidance, height, width (None: the model's size)
-    and batch_size ("auto"/None resolved as the render resolves them) as the run will use them.
+    and batch_size ("auto"/None resolved as the render resolves them) as the run will use them;
+    preparation : work before the frames (LoRA fits, inversions), timed as one-row denoiser calls.
     """
     from whichway.models.loading import FAST_MODEL
     from whichway.models.memory import (
@@ -89,6 +159,7 @@ def estimate_run_time(
 
     if frames < 1 or steps < 1:
         raise ValueError(f"frames and steps must be >= 1, got {frames} and {steps}")
+    preparation = preparation or Preparation()
     height = height or adapter.default_size[0]
     width = width or adapter.default_size[1]
     batch = min(resolve_batch_size(batch_size, adapter, frames, height, width, guidance), frames)
@@ -124,12 +195,24 @@ def estimate_run_time(
     _sync(device)
     decode = time.perf_counter() - start
 
+    row = 0.0
+    if preparation.rows:
+        one = torch.randn((1, *shape), generator=generator)
+        _sync(device)
+        start = time.perf_counter()
+        adapter.denoise_once(empty, one, timestep)
+        _sync(device)
+        row = time.perf_counter() - start
+
     n_calls = math.ceil(frames / batch) * steps * calls
-    seconds = n_calls * call + frames * decode
+    seconds = run_seconds(n_calls, call, frames, decode, preparation, row)
+    before = preparation.rows * row
     message = (
         f"expected run time on {device.type}: about {format_duration(seconds)} ({frames} frame"
         f"{'s' * (frames != 1)} x {steps} step{'s' * (steps != 1)} in batches of {batch}: "
-        f"{n_calls} denoiser calls of {call:.2f} s, {frames} VAE decodes of {decode:.2f} s)"
+        f"{n_calls} denoiser calls of {call:.2f} s, {frames} VAE decodes of {decode:.2f} s"
+        + (f"; before them {preparation.describe()}: {format_duration(before)}" if before else "")
+        + ")"
     )
     hint = ""
     if seconds > SLOW_RUN_S:
@@ -142,5 +225,10 @@ def estimate_run_time(
             choices.insert(
                 0, f"--model {FAST_MODEL} --steps 1 --guidance 0 (one step, no guidance)"
             )
+        fitting = preparation.lora_fits * preparation.lora_steps * LORA_STEP_ROWS * row
+        if fitting > seconds / 2:  # the LoRA fits dominate
+            choices.insert(0, f"fewer --lora-steps (now {preparation.lora_steps})")
         hint = "for a faster run: " + ", ".join(choices[:-1]) + ", or " + choices[-1]
-    return RunTimeEstimate(seconds, call, decode, n_calls, frames, steps, batch, message, hint)
+    return RunTimeEstimate(
+        seconds, call, decode, n_calls, frames, steps, batch, message, hint, preparation, row
+    )
