@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 
+from whichway.attention.methods import LORA_STEP_ROWS
 from whichway.cli import main
-from whichway.models.timing import LORA_STEP_ROWS, Preparation, run_seconds
+from whichway.models.timing import Preparation, run_seconds
 from whichway.morph import MorphSettings, pending_preparation, run_morph
 
 FAST = ["--steps", "2", "--height", "32", "--width", "32", "--guidance", "1", "--quiet"]

@@ -151,6 +151,11 @@ MAX_LORA_RANK = 1024
 MAX_LORA_STEPS = 100_000
 """Largest ``--lora-steps`` (500 times the official 200): bounded work before anything loads."""
 
+LORA_STEP_ROWS = 3
+"""One LoRA fit step (forward, backward and AdamW update at batch 1) in denoiser rows (one
+denoiser forward of one row), for the run-time estimate and a study's time budget; measured by
+``benchmarks/bench_diffmorpher.py`` (docs/attention.md, DiffMorpher)."""
+
 
 def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: object) -> None:
     """One-line ValueErrors for DiffMorpher settings outside their range: ``--lora-rank`` and

@@ -14,7 +14,7 @@ what the run folder caches) adds
 .. math::  t_{row} \\cdot (n_{fit} \\cdot L \\cdot \\rho + n_{inv} \\cdot R_{inv})
 
 with t_row one denoiser call on one row (timed), L optimizer steps per fit, ρ =
-:data:`LORA_STEP_ROWS` (one fit step in denoiser rows) and R_inv the denoiser rows of one inversion.
+:data:`whichway.attention.methods.LORA_STEP_ROWS` (one fit step in denoiser rows) and R_inv the denoiser rows of one inversion.
 Text encoding and PNG writing are left out (small next to the denoiser on a CPU).
 """
 
@@ -27,14 +27,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from whichway.attention.methods import LORA_STEP_ROWS
+
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.models.base import Adapter
-
-LORA_STEP_ROWS = 3.0
-"""One DiffMorpher LoRA fit step (forward, backward and AdamW update at batch 1) in denoiser
-rows: ``benchmarks/bench_diffmorpher.py`` measures it (2.7 on the tiny SD model, see
-docs/attention.md); a backward costs about two forwards.
-"""
 
 SLOW_RUN_S = 60.0
 """Runs expected to take longer than this get the hint for a faster choice."""
