@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from whichway.cli import main
+from whichway.models.timing import Preparation
 from whichway.travel import Keyframe, TravelSettings, run_travel
-from whichway.travel.rendering import Journey, Renderer
+from whichway.travel.rendering import Journey, Renderer, pending_preparation
 
 SIZE = 32
 COMMON = {"frames_per_segment": 3, "batch_size": 4, "format": None, "steps": 2,
@@ -158,9 +159,13 @@ def test_diffmorpher_segments_equal_morph_and_fit_each_lora_once(
     )
     options = {**COMMON, "guidance": 1.0, "warmup_ratio": 0.5}
     s = TravelSettings(keyframes, **options, **dm)
+    # the run-time estimate's work before the frames: three fits of one step and three 2-step
+    # inversions (the middle keyframe's once), none left once the LoRAs and latents are cached
+    assert pending_preparation(adapter, s, tmp_path / "travel") == Preparation(3, 1, 3, 2)
     restore = use_inversion_sampler(adapter, "the test")
     try:
         travel = _rendered(adapter, s, tmp_path / "travel")
+        assert pending_preparation(adapter, s, tmp_path / "travel") == Preparation(0, 1, 0, 2)
         still = tuple(Keyframe(kf.prompt, image=kf.image) for kf in keyframes)
         plain = _rendered(adapter, TravelSettings(still, **options), tmp_path / "plain")
     finally:

@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -426,19 +426,16 @@ def _initial_latents(
     return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
 
 
-def pending_preparation(adapter: Adapter, s: MorphSettings, run_dir: str | Path) -> Preparation:
-    """The work :func:`run_morph` does before the frames, less what ``run_dir`` caches: an image
-    morph inverts both images (``latents/``), DiffMorpher first fits a LoRA per image
-    (``loras/``, ``s.lora_steps`` steps each). For :func:`whichway.models.timing.estimate_run_time`."""
-    from whichway.models.memory import denoiser_load
-    from whichway.models.timing import Preparation
-
+def preparation_files(
+    adapter: Adapter, s: MorphSettings, run_dir: str | Path
+) -> tuple[list[Path], list[Path]]:
+    """(LoRA files, inverted-latent files) a morph of ``s`` between two images fits or inverts
+    into ``run_dir`` (``loras/``, ``latents/``) before its frames; both empty without images."""
     if s.image_a is None or s.image_b is None:
-        return Preparation()
+        return [], []
     run_dir = Path(run_dir)
     height, width = s.height or adapter.default_size[0], s.width or adapter.default_size[1]
-    steps = s.inversion_steps or s.steps
-    fits = inversions = 0
+    loras, inverted = [], []
     for path, prompt in ((s.image_a, s.prompt_a), (s.image_b, s.prompt_b)):
         key = None
         if s.method == "diffmorpher":
@@ -447,26 +444,64 @@ def pending_preparation(adapter: Adapter, s: MorphSettings, run_dir: str | Path)
 
             dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
             key = lora_key(adapter, path, prompt, dm, (height, width))
-            fits += not lora_file(run_dir / "loras", key).is_file()
-        inverted = inversion_file(
-            adapter,
-            path,
-            prompt,
-            steps=steps,
-            guidance=s.inversion_guidance,
-            height=height,
-            width=width,
-            cache=run_dir / "latents",
-            lora_key=key,
+            loras.append(lora_file(run_dir / "loras", key))
+        inverted.append(
+            inversion_file(
+                adapter,
+                path,
+                prompt,
+                steps=s.inversion_steps or s.steps,
+                guidance=s.inversion_guidance,
+                height=height,
+                width=width,
+                cache=run_dir / "latents",
+                lora_key=key,
+            )
         )
-        inversions += not inverted.is_file()
-    rows, calls = denoiser_load(adapter, s.inversion_guidance)
+    return loras, inverted
+
+
+def missing_preparation(
+    adapter: Adapter,
+    loras: Sequence[Path],
+    inverted: Sequence[Path],
+    *,
+    lora_steps: int,
+    steps: int,
+    guidance: float,
+) -> Preparation:
+    """The :class:`whichway.models.timing.Preparation` of the distinct ``loras`` and
+    ``inverted`` files not written yet: each LoRA ``lora_steps`` fit steps, each inversion
+    ``steps`` x (1 + the adapter's refinements) x the rows and calls of ``guidance``."""
+    from whichway.models.memory import denoiser_load
+    from whichway.models.timing import Preparation
+
+    rows, calls = denoiser_load(adapter, guidance)
     refine = int(getattr(adapter, "inversion_refine", 0) or 0)
     return Preparation(
-        lora_fits=fits,
-        lora_steps=s.lora_steps if s.method == "diffmorpher" else 0,
-        inversions=inversions,
+        lora_fits=sum(not f.is_file() for f in set(loras)),
+        lora_steps=lora_steps if loras else 0,
+        inversions=sum(not f.is_file() for f in set(inverted)),
         inversion_rows=steps * (1 + refine) * rows * calls,
+    )
+
+
+def pending_preparation(adapter: Adapter, s: MorphSettings, run_dir: str | Path) -> Preparation:
+    """The work :func:`run_morph` does before the frames, less what ``run_dir`` caches: an image
+    morph inverts both images (``latents/``), DiffMorpher first fits a LoRA per image
+    (``loras/``, ``s.lora_steps`` steps each). For :func:`whichway.models.timing.estimate_run_time`."""
+    from whichway.models.timing import Preparation
+
+    if s.image_a is None or s.image_b is None:
+        return Preparation()
+    loras, inverted = preparation_files(adapter, s, run_dir)
+    return missing_preparation(
+        adapter,
+        loras,
+        inverted,
+        lora_steps=s.lora_steps,
+        steps=s.inversion_steps or s.steps,
+        guidance=s.inversion_guidance,
     )
 
 

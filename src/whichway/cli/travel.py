@@ -327,6 +327,7 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
 def run(args: argparse.Namespace) -> int:
     from whichway.cli.morph import lpips_meter
     from whichway.travel import prepare_travel, run_travel
+    from whichway.travel.rendering import pending_preparation
 
     if args.out:
         check_out_dir(args.out)
@@ -353,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
             quiet=args.quiet,
         ),
         prepared.n_frames,
+        pending_preparation(adapter, settings, out),
     )
     result = run_travel(
         adapter, settings, out, progress=not args.quiet, meter=meter, prepared=prepared

@@ -14,10 +14,93 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from whichway.attention.batch import AttentionPath
     from whichway.models.base import Adapter, Conditioning
+    from whichway.models.timing import Preparation
+    from whichway.morph import MorphSettings
     from whichway.travel.plan import TravelPlan
     from whichway.travel.settings import TravelSettings
 
 logger = logging.getLogger(__name__)
+
+
+def _plain_latents(methods: Sequence[str]) -> list[bool]:
+    """Which keyframes need their plain latent (seed or plain inversion): those beside a
+    segment that is not DiffMorpher (``methods``: one per segment)."""
+    n_key = len(methods) + 1
+    return [
+        any(0 <= j < n_key - 1 and methods[j] != "diffmorpher" for j in (k - 1, k))
+        for k in range(n_key)
+    ]
+
+
+def pending_preparation(adapter: Adapter, s: TravelSettings, run_dir: str | Path) -> Preparation:
+    """The work :func:`whichway.travel.run.run_travel` does before its frames, less what
+    ``run_dir`` caches: the LoRA fits and inversions of its DiffMorpher segments (a keyframe
+    shared by two counted once) and the plain inversions of the other image keyframes. For
+    :func:`whichway.models.timing.estimate_run_time`."""
+    from whichway.morph import inversion_file, missing_preparation, preparation_files
+
+    height = s.height or adapter.default_size[0]
+    width = s.width or adapter.default_size[1]
+    methods = s.segment_methods()
+    loras: list[Path] = []
+    inverted: list[Path] = []
+    for k, method in enumerate(methods):
+        if method == "diffmorpher":
+            more = preparation_files(adapter, segment_morph(s, k, height, width), run_dir)
+            loras += more[0]
+            inverted += more[1]
+    steps = s.inversion_steps or s.steps
+    for kf, plain in zip(s.keyframes, _plain_latents(methods)):
+        if plain and kf.image is not None:
+            inverted.append(
+                inversion_file(
+                    adapter,
+                    kf.image,
+                    kf.prompt,
+                    steps=steps,
+                    guidance=s.inversion_guidance,
+                    height=height,
+                    width=width,
+                    cache=Path(run_dir) / "latents",
+                )
+            )
+    return missing_preparation(
+        adapter,
+        loras,
+        inverted,
+        lora_steps=s.lora_steps,
+        steps=steps,
+        guidance=s.inversion_guidance,
+    )
+
+
+def segment_morph(s: TravelSettings, k: int, height: int, width: int) -> MorphSettings:
+    """The morph between keyframes k and k + 1 that DiffMorpher segment k renders
+    (:func:`whichway.morph.morph_inputs`)."""
+    from whichway.morph import MorphSettings
+
+    a, b = s.keyframes[k], s.keyframes[k + 1]
+    return MorphSettings(
+        a.prompt,
+        b.prompt,
+        (0.0, 1.0),
+        coupling=s.segment_coupling(k),
+        latent=s.segment_latent(k),
+        steps=s.steps,
+        guidance=s.guidance,
+        height=height,
+        width=width,
+        image_a=a.image,
+        image_b=b.image,
+        inversion_steps=s.inversion_steps,
+        inversion_guidance=s.inversion_guidance,
+        format=None,
+        method="diffmorpher",
+        lora_rank=s.lora_rank,
+        lora_steps=s.lora_steps,
+        lora_lr=s.lora_lr,
+        attn_lambda=s.attn_lambda,
+    )
 
 
 class Journey:
@@ -55,11 +138,7 @@ class Journey:
         # DiffMorpher segments render through morph's own inputs (each image's LoRA fitted once
         # and cached in run_dir/loras, inverted under it): only the other segments need the
         # keyframes' plain latents
-        n_key = len(s.keyframes)
-        plain = [
-            any(0 <= j < n_key - 1 and self.segment_method[j] != "diffmorpher" for j in (k - 1, k))
-            for k in range(n_key)
-        ]
+        plain = _plain_latents(self.segment_method)
         self.latent = []
         for k, kf in enumerate(s.keyframes):
             if not plain[k]:  # a placeholder of the right shape: no row ever uses it
@@ -117,32 +196,10 @@ class Journey:
         :func:`whichway.morph.morph_inputs` gives the morph between its two image keyframes
         (LoRAs and inverted latents cached in ``run_dir``, so a keyframe shared by two
         segments is fitted and inverted once)."""
-        from whichway.morph import MorphSettings, morph_inputs
+        from whichway.morph import morph_inputs
         from whichway.render import conditioning_path
 
-        s = self.s
-        a, b = s.keyframes[k], s.keyframes[k + 1]
-        morph = MorphSettings(
-            a.prompt,
-            b.prompt,
-            (0.0, 1.0),
-            coupling=s.segment_coupling(k),
-            latent=s.segment_latent(k),
-            steps=s.steps,
-            guidance=s.guidance,
-            height=height,
-            width=width,
-            image_a=a.image,
-            image_b=b.image,
-            inversion_steps=s.inversion_steps,
-            inversion_guidance=s.inversion_guidance,
-            format=None,
-            method="diffmorpher",
-            lora_rank=s.lora_rank,
-            lora_steps=s.lora_steps,
-            lora_lr=s.lora_lr,
-            attn_lambda=s.attn_lambda,
-        )
+        morph = segment_morph(self.s, k, height, width)
 
         def path_at(times: Tensor) -> tuple[Any, Any]:
             return conditioning_path(
