@@ -225,12 +225,17 @@ def test_run_time_estimate_adds_up_and_hints_at_faster_choices(tiny_adapter, mon
     assert est.message.startswith("expected run time on cpu") and "9 denoiser calls" in est.message
     assert "--model stabilityai/sd-turbo --steps 1 --guidance 0" in est.hint
     assert "fewer --steps (now 3)" in est.hint and "--height 16 --width 16" in est.hint
+    from whichway.attention.methods import LORA_STEP_ROWS
+
     prep = timing.Preparation(lora_fits=2, lora_steps=50, inversions=1, inversion_rows=3)
     est = timing.estimate_run_time(
         tiny_adapter("sd"), 5, 3, 4.0, 32, 32, batch_size=2, preparation=prep
     )
     assert est.seconds == pytest.approx(
-        9 * est.call_seconds + 5 * est.decode_seconds + 303 * est.row_seconds, rel=1e-12
+        9 * est.call_seconds
+        + 5 * est.decode_seconds
+        + (2 * 50 * LORA_STEP_ROWS + 3) * est.row_seconds,
+        rel=1e-12,
     )
     assert "before them 2 LoRA fits x 50 steps, 1 inversion" in est.message
     assert "fewer --lora-steps (now 50)" in est.hint

@@ -46,9 +46,9 @@ def test_denoiser_calls_equal_a_hand_count_of_the_config(tmp_path):
     dm = ["pairs.n_per_group=3", "pairs.stratify=false", "render.steps=7", "render.guidance=7.5",
           'study.methods=["diffmorpher"]', "diffmorpher.lora_steps=5"]  # fmt: skip
     # + per pair DiffMorpher's 11 frames x 7 steps (guidance 1), 2 inversions x 7, 2 fits x 5
-    # steps of 3 rows each (forward and backward)
+    # steps of 2.2 rows each (forward and backward)
     assert study_work("prompts", load_config("prompts", None, dm)).denoiser_calls == 3 * (
-        (2 + 3 * 9) * 7 * 2 + 11 * 7 + 2 * 7 + 2 * 5 * 3
+        (2 + 3 * 9) * 7 * 2 + 11 * 7 + 2 * 7 + 22
     )
 
     for name in ("cat", "dog"):

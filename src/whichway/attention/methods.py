@@ -151,10 +151,12 @@ MAX_LORA_RANK = 1024
 MAX_LORA_STEPS = 100_000
 """Largest ``--lora-steps`` (500 times the official 200): bounded work before anything loads."""
 
-LORA_STEP_ROWS = 3
+LORA_STEP_ROWS = 2.2
 """One LoRA fit step (forward, backward and AdamW update at batch 1) in denoiser rows (one
-denoiser forward of one row), for the run-time estimate and a study's time budget; measured by
-``benchmarks/bench_diffmorpher.py`` (docs/attention.md, DiffMorpher)."""
+denoiser forward of one row), for the run-time estimate and a study's time budget: the frozen
+UNet's backward needs the input gradients only, about one more forward. Measured by
+``benchmarks/bench_diffmorpher.py``: 2.0-2.5 on the full-size SD 1.5 UNet (64 and 128 px, CPU),
+2.7-3.4 on the tiny test model (docs/attention.md, DiffMorpher)."""
 
 
 def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: object) -> None:

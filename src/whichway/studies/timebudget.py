@@ -9,7 +9,8 @@ group or class with fewer items than asked for runs fewer)::
                              = (couplings + methods) x T             without
              (methods: AID / PAID); with diffmorpher, per pair also
              T x render.steps x c(diffmorpher.guidance) + 2 x render.steps (the inversions)
-             + 2 x diffmorpher.lora_steps x LORA_STEP_ROWS (a LoRA step: forward and backward)
+             + round(2 x diffmorpher.lora_steps x LORA_STEP_ROWS) (a LoRA step: forward and
+             backward, 2.2 denoiser calls)
     latents: images x inversion.steps x c(inversion.guidance)
              + (paths x methods x interior + centroids x methods) x render.steps x c(render.guidance)
 
@@ -67,7 +68,7 @@ def study_work(study: str, cfg: Any) -> StudyWork:
         calls = frames * r.steps * _cfg_rows(r.guidance)
         if "diffmorpher" in s.methods:
             dm = cfg.diffmorpher
-            fits = 2 * dm.lora_steps * LORA_STEP_ROWS
+            fits = round(2 * dm.lora_steps * LORA_STEP_ROWS)
             calls += T * r.steps * _cfg_rows(dm.guidance) + 2 * r.steps + fits
         return StudyWork(pairs, pairs * calls)
     i, c = cfg.interpolation, cfg.centroids
