@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from whichway.studio.session import Studio
+from whichway.studio.session import Studio, user_message
 
 
 def test_compare_job_adds_attention_strips(tiny_pipeline, tmp_path):
@@ -51,8 +51,12 @@ def test_morph_settings_diffmorpher_needs_the_two_images(tmp_path):
     from PIL import Image
 
     studio = Studio(tmp_path / "runs", "never-loaded")
-    with pytest.raises(ValueError, match="morphs between two images: upload Image A and Image B"):
+    with pytest.raises(ValueError) as err:  # MorphSettings' own check, worded with the fields
         studio.morph_settings("a cat", "a dog", frames=3, method="diffmorpher")
+    assert user_message(err.value) == (
+        "Method diffmorpher morphs between two images: give Image A and Image B (and their "
+        "prompts as Prompt A/Prompt B)"
+    )
     for name in ("a.png", "b.png"):
         Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / name)
     s = studio.morph_settings(
@@ -112,8 +116,8 @@ def test_morph_tab_messages_name_its_fields_not_flags(tmp_path):
         (
             {"img_a": None, "img_b": None},
             (
-                "DiffMorpher morphs between two images: upload Image A and Image B (under Real "
-                "images and output), or choose another method"
+                "Method diffmorpher morphs between two images: give Image A and Image B (and "
+                "their prompts as Prompt A/Prompt B)"
             ),
         ),
         ({"lora_rank": 0}, "LoRA rank must be a whole number in [1, 1024] (official 16), got 0"),

@@ -596,11 +596,6 @@ class Studio:
             self.limits.check_frames(count)  # before a list of that many times is built
             times = uniform_times(count)
         self.limits.check_frames(len(times))
-        if method == "diffmorpher" and not (image_a and image_b):  # the page's fields, no flags
-            raise ValueError(
-                "DiffMorpher morphs between two images: upload Image A and Image B (under Real "
-                "images and output), or choose another method"
-            )
         for path in (image_a, image_b):
             if path:
                 load_image(path)  # ValueError naming the file when it is not a readable image
