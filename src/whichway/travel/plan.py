@@ -17,6 +17,7 @@ from whichway.travel.settings import (
     Keyframe,
     TravelSettings,
     check_times_increase,
+    check_timing,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,16 +128,9 @@ def plan_travel(
     n_key = len(keyframes)
     if n_key < 2:
         raise ValueError(f"a travel needs at least 2 keyframes, got {n_key}")
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise ValueError(f"--fps must be > 0, got {fps}")
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"--seconds must be > 0, got {seconds}")
+    check_timing(fps, seconds, pacing, snap_beats, audio is not None)
     if frames_per_segment is not None and frames_per_segment < 1:
         raise ValueError(f"frames per segment must be >= 1, got {frames_per_segment}")
-    if (pacing == "audio" or snap_beats) and audio is None:
-        raise ValueError(
-            f"{'--pacing audio' if pacing == 'audio' else '--snap-beats'} needs a track: give --audio FILE"
-        )
     check_times_increase(keyframes)
     n = _frame_count(keyframes, fps, seconds, frames_per_segment)
     if n < n_key:

@@ -110,6 +110,22 @@ def _check_latent(latent: str) -> None:
     check_choice("latent method", latent, TRAVEL_LATENTS)
 
 
+def check_timing(
+    fps: float, seconds: float | None, pacing: str, snap_beats: bool, has_track: bool
+) -> None:
+    """The video's timing, one-line :class:`~whichway._checks.SettingError` otherwise: ``fps``
+    a finite number > 0, ``seconds`` (None: from elsewhere) > 0, and a track (``has_track``)
+    for audio pacing or beat snapping. :class:`TravelSettings` and
+    :func:`whichway.travel.plan_travel` both check with it."""
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise SettingError("{fps} must be > 0, got {got}", got=fps)
+    if seconds is not None and not seconds > 0:
+        raise SettingError("{seconds} must be > 0, got {got}", got=seconds)
+    if not has_track and (pacing == "audio" or snap_beats):
+        what = "{pacing} audio" if pacing == "audio" else "{snap_beats}"
+        raise SettingError(what + " needs a track: give {audio}")
+
+
 def check_times_increase(keyframes: Sequence[Keyframe]) -> None:
     timed = [(k, kf.at) for k, kf in enumerate(keyframes) if kf.at is not None]
     for (ka, a), (kb, b) in itertools.pairwise(timed):
@@ -180,14 +196,11 @@ class TravelSettings:
             raise ValueError("keyframes must be Keyframe objects")
         if len(self.keyframes) < 2:
             raise ValueError(f"a travel needs at least 2 keyframes, got {len(self.keyframes)}")
-        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise SettingError("{fps} must be > 0, got {got}", got=self.fps)
+        check_timing(self.fps, self.seconds, self.pacing, self.snap_beats, self.audio is not None)
         if self.seconds is not None and self.frames_per_segment is not None:
             raise ValueError(
                 "give the video's length once: seconds or frames per segment, not both"
             )
-        if self.seconds is not None and not self.seconds > 0:
-            raise SettingError("{seconds} must be > 0, got {got}", got=self.seconds)
         check_prompts_syntax(("negative prompt", self.negative_prompt))
         check_choice("pacing", self.pacing, PACINGS)
         check_choice("coupling", self.coupling, COUPLING_METHODS)
@@ -207,9 +220,6 @@ class TravelSettings:
             raise ValueError(f"--audio-start must be >= 0 seconds, got {self.audio_start}")
         if not self.audio_floor >= 0:
             raise ValueError(f"--audio-floor must be >= 0, got {self.audio_floor}")
-        if self.audio is None and (self.pacing == "audio" or self.snap_beats):
-            what = "{pacing} audio" if self.pacing == "audio" else "{snap_beats}"
-            raise SettingError(what + " needs a track: give {audio}")
         self._check_motion()
         check_times_increase(self.keyframes)
         for k in range(len(self.keyframes) - 1):
