@@ -153,7 +153,7 @@ def _image(size: int, seed: int) -> torch.Tensor:
     return torch.rand(1, 3, size, size, generator=g) * 2 - 1
 
 
-def test_fitted_lora_lowers_its_training_loss(tiny_adapter):
+def test_fitted_lora_lowers_its_training_loss(tiny_adapter, tiny_pipeline):
     adapter = tiny_adapter("sd")
     pipe = adapter.pipe
     image = _image(32, 3)
@@ -173,6 +173,12 @@ def test_fitted_lora_lowers_its_training_loss(tiny_adapter):
     )
     after = lora_loss(pipe.unet, pipe.vae, pipe.scheduler, image, embeds, fit.weights, draws=32)
     assert len(fit.losses) == 30
+    # the studio's disk/memory figure of a LoRA file, from the UNet config alone, is the fit's
+    from whichway.budget import lora_file_bytes
+
+    assert lora_file_bytes(tiny_pipeline("sd"), 4) == 4 * sum(
+        w.numel() for w in fit.weights.values()
+    )
     # a random tiny UNet predicts noise of variance 1 from a 32px image: the LoRA can only take
     # a few percent off (measured 1.099 -> 1.064)
     assert after < 0.98 * before, (before, after)

@@ -175,3 +175,42 @@ def test_morph_tab_fits_the_loras_its_fields_ask_for(tiny_pipeline, tmp_path):
     assert {p.name for p in (run / "loras").glob("*.safetensors")} == {
         f"lora-{k}.safetensors" for k in keys
     }
+
+
+def test_studio_counts_diffmorpher_loras_against_its_limits(tiny_pipeline, tmp_path, monkeypatch):
+    """A DiffMorpher morph's LoRA steps count against --max-steps, and its two LoRA files
+    (lora_file_bytes each, checked against a fit in test_attention_diffmorpher) against the
+    disk: free space one byte short of frames + LoRAs is refused, naming the LoRA files."""
+    import whichway.budget as budget
+    from whichway.studio.limits import Limits
+
+    model = tiny_pipeline("sd")
+    studio = Studio(tmp_path / "runs", str(model), limits=Limits(max_steps=100))
+    a, b = _images(tmp_path)
+    page = dict(frames=3, method="diffmorpher", image_a=a, image_b=b, height=32, width=32)
+    with pytest.raises(ValueError) as err:
+        studio.morph_settings("a cat", "a dog", lora_steps=101, steps=2, **page)
+    assert user_message(err.value) == (
+        "101 LoRA steps is more than this studio's limit of 100 (whichway studio --max-steps)"
+    )
+    frames = 3 * budget.frame_disk_bytes(32, 32)
+    lora = budget.lora_file_bytes(model, 16)
+    monkeypatch.setattr(budget, "free_disk", lambda out: frames + 2 * lora)
+    studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)  # fits exactly
+    monkeypatch.setattr(budget, "free_disk", lambda out: frames + 2 * lora - 1)
+    with pytest.raises(ValueError, match=r"^3 frames and 2 rank-16 LoRA files of .* on disk"):
+        studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)
+
+
+def test_travel_counts_a_lora_per_image_and_a_pair_per_diffmorpher_segment(tmp_path):
+    from whichway.studio.session import _travel_loras
+    from whichway.travel import Keyframe, TravelSettings
+
+    a, b = _images(tmp_path)
+    keys = [Keyframe("a", image=a, method="diffmorpher"), Keyframe("b", image=b)]
+    keys[1:] = [Keyframe("b", image=b, method="diffmorpher"), Keyframe("c", image=a)]
+    keys.append(Keyframe("d"))  # a plain segment from c: no LoRA
+    s = TravelSettings(keys, fps=4, frames_per_segment=2, lora_rank=8)
+    # b is fitted once for both of its segments; a and c share a file but not a prompt
+    assert _travel_loras(s) == (8, 200, 3, 2)
+    assert _travel_loras(TravelSettings(keys[2:], fps=4, frames_per_segment=2)) is None

@@ -23,6 +23,7 @@ arguments alone otherwise; either way no torch and no weights are loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -156,6 +157,92 @@ def model_facts(model: str | os.PathLike[str] | None) -> ModelFacts:
             break
     steps = _json(root / "scheduler" / "scheduler_config.json").get("num_train_timesteps")
     return ModelFacts(size, channels, steps if isinstance(steps, int) and steps > 0 else None)
+
+
+def _listed(value: object, n: int) -> list[int] | None:
+    """A UNet config entry given per down block (an int for all, or a list of n ints)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] * n
+    if isinstance(value, list) and len(value) == n and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
+
+
+def lora_file_bytes(model: str | os.PathLike[str] | None, rank: int) -> int | None:
+    """Bytes of one DiffMorpher LoRA file of rank ``rank`` for the local model folder ``model``
+    (None: no UNet config of a layout this knows, e.g. a hub id).
+
+    The file holds float32 ``down`` (r, in) and ``up`` (out, r) matrices for ``to_q``, ``to_k``,
+    ``to_v`` and ``to_out.0`` of every attention layer of the UNet
+    (:data:`whichway.attention.diffmorpher.LORA_TARGETS`), so with d the layer's width and c the
+    key/value input (d for self-attention, ``cross_attention_dim`` for cross-attention):
+    bytes = 4 r Σ (in + out) = 4 r Σ_layers (6 d + 2 c), i.e. 4 r (14 d + 2 c) per transformer
+    layer (one self- and one cross-attention). Read from ``unet/config.json`` the way diffusers'
+    ``UNet2DConditionModel`` lays its blocks out: ``layers_per_block`` transformer blocks per
+    ``CrossAttn`` down block, one more per up block (widths, transformer layers and cross
+    dimensions reversed), one in the ``UNetMidBlock2DCrossAttn``. SD 1.5 at rank 16: 12.8 MB."""
+    if not model:
+        return None
+    config = _json(Path(str(model)).expanduser() / "unet" / "config.json")
+    widths, down, up = (
+        config.get("block_out_channels"),
+        config.get("down_block_types"),
+        config.get("up_block_types"),
+    )
+    if not (isinstance(widths, list) and isinstance(down, list) and isinstance(up, list)):
+        return None
+    n = len(widths)
+    per_block = [
+        _listed(config.get(key, default), n)
+        for key, default in (
+            ("layers_per_block", 2),
+            ("transformer_layers_per_block", 1),
+            ("cross_attention_dim", 1280),
+        )
+    ]
+    if (
+        any(v is None for v in per_block)
+        or not all(isinstance(w, int) for w in widths)
+        or len(down) != n
+        or len(up) != n
+        or not set(down) <= {"CrossAttnDownBlock2D", "DownBlock2D"}
+        or not set(up) <= {"CrossAttnUpBlock2D", "UpBlock2D"}
+        or config.get("reverse_transformer_layers_per_block") is not None
+        or config.get("only_cross_attention", False) is not False
+    ):
+        return None
+    layers, depth, cross = per_block
+    blocks = [  # (blocks of transformers, transformer layers each, width d, cross dim c)
+        (layers[i], depth[i], widths[i], cross[i])
+        for i in range(n)
+        if down[i] == "CrossAttnDownBlock2D"
+    ]
+    reverse = n - 1
+    blocks += [
+        (layers[reverse - i] + 1, depth[reverse - i], widths[reverse - i], cross[reverse - i])
+        for i in range(n)
+        if up[i] == "CrossAttnUpBlock2D"
+    ]
+    mid = config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
+    if mid == "UNetMidBlock2DCrossAttn":
+        blocks.append((1, depth[-1], widths[-1], cross[-1]))
+    elif mid is not None:
+        return None
+    width = sum(count * each * (14 * d + 2 * c) for count, each, d, c in blocks)
+    return 4 * rank * width
+
+
+def lora_bytes(
+    model: str | os.PathLike[str] | None, rank: int, files: int, pairs: int
+) -> tuple[int, int]:
+    """(disk, memory) bytes of DiffMorpher's LoRAs (:func:`lora_file_bytes` each, (0, 0) when
+    not known): ``files`` LoRA files written (one per image), and in RAM the ``pairs`` LoRA pairs
+    the run holds as float32 CPU tensors (one per DiffMorpher segment) plus the pair stacked onto
+    the UNet while a batch renders: 2 (pairs + 1) files' worth."""
+    each = lora_file_bytes(model, rank) if files or pairs else None
+    if each is None:
+        return 0, 0
+    return files * each, 2 * (pairs + 1) * each if pairs else 0
 
 
 def vae_decode_elements(channels: Sequence[int], height: int, width: int) -> int:
@@ -361,6 +448,7 @@ def check_request(
     held_per_frame: Callable[[int, int], int] | None = None,
     disk_per_frame: Callable[[int, int], int] | None = None,
     steps_name: str = "--steps",
+    extra_bytes: tuple[int, int] = (0, 0),
 ) -> Need:
     """Work out what a request of ``frames`` frames needs (frames on disk under ``out``, memory,
     denoiser calls) from the local model's config or the arguments alone, and refuse what cannot
@@ -370,7 +458,9 @@ def check_request(
 
     ``held_per_frame(height, width)``: bytes the run keeps per frame until it ends;
     ``disk_per_frame(height, width)``: bytes written per frame (default one PNG frame);
-    ``steps_name``: how the step count is named in a refusal. Returns the :class:`Need`."""
+    ``steps_name``: how the step count is named in a refusal; ``extra_bytes``: (disk, memory)
+    the run needs besides its frames (DiffMorpher's LoRAs, :func:`lora_bytes`). Returns the
+    :class:`Need`."""
     facts = model_facts(model)
     check_steps(steps_name, steps, facts)
     check_steps("--inversion-steps", inversion_steps, facts)
@@ -395,5 +485,11 @@ def check_request(
         held_bytes_per_frame=0 if held_per_frame is None else held_per_frame(h, w),
         disk_bytes_per_frame=None if disk_per_frame is None else disk_per_frame(h, w),
     )
+    if any(extra_bytes):
+        need = dataclasses.replace(
+            need,
+            disk_bytes=need.disk_bytes + extra_bytes[0],
+            memory_bytes=need.memory_bytes + extra_bytes[1],
+        )
     check_need(need, out)
     return need

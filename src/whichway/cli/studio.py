@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-steps",
         type=int,
         default=DEFAULT_MAX_STEPS,
-        help=f"denoising or inversion steps (default {DEFAULT_MAX_STEPS})",
+        help=f"denoising, inversion or DiffMorpher LoRA fit steps (default {DEFAULT_MAX_STEPS})",
     )
     limits.add_argument(
         "--max-seconds",

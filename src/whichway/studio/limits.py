@@ -23,7 +23,7 @@ class Limits:
 
     max_frames : frames of one morph, travel or comparison (per coupling)
     max_pixels : height x width of one frame
-    max_steps : denoising (and inversion) steps
+    max_steps : denoising, inversion and DiffMorpher LoRA fit steps (each count on its own)
     max_seconds : length of a travel's video
     """
 

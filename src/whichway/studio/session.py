@@ -210,6 +210,19 @@ def _diffmorpher_fields(
     }
 
 
+def _travel_loras(settings: Any) -> tuple[int, int, int, int] | None:
+    """DiffMorpher's (rank, LoRA steps, LoRA files, LoRA pairs) of a travel, for
+    :meth:`Studio.check_request`: a file per image keyframe (image and prompt) of a DiffMorpher
+    segment, fitted once even where two segments share it, a pair held per segment; None
+    without DiffMorpher segments."""
+    segments = [k for k, m in enumerate(settings.segment_methods()) if m == "diffmorpher"]
+    if not segments:
+        return None
+    keys = settings.keyframes
+    images = {(keys[j].image, keys[j].prompt) for k in segments for j in (k, k + 1)}
+    return settings.lora_rank, settings.lora_steps, len(images), len(segments)
+
+
 def _cell(value: Any) -> str | None:
     """A text cell of the keyframe table: stripped, None when empty (None, NaN or blank)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -471,17 +484,28 @@ class Studio:
         batch_size: int | None = None,
         inversion_steps: int | None = None,
         held_per_frame: Callable[[int, int], int] | None = None,
+        loras: tuple[int, int, int, int] | None = None,
     ) -> Any:
         """Refuse a job beyond this studio's :class:`Limits` or beyond the disk under the run
         folder and the memory (:func:`whichway.budget.check_request`), before it is queued:
-        ValueError, one line. Returns the :class:`whichway.budget.Need`."""
-        from whichway.budget import check_request, frame_size, model_facts
+        ValueError, one line. ``loras``: DiffMorpher's (rank, LoRA steps, LoRA files written,
+        LoRA pairs held), whose steps count against the step limit and whose files and pairs
+        against the disk and memory (:func:`whichway.budget.lora_bytes`). Returns the
+        :class:`whichway.budget.Need`."""
+        from whichway.budget import check_request, format_size, frame_size, lora_bytes, model_facts
 
         self.limits.check_frames(frames)
         self.limits.check_steps(steps)
         self.limits.check_steps(inversion_steps, "inversion steps")
         model = self._loaded or self.model_id
         self.limits.check_size(*frame_size(height, width, model_facts(model)))
+        extra = (0, 0)
+        if loras is not None:
+            rank, lora_steps, files, pairs = loras
+            self.limits.check_steps(lora_steps, "LoRA steps")
+            extra = lora_bytes(model, rank, files, pairs)
+            if extra[0]:
+                label += f" and {files} rank-{rank} LoRA files of {format_size(extra[0] / files)}"
         return check_request(
             label,
             frames,
@@ -495,6 +519,7 @@ class Studio:
             inversion_steps=inversion_steps,
             out=self.out_dir,
             held_per_frame=held_per_frame,
+            extra_bytes=extra,
         )
 
     def check_morph(self, settings: MorphSettings) -> None:
@@ -511,6 +536,9 @@ class Studio:
             batch_size=settings.batch_size if isinstance(settings.batch_size, int) else None,
             inversion_steps=settings.inversion_steps,
             held_per_frame=lambda h, w: morph_held_bytes(h, w, settings.format is not None),
+            loras=(settings.lora_rank, settings.lora_steps, 2, 1)
+            if settings.method == "diffmorpher"
+            else None,
         )
 
     def check_travel(self, settings: Any, frames: int | None = None) -> None:
@@ -546,6 +574,7 @@ class Studio:
             batch_size=settings.batch_size if isinstance(settings.batch_size, int) else None,
             inversion_steps=settings.inversion_steps,
             held_per_frame=lambda h, w: travel_held_bytes(h, w, settings.format),
+            loras=_travel_loras(settings),
         )
 
     # --- morph ---------------------------------------------------------------------------------
