@@ -214,3 +214,24 @@ def test_travel_counts_a_lora_per_image_and_a_pair_per_diffmorpher_segment(tmp_p
     # b is fitted once for both of its segments; a and c share a file but not a prompt
     assert _travel_loras(s) == (8, 200, 3, 2)
     assert _travel_loras(TravelSettings(keys[2:], fps=4, frames_per_segment=2)) is None
+
+
+def test_methods_the_model_is_not_built_for_are_refused_before_it_loads(tmp_path):
+    """The studio's model family (a local folder's model_index.json, no weights here) decides
+    which methods a morph or travel may use, in the page's words."""
+    model = tmp_path / "flux"
+    model.mkdir()
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    studio = Studio(tmp_path / "runs", str(model))
+    a, b = _images(tmp_path)
+    with pytest.raises(ValueError) as err:
+        studio.morph_settings("a", "b", frames=3, method="aid-inner", aid_layers="self")
+    assert user_message(err.value) == (
+        "AID layers self needs separate self- and cross-attention (sd, sdxl); flux has one joint "
+        "attention per block: use AID layers both"
+    )
+    rows = [["a", 1, None, "diffmorpher", "", "a.png"], ["b", 2, None, "", "", "b.png"]]
+    with pytest.raises(ValueError) as err:
+        studio.travel_settings(rows, frames_per_segment=2, images=[a, b])
+    assert user_message(err.value).startswith("Method diffmorpher is built for sd, sdxl models")
+    assert studio.loaded_model is None

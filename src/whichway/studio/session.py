@@ -522,10 +522,23 @@ class Studio:
             extra_bytes=extra,
         )
 
+    def check_methods(self, methods: Sequence[str], aid_layers: str) -> None:
+        """Refuse attention ``methods`` the studio's model is not built for (its family from a
+        local folder's ``model_index.json``, :func:`whichway.attention.methods.check_family`)
+        before the job loads it: a :class:`~whichway._checks.SettingError`, one line."""
+        from whichway.attention.methods import check_family
+        from whichway.models.samplers import local_family
+
+        family = local_family(self._loaded or self.model_id)
+        for method in methods:
+            check_family(method, family, aid_layers)
+
     def check_morph(self, settings: MorphSettings) -> None:
-        """:meth:`check_request` for a morph (a new one or a run to resume)."""
+        """:meth:`check_methods` and :meth:`check_request` for a morph (a new one or a run to
+        resume)."""
         from whichway.budget import morph_held_bytes
 
+        self.check_methods((settings.method,), settings.aid_layers)
         self.check_request(
             f"{len(settings.t)} frames",
             len(settings.t),
@@ -542,11 +555,13 @@ class Studio:
         )
 
     def check_travel(self, settings: Any, frames: int | None = None) -> None:
-        """:meth:`check_request` for a travel: of ``frames`` frames, or of the length its
+        """:meth:`check_methods` and :meth:`check_request` for a travel: of ``frames`` frames,
+        or of the length its
         settings give (an audio track's from its header, before it is decoded; when the header
         does not say, nothing is checked until ``frames`` is known from the decoded track)."""
         from whichway.budget import travel_frame_count, travel_held_bytes
 
+        self.check_methods(settings.attention_methods(), settings.aid_layers)
         if settings.seconds is not None and not math.isfinite(settings.seconds):
             raise ValueError(f"seconds must be a finite number, got {settings.seconds}")
         if frames is None:
