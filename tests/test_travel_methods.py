@@ -66,6 +66,37 @@ def test_mixed_segments_equal_each_method_alone(tiny_adapter, tmp_path, plain):
     torch.testing.assert_close(mixed[[0, 3, 6]], plain[[0, 3, 6]], atol=2e-6, rtol=0)
 
 
+def test_plain_frames_on_both_sides_of_an_aid_segment_keep_their_places(tiny_adapter, tmp_path):
+    """Four keyframes, segments plain, aid-outer, plain in one chunk: the plain group's frames
+    (segments 1 and 3, not contiguous) share batches and each lands at its own index
+    (``on_frame``, as travel writes its frames), equal to the all-plain travel's; segment 2's
+    equal the all-AID travel's."""
+    adapter = tiny_adapter("sd")
+    prompts = (*PROMPTS, "a boat")
+
+    def frames(*methods: str | None, **run: str) -> torch.Tensor:
+        keys = tuple(
+            Keyframe(p, seed=k + 1, method=methods[k] if k < 3 else None)
+            for k, p in enumerate(prompts)
+        )
+        s = TravelSettings(keys, **run, **COMMON)
+        positions = [(k, j / 3) for k in range(3) for j in range(3)] + [(2, 1.0)]
+        renderer = Renderer(
+            adapter, Journey(adapter, s, SIZE, SIZE, tmp_path), s, SIZE, SIZE, 10, False, {}
+        )
+        out: dict[int, torch.Tensor] = {}
+        renderer.render(positions, on_frame=out.__setitem__)
+        renderer.close()
+        return torch.stack([out[i] for i in range(10)])
+
+    plain, aid = frames(None, None, None), frames(None, None, None, method="aid-outer")
+    mixed = frames(None, "aid-outer", None)
+    assert (aid[4:6] - plain[4:6]).abs().max() > 1e-4
+    torch.testing.assert_close(mixed[3:6], aid[3:6], atol=2e-6, rtol=0)
+    keep = [0, 1, 2, 6, 7, 8, 9]
+    torch.testing.assert_close(mixed[keep], plain[keep], atol=2e-6, rtol=0)
+
+
 def test_paid_segment_equals_an_independent_paid_render(tiny_adapter, tmp_path, plain):
     """A paid segment beside a plain one: its middle frames equal PAID rendered through the
     lower-level API (guide prompt in the middle, the two keyframes as endpoint rows), its end
