@@ -63,12 +63,19 @@ def test_compare_writes_strips_and_a_summary(tiny_pipeline, tmp_path, capsys):
         (["--t", "0,0.5"], r"--t must start at 0 and end at 1"),
         (["--context-length", "4"], r"add --motion ADAPTER"),
         (["--motion", "NOWHERE"], r"does not exist"),
+        (["--model", "SD3", "--methods", "diffmorpher", "--image-a", "A", "--image-b", "B"],
+         r"diffmorpher in --methods is built for sd, sdxl models \(UNet up blocks\), not sd3; "
+         r"remove it from --methods with this model$"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_one_line_errors_before_loading(tmp_path, capsys, extra, message):
     """The model folder does not exist: every check comes before any load."""
     _images(tmp_path)
-    names = {"A": "a.png", "B": "b.png", "NOWHERE": "nowhere"}
+    (tmp_path / "sd3").mkdir()
+    (tmp_path / "sd3" / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusion3Pipeline"}'
+    )
+    names = {"A": "a.png", "B": "b.png", "NOWHERE": "nowhere", "SD3": "sd3"}
     extra = [str(tmp_path / names[x]) if x in names else x for x in extra]
     argv = ["compare", "a cat", "a dog", "--model", str(tmp_path / "no-model"), *extra]
     rc = main([*argv, "--out", str(tmp_path / "o"), "--height", "32", "--width", "32"])

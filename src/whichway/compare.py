@@ -162,7 +162,7 @@ def compare_couplings(
         check_method(m, 0.5, "both", guide_prompt if m == "paid" else None)
     images = _check_images(attention, image_a, image_b, diffmorpher)
     for m in attention:
-        check_family(m, adapter.family)
+        check_family(m, adapter.family, listed=True)
     source = None
     if motion is not None:  # before anything is rendered
         from whichway.motion.adapter import check_motion_family, check_motion_source

@@ -88,18 +88,25 @@ def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: st
         )
 
 
-def check_family(method: str, family: str | None, layers: str = "both") -> None:
+def check_family(
+    method: str, family: str | None, layers: str = "both", *, listed: bool = False
+) -> None:
     """An attention method needs a denoiser it is built for (:data:`ATTENTION_FAMILIES`);
-    joint attention (:data:`JOINT_FAMILIES`) has no separate self/cross layers."""
+    joint attention (:data:`JOINT_FAMILIES`) has no separate self/cross layers. ``listed``: the
+    method is one of a list of rows (the ``methods`` setting: compare's ``--methods``, a study's
+    ``study.methods``), so the error says to remove it from that list instead of choosing
+    ``plain``."""
     if method == "plain" or family is None:
         return
     if method in IMAGE_METHODS:
-        check_image_method(method, True, family)
+        check_image_method(method, True, family, listed=listed)
         return
     if family not in ATTENTION_FAMILIES:
         raise SettingError(
-            "{method} {m} is built for {families} models, not {family}; use {method} plain with "
-            "this model",
+            ("{m} in {methods}" if listed else "{method} {m}")
+            + " is built for {families} models, not {family}; "
+            + ("remove it from {methods}" if listed else "use {method} plain")
+            + " with this model",
             m=method,
             families=", ".join(ATTENTION_FAMILIES),
             family=family,
@@ -186,9 +193,11 @@ def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: obje
         )
 
 
-def check_image_method(method: str, has_images: bool, family: str | None = None) -> None:
+def check_image_method(
+    method: str, has_images: bool, family: str | None = None, *, listed: bool = False
+) -> None:
     """A method of :data:`IMAGE_METHODS` needs ``--image-a``/``--image-b`` and a family of
-    :data:`DIFFMORPHER_FAMILIES` (None: not known yet)."""
+    :data:`DIFFMORPHER_FAMILIES` (None: not known yet); ``listed`` as in :func:`check_family`."""
     if method not in IMAGE_METHODS:
         return
     if not has_images:
@@ -199,8 +208,14 @@ def check_image_method(method: str, has_images: bool, family: str | None = None)
         )
     if family is not None and family not in DIFFMORPHER_FAMILIES:
         raise SettingError(
-            "{method} {m} is built for {families} models (UNet up blocks), not {family}; use "
-            "{method} plain or aid-outer/aid-inner with this model",
+            ("{m} in {methods}" if listed else "{method} {m}")
+            + " is built for {families} models (UNet up blocks), not {family}; "
+            + (
+                "remove it from {methods}"
+                if listed
+                else "use {method} plain or aid-outer/aid-inner"
+            )
+            + " with this model",
             m=method,
             families=", ".join(DIFFMORPHER_FAMILIES),
             family=family,

@@ -133,7 +133,7 @@ def check_args(args: argparse.Namespace) -> Path:
     check_input_image(args.image_b, "--image-b")
     family = local_model_family(args)
     for m in methods:
-        check_family(m, family)
+        check_family(m, family, listed=True)
     if args.t is not None:
         check_t_values(args.t)
         if args.t[0] != 0 or args.t[-1] != 1:

@@ -243,14 +243,6 @@ class PromptStudySettings:
             )
 
 
-_DIFFMORPHER_FLAGS = {
-    "--lora-rank": "diffmorpher.lora_rank",
-    "--lora-steps": "diffmorpher.lora_steps",
-    "--lora-lr": "diffmorpher.lora_lr",
-    "--attn-lambda": "diffmorpher.attn_lambda",
-}
-
-
 @dataclass(frozen=True)
 class DiffMorpherStudyConfig:
     """DiffMorpher's settings in a prompt study (``study.methods`` with ``diffmorpher``), the
@@ -265,15 +257,14 @@ class DiffMorpherStudyConfig:
     guidance: float = 1.0
 
     def __post_init__(self) -> None:
-        from whichway.attention.methods import check_diffmorpher
+        from whichway._checks import SettingError
+        from whichway.attention.methods import DIFFMORPHER_KEYS, check_diffmorpher
 
         try:
             check_diffmorpher(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
-        except ValueError as exc:
-            text = str(exc)
-            for flag, key in _DIFFMORPHER_FLAGS.items():
-                text = text.replace(flag, key)
-            raise ValueError(text) from None
+        except SettingError as exc:  # worded with this section's keys, not the CLI's flags
+            keys = {k: f"diffmorpher.{k}" for k in DIFFMORPHER_KEYS}
+            raise ValueError(exc.worded(keys)) from None
         _positive("diffmorpher.guidance", self.guidance, 0)
 
     def settings(self) -> Any:
@@ -300,29 +291,30 @@ def check_prompt_methods(config: PromptStudyConfig) -> None:
     """One-line ValueErrors for ``study.methods`` entries a config cannot run, before any data
     or model is loaded: ``paid`` with no guide source (``study.guide_prompt`` empty and pairs
     from CxC, which have no guide column; a pairs file's guides are checked when it is read)
-    and ``diffmorpher`` on a local model folder of a family other than SD / SDXL."""
+    and a method on a local model folder of a family it is not built for (``diffmorpher``: other
+    than SD / SDXL)."""
     methods = config.study.methods
     if "paid" in methods and not config.study.guide_prompt and config.pairs.source == "cxc":
         raise ValueError(
             "study.methods has paid, which needs a guide prompt per pair: set study.guide_prompt "
             '(e.g. "{a} and {b}") or use pairs.source = "file" with a guide column'
         )
-    if "diffmorpher" in methods:
-        from whichway.models.samplers import local_family
+    from whichway.models.samplers import local_family
 
-        check_diffmorpher_family(local_family(config.model.id), config.model.id)
+    check_method_families(methods, local_family(config.model.id))
 
 
-def check_diffmorpher_family(family: str | None, model: str) -> None:
-    """``diffmorpher`` in ``study.methods`` needs an SD / SDXL model (None: not known yet)."""
-    from whichway.attention.methods import DIFFMORPHER_FAMILIES
+def check_method_families(methods: Sequence[str], family: str | None) -> None:
+    """Every entry of ``study.methods`` needs a model family it is built for (DiffMorpher: SD /
+    SDXL; None: not known yet): the shared check, worded with the config's key."""
+    from whichway._checks import SettingError
+    from whichway.attention.methods import check_family
 
-    if family is not None and family not in DIFFMORPHER_FAMILIES:
-        raise ValueError(
-            f"study.methods has diffmorpher, which is built for "
-            f"{', '.join(DIFFMORPHER_FAMILIES)} models (UNet up blocks), not {family} "
-            f"({model}); remove it from study.methods for this model"
-        )
+    for m in methods:
+        try:
+            check_family(m, family, listed=True)
+        except SettingError as exc:
+            raise ValueError(exc.worded({"methods": "study.methods"})) from None
 
 
 # --- latent study ------------------------------------------------------------------------------

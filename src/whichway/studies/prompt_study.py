@@ -43,6 +43,7 @@ from typing import Any
 from whichway.studies.config import (
     STUDY_CONFIGS,
     PromptStudyConfig,
+    check_method_families,
     check_prompt_methods,
     from_dict,
     to_dict,
@@ -162,10 +163,8 @@ class PromptStudyWorker:
             device=device,
         )
         self.ts = torch.tensor(r.t, dtype=torch.float64)
-        if "diffmorpher" in self.cfg.study.methods:  # a hub id's family is known only now
-            from whichway.studies.config import check_diffmorpher_family
-
-            check_diffmorpher_family(self.adapter.family, m.id)
+        # a hub id's family is known only now
+        check_method_families(self.cfg.study.methods, self.adapter.family)
 
     def describe(self) -> dict[str, Any]:
         return {**self.adapter.describe(), "height": self.height, "width": self.width}
