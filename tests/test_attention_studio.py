@@ -80,22 +80,24 @@ def test_diffmorpher_without_images_names_the_image_fields(tmp_path):
     assert studio.loaded_model is None
 
 
-def _morph_tab(studio):
-    """The Morph tab's handler as the page calls it (inputs by parameter name, the page's own
-    defaults for the rest); a refusal is the gr.Error the page shows."""
+def _morph_tab(studio, api_name="morph"):
+    """A tab's handler (the Morph tab's unless ``api_name`` says) as the page calls it (inputs
+    by parameter name, the page's own defaults for the rest); a refusal is the gr.Error the page
+    shows."""
     import inspect
 
     gr = pytest.importorskip("gradio")
     from whichway.studio.app import build_app
 
-    event = next(f for f in build_app(studio).fns.values() if f.api_name == "morph")
+    event = next(f for f in build_app(studio).fns.values() if f.api_name == api_name)
     names = list(inspect.signature(event.fn).parameters)
     defaults = dict(zip(names, [c.value for c in event.inputs], strict=False))
 
-    def morph(**page):
-        return list(event.fn(**{**defaults, **page}, request=None))
+    def handler(**page):
+        out = event.fn(**{**defaults, **page}, request=None)
+        return out if isinstance(out, tuple) else list(out)
 
-    return morph, gr
+    return handler, gr
 
 
 def _images(tmp_path):
@@ -235,3 +237,35 @@ def test_methods_the_model_is_not_built_for_are_refused_before_it_loads(tmp_path
         studio.travel_settings(rows, frames_per_segment=2, images=[a, b])
     assert user_message(err.value).startswith("Method diffmorpher is built for sd, sdxl models")
     assert studio.loaded_model is None
+
+
+def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path):
+    """The Compare tab's LoRA fields reach the diffmorpher row (compare.json records them);
+    its refusals name the page's fields: the attention checklist for a family the method is
+    not built for (from a local folder's model_index.json, before loading), LoRA rank."""
+    sd3 = tmp_path / "sd3"
+    sd3.mkdir()
+    (sd3 / "model_index.json").write_text('{"_class_name": "StableDiffusion3Pipeline"}')
+    a, b = _images(tmp_path)
+    page = {"a": "a cat", "b": "a red dog", "frames": 3, "steps": 2, "guidance": 1.0,
+            "height": 32, "width": 32, "attention": ["diffmorpher"], "img_a": a, "img_b": b}  # fmt: skip
+    compare, gr = _morph_tab(Studio(tmp_path / "runs", str(sd3)), "compare")
+    with pytest.raises(gr.Error) as refused:
+        compare(**page)
+    assert refused.value.message == (
+        "diffmorpher in Attention methods is built for sd, sdxl models (UNet up blocks), not sd3; "
+        "remove it from Attention methods with this model"
+    )
+    studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu",
+                    lpips_random_backbone=True)  # fmt: skip
+    compare, gr = _morph_tab(studio, "compare")
+    with pytest.raises(gr.Error) as refused:
+        compare(**page, lora_rank=0)
+    assert refused.value.message == (
+        "LoRA rank must be a whole number in [1, 1024] (official 16), got 0"
+    )
+    asked = {"lora_rank": 2, "lora_steps": 1, "lora_lr": 1e-3, "attn_lambda": 0.4}
+    compare(**page, **asked)
+    info = json.loads(next(studio.out_dir.glob("compare--*/compare.json")).read_text())
+    assert info["settings"]["diffmorpher"] == {**asked, "latent": "slerp"}
+    assert len(list((studio.out_dir / "cache" / "loras").glob("lora-*.safetensors"))) == 2

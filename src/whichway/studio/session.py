@@ -49,6 +49,7 @@ FIELD_NAMES: dict[str, str] = {
     "image_a": "Image A",
     "image_b": "Image B",
     "method": "Method",
+    "methods": "Attention methods",
     "warmup_ratio": "Warmup ratio",
     "aid_layers": "AID layers",
     "fused": "Fused with self-attention",
@@ -522,16 +523,19 @@ class Studio:
             extra_bytes=extra,
         )
 
-    def check_methods(self, methods: Sequence[str], aid_layers: str) -> None:
+    def check_methods(
+        self, methods: Sequence[str], aid_layers: str, *, listed: bool = False
+    ) -> None:
         """Refuse attention ``methods`` the studio's model is not built for (its family from a
         local folder's ``model_index.json``, :func:`whichway.attention.methods.check_family`)
-        before the job loads it: a :class:`~whichway._checks.SettingError`, one line."""
+        before the job loads it: a :class:`~whichway._checks.SettingError`, one line.
+        ``listed``: the methods are the Compare tab's checklist (*Attention methods*)."""
         from whichway.attention.methods import check_family
         from whichway.models.samplers import local_family
 
         family = local_family(self._loaded or self.model_id)
         for method in methods:
-            check_family(method, family, aid_layers)
+            check_family(method, family, aid_layers, listed=listed)
 
     def check_morph(self, settings: MorphSettings) -> None:
         """:meth:`check_methods` and :meth:`check_request` for a morph (a new one or a run to
@@ -1011,14 +1015,20 @@ class Studio:
         motion: str | None = "",
         image_a: str | None = None,
         image_b: str | None = None,
+        lora_rank: Any = 16,
+        lora_steps: Any = 200,
+        lora_lr: Any = 2e-4,
+        attn_lambda: Any = 0.6,
     ) -> Callable[..., tuple[CouplingComparison, Path, dict[str, Path], str | None]]:
         """A job rendering the pair with ot, clip and random couplings (shared end frames), and
         with the ``attention`` methods (aid-outer, aid-inner, paid with ``guide_prompt``,
-        diffmorpher between the uploads ``image_a`` and ``image_b`` with the official settings,
-        its LoRAs and inversions cached in ``<out>/cache``) on the OT path; the strips and
-        ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``. The images are
-        used by the diffmorpher row only."""
-        from whichway.attention.methods import check_method
+        diffmorpher between the uploads ``image_a`` and ``image_b`` with the LoRA settings and
+        λ given, its LoRAs and inversions cached in ``<out>/cache``) on the OT path; the strips
+        and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``. The images and
+        the LoRA settings are used by the diffmorpher row only (ignored without it). A method
+        the model's family cannot run is refused before the job when the family is known
+        (the loaded model, or a local folder's ``model_index.json``)."""
+        from whichway.attention.methods import DiffMorpherSettings, check_method
         from whichway.compare import compare_couplings, save_comparison
         from whichway.morph import check_times, uniform_times
 
@@ -1027,6 +1037,7 @@ class Studio:
         guide = (guide_prompt or "").strip() or None
         for m in attention:
             check_method(m, 0.5, "both", guide if m == "paid" else None)
+        self.check_methods(attention, "both", listed=True)
         images: dict[str, Any] = {}
         if "diffmorpher" in attention:
             if not image_a or not image_b:
@@ -1038,9 +1049,11 @@ class Studio:
 
             for path in (image_a, image_b):
                 load_image(path)  # ValueError naming the file when it is not a readable image
+            lora = _diffmorpher_fields(True, lora_rank, lora_steps, lora_lr, attn_lambda)
             images = {
                 "image_a": self.keep_upload(image_a),
                 "image_b": self.keep_upload(image_b),
+                "diffmorpher": DiffMorpherSettings(**lora),
                 "cache": self.out_dir / "cache",
             }
         motion = (motion or "").strip() or None

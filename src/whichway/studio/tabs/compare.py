@@ -11,11 +11,13 @@ from gradio import Request  # a handler parameter annotated with it gets the pag
 from whichway.attention.methods import IMAGE_METHODS, METHODS
 from whichway.studio.handlers import (
     COUPLINGS,
+    diffmorpher_controls,
     generation_controls,
     guarded,
     page_error,
     session_of,
 )
+from whichway.studio.session import FIELD_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from whichway.studio.session import Studio
@@ -28,9 +30,9 @@ STRIPS = (*COUPLINGS, *ATTENTION_METHODS, *MOTION_ROWS)
 
 
 def _compare_table(result: Any, note: str | None) -> str:
-    """Markdown table of the comparison's summary, one row per coupling."""
+    """Markdown table of the comparison's summary, one row per coupling or method."""
     lines = [
-        "| coupling | cost | W2 path length | PPL | smoothness | mean / max step (flicker) |",
+        "| row | cost | W2 path length | PPL | smoothness | mean / max step (flicker) |",
         "|---|---|---|---|---|---|",
     ]
     for row in result.summary():
@@ -74,23 +76,34 @@ def compare_tab(studio: Studio) -> Any:
             c_attention = gr.CheckboxGroup(
                 list(ATTENTION_METHODS),
                 value=[],
-                label="Also interpolate inside attention (AID / PAID / DiffMorpher, on the OT path)",
+                label=f"{FIELD_NAMES['methods']}: also interpolate inside attention (AID / PAID / "
+                "DiffMorpher, on the OT path)",
                 elem_id="ww-compare-attention",
             )
-            c_guide = gr.Textbox("", label="PAID guide prompt", elem_id="ww-compare-guide")
-        with gr.Row():  # diffmorpher morphs between two images (official LoRA settings)
+            c_guide = gr.Textbox("", label=FIELD_NAMES["guide_prompt"], elem_id="ww-compare-guide")
+        # diffmorpher morphs between two images, with its LoRA fields (shown while it is ticked)
+        with gr.Row():
             c_img_a = gr.Image(
                 type="filepath",
-                label="Image A (DiffMorpher only)",
+                label=f"{FIELD_NAMES['image_a']} (DiffMorpher only)",
                 sources=["upload"],
                 elem_id="ww-compare-image-a",
             )
             c_img_b = gr.Image(
                 type="filepath",
-                label="Image B (DiffMorpher only)",
+                label=f"{FIELD_NAMES['image_b']} (DiffMorpher only)",
                 sources=["upload"],
                 elem_id="ww-compare-image-b",
             )
+        with gr.Row(visible=False) as c_dm_row:
+            c_rank, c_lora_steps, c_lora_lr, c_lambda = diffmorpher_controls("compare")
+        c_attention.change(
+            lambda ticked: gr.update(visible="diffmorpher" in (ticked or ())),
+            c_attention,
+            c_dm_row,
+            queue=False,
+            api_visibility="private",
+        )
         c_motion = gr.Textbox(
             "",
             label="Motion adapter (optional): also the lerp and OT paths as motion videos",
@@ -135,6 +148,10 @@ def compare_tab(studio: Studio) -> Any:
             motion="",
             img_a=None,
             img_b=None,
+            lora_rank=16,
+            lora_steps=200,
+            lora_lr=2e-4,
+            attn_lambda=0.6,
             request: Request = None,
             progress=gr.Progress(),  # noqa: B008
         ):
@@ -154,6 +171,10 @@ def compare_tab(studio: Studio) -> Any:
                 motion=motion,
                 image_a=img_a,
                 image_b=img_b,
+                lora_rank=lora_rank,
+                lora_steps=lora_steps,
+                lora_lr=lora_lr,
+                attn_lambda=attn_lambda,
             )
             for kind, value in studio.stream(job, session_of(request)):
                 if kind == "step":
@@ -170,7 +191,8 @@ def compare_tab(studio: Studio) -> Any:
         compare_event = c_go.click(
             compare,
             [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width]
-            + [c_attention, c_guide, c_motion, c_img_a, c_img_b],
+            + [c_attention, c_guide, c_motion, c_img_a, c_img_b]
+            + [c_rank, c_lora_steps, c_lora_lr, c_lambda],
             [c_table, *c_strips],
             api_name="compare",
             concurrency_limit=None,
