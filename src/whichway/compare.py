@@ -32,8 +32,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from whichway.attention.methods import DiffMorpherSettings
     from whichway.metrics.smoothness import PathMetrics
     from whichway.models.base import Adapter
+    from whichway.morph import MorphSettings
 
-__all__ = ["CouplingComparison", "compare_couplings", "diffmorpher_row", "save_comparison"]
+__all__ = [
+    "CouplingComparison",
+    "compare_couplings",
+    "diffmorpher_morph",
+    "diffmorpher_row",
+    "save_comparison",
+]
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,11 @@ class CouplingComparison:
     settings: dict[str, Any]
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per coupling: method, cost, W2 path length, PPL and smoothness (None without
-        LPIPS)."""
+        """One dict per row (coupling, attention method or motion row, in ``frames``' order):
+        ``coupling`` (the row's name, for method rows too: the column the prompt study's results
+        name their rows by, so compare.csv and a study's table read alike), ``cost``,
+        ``w2_path_length``, ``ppl``, ``smoothness``, ``mean_step`` and ``max_step`` (the
+        LPIPS figures None without a meter)."""
         rows = []
         for m in self.frames:
             pm = None if self.metrics is None else self.metrics[m]
@@ -441,6 +451,36 @@ def _image_file(image: Any, folder: Path) -> str:
     return str(target)
 
 
+def diffmorpher_morph(
+    prompt_a: str,
+    prompt_b: str,
+    ts: Sequence[float],
+    paths: tuple[str, str],
+    settings: DiffMorpherSettings,
+    seed: int,
+    *,
+    steps: int,
+    guidance: float,
+    height: int | None,
+    width: int | None,
+    negative_prompt: str | None,
+    batch_size: int | str | None,
+) -> MorphSettings:
+    """The :class:`whichway.morph.MorphSettings` a DiffMorpher row renders: the morph of the
+    image files ``paths`` (prompt A's, prompt B's) at the times ``ts`` with ``settings``, on the
+    OT text path from the official slerp latents (``coupling="ot"``, ``latent="slerp"``,
+    ``method="diffmorpher"``). :func:`diffmorpher_row` renders it; its
+    :func:`whichway.morph.pending_preparation` is the LoRA fits and inversions still to do."""
+    from whichway.morph import MorphSettings
+
+    return MorphSettings(
+        prompt_a, prompt_b, tuple(ts), coupling="ot", latent="slerp", seed=seed, steps=steps,
+        guidance=guidance, height=height, width=width, negative_prompt=negative_prompt,
+        image_a=paths[0], image_b=paths[1], batch_size=batch_size, format=None,
+        method="diffmorpher", **asdict(settings),
+    )  # fmt: skip
+
+
 def diffmorpher_row(
     adapter: Adapter,
     prompt_a: str,
@@ -462,8 +502,8 @@ def diffmorpher_row(
     should_stop: Callable[[], bool] | None,
 ) -> tuple[Tensor, tuple[str | None, str | None]]:
     """The T frames (T, 3, H, W) of the DiffMorpher morph of ``images`` on the OT path: the
-    frames :func:`whichway.morph.run_morph` renders for ``MorphSettings(..., coupling="ot",
-    latent="slerp", method="diffmorpher")`` (the same :func:`whichway.morph.morph_inputs`),
+    frames :func:`whichway.morph.run_morph` renders for :func:`diffmorpher_morph`'s settings
+    (the same :func:`whichway.morph.morph_inputs`),
     rendered under the inversion sampler, the adapter's own restored afterwards; and the image
     files to record (a PIL image's copy in ``cache``; None when that was a temporary folder).
 
@@ -476,7 +516,7 @@ def diffmorpher_row(
 
     import torch
 
-    from whichway.morph import MorphSettings, morph_inputs, use_inversion_sampler
+    from whichway.morph import morph_inputs, use_inversion_sampler
     from whichway.render import conditioning_path, render_frames
 
     with contextlib.ExitStack() as stack:
@@ -487,11 +527,10 @@ def diffmorpher_row(
         )
         folder.mkdir(parents=True, exist_ok=True)
         paths = [_image_file(image, folder) for image in images]
-        s = MorphSettings(
-            prompt_a, prompt_b, ts, coupling="ot", latent="slerp", seed=seed, steps=steps,
+        s = diffmorpher_morph(
+            prompt_a, prompt_b, ts, (paths[0], paths[1]), settings, seed, steps=steps,
             guidance=guidance, height=height, width=width, negative_prompt=negative_prompt,
-            image_a=paths[0], image_b=paths[1], batch_size=batch_size, format=None,
-            method="diffmorpher", **asdict(settings),
+            batch_size=batch_size,
         )  # fmt: skip
         cond = adapter.encode([prompt_a, prompt_b])
 

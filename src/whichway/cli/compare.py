@@ -190,8 +190,21 @@ def run(args: argparse.Namespace) -> int:
         )
         meter = None
     used = "diffmorpher" in args.methods
-    rows = len(args.couplings) + len(args.methods) + (2 if args.motion is not None else 0)
-    print_run_estimate(adapter, args, len(ts) * rows)
+    # the rows sharing their end frames render T - 2 frames each; diffmorpher and motion rows T
+    T, shared = len(ts), len(args.couplings) + len(args.methods) - used
+    frames = 2 + shared * (T - 2) + T * (used + (2 if args.motion is not None else 0))
+    preparation = None  # DiffMorpher's LoRA fits and inversions that --out does not cache yet
+    if used:
+        from whichway.compare import diffmorpher_morph
+        from whichway.morph import pending_preparation
+
+        morph = diffmorpher_morph(
+            args.prompt_a, args.prompt_b, ts, (args.image_a, args.image_b), args.diffmorpher,
+            args.seed, steps=args.steps, guidance=args.guidance, height=args.height,
+            width=args.width, negative_prompt=args.negative_prompt, batch_size=args.batch_size,
+        )  # fmt: skip
+        preparation = pending_preparation(adapter, morph, out)
+    print_run_estimate(adapter, args, frames, preparation)
     result = compare_couplings(
         adapter,
         args.prompt_a,
