@@ -242,7 +242,8 @@ def test_methods_the_model_is_not_built_for_are_refused_before_it_loads(tmp_path
 def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path):
     """The Compare tab's LoRA fields reach the diffmorpher row (compare.json records them);
     its refusals name the page's fields: the attention checklist for a family the method is
-    not built for (from a local folder's model_index.json, before loading), LoRA rank."""
+    not built for (from a local folder's model_index.json, before loading), LoRA rank; its
+    LoRA steps count against the studio's step limit."""
     sd3 = tmp_path / "sd3"
     sd3.mkdir()
     (sd3 / "model_index.json").write_text('{"_class_name": "StableDiffusion3Pipeline"}')
@@ -256,14 +257,19 @@ def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path):
         "diffmorpher in Attention methods is built for sd, sdxl models (UNet up blocks), not sd3; "
         "remove it from Attention methods with this model"
     )
+    from whichway.studio.limits import Limits
+
     studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu",
-                    lpips_random_backbone=True)  # fmt: skip
+                    lpips_random_backbone=True, limits=Limits(max_steps=100))  # fmt: skip
     compare, gr = _morph_tab(studio, "compare")
-    with pytest.raises(gr.Error) as refused:
-        compare(**page, lora_rank=0)
-    assert refused.value.message == (
-        "LoRA rank must be a whole number in [1, 1024] (official 16), got 0"
-    )
+    for change, message in (
+        ({"lora_rank": 0}, "LoRA rank must be a whole number in [1, 1024] (official 16), got 0"),
+        ({"lora_steps": 101},
+         "101 LoRA steps is more than this studio's limit of 100 (whichway studio --max-steps)"),
+    ):  # fmt: skip
+        with pytest.raises(gr.Error) as refused:
+            compare(**page, **change)
+        assert refused.value.message == message
     asked = {"lora_rank": 2, "lora_steps": 1, "lora_lr": 1e-3, "attn_lambda": 0.4}
     compare(**page, **asked)
     info = json.loads(next(studio.out_dir.glob("compare--*/compare.json")).read_text())

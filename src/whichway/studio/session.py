@@ -1039,6 +1039,7 @@ class Studio:
             check_method(m, 0.5, "both", guide if m == "paid" else None)
         self.check_methods(attention, "both", listed=True)
         images: dict[str, Any] = {}
+        loras = None  # DiffMorpher's (rank, steps, files, pairs) for check_request
         if "diffmorpher" in attention:
             if not image_a or not image_b:
                 raise ValueError(
@@ -1056,6 +1057,7 @@ class Studio:
                 "diffmorpher": DiffMorpherSettings(**lora),
                 "cache": self.out_dir / "cache",
             }
+            loras = (lora["lora_rank"], lora["lora_steps"], 2, 1)
         motion = (motion or "").strip() or None
         if motion is not None:  # the folder's config and weights, before any model
             from whichway.motion.adapter import check_motion_source
@@ -1087,6 +1089,7 @@ class Studio:
             width=options["width"],
             batch_size=options["batch_size"],
             held_per_frame=lambda h, w: 12 * h * w,  # float32 frames kept for strips, PPL
+            loras=loras,
         )
 
         def job(
