@@ -59,3 +59,30 @@ def tiny_adapter(tiny_pipeline: Callable[[str], Path]) -> Callable[[str], object
         return loaded[family]
 
     return factory
+
+
+@pytest.fixture
+def tab_handler() -> Callable[..., tuple[Callable[..., list | tuple], object]]:
+    """Factory: (studio, api name) -> (call, gradio): the studio tab's handler as the page calls
+    it (inputs by parameter name, the page's own defaults for the rest, a table's default as its
+    rows); a refusal is the ``gr.Error`` the page shows."""
+    import inspect
+
+    gr = pytest.importorskip("gradio")
+
+    def factory(studio: object, api_name: str) -> tuple[Callable[..., list | tuple], object]:
+        from whichway.studio.app import build_app
+
+        event = next(f for f in build_app(studio).fns.values() if f.api_name == api_name)
+        names = list(inspect.signature(event.fn).parameters)
+        values = [c.value for c in event.inputs]
+        values = [v["data"] if isinstance(v, dict) and "data" in v else v for v in values]
+        defaults = dict(zip(names, values, strict=False))
+
+        def call(**page: object) -> list | tuple:
+            out = event.fn(**{**defaults, **page}, request=None)  # a generator, or one tuple
+            return out if isinstance(out, tuple) else list(out)
+
+        return call, gr
+
+    return factory

@@ -80,26 +80,6 @@ def test_diffmorpher_without_images_names_the_image_fields(tmp_path):
     assert studio.loaded_model is None
 
 
-def _morph_tab(studio, api_name="morph"):
-    """A tab's handler (the Morph tab's unless ``api_name`` says) as the page calls it (inputs
-    by parameter name, the page's own defaults for the rest); a refusal is the gr.Error the page
-    shows."""
-    import inspect
-
-    gr = pytest.importorskip("gradio")
-    from whichway.studio.app import build_app
-
-    event = next(f for f in build_app(studio).fns.values() if f.api_name == api_name)
-    names = list(inspect.signature(event.fn).parameters)
-    defaults = dict(zip(names, [c.value for c in event.inputs], strict=False))
-
-    def handler(**page):
-        out = event.fn(**{**defaults, **page}, request=None)
-        return out if isinstance(out, tuple) else list(out)
-
-    return handler, gr
-
-
 def _images(tmp_path):
     from PIL import Image
 
@@ -108,10 +88,10 @@ def _images(tmp_path):
     return str(tmp_path / "a.png"), str(tmp_path / "b.png")
 
 
-def test_morph_tab_messages_name_its_fields_not_flags(tmp_path):
+def test_morph_tab_messages_name_its_fields_not_flags(tmp_path, tab_handler):
     """Refusals from the torch-free checks the CLI shares read in the page's terms."""
     studio = Studio(tmp_path / "runs", "never-loaded")
-    morph, gr = _morph_tab(studio)
+    morph, gr = tab_handler(studio, "morph")
     a, b = _images(tmp_path)
     page = {"a": "a cat", "b": "a dog", "method": "diffmorpher", "img_a": a, "img_b": b}
     for change, message in (
@@ -149,7 +129,7 @@ def test_morph_tab_messages_name_its_fields_not_flags(tmp_path):
     assert studio.loaded_model is None  # refused before any model
 
 
-def test_morph_tab_fits_the_loras_its_fields_ask_for(tiny_pipeline, tmp_path):
+def test_morph_tab_fits_the_loras_its_fields_ask_for(tiny_pipeline, tmp_path, tab_handler):
     """The four DiffMorpher fields reach run_morph: run.json records them and the two cached
     LoRAs are the ones fitted with them (their cache key holds rank, steps and rate)."""
     from whichway.attention.lora_cache import lora_key
@@ -157,7 +137,7 @@ def test_morph_tab_fits_the_loras_its_fields_ask_for(tiny_pipeline, tmp_path):
 
     studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu",
                     lpips_random_backbone=True)  # fmt: skip
-    morph, _ = _morph_tab(studio)
+    morph, _ = tab_handler(studio, "morph")
     a, b = _images(tmp_path)
     asked = {"lora_rank": 2, "lora_steps": 1, "lora_lr": 1e-3, "attn_lambda": 0.4}
     shown = morph(
@@ -239,7 +219,7 @@ def test_methods_the_model_is_not_built_for_are_refused_before_it_loads(tmp_path
     assert studio.loaded_model is None
 
 
-def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path):
+def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path, tab_handler):
     """The Compare tab's LoRA fields reach the diffmorpher row (compare.json records them);
     its refusals name the page's fields: the attention checklist for a family the method is
     not built for (from a local folder's model_index.json, before loading), LoRA rank; its
@@ -250,7 +230,7 @@ def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path):
     a, b = _images(tmp_path)
     page = {"a": "a cat", "b": "a red dog", "frames": 3, "steps": 2, "guidance": 1.0,
             "height": 32, "width": 32, "attention": ["diffmorpher"], "img_a": a, "img_b": b}  # fmt: skip
-    compare, gr = _morph_tab(Studio(tmp_path / "runs", str(sd3)), "compare")
+    compare, gr = tab_handler(Studio(tmp_path / "runs", str(sd3)), "compare")
     with pytest.raises(gr.Error) as refused:
         compare(**page)
     assert refused.value.message == (
@@ -261,7 +241,7 @@ def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path):
 
     studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu",
                     lpips_random_backbone=True, limits=Limits(max_steps=100))  # fmt: skip
-    compare, gr = _morph_tab(studio, "compare")
+    compare, gr = tab_handler(studio, "compare")
     for change, message in (
         ({"lora_rank": 0}, "LoRA rank must be a whole number in [1, 1024] (official 16), got 0"),
         ({"lora_steps": 101},

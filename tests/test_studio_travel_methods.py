@@ -4,7 +4,6 @@ fields, never the command line's flags, before any model loads."""
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -17,36 +16,19 @@ SMALL = {"steps": 2, "guidance": 4.0, "height": 32, "width": 32, "fmt": "none", 
          "per_segment": 2}  # fmt: skip
 
 
-def _travel_tab(studio):
-    """The Travel tab's handler as the page calls it (inputs by parameter name, the page's own
-    defaults for the rest); a refusal is the gr.Error the page shows."""
-    gr = pytest.importorskip("gradio")
-    from whichway.studio.app import build_app
-
-    event = next(f for f in build_app(studio).fns.values() if f.api_name == "travel")
-    names = list(inspect.signature(event.fn).parameters)
-    defaults = dict(zip(names, [c.value for c in event.inputs], strict=False))
-    defaults["keys"] = defaults["keys"]["data"]  # the page sends the table's rows
-
-    def travel(**page):
-        return list(event.fn(**{**defaults, **page}, request=None))
-
-    return travel, gr
-
-
 def _pixels(path) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def test_travel_tab_runs_a_mixed_travel_as_run_travel_does(tiny_pipeline, tmp_path):
+def test_travel_tab_runs_a_mixed_travel_as_run_travel_does(tiny_pipeline, tmp_path, tab_handler):
     """Segment 1 plain, segment 2 aid-outer (its row's method): run.json records each segment's
     method, and every frame equals run_travel's for the same settings, built independently."""
     from whichway.travel import Keyframe, TravelSettings, run_travel
 
     studio = Studio(tmp_path / "runs", str(tiny_pipeline("sd")), device="cpu")
-    travel, _ = _travel_tab(studio)
+    travel, _ = tab_handler(studio, "travel")
     rows = [["a cat", 1, None, "", "", ""], ["a red dog", 2, None, "aid-outer", "", ""],
             ["a car", 3, None, "", "", ""]]  # fmt: skip
     shown = travel(keys=rows, warmup=1.0, layers="self", fused=False, **SMALL)
@@ -74,12 +56,12 @@ def test_travel_tab_runs_a_mixed_travel_as_run_travel_does(tiny_pipeline, tmp_pa
         assert np.array_equal(_pixels(ours), _pixels(reference)), ours.name
 
 
-def test_travel_tab_messages_name_its_fields_not_flags(tmp_path):
+def test_travel_tab_messages_name_its_fields_not_flags(tmp_path, tab_handler):
     """Refusals of the torch-free checks the command line shares read in the page's terms."""
     from PIL import Image
 
     studio = Studio(tmp_path / "runs", "never-loaded")
-    travel, gr = _travel_tab(studio)
+    travel, gr = tab_handler(studio, "travel")
     cat = tmp_path / "cat.png"
     Image.new("RGB", (32, 32), (200, 30, 30)).save(cat)
     rows = [["a cat", 1, None, "", "", ""], ["a dog", 2, None, "", "", ""]]
