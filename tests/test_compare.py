@@ -105,6 +105,10 @@ def test_diffmorpher_row_is_the_diffmorpher_morph_on_the_ot_path(tiny_pipeline, 
     for m in ("ot", "clip"):
         assert torch.equal(result.frames[m], plain.frames[m])
     assert result.costs["diffmorpher"] == result.costs["ot"]
+    # an attention row's cost and W2 length are the OT path's even when ot is not a row
+    aid = compare_couplings(adapter, *prompts, t, methods=("clip",), attention=("aid-outer",), **kw)
+    assert aid.costs["aid-outer"] == plain.costs["ot"]
+    assert aid.w2_path_length["aid-outer"] == plain.w2_path_length["ot"]
     assert len(list((tmp_path / "cache" / "loras").glob("lora-*.safetensors"))) == 2
     assert result.settings["diffmorpher"]["lora_steps"] == 1
 

@@ -204,12 +204,18 @@ def compare_couplings(
     costs: dict[str, float] = {}
     lengths: dict[str, float] = {}
     n = 2
-    for m in methods:
+
+    def figures(coupling: str) -> tuple[Any, float, float]:
+        """The conditioning path of ``coupling``, its cost and its W2 length."""
         path, couplings = conditioning_path(
-            cond_a, cond_b, times, coupling=m, generator=torch.Generator().manual_seed(seed)
-        )
-        costs[m] = float(sum(float(c.cost) for c in couplings))
-        lengths[m] = float(sum(float(path_length_w2(g.double())) for g in path.clouds))
+            cond_a, cond_b, times, coupling=coupling,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        cost = float(sum(float(c.cost) for c in couplings))
+        return path, cost, float(sum(float(path_length_w2(g.double())) for g in path.clouds))
+
+    for m in methods:
+        path, costs[m], lengths[m] = figures(m)
         inner = path.select(slice(1, T - 1))
         if len(inner):
             parts.append(inner)
@@ -231,6 +237,10 @@ def compare_couplings(
     )
     assert frames is not None
     per_method = {m: frames[index[m]] for m in methods}
+    # every attention row's text path is the OT path: its cost and W2 length, OT a row or not
+    ot = (costs.get("ot", float("nan")), lengths.get("ot", float("nan")))
+    if attention and "ot" not in costs:
+        ot = figures("ot")[1:]
     aid = tuple(m for m in attention if m != "diffmorpher")
     if aid:
         extra = _attention_rows(
@@ -245,7 +255,7 @@ def compare_couplings(
             index[m] = [0, *range(start, start + len(rows)), 1]
             n += len(rows)
             per_method[m] = frames[index[m]]
-            costs[m], lengths[m] = costs.get("ot", float("nan")), lengths.get("ot", float("nan"))
+            costs[m], lengths[m] = ot
         methods = (*methods, *extra)
     if images is not None:
         dm = diffmorpher or DiffMorpherSettings()
@@ -259,9 +269,7 @@ def compare_couplings(
         index["diffmorpher"] = list(range(n, n + T))
         n += T
         per_method["diffmorpher"] = frames[index["diffmorpher"]]
-        path, couplings = conditioning_path(cond_a, cond_b, times, coupling="ot")
-        costs["diffmorpher"] = float(sum(float(c.cost) for c in couplings))
-        lengths["diffmorpher"] = float(sum(float(path_length_w2(g.double())) for g in path.clouds))
+        costs["diffmorpher"], lengths["diffmorpher"] = ot
         methods = (*methods, "diffmorpher")
     if source is not None:
         moving = _motion_rows(
