@@ -79,8 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--methods",
         type=parse_names,
         default=(),
-        help=f"further rows, comma-separated, each with its official defaults: {methods} "
-        "(default none); paid needs --guide-prompt, diffmorpher --image-a and --image-b",
+        help=f"further rows, comma-separated: {methods} (default none); AID and PAID with the "
+        "official defaults, paid needs --guide-prompt, diffmorpher --image-a and --image-b (its "
+        "LoRA options below)",
     )
     add_guide_prompt_option(group)
     add_diffmorpher_options(group)
