@@ -72,8 +72,9 @@ FIELD_NAMES: dict[str, str] = {
 }
 """The page's label of each setting (a :class:`~whichway.morph.MorphSettings` or
 :class:`~whichway.travel.TravelSettings` field; ``keyframe_*``: a column of the Travel tab's
-keyframe table): the Morph and Travel tabs label their fields with it, and :func:`user_message` words a
-:class:`~whichway._checks.SettingError` with it instead of the command line's flags."""
+keyframe table; ``methods``: the Compare tab's checklist of attention methods): the tabs label
+their fields with it, and :func:`user_message` words a :class:`~whichway._checks.SettingError`
+with it instead of the command line's flags."""
 
 
 def user_message(exc: BaseException) -> str:
@@ -196,8 +197,8 @@ def _render_options(
 def _diffmorpher_fields(
     used: bool, lora_rank: Any, lora_steps: Any, lora_lr: Any, attn_lambda: Any
 ) -> dict[str, Any]:
-    """The DiffMorpher fields of the Morph and Travel tabs, parsed when some segment ``used``
-    DiffMorpher (their settings' checks then judge the ranges); the official settings otherwise,
+    """The DiffMorpher fields of the Morph, Travel and Compare tabs, parsed when some segment
+    (or row) ``used`` DiffMorpher (their settings' checks then judge the ranges); the official settings otherwise,
     as the page hides or ignores them."""
     from whichway.attention.methods import DiffMorpherSettings
 
