@@ -255,3 +255,16 @@ def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path, 
     info = json.loads(next(studio.out_dir.glob("compare--*/compare.json")).read_text())
     assert info["settings"]["diffmorpher"] == {**asked, "latent": "slerp"}
     assert len(list((studio.out_dir / "cache" / "loras").glob("lora-*.safetensors"))) == 2
+
+
+def test_studio_size_and_step_refusals_name_its_fields(tmp_path, monkeypatch):
+    """The disk/memory/scheduler checks the CLI shares name the page's Steps, Height and Width."""
+    import whichway.budget as budget
+    from whichway.studio.limits import Limits
+
+    studio = Studio(tmp_path / "runs", "never-loaded", limits=Limits(max_steps=5000))
+    with pytest.raises(ValueError, match=r"^Steps 1001 is more than the scheduler's 1000 "):
+        studio.morph_settings("a", "b", frames=3, steps=1001)
+    monkeypatch.setattr(budget, "cpu_memory", lambda: (None, 1000))
+    with pytest.raises(ValueError, match=r"^Height 64, Width 64 needs .* for one frame of 64x64"):
+        studio.morph_settings("a", "b", frames=3, height=64, width=64)

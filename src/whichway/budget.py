@@ -448,6 +448,7 @@ def check_request(
     held_per_frame: Callable[[int, int], int] | None = None,
     disk_per_frame: Callable[[int, int], int] | None = None,
     steps_name: str = "--steps",
+    size_name: str = "--height {h} --width {w}",
     extra_bytes: tuple[int, int] = (0, 0),
 ) -> Need:
     """Work out what a request of ``frames`` frames needs (frames on disk under ``out``, memory,
@@ -458,7 +459,8 @@ def check_request(
 
     ``held_per_frame(height, width)``: bytes the run keeps per frame until it ends;
     ``disk_per_frame(height, width)``: bytes written per frame (default one PNG frame);
-    ``steps_name``: how the step count is named in a refusal; ``extra_bytes``: (disk, memory)
+    ``steps_name``: how the step count is named in a refusal, ``size_name`` the frame size
+    given as arguments (``{h}``, ``{w}``: its height and width); ``extra_bytes``: (disk, memory)
     the run needs besides its frames (DiffMorpher's LoRAs, :func:`lora_bytes`). Returns the
     :class:`Need`."""
     facts = model_facts(model)
@@ -468,7 +470,7 @@ def check_request(
     on_cpu = renders_on_cpu(device)
     # one frame that cannot fit is the size's fault, not the frame count's: name the size
     check_memory(
-        f"--height {h} --width {w}" if height or width else f"the model's size {w}x{h}",
+        size_name.format(h=h, w=w) if height or width else f"the model's size {w}x{h}",
         batch_memory_bytes(h, w, 1, facts, on_cpu=on_cpu),
         f"one frame of {w}x{h}",
     )

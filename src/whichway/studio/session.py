@@ -521,6 +521,8 @@ class Studio:
             inversion_steps=inversion_steps,
             out=self.out_dir,
             held_per_frame=held_per_frame,
+            steps_name="Steps",  # the page's fields, not the command line's flags
+            size_name="Height {h}, Width {w}",
             extra_bytes=extra,
         )
 
