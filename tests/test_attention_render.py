@@ -180,6 +180,22 @@ def test_compare_adds_attention_rows_on_the_ot_path(sd):
     assert [row["coupling"] for row in result.summary()] == ["ot", "aid-inner", "paid"]
     with pytest.raises(ValueError, match="needs a guide prompt"):
         compare_couplings(sd, *PROMPTS, ts, attention=("paid",), **options)
+    # other AID settings: the row is AID's render with them, and compare.json's settings say so
+    asked = {"warmup_ratio": 0.25, "aid_layers": "self", "fused": False}
+    other = compare_couplings(sd, *PROMPTS, ts, methods=("ot",), attention=("aid-inner",),
+                              **asked, **options)  # fmt: skip
+    aid = AIDSettings(mode="inner", warmup_ratio=0.25, layers="self", fused=False)
+    attention = AttentionPath(aid, path.select([0, 2]), torch.stack([latent, latent]),
+                              torch.tensor(ts))  # fmt: skip
+    direct = render_frames(
+        sd, path, latent, steps=STEPS, guidance=4.0, height=SIZE, width=SIZE, progress=False,
+        attention=attention,
+    )  # fmt: skip
+    assert torch.allclose(other.frames["aid-inner"], direct, atol=2e-6, rtol=0)
+    assert (other.frames["aid-inner"][1] - result.frames["aid-inner"][1]).abs().max() > 2e-5
+    assert {k: other.settings[k] for k in asked} == asked
+    with pytest.raises(ValueError, match="warmup_ratio set.s. how AID acts; add aid-outer"):
+        compare_couplings(sd, *PROMPTS, ts, warmup_ratio=0.25, **options)
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])

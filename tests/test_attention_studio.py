@@ -75,8 +75,10 @@ def test_diffmorpher_without_images_names_the_image_fields(tmp_path):
     studio = Studio(tmp_path / "runs", "never-loaded")
     with pytest.raises(ValueError) as err:
         studio.compare_job("a cat", "a dog", frames=3, attention=["aid-outer", "diffmorpher"])
-    message = user_message(err.value)
-    assert "upload Image A and Image B" in message and "--" not in message
+    assert user_message(err.value) == (  # the check MorphSettings makes, for a listed method
+        "diffmorpher in Attention methods morphs between two images: give Image A and Image B "
+        "(and their prompts as Prompt A/Prompt B)"
+    )
     assert studio.loaded_model is None
 
 
@@ -220,7 +222,8 @@ def test_methods_the_model_is_not_built_for_are_refused_before_it_loads(tmp_path
 
 
 def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path, tab_handler):
-    """The Compare tab's LoRA fields reach the diffmorpher row (compare.json records them);
+    """The Compare tab's LoRA fields reach the diffmorpher row and its AID fields the aid-outer
+    row (compare.json records both);
     its refusals name the page's fields: the attention checklist for a family the method is
     not built for (from a local folder's model_index.json, before loading), LoRA rank; its
     LoRA steps count against the studio's step limit."""
@@ -251,9 +254,12 @@ def test_compare_tab_diffmorpher_takes_its_lora_fields(tiny_pipeline, tmp_path, 
             compare(**page, **change)
         assert refused.value.message == message
     asked = {"lora_rank": 2, "lora_steps": 1, "lora_lr": 1e-3, "attn_lambda": 0.4}
-    compare(**page, **asked)
+    aid = {"warmup": 0.25, "layers": "self", "fused": False}
+    compare(**{**page, "attention": ["aid-outer", "diffmorpher"]}, **asked, **aid)
     info = json.loads(next(studio.out_dir.glob("compare--*/compare.json")).read_text())
     assert info["settings"]["diffmorpher"] == {**asked, "latent": "slerp"}
+    recorded = {k: info["settings"][k] for k in ("warmup_ratio", "aid_layers", "fused")}
+    assert recorded == {"warmup_ratio": 0.25, "aid_layers": "self", "fused": False}
     assert len(list((studio.out_dir / "cache" / "loras").glob("lora-*.safetensors"))) == 2
 
 

@@ -107,6 +107,9 @@ def compare_couplings(
     should_stop: Callable[[], bool] | None = None,
     attention: Sequence[str] = (),
     guide_prompt: str | None = None,
+    warmup_ratio: float | None = None,
+    aid_layers: str | None = None,
+    fused: bool | None = None,
     motion: str | None = None,
     context_length: int | None = None,
     image_a: str | os.PathLike[str] | PILImage | None = None,
@@ -121,8 +124,12 @@ def compare_couplings(
     shared). ``meter`` is a :class:`whichway.metrics.LPIPSPath` for PPL and smoothness (None: no
     perceptual figures). ``on_step``/``should_stop`` as in :func:`whichway.render.render_frames`.
     ``attention``: attention methods (``aid-outer``, ``aid-inner``, ``paid``, ``diffmorpher``;
-    :mod:`whichway.attention`, official defaults) rendered as further rows on the OT path, PAID
-    with ``guide_prompt``; AID's end frames are the shared ones (it leaves them unchanged).
+    :mod:`whichway.attention`) rendered as further rows on the OT path, PAID with
+    ``guide_prompt``; AID's end frames are the shared ones (it leaves them unchanged).
+    ``warmup_ratio``, ``aid_layers``, ``fused``: how AID acts in every AID/PAID row, named as
+    :class:`whichway.morph.MorphSettings` names them (None: the official value, 0.5, ``both``,
+    True; :class:`whichway.attention.methods.AIDSettings`); given without an AID/PAID row they
+    are refused.
     ``diffmorpher`` morphs between ``image_a`` and ``image_b`` (paths or PIL images, the images
     of prompt A and B; required with it) with ``diffmorpher`` settings (default: the official
     ones): a LoRA fitted per image, each image inverted under its own LoRA (DDIM, the render's
@@ -164,15 +171,19 @@ def compare_couplings(
         raise ValueError("give both prompts (A and B)")
     from whichway.attention.methods import check_family, check_method
 
+    aid_settings = _aid_settings(attention, warmup_ratio, aid_layers, fused)
     for m in attention:
         if m == "plain" or m in methods:
             raise ValueError(
                 f"{m!r} is not an attention method; give aid-outer, aid-inner, paid or diffmorpher"
             )
-        check_method(m, 0.5, "both", guide_prompt if m == "paid" else None)
+        check_method(
+            m, aid_settings["warmup_ratio"], aid_settings["aid_layers"],
+            guide_prompt if m == "paid" else None,
+        )  # fmt: skip
     images = _check_images(attention, image_a, image_b, diffmorpher)
     for m in attention:
-        check_family(m, adapter.family, listed=True)
+        check_family(m, adapter.family, aid_settings["aid_layers"], listed=True)
     source = None
     if motion is not None:  # before anything is rendered
         from whichway.motion.adapter import check_motion_family, check_motion_source
@@ -244,7 +255,7 @@ def compare_couplings(
     aid = tuple(m for m in attention if m != "diffmorpher")
     if aid:
         extra = _attention_rows(
-            adapter, cond_a, cond_b, times, aid, guide, seed,
+            adapter, cond_a, cond_b, times, aid, guide, seed, aid_settings,
             steps=steps, guidance=guidance, height=height, width=width, batch_size=batch_size,
             negative=adapter.encode_negative(negative_prompt, 1), progress=progress,
             on_step=on_step, should_stop=should_stop,
@@ -312,6 +323,7 @@ def compare_couplings(
         "negative_prompt": negative_prompt,
         "batch_size": batch_size,
         **({"guide_prompt": guide_prompt} if "paid" in attention else {}),
+        **(aid_settings if any(m != "diffmorpher" for m in attention) else {}),
         **({"motion": source.record(), "context_length": context_length} if source else {}),
         **(
             {
@@ -377,18 +389,19 @@ def _attention_rows(
     attention: Sequence[str],
     guide: Any,
     seed: int,
+    aid_settings: dict[str, Any],
     **options: Any,
 ) -> dict[str, Tensor]:
     """The interior frames (T - 2, 3, H, W) of each attention method on the OT path, the seed's
     latent for every frame; the endpoint rows are the path's own t = 0 and t = 1; ``guide``:
-    PAID's encoded guide prompt."""
+    PAID's encoded guide prompt; ``aid_settings``: warmup_ratio, aid_layers, fused
+    (:func:`_aid_settings`)."""
     import torch
 
     from whichway.attention.batch import AttentionPath, with_guide
-    from whichway.attention.methods import AIDSettings, settings_for
+    from whichway.attention.methods import settings_for
     from whichway.render import conditioning_path, render_frames
 
-    default = AIDSettings()
     path, _ = conditioning_path(cond_a, cond_b, times, coupling="ot")
     ends_cond = path.select([0, len(times) - 1])
     inner = path.select(slice(1, len(times) - 1))
@@ -396,7 +409,10 @@ def _attention_rows(
     out = {}
     for m in attention:
         aid = settings_for(
-            m, fused=default.fused, warmup_ratio=default.warmup_ratio, layers=default.layers
+            m,
+            fused=aid_settings["fused"],
+            warmup_ratio=aid_settings["warmup_ratio"],
+            layers=aid_settings["aid_layers"],
         )
         cond = inner
         if m == "paid":
@@ -404,6 +420,34 @@ def _attention_rows(
         rows = AttentionPath(aid, ends_cond, torch.stack([latent, latent]), times[1:-1])
         out[m] = render_frames(adapter, cond, latent, attention=rows, **options)
     return out
+
+
+def _aid_settings(
+    attention: Sequence[str],
+    warmup_ratio: float | None,
+    aid_layers: str | None,
+    fused: bool | None,
+) -> dict[str, Any]:
+    """How AID acts in the AID/PAID rows of ``attention`` as MorphSettings fields
+    (``warmup_ratio``, ``aid_layers``, ``fused``), the official value where None; any of them
+    given without an AID/PAID row is refused (one-line ValueError)."""
+    from whichway.attention.methods import AIDSettings
+
+    asked = {"warmup_ratio": warmup_ratio, "aid_layers": aid_layers, "fused": fused}
+    if not any(m != "diffmorpher" for m in attention) and any(
+        v is not None for v in asked.values()
+    ):
+        named = ", ".join(k for k, v in asked.items() if v is not None)
+        raise ValueError(
+            f"{named} set(s) how AID acts; add aid-outer, aid-inner or paid to attention"
+        )
+    official = AIDSettings()
+    defaults = {
+        "warmup_ratio": official.warmup_ratio,
+        "aid_layers": official.layers,
+        "fused": official.fused,
+    }
+    return {k: defaults[k] if v is None else v for k, v in asked.items()}
 
 
 def _check_images(

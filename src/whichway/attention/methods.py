@@ -202,8 +202,9 @@ def check_image_method(
         return
     if not has_images:
         raise SettingError(
-            "{method} {m} morphs between two images: give {image_a} and {image_b} (and their "
-            "prompts as {prompt_a}/{prompt_b})",
+            ("{m} in {methods}" if listed else "{method} {m}")
+            + " morphs between two images: give {image_a} and {image_b} (and their prompts as "
+            "{prompt_a}/{prompt_b})",
             m=method,
         )
     if family is not None and family not in DIFFMORPHER_FAMILIES:

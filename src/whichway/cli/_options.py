@@ -664,7 +664,7 @@ def check_request(
 def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """--method, --warmup-ratio, --aid-layers, --fused/--no-fused, --guide-prompt: attention
     interpolation (AID / PAID, :mod:`whichway.attention`) on top of the path."""
-    from whichway.attention.methods import AID_LAYERS, IMAGE_METHODS, METHODS
+    from whichway.attention.methods import IMAGE_METHODS, METHODS
 
     group = parser.add_argument_group("method (interpolation inside attention)")
     group.add_argument(
@@ -676,6 +676,17 @@ def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         "before softmax; paid: AID with --guide-prompt as the middle frames' prompt; "
         "diffmorpher: DiffMorpher (Zhang et al. 2024) between --image-a and --image-b, SD 1.x/2.x and SDXL",
     )
+    add_aid_options(group)
+    add_guide_prompt_option(group)
+    add_diffmorpher_options(group)
+    return group
+
+
+def add_aid_options(group: argparse._ArgumentGroup) -> None:
+    """--warmup-ratio, --aid-layers, --fused/--no-fused: how AID acts (morph, travel, compare);
+    None when not given (:func:`aid_settings` fills in the official values)."""
+    from whichway.attention.methods import AID_LAYERS
+
     group.add_argument(
         "--warmup-ratio",
         type=float,
@@ -696,9 +707,6 @@ def add_method_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
         help="fuse AID with self-attention: a frame also attends to its own keys/values "
         "(default on, as the official code)",
     )
-    add_guide_prompt_option(group)
-    add_diffmorpher_options(group)
-    return group
 
 
 def add_guide_prompt_option(group: argparse._ArgumentGroup) -> None:
@@ -744,13 +752,38 @@ def diffmorpher_settings(args: argparse.Namespace, used: bool, hint: str) -> Any
     return DiffMorpherSettings(**{k: v for k, v in asked.items() if v is not None})
 
 
+def aid_settings(args: argparse.Namespace, used: bool, hint: str) -> dict[str, Any]:
+    """--warmup-ratio, --aid-layers, --fused/--no-fused as :class:`whichway.morph.MorphSettings`
+    fields (``warmup_ratio``, ``aid_layers``, ``fused``; official values where not given,
+    unchecked); a one-line ValueError when one is given but AID is not ``used`` (``hint``: how
+    to ask for it)."""
+    from whichway.attention.methods import AIDSettings
+
+    given = [
+        name
+        for name, value in (
+            ("--warmup-ratio", args.warmup_ratio),
+            ("--aid-layers", args.aid_layers),
+            ("--fused/--no-fused", args.fused),
+        )
+        if value is not None
+    ]
+    if given and not used:
+        raise ValueError(f"{', '.join(given)} set(s) how AID acts; {hint}")
+    defaults = AIDSettings()
+    return {
+        "warmup_ratio": defaults.warmup_ratio if args.warmup_ratio is None else args.warmup_ratio,
+        "aid_layers": args.aid_layers or defaults.layers,
+        "fused": defaults.fused if args.fused is None else args.fused,
+    }
+
+
 def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The attention-method settings of the command line (checked, defaults filled in) as
     :class:`whichway.morph.MorphSettings` fields; a ValueError (one line) for an option that
     does not fit the method or the local model's family."""
     from whichway.attention.methods import (
         DIFFMORPHER_KEYS,
-        AIDSettings,
         check_family,
         check_image_method,
         check_method,
@@ -760,26 +793,9 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     dm = diffmorpher_settings(args, method == "diffmorpher", "add --method diffmorpher")
     images = getattr(args, "image_a", None) is not None and getattr(args, "image_b", None)
     check_image_method(method, bool(images))
-    if method == "plain":
-        given = [
-            name
-            for name, value in (
-                ("--warmup-ratio", args.warmup_ratio),
-                ("--aid-layers", args.aid_layers),
-                ("--fused/--no-fused", args.fused),
-            )
-            if value is not None
-        ]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} set(s) how AID acts; add --method aid-outer, aid-inner or paid"
-            )
-    defaults = AIDSettings()
     settings = {
         "method": method,
-        "warmup_ratio": defaults.warmup_ratio if args.warmup_ratio is None else args.warmup_ratio,
-        "aid_layers": args.aid_layers or defaults.layers,
-        "fused": defaults.fused if args.fused is None else args.fused,
+        **aid_settings(args, method != "plain", "add --method aid-outer, aid-inner or paid"),
         "guide_prompt": args.guide_prompt,
         **{k: getattr(dm, k) for k in DIFFMORPHER_KEYS},
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from whichway._files import slug
 from whichway.cli._options import (
+    add_aid_options,
     add_diffmorpher_options,
     add_frames_options,
     add_generation_options,
@@ -17,6 +18,7 @@ from whichway.cli._options import (
     add_motion_options,
     add_output_options,
     add_path_options,
+    aid_settings,
     check_generation,
     check_input_image,
     check_out_dir,
@@ -79,10 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--methods",
         type=parse_names,
         default=(),
-        help=f"further rows, comma-separated: {methods} (default none); AID and PAID with the "
-        "official defaults, paid needs --guide-prompt, diffmorpher --image-a and --image-b (its "
-        "LoRA options below)",
+        help=f"further rows, comma-separated: {methods} (default none); AID and PAID act as "
+        "--warmup-ratio, --aid-layers and --fused say (the official defaults unless given), paid "
+        "needs --guide-prompt, diffmorpher --image-a and --image-b (its LoRA options below)",
     )
+    add_aid_options(group)
     add_guide_prompt_option(group)
     add_diffmorpher_options(group)
     add_motion_options(p, journey=False)
@@ -94,8 +97,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check_args(args: argparse.Namespace) -> Path:
     """Every compare argument that needs no model, checked before anything heavy is imported or
-    loaded: fills in ``args.diffmorpher`` and returns the output folder."""
-    from whichway.attention.methods import IMAGE_METHODS, METHODS, check_family
+    loaded: fills in ``args.diffmorpher`` and ``args.aid`` (warmup_ratio, aid_layers, fused) and
+    returns the output folder."""
+    from whichway.attention.methods import (
+        IMAGE_METHODS,
+        METHODS,
+        check_family,
+        check_image_method,
+        check_warmup_ratio,
+    )
     from whichway.prompts.syntax import check_no_negative_markers
 
     check_generation(args)
@@ -118,14 +128,14 @@ def check_args(args: argparse.Namespace) -> Path:
         raise ValueError(
             "--guide-prompt is PAID's prompt of the middle frames; add paid to --methods"
         )
+    aid = any(m in METHODS[1:] for m in methods)
+    args.aid = aid_settings(args, aid, "add aid-outer, aid-inner or paid to --methods")
+    check_warmup_ratio(args.aid["warmup_ratio"])
     used = "diffmorpher" in methods
     args.diffmorpher = diffmorpher_settings(args, used, "add diffmorpher to --methods")
     images = (args.image_a, args.image_b)
-    if used and None in images:
-        raise ValueError(
-            "--methods diffmorpher morphs between two images: give --image-a and --image-b (the "
-            "images of PROMPT_A and PROMPT_B)"
-        )
+    for m in methods:
+        check_image_method(m, None not in images, listed=True)
     if not used and images != (None, None):
         raise ValueError(
             "--image-a/--image-b are DiffMorpher's images; add diffmorpher to --methods"
@@ -134,7 +144,7 @@ def check_args(args: argparse.Namespace) -> Path:
     check_input_image(args.image_b, "--image-b")
     family = local_model_family(args)
     for m in methods:
-        check_family(m, family, listed=True)
+        check_family(m, family, args.aid["aid_layers"], listed=True)
     if args.t is not None:
         check_t_values(args.t)
         if args.t[0] != 0 or args.t[-1] != 1:
@@ -222,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         meter=meter,
         attention=args.methods,
         guide_prompt=args.guide_prompt,
+        **(args.aid if any(m != "diffmorpher" for m in args.methods) else {}),
         image_a=args.image_a,
         image_b=args.image_b,
         diffmorpher=args.diffmorpher if used else None,

@@ -1015,6 +1015,9 @@ class Studio:
         batch_size: Any = None,
         attention: Sequence[str] = (),
         guide_prompt: str = "",
+        warmup_ratio: Any = 0.5,
+        aid_layers: str = "both",
+        fused: bool = True,
         motion: str | None = "",
         image_a: str | None = None,
         image_b: str | None = None,
@@ -1027,28 +1030,42 @@ class Studio:
         with the ``attention`` methods (aid-outer, aid-inner, paid with ``guide_prompt``,
         diffmorpher between the uploads ``image_a`` and ``image_b`` with the LoRA settings and
         λ given, its LoRAs and inversions cached in ``<out>/cache``) on the OT path; the strips
-        and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``. The images and
-        the LoRA settings are used by the diffmorpher row only (ignored without it). A method
+        and ``compare.json`` go to ``<out>/compare--<prompt-a>--<prompt-b>[-k]``. The AID settings
+        (``warmup_ratio``, ``aid_layers``, ``fused``) act in every AID/PAID row and are ignored
+        without one, as the images and the LoRA settings without the diffmorpher row. A method
         the model's family cannot run is refused before the job when the family is known
         (the loaded model, or a local folder's ``model_index.json``)."""
-        from whichway.attention.methods import DiffMorpherSettings, check_method
+        from whichway.attention.methods import (
+            METHODS,
+            AIDSettings,
+            DiffMorpherSettings,
+            check_image_method,
+            check_method,
+        )
         from whichway.compare import compare_couplings, save_comparison
         from whichway.morph import check_times, uniform_times
 
         prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
         attention = tuple(attention or ())
         guide = (guide_prompt or "").strip() or None
+        aid: dict[str, Any] = {}  # the AID settings, for the AID/PAID rows only
+        if any(m in METHODS[1:] for m in attention):
+            aid = {
+                "warmup_ratio": _number(FIELD_NAMES["warmup_ratio"], warmup_ratio),
+                "aid_layers": aid_layers or AIDSettings().layers,
+                "fused": bool(fused),
+            }
+        layers = aid.get("aid_layers", AIDSettings().layers)
         for m in attention:
-            check_method(m, 0.5, "both", guide if m == "paid" else None)
-        self.check_methods(attention, "both", listed=True)
+            check_method(
+                m, aid.get("warmup_ratio", AIDSettings().warmup_ratio), layers,
+                guide if m == "paid" else None,
+            )  # fmt: skip
+            check_image_method(m, bool(image_a and image_b), listed=True)
+        self.check_methods(attention, layers, listed=True)
         images: dict[str, Any] = {}
         loras = None  # DiffMorpher's (rank, steps, files, pairs) for check_request
         if "diffmorpher" in attention:
-            if not image_a or not image_b:
-                raise ValueError(
-                    "DiffMorpher morphs between two images: upload Image A and Image B (the "
-                    "images of prompt A and prompt B), or untick diffmorpher"
-                )
             from whichway.media import load_image
 
             for path in (image_a, image_b):
@@ -1120,6 +1137,7 @@ class Studio:
                 attention=attention,
                 guide_prompt=guide,
                 motion=motion,
+                **aid,
                 **images,
                 **options,
             )

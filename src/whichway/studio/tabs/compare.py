@@ -11,6 +11,7 @@ from gradio import Request  # a handler parameter annotated with it gets the pag
 from whichway.attention.methods import IMAGE_METHODS, METHODS
 from whichway.studio.handlers import (
     COUPLINGS,
+    aid_controls,
     diffmorpher_controls,
     generation_controls,
     guarded,
@@ -81,6 +82,9 @@ def compare_tab(studio: Studio) -> Any:
                 elem_id="ww-compare-attention",
             )
             c_guide = gr.Textbox("", label=FIELD_NAMES["guide_prompt"], elem_id="ww-compare-guide")
+        # how AID acts in every AID/PAID row (shown while one is ticked)
+        with gr.Row(visible=False) as c_aid_row:
+            c_warmup, c_layers, c_fused = aid_controls("compare")
         # diffmorpher morphs between two images, with its LoRA fields (shown while it is ticked)
         with gr.Row():
             c_img_a = gr.Image(
@@ -98,9 +102,12 @@ def compare_tab(studio: Studio) -> Any:
         with gr.Row(visible=False) as c_dm_row:
             c_rank, c_lora_steps, c_lora_lr, c_lambda = diffmorpher_controls("compare")
         c_attention.change(
-            lambda ticked: gr.update(visible="diffmorpher" in (ticked or ())),
+            lambda ticked: (
+                gr.update(visible=any(m in METHODS[1:] for m in ticked or ())),
+                gr.update(visible="diffmorpher" in (ticked or ())),
+            ),
             c_attention,
-            c_dm_row,
+            [c_aid_row, c_dm_row],
             queue=False,
             api_visibility="private",
         )
@@ -152,6 +159,9 @@ def compare_tab(studio: Studio) -> Any:
             lora_steps=200,
             lora_lr=2e-4,
             attn_lambda=0.6,
+            warmup=0.5,
+            layers="both",
+            fused=True,
             request: Request = None,
             progress=gr.Progress(),  # noqa: B008
         ):
@@ -168,6 +178,9 @@ def compare_tab(studio: Studio) -> Any:
                 negative_prompt=neg,
                 attention=attention,
                 guide_prompt=guide,
+                warmup_ratio=warmup,
+                aid_layers=layers,
+                fused=fused,
                 motion=motion,
                 image_a=img_a,
                 image_b=img_b,
@@ -192,7 +205,7 @@ def compare_tab(studio: Studio) -> Any:
             compare,
             [c_a, c_b, c_neg, c_frames, c_t, c_seed, c_steps, c_guidance, c_height, c_width]
             + [c_attention, c_guide, c_motion, c_img_a, c_img_b]
-            + [c_rank, c_lora_steps, c_lora_lr, c_lambda],
+            + [c_rank, c_lora_steps, c_lora_lr, c_lambda, c_warmup, c_layers, c_fused],
             [c_table, *c_strips],
             api_name="compare",
             concurrency_limit=None,
