@@ -88,28 +88,43 @@ def check_method(method: str, warmup_ratio: float, layers: str, guide_prompt: st
         )
 
 
+def _subject(listed: bool, segment: str | None) -> str:
+    """Who asked for method ``{m}``, in a refusal's template: a row of the ``methods`` list
+    (``listed``), a travel ``segment``'s own keyframe method, or the ``method`` setting."""
+    if segment is not None:
+        return "{segment} uses {m} ({keyframe_method}), which"
+    return "{m} in {methods}" if listed else "{method} {m}"
+
+
 def check_family(
-    method: str, family: str | None, layers: str = "both", *, listed: bool = False
+    method: str,
+    family: str | None,
+    layers: str = "both",
+    *,
+    listed: bool = False,
+    segment: str | None = None,
 ) -> None:
     """An attention method needs a denoiser it is built for (:data:`ATTENTION_FAMILIES`);
     joint attention (:data:`JOINT_FAMILIES`) has no separate self/cross layers. ``listed``: the
     method is one of a list of rows (the ``methods`` setting: compare's ``--methods``, a study's
     ``study.methods``), so the error says to remove it from that list instead of choosing
-    ``plain``."""
+    ``plain``; ``segment``: the method is that travel segment's own (its keyframe's method),
+    so the error names the segment and the keyframe method setting."""
     if method == "plain" or family is None:
         return
     if method in IMAGE_METHODS:
-        check_image_method(method, True, family, listed=listed)
+        check_image_method(method, True, family, listed=listed, segment=segment)
         return
     if family not in ATTENTION_FAMILIES:
         raise SettingError(
-            ("{m} in {methods}" if listed else "{method} {m}")
+            _subject(listed, segment)
             + " is built for {families} models, not {family}; "
-            + ("remove it from {methods}" if listed else "use {method} plain")
+            + _remedy(listed, segment, "use {method} plain")
             + " with this model",
             m=method,
             families=", ".join(ATTENTION_FAMILIES),
             family=family,
+            segment=segment,
         )
     if family in JOINT_FAMILIES and layers != "both":
         raise SettingError(
@@ -193,11 +208,24 @@ def check_diffmorpher(rank: object, steps: object, lr: object, attn_lambda: obje
         )
 
 
+def _remedy(listed: bool, segment: str | None, otherwise: str) -> str:
+    """What to do instead, in a refusal's template (see :func:`_subject`)."""
+    if segment is not None:
+        return "give that segment another method"
+    return "remove it from {methods}" if listed else otherwise
+
+
 def check_image_method(
-    method: str, has_images: bool, family: str | None = None, *, listed: bool = False
+    method: str,
+    has_images: bool,
+    family: str | None = None,
+    *,
+    listed: bool = False,
+    segment: str | None = None,
 ) -> None:
     """A method of :data:`IMAGE_METHODS` needs ``--image-a``/``--image-b`` and a family of
-    :data:`DIFFMORPHER_FAMILIES` (None: not known yet); ``listed`` as in :func:`check_family`."""
+    :data:`DIFFMORPHER_FAMILIES` (None: not known yet); ``listed`` and ``segment`` as in
+    :func:`check_family`."""
     if method not in IMAGE_METHODS:
         return
     if not has_images:
@@ -209,15 +237,12 @@ def check_image_method(
         )
     if family is not None and family not in DIFFMORPHER_FAMILIES:
         raise SettingError(
-            ("{m} in {methods}" if listed else "{method} {m}")
+            _subject(listed, segment)
             + " is built for {families} models (UNet up blocks), not {family}; "
-            + (
-                "remove it from {methods}"
-                if listed
-                else "use {method} plain or aid-outer/aid-inner"
-            )
+            + _remedy(listed, segment, "use {method} plain or aid-outer/aid-inner")
             + " with this model",
             m=method,
             families=", ".join(DIFFMORPHER_FAMILIES),
             family=family,
+            segment=segment,
         )

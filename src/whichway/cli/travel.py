@@ -210,7 +210,6 @@ def _method_options(args: argparse.Namespace, options: dict, segment_methods: se
         DIFFMORPHER_KEYS,
         AIDSettings,
         DiffMorpherSettings,
-        check_family,
     )
 
     methods = {options["method"] or "plain", *segment_methods}
@@ -237,9 +236,6 @@ def _method_options(args: argparse.Namespace, options: dict, segment_methods: se
     ):
         if options[name] is None:
             options[name] = default
-    family = local_model_family(args)
-    for method in sorted(methods):
-        check_family(method, family, options["aid_layers"])
 
 
 def build_settings(args: argparse.Namespace, out: Path | None = None):
@@ -321,7 +317,10 @@ def build_settings(args: argparse.Namespace, out: Path | None = None):
         )
     from whichway.travel import TravelSettings
 
-    return TravelSettings(keyframes=keyframes, **options)
+    settings = TravelSettings(keyframes=keyframes, **options)
+    # the model's family (a local folder's), a keyframe's own method named as its segment's
+    settings.check_families(local_model_family(args))
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:

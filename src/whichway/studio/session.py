@@ -534,11 +534,16 @@ class Studio:
         before the job loads it: a :class:`~whichway._checks.SettingError`, one line.
         ``listed``: the methods are the Compare tab's checklist (*Attention methods*)."""
         from whichway.attention.methods import check_family
+
+        for method in methods:
+            check_family(method, self._family(), aid_layers, listed=listed)
+
+    def _family(self) -> str | None:
+        """The studio model's family, known without loading it (the loaded model's, or a local
+        folder's ``model_index.json``); None when it is not known yet."""
         from whichway.models.samplers import local_family
 
-        family = local_family(self._loaded or self.model_id)
-        for method in methods:
-            check_family(method, family, aid_layers, listed=listed)
+        return local_family(self._loaded or self.model_id)
 
     def check_morph(self, settings: MorphSettings) -> None:
         """:meth:`check_methods` and :meth:`check_request` for a morph (a new one or a run to
@@ -562,13 +567,15 @@ class Studio:
         )
 
     def check_travel(self, settings: Any, frames: int | None = None) -> None:
-        """:meth:`check_methods` and :meth:`check_request` for a travel: of ``frames`` frames,
+        """The family check of every segment's method
+        (:meth:`whichway.travel.TravelSettings.check_families`) and :meth:`check_request` for a
+        travel: of ``frames`` frames,
         or of the length its
         settings give (an audio track's from its header, before it is decoded; when the header
         does not say, nothing is checked until ``frames`` is known from the decoded track)."""
         from whichway.budget import travel_frame_count, travel_held_bytes
 
-        self.check_methods(settings.attention_methods(), settings.aid_layers)
+        settings.check_families(self._family())  # a keyframe's own method named as its segment's
         if settings.seconds is not None and not math.isfinite(settings.seconds):
             raise ValueError(f"seconds must be a finite number, got {settings.seconds}")
         if frames is None:

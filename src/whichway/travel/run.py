@@ -78,7 +78,6 @@ def run_travel(
     ``should_stop()`` (polled between batches): :class:`whichway.render.RenderCancelled` is then
     raised, finished frames stay on disk and ``run.json`` says ``"status": "cancelled"``.
     """
-    from whichway.attention.methods import check_family
     from whichway.morph import (
         FRAMES_DIR,
         RUN_FILE,
@@ -90,8 +89,7 @@ def run_travel(
     from whichway.render import RenderCancelled
 
     prep = prepared if prepared is not None else prepare_travel(settings)
-    for method in settings.attention_methods():  # the model's family, before anything renders
-        check_family(method, adapter.family, settings.aid_layers)
+    settings.check_families(adapter.family)  # before anything renders
     n = prep.n_frames
     run_dir = Path(out_dir)
     frames_dir = run_dir / FRAMES_DIR

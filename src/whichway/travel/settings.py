@@ -253,7 +253,7 @@ class TravelSettings:
                 )
         for k in range(n - 1):
             kf, method = self.keyframes[k], self.segment_method(k)
-            where = f"segment {k + 1} ({short_repr(kf.prompt)} -> {short_repr(self.keyframes[k + 1].prompt)})"
+            where = self.segment_name(k)
             if kf.guide_prompt is not None and method != "paid":
                 raise ValueError(
                     f"keyframe {k + 1} gives a guide prompt, but {where} uses method {method}; a "
@@ -330,6 +330,27 @@ class TravelSettings:
     def segment_method(self, k: int) -> str:
         """The method of segment k (between keyframes k and k + 1)."""
         return self.keyframes[k].method or self.method
+
+    def segment_name(self, k: int) -> str:
+        """Segment k as refusals name it: ``segment 2 ('a cat' -> 'a dog')``."""
+        a, b = self.keyframes[k].prompt, self.keyframes[k + 1].prompt
+        return f"segment {k + 1} ({short_repr(a)} -> {short_repr(b)})"
+
+    def check_families(self, family: str | None) -> None:
+        """Refuse a segment method the model's ``family`` cannot run
+        (:func:`whichway.attention.methods.check_family`; None: not known, nothing checked):
+        the run's method named as the method setting, a keyframe's own method as its segment's
+        (the keyframe method setting), each method and segment once."""
+        from whichway.attention.methods import check_family
+
+        seen = set()
+        for k in range(len(self.keyframes) - 1):
+            own = self.keyframes[k].method is not None
+            method = self.segment_method(k)
+            if (method, own) not in seen:
+                seen.add((method, own))
+                segment = self.segment_name(k) if own else None
+                check_family(method, family, self.aid_layers, segment=segment)
 
     def segment_methods(self) -> tuple[str, ...]:
         """The method of every segment, in order (K - 1 of them)."""
