@@ -182,7 +182,8 @@ def test_studio_counts_diffmorpher_loras_against_its_limits(tiny_pipeline, tmp_p
     monkeypatch.setattr(budget, "free_disk", lambda out: frames + 2 * lora)
     studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)  # fits exactly
     monkeypatch.setattr(budget, "free_disk", lambda out: frames + 2 * lora - 1)
-    with pytest.raises(ValueError, match=r"^3 frames and 2 rank-16 LoRA files of .* on disk"):
+    refused = r"^3 frames and 2 rank-16 LoRA files of .* for the frames and the LoRA files on disk"
+    with pytest.raises(ValueError, match=refused):
         studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)
 
 
@@ -215,8 +216,16 @@ def test_methods_the_model_is_not_built_for_are_refused_before_it_loads(tmp_path
         "attention per block: use AID layers both"
     )
     rows = [["a", 1, None, "diffmorpher", "", "a.png"], ["b", 2, None, "", "", "b.png"]]
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError) as err:  # the method column's, named as the segment's
         studio.travel_settings(rows, frames_per_segment=2, images=[a, b])
+    assert user_message(err.value) == (
+        "segment 1 ('a' -> 'b') uses diffmorpher (the method column of Keyframes), which is built "
+        "for sd, sdxl models (UNet up blocks), not flux; give that segment another method with "
+        "this model"
+    )
+    rows[0][3] = ""  # the Method field's
+    with pytest.raises(ValueError) as err:
+        studio.travel_settings(rows, frames_per_segment=2, images=[a, b], method="diffmorpher")
     assert user_message(err.value).startswith("Method diffmorpher is built for sd, sdxl models")
     assert studio.loaded_model is None
 

@@ -357,22 +357,27 @@ def check_need(
     *,
     free_bytes: int | None = None,
     available_bytes: int | None = None,
+    besides: tuple[str, str] | None = None,
 ) -> None:
     """Refuse ``need`` when its frames cannot fit the free disk under ``out`` (None: nothing is
     written) or its memory the available RAM: ValueError with the figure and the limit.
 
-    ``free_bytes`` / ``available_bytes`` override what the machine says (tests, hosts)."""
+    ``free_bytes`` / ``available_bytes`` override what the machine says (tests, hosts);
+    ``besides``: what the need counts besides the frames, (on disk, in memory), named in the
+    refusal ("the LoRA files"; None or "": the frames only)."""
+    disk_what, memory_what = (f" and {w}" if w else "" for w in besides or ("", ""))
     if out is not None:
         free = free_disk(out) if free_bytes is None else free_bytes
         if free is not None and need.disk_bytes > free:
             raise ValueError(
-                f"{need.label} needs {format_size(need.disk_bytes)} for the frames on disk; "
-                f"{format_size(free)} free in {nearest_existing(out)}"
+                f"{need.label} needs {format_size(need.disk_bytes)} for the frames{disk_what} on "
+                f"disk; {format_size(free)} free in {nearest_existing(out)}"
             )
     check_memory(
         need.label,
         need.memory_bytes,
-        f"{need.frames} frame{'s' * (need.frames != 1)} of {need.width}x{need.height}",
+        f"{need.frames} frame{'s' * (need.frames != 1)} of {need.width}x{need.height}"
+        + memory_what,
         available_bytes=available_bytes,
     )
 
@@ -493,5 +498,12 @@ def check_request(
             disk_bytes=need.disk_bytes + extra_bytes[0],
             memory_bytes=need.memory_bytes + extra_bytes[1],
         )
-    check_need(need, out)
+    check_need(
+        need,
+        out,
+        besides=(  # DiffMorpher's LoRAs, counted with the frames
+            "the LoRA files" if extra_bytes[0] else "",
+            "the LoRA weights" if extra_bytes[1] else "",
+        ),
+    )
     return need
