@@ -258,3 +258,18 @@ def test_flux_processor_replaces_only_the_image_tokens(single, mode):
     assert torch.allclose(out, plain, atol=TOL, rtol=0)
     rows_image = torch.cat([image, image.flip(0)])  # the middle rows now hold the other image
     assert not torch.allclose(run(aid)[2:], run(attn.get_processor())[2:], atol=1e-3)
+
+
+def test_separate_negative_calls_are_plain_and_not_counted():
+    """With the negative branch as its own call (Flux's true CFG), the pipeline's "uncond"
+    calls are inactive and do not advance the warmup; an unlabelled call is an error."""
+    control = AIDControl(torch.tensor([0.5]), warmup_calls=2, separate_negative=True)
+    seen = []
+    for branch in ("cond", "uncond", "cond", "uncond", "cond"):
+        control.branch = branch
+        control.advance()
+        seen.append(control.active)
+    assert seen == [True, False, True, False, False] and control.calls == 3
+    control.branch = None
+    with pytest.raises(RuntimeError, match="label its denoiser calls"):
+        control.advance()

@@ -37,7 +37,9 @@ def _plain(adapter, coupling="clip", guidance=5.0):
     return _PLAIN[key]
 
 
-def _render(adapter, coupling="clip", aid=None, *, batch_size=5, guidance=5.0):
+def _render(
+    adapter, coupling="clip", aid=None, *, batch_size=5, guidance=5.0, steps=STEPS, negative=None
+):
     cond = adapter.encode(list(PROMPTS))
 
     def path(times):
@@ -53,13 +55,14 @@ def _render(adapter, coupling="clip", aid=None, *, batch_size=5, guidance=5.0):
         adapter,
         path(TS),
         latent_path(ends[0], ends[1], TS, method="slerp"),
-        steps=STEPS,
+        steps=steps,
         guidance=guidance,
         height=SIZE,
         width=SIZE,
         batch_size=batch_size,
         progress=False,
         attention=attention,
+        negative=negative,
     )
 
 
@@ -209,6 +212,47 @@ def test_joint_attention_families(tiny_adapter, family):
         frames = _render(model, "ot", AIDSettings(mode=mode, warmup_ratio=1.0))
         assert torch.allclose(frames[[0, -1]], plain[[0, -1]], atol=2e-6, rtol=0)
         assert (frames[1:-1] - plain[1:-1]).abs().amax(dim=(1, 2, 3)).min() > 2e-5, mode
+
+
+def test_flux_true_cfg_acts_on_the_conditional_calls_of_the_warmup_steps(tiny_adapter, monkeypatch):
+    """Flux's true CFG calls the transformer twice per step (conditional, then negative): warmup
+    0 is the plain true-CFG morph exactly; a warmup of both steps changes the middle frames and
+    not the end frames, and AID acts in exactly the conditional calls (the warmup counts steps,
+    not transformer calls; the negative branch attends plainly)."""
+    import whichway.attention.aid as aid
+
+    model = tiny_adapter("flux")
+    monkeypatch.setattr(model, "true_cfg_scale", 3.0)
+    negative = model.encode_negative("a blurry photo")
+    negative_embeds = model._embeds(negative, "negative")[0]
+
+    def render(aid_settings=None):
+        return _render(model, "ot", aid_settings, steps=2, guidance=2.0, negative=negative)
+
+    plain = render()
+    assert torch.equal(render(AIDSettings(warmup_ratio=0.0)), plain)
+
+    calls: list[bool] = []  # per transformer call: is it the negative branch?
+    acted: list[int] = []  # the transformer call during which AID attention ran, per layer call
+    transformer = model.pipe.transformer
+
+    def record(_, args, kwargs):
+        context = kwargs["encoder_hidden_states"]
+        calls.append(bool((context == negative_embeds.to(context)).all()))
+
+    joint = aid._joint_aid
+    monkeypatch.setattr(aid, "_joint_aid", lambda *a: acted.append(len(calls) - 1) or joint(*a))
+    hook = transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        frames = render(AIDSettings(warmup_ratio=1.0))  # both steps
+    finally:
+        hook.remove()
+    assert calls == [False, True, False, True]  # the pipeline's order: conditional, negative
+    layers = len(transformer.transformer_blocks) + len(transformer.single_transformer_blocks)
+    assert acted == [0] * layers + [2] * layers  # each conditional call, every layer once
+    assert "cache_context" not in vars(transformer)  # the label hook is taken off again
+    assert torch.allclose(frames[[0, -1]], plain[[0, -1]], atol=2e-6, rtol=0)
+    assert (frames[1:-1] - plain[1:-1]).abs().amax(dim=(1, 2, 3)).min() > 2e-5
 
 
 def test_several_segments_in_one_batch_equal_each_segment_alone(sd):

@@ -14,7 +14,9 @@ projections of their text conditions):
 Attn(Q, K, V) = softmax(Q K^T * scale) V per head. The endpoint rows themselves attend plainly
 (at c = 0 and c = 1 the formulas reduce to plain attention: duplicated key/value pairs leave
 softmax attention unchanged). The processor works on the conditional half of a guided batch
-only; the unconditional rows attend plainly, as in the official pipeline.
+only; the unconditional rows attend plainly, as in the official pipeline. Where the negative
+branch is a denoiser call of its own (Flux's true CFG), that call attends plainly and the
+warmup counts the conditional calls, i.e. steps.
 """
 
 from __future__ import annotations
@@ -92,13 +94,19 @@ class AIDControl:
     """Shared, mutable state of the AID processors of one denoiser during one batch render.
 
     coefs : Tensor (k,)   c of the middle rows; the conditional rows are [A, B, m_1 .. m_k]
-    warmup_calls : int    AID acts on denoiser calls 0 .. warmup_calls - 1 (the official
-        ``i < int(steps * warmup_ratio)``), then every layer attends plainly
-    calls : int           denoiser calls seen so far (advanced by a forward pre-hook)
+    warmup_calls : int    AID acts on the conditional calls of steps 0 .. warmup_calls - 1 (the
+        official ``i < int(steps * warmup_ratio)``), then every layer attends plainly
+    calls : int           conditional denoiser calls seen so far, one per step (advanced by a
+        forward pre-hook)
     text_tokens : int     text tokens ahead of the image tokens in Flux's single-stream blocks
     pairs : Tensor (k, 2)  each middle row's endpoint rows among the ``leading`` rows (several
         segments in one batch: [ends..., m_1 .. m_k]); None = every row between rows 0 and 1
     leading : int         conditional rows before the middle rows, attended plainly
+    separate_negative : bool   the negative branch is a denoiser call of its own (Flux's true
+        CFG: per step the pipeline calls the conditional branch, then the negative one) rather
+        than the unconditional half of one batched call; each call must then be labelled
+    branch : str or None  the label of the call under way, set by :func:`installed` from the
+        pipeline's ``transformer.cache_context("cond" | "uncond")``; None = not labelled
     """
 
     coefs: Tensor
@@ -108,6 +116,8 @@ class AIDControl:
     text_tokens: int | None = None
     pairs: Tensor | None = None
     leading: int = 2
+    separate_negative: bool = False
+    branch: str | None = None
 
     @property
     def rows(self) -> int:
@@ -126,7 +136,18 @@ class AIDControl:
         return 0 <= self.current < self.warmup_calls
 
     def advance(self, *_: Any) -> None:
-        """Forward pre-hook of the denoiser: a new call (one denoising step) begins."""
+        """Forward pre-hook of the denoiser: a new call begins. A conditional call (one per
+        step) is counted and may act; a separate negative-branch call ("uncond") attends
+        plainly and does not count, so the warmup counts steps."""
+        if self.branch == "uncond":
+            self.current = -1
+            return
+        if self.separate_negative and self.branch != "cond":
+            raise RuntimeError(
+                "AID with a separate negative branch (Flux's true CFG) needs the pipeline to "
+                "label its denoiser calls (transformer.cache_context), which this diffusers' "
+                "pipeline does not; upgrade diffusers or render with true_cfg_scale 1"
+            )
         self.current = self.calls
         self.calls += 1
 
@@ -388,7 +409,8 @@ def installed(
     ("both" | "self" | "cross") for the duration of the block; yields how many were installed.
 
     The processors they replace are kept and put back on exit, and a forward pre-hook counts
-    the denoiser's calls for the warmup (``control``)."""
+    the denoiser's calls for the warmup (``control``); the pipeline's branch labels reach
+    ``control.branch`` through :func:`labelled_branches`."""
     from diffusers.models.attention_processor import Attention
 
     if layers not in AID_LAYERS:
@@ -426,8 +448,38 @@ def installed(
         module.set_processor(kind(control, plain, mode=mode, fused=fused))
     hook = denoiser.register_forward_pre_hook(control.advance)
     try:
-        yield len(replaced)
+        with labelled_branches(denoiser, control):
+            yield len(replaced)
     finally:
         hook.remove()
         for module, plain in replaced:
             module.set_processor(plain)
+
+
+@contextlib.contextmanager
+def labelled_branches(denoiser: torch.nn.Module, control: AIDControl) -> Iterator[None]:
+    """Pass the pipeline's branch labels to ``control.branch`` for the duration of the block.
+
+    diffusers' pipelines wrap each denoiser call of a branch run on its own in
+    ``denoiser.cache_context(name)`` (FluxPipeline: "cond", then "uncond" under true CFG); the
+    method is wrapped on this instance so that ``control.branch`` holds the name while the call
+    runs (None outside), and put back on exit. A denoiser without the method is left alone."""
+    own = getattr(denoiser, "cache_context", None)
+    if own is None:
+        yield
+        return
+
+    @contextlib.contextmanager
+    def labelled(name: str, *args: Any, **kwargs: Any) -> Iterator[None]:
+        control.branch = name
+        try:
+            with own(name, *args, **kwargs):
+                yield
+        finally:
+            control.branch = None
+
+    denoiser.cache_context = labelled
+    try:
+        yield
+    finally:
+        del denoiser.cache_context

@@ -140,11 +140,6 @@ def render_aid_batch(
     from whichway.attention.aid import AIDControl, installed
     from whichway.models.base import Conditioning
 
-    if getattr(adapter, "true_cfg_scale", 1.0) > 1:
-        raise ValueError(
-            "AID acts on the conditional branch only, but Flux's true CFG runs the two branches as "
-            "separate calls; render AID with true_cfg_scale 1 (the default)"
-        )
     pair = [(0, 1)] * k if pairs is None else [(int(a), int(b)) for a, b in pairs.tolist()]
     # waypoints that are an endpoint row (same c, conditioning and latent) reuse its image
     reuse: dict[int, int] = {}
@@ -178,6 +173,8 @@ def render_aid_batch(
             [[slot[pair[i][0]], slot[pair[i][1]]] for i in middle], dtype=torch.long
         ).reshape(-1, 2),
         leading=len(used),
+        # Flux's true CFG: the negative branch is a call of its own, attended plainly
+        separate_negative=float(getattr(adapter, "true_cfg_scale", 1.0)) > 1,
     )
     denoiser = getattr(adapter.pipe, "unet", None) or adapter.pipe.transformer
     if hooks is None:
