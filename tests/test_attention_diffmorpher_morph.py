@@ -143,6 +143,8 @@ BASE = ["morph", "a cat", "a dog", "--method", "diffmorpher"]
         (["--image-a", "A", "--image-b", "B", "--lora-steps", "-3"], "--lora-steps must be"),
         (["--image-a", "A", "--image-b", "B", "--lora-lr", "0"], r"--lora-lr must lie in \(0, 1\]"),
         (["--image-a", "A", "--image-b", "B", "--attn-lambda", "2"], r"--attn-lambda must lie"),
+        (["--image-a", "A", "--image-b", "B", "--warmup-ratio", "0.3"], r"--warmup-ratio set"),
+        (["--image-a", "A", "--image-b", "B", "--no-fused"], r"--fused/--no-fused set"),
     ],
 )
 def test_cli_rejects_bad_diffmorpher_requests_in_one_line(tmp_path, capsys, extra, message):

@@ -784,6 +784,7 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     does not fit the method or the local model's family."""
     from whichway.attention.methods import (
         DIFFMORPHER_KEYS,
+        IMAGE_METHODS,
         check_family,
         check_image_method,
         check_method,
@@ -795,7 +796,11 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     check_image_method(method, bool(images))
     settings = {
         "method": method,
-        **aid_settings(args, method != "plain", "add --method aid-outer, aid-inner or paid"),
+        **aid_settings(
+            args,
+            method not in ("plain", *IMAGE_METHODS),  # DiffMorpher has its own --attn-lambda
+            "add --method aid-outer, aid-inner or paid",
+        ),
         "guide_prompt": args.guide_prompt,
         **{k: getattr(dm, k) for k in DIFFMORPHER_KEYS},
     }
