@@ -273,3 +273,36 @@ def test_separate_negative_calls_are_plain_and_not_counted():
     control.branch = None
     with pytest.raises(RuntimeError, match="label its denoiser calls"):
         control.advance()
+
+
+def test_branch_labels_are_taken_off_when_the_render_raises():
+    """labelled_branches passes each call's label to control.branch and puts the denoiser's
+    own cache_context back on exit, also when the block raises (a failed or cancelled render)
+    and when the instance already had its own; a denoiser that cannot label its calls is
+    refused up front when the negative branch is a call of its own."""
+    import contextlib
+
+    from whichway.attention.aid import labelled_branches
+
+    class Labelled(torch.nn.Module):
+        @contextlib.contextmanager
+        def cache_context(self, name):
+            yield
+
+    denoiser, control = Labelled(), AIDControl(torch.tensor([0.5]), warmup_calls=1)
+    seen = []
+    with pytest.raises(KeyError), labelled_branches(denoiser, control):
+        with denoiser.cache_context("uncond"):
+            seen.append(control.branch)
+        seen.append(control.branch)
+        raise KeyError("cancelled")
+    assert seen == ["uncond", None] and "cache_context" not in vars(denoiser)
+    own = denoiser.cache_context
+    denoiser.cache_context = own  # an instance's own method is restored, not deleted
+    with labelled_branches(denoiser, control):
+        assert denoiser.cache_context is not own
+    assert vars(denoiser)["cache_context"] == own
+    control = AIDControl(torch.tensor([0.5]), warmup_calls=1, separate_negative=True)
+    refused = pytest.raises(RuntimeError, match="label its denoiser calls")
+    with refused, labelled_branches(torch.nn.Linear(1, 1), control):
+        pass

@@ -89,6 +89,13 @@ def aid_attention(
     return attend(q, keys(key_c, k), keys(value_c, v), scale)
 
 
+_UNLABELLED = (
+    "AID with a separate negative branch (Flux's true CFG) needs the pipeline to label its "
+    "denoiser calls (transformer.cache_context), which this diffusers' pipeline does not; "
+    "upgrade diffusers or render with true_cfg_scale 1"
+)
+
+
 @dataclass
 class AIDControl:
     """Shared, mutable state of the AID processors of one denoiser during one batch render.
@@ -143,11 +150,7 @@ class AIDControl:
             self.current = -1
             return
         if self.separate_negative and self.branch != "cond":
-            raise RuntimeError(
-                "AID with a separate negative branch (Flux's true CFG) needs the pipeline to "
-                "label its denoiser calls (transformer.cache_context), which this diffusers' "
-                "pipeline does not; upgrade diffusers or render with true_cfg_scale 1"
-            )
+            raise RuntimeError(_UNLABELLED)
         self.current = self.calls
         self.calls += 1
 
@@ -463,11 +466,16 @@ def labelled_branches(denoiser: torch.nn.Module, control: AIDControl) -> Iterato
     diffusers' pipelines wrap each denoiser call of a branch run on its own in
     ``denoiser.cache_context(name)`` (FluxPipeline: "cond", then "uncond" under true CFG); the
     method is wrapped on this instance so that ``control.branch`` holds the name while the call
-    runs (None outside), and put back on exit. A denoiser without the method is left alone."""
+    runs (None outside), and put back on exit, also when the block raises (a failed or cancelled
+    render). A denoiser without the method is left alone, unless ``control.separate_negative``
+    needs the labels (RuntimeError)."""
     own = getattr(denoiser, "cache_context", None)
     if own is None:
+        if control.separate_negative:  # before anything renders, not at the first call
+            raise RuntimeError(_UNLABELLED)
         yield
         return
+    patched = vars(denoiser).get("cache_context")  # an instance's own (e.g. an enclosing block's)
 
     @contextlib.contextmanager
     def labelled(name: str, *args: Any, **kwargs: Any) -> Iterator[None]:
@@ -482,4 +490,7 @@ def labelled_branches(denoiser: torch.nn.Module, control: AIDControl) -> Iterato
     try:
         yield
     finally:
-        del denoiser.cache_context
+        if patched is None:
+            del denoiser.cache_context
+        else:
+            denoiser.cache_context = patched
