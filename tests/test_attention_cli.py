@@ -135,3 +135,55 @@ def test_travel_with_aid_keeps_the_keyframes_and_resumes(tiny_adapter, tmp_path)
     assert (record["method"], record["warmup_ratio"]) == ("aid-outer", 1.0)
     assert "method" not in json.loads((tmp_path / "p" / "run.json").read_text())["settings"]
     assert run_travel(adapter, s, tmp_path / "a", progress=False).rendered == 0
+
+
+def test_bayesian_beta_prior_spacing_records_its_search_and_resumes(tiny_adapter, tmp_path):
+    """beta-bo through run_morph (3 evaluations, 3 frames, 2 steps): run.json records every
+    evaluated (α, β) with its smoothness and the chosen one, whose quantiles are the frames' t;
+    a rerun renders nothing."""
+    from whichway.attention.prior import beta_times
+    from whichway.metrics import LPIPSPath
+
+    meter = LPIPSPath("alex", pretrained_backbone=False)
+    s = MorphSettings(
+        "a cat", "a dog", (0.0, 0.5, 1.0), steps=2, height=32, width=32, format=None,
+        spacing="beta-bo", beta_evaluations=3,
+    )  # fmt: skip
+    result = run_morph(tiny_adapter("sd"), s, tmp_path, progress=False, meter=meter)
+    record = json.loads((tmp_path / "run.json").read_text())
+    search = record["spacing"]
+    assert record["settings"]["beta_evaluations"] == 3 and search["prior"] == "beta-bo"
+    assert search["bounds"] == [1.0, 2.0]  # 0.5 x 2 warmup steps, widened to 2
+    evaluated = [(e["alpha"], e["beta"]) for e in search["evaluated"]]
+    assert (
+        1 <= len(evaluated) <= 3
+        and evaluated == [(1.0, 1.0), (1.0, 1.5), (1.0, 2.0)][: len(evaluated)]
+    )
+    best = max(search["evaluated"], key=lambda e: e["smoothness"])
+    assert (search["alpha"], search["beta"], search["smoothness"]) == (
+        best["alpha"], best["beta"], best["smoothness"],
+    )  # fmt: skip
+    assert result.t == tuple(beta_times(3, search["alpha"], search["beta"]).tolist())
+    assert result.rendered == search["frames_rendered"] and len(result.frames) == 3
+    again = run_morph(tiny_adapter("sd"), s, tmp_path, progress=False, meter=meter)
+    assert again.rendered == 0 and again.t == result.t
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--beta-evaluations", "5"], "add --spacing beta-bo"),
+        (["--spacing", "beta-bo", "--beta-evaluations", "0"], "at least 1 evaluation"),
+        (["--spacing", "beta-bo", "--frames", "2"], "at least 3 frames"),
+    ],
+)
+def test_bayesian_beta_prior_errors_are_one_line_before_any_model_loads(
+    tmp_path, capsys, extra, message
+):
+    import re
+
+    model = tmp_path / "no-model"  # never read: the options are refused first
+    argv = ["morph", "a", "b", "--model", str(model), "--out", str(tmp_path / "o"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err

@@ -14,8 +14,10 @@ from whichway.attention.prior import (
     explore_beta,
     fit_beta,
     min_spread_path,
+    search_beta,
     split_time,
 )
+from whichway.metrics.smoothness import gini
 
 
 def test_beta_times_are_the_official_quantiles():
@@ -81,3 +83,64 @@ def test_search_finds_the_prior_of_a_known_change():
     steps = distance(result.frames).tolist()
     assert max(steps) - min(steps) < 0.35 * sum(steps) / len(steps)
     assert result.t[0] == 0 and result.t[-1] == 1 and len(result.t) == 5
+
+
+def _beta_change(alpha: float, beta: float):
+    """A 'renderer' whose image moves like the Beta(α, β) CDF, its calls, and an L1 distance."""
+    base = torch.linspace(0, 1, 48, dtype=torch.float64).reshape(3, 4, 4)
+    calls: list[int] = []
+
+    def render(times):
+        calls.append(len(times))
+        return torch.stack([base * float(beta_dist.cdf(float(t), alpha, beta)) for t in times])
+
+    def distance(frames):
+        return (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3))
+
+    return render, calls, distance
+
+
+def test_bayesian_search_finds_the_smoothest_prior_deterministically():
+    """Frames at the Beta(2, 5) quantiles of a change that follows the Beta(2, 5) CDF have equal
+    steps (smoothness 1): the official budget (3 × 3 grid + 15 GP-UCB steps, no early stop) in
+    [1, 8]² finds α within 0.1 of 2 and β within 0.25 of 5, smoothness > 0.98; the same seed asks
+    for the same (α, β) in the same order."""
+    render, calls, distance = _beta_change(2.0, 5.0)
+    run = lambda **kw: search_beta(  # noqa: E731
+        render, distance, 7, bounds=(1.0, 8.0), generator=torch.Generator().manual_seed(0), **kw
+    )
+    result = run(target=None)
+    assert len(result.evaluated) == 24
+    assert abs(result.alpha - 2.0) < 0.1 and abs(result.beta - 5.0) < 0.25
+    assert result.smoothness > 0.98
+    assert result.t.tolist() == beta_times(7, result.alpha, result.beta).tolist()
+    steps = distance(result.frames)
+    assert result.smoothness == pytest.approx(1 - float(gini(steps)), abs=1e-12)
+    # the grid comes first, α outer; the change is early (d(0, ½) > d(½, 1)), so α > β scores 0
+    # without rendering, and each rendered sequence renders only its 5 inner frames
+    grid = [1.0, 4.5, 8.0]
+    assert [(a, b) for a, b, _ in result.evaluated[:9]] == list(itertools.product(grid, grid))
+    assert all(v == 0 for a, b, v in result.evaluated if a > b)
+    assert calls[0] == 3 and set(calls[1:]) == {5}
+    assert result.rendered == 3 + 5 * sum(1 for a, b, _ in result.evaluated if a <= b)
+    again = run(target=None)
+    assert again.evaluated == result.evaluated and torch.equal(again.frames, result.frames)
+    # the official early stop: the first sequence with smoothness >= 0.9 ends the search
+    stopped = run(target=0.9)
+    first = next(k for k, (*_, v) in enumerate(result.evaluated) if v >= 0.9)
+    assert stopped.evaluated == result.evaluated[: first + 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bounds": (2.0, 2.0)}, "0 < lo < hi"),
+        ({"evaluations": 0}, "evaluations must be >= 1"),
+        ({"n": 2}, "n must be >= 3"),
+    ],
+)
+def test_bayesian_search_refuses_bad_options(kwargs, message):
+    render, calls, distance = _beta_change(2.0, 5.0)
+    with pytest.raises(ValueError, match=message):
+        search_beta(render, distance, kwargs.pop("n", 5), **kwargs)
+    assert calls == []

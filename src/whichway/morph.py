@@ -32,12 +32,16 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
 FRAMES_DIR = "frames"
-SPACINGS = ("uniform", "perceptual", "beta")
+SPACINGS = ("uniform", "perceptual", "beta", "beta-bo")
 """How the frames' t are chosen: as given, re-spaced to equal LPIPS steps, or by AID's Beta
-prior (:mod:`whichway.attention.prior`)."""
+prior (:mod:`whichway.attention.prior`): fitted to explored frames (beta) or chosen by Bayesian
+optimisation of the frames' smoothness (beta-bo)."""
 BETA_EXPLORATION = 16
 """Frames AID's Beta-prior search renders before choosing (the official default), at least
 as many as the morph has."""
+BETA_EVALUATIONS = 24
+"""Sequences the Bayesian Beta-prior search (beta-bo spacing) scores: the official 3 × 3 grid and
+up to 15 Gaussian-process steps."""
 # Settings that do not change the pixels of a frame; changing them keeps finished frames.
 _PRESENTATION_KEYS = frozenset({"batch_size", "format", "pingpong", "fps", "out"})
 
@@ -78,6 +82,7 @@ class MorphSettings:
     lora_steps: int = 200
     lora_lr: float = 2e-4
     attn_lambda: float = 0.6
+    beta_evaluations: int = BETA_EVALUATIONS
 
     def __post_init__(self) -> None:
         from whichway.attention.methods import check_diffmorpher, check_image_method, check_method
@@ -116,6 +121,8 @@ class MorphSettings:
                         f"{self.spacing} spacing measures frames with LPIPS, which needs {name} >= "
                         f"{LPIPS_MIN_SIDE}, got {value}"
                     )
+        if self.spacing == "beta-bo":
+            check_beta_search(self.beta_evaluations, len(self.t))
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         check_batch_size(self.batch_size)
@@ -144,6 +151,28 @@ class MorphResult:
     animation: Path | None
     couplings: tuple[dict[str, Any], ...]
     rendered: int
+
+
+def check_beta_search(evaluations: int, frames: int) -> None:
+    """Beta-bo spacing: at least one objective evaluation and a frame between the ends."""
+    if not isinstance(evaluations, int) or evaluations < 1:
+        raise SettingError(
+            "the Beta prior search needs at least 1 evaluation, got {n}; use {beta_evaluations} "
+            "N with N >= 1",
+            n=evaluations,
+        )
+    if frames < 3:
+        raise SettingError(
+            "beta-bo spacing places frames between the ends: it needs at least 3 frames, got {n}; "
+            "use {frames} N with N >= 3",
+            n=frames,
+        )
+
+
+def beta_search_bounds(s: MorphSettings) -> tuple[float, float]:
+    """The (lo, hi) range of α and β the Bayesian prior search explores: the official
+    [1, warmup ratio × steps], widened to hi = 2 for runs of fewer warmup steps."""
+    return 1.0, max(2.0, s.warmup_ratio * s.steps)
 
 
 def check_times(t: tuple[float, ...] | list[float]) -> None:
@@ -640,6 +669,37 @@ def _render(
             "frames_rendered": spaced.n_rendered,
         }
         return spaced.n_rendered
+    if s.spacing == "beta-bo":
+        from whichway.attention.prior import search_beta
+
+        def render_seq(times: Tensor) -> Tensor:
+            latents = latents_at(times)
+            at = frames_at(times)
+            return render_frames(adapter, at.pop("cond"), latents, **at, **options)
+
+        found = search_beta(
+            render_seq,
+            meter,
+            len(ts),
+            evaluations=s.beta_evaluations,
+            bounds=beta_search_bounds(s),
+            generator=torch.Generator().manual_seed(s.seed),
+        )
+        for k, image in enumerate(found.frames):
+            save_image(image, frames_dir / f"{k:04d}.png")
+            if on_frame is not None:
+                on_frame(k, frames_dir / f"{k:04d}.png")
+        info["t"] = found.t.tolist()
+        info["spacing"] = {
+            "prior": "beta-bo",
+            "alpha": found.alpha,
+            "beta": found.beta,
+            "smoothness": found.smoothness,
+            "bounds": list(beta_search_bounds(s)),
+            "evaluated": [{"alpha": a, "beta": b, "smoothness": v} for a, b, v in found.evaluated],
+            "frames_rendered": found.rendered,
+        }
+        return found.rendered
     if s.spacing == "beta":
         from whichway.attention.prior import explore_beta
 
@@ -912,6 +972,8 @@ def _settings_record(s: MorphSettings, adapter: Adapter) -> dict[str, Any]:
         record = {k: v for k, v in record.items() if k not in dropped}
     if s.method == "plain":
         record = {k: v for k, v in record.items() if k not in ATTENTION_KEYS}
+    if s.spacing != "beta-bo":  # runs recorded before the Bayesian prior existed still resume
+        record.pop("beta_evaluations")
     return with_runtime(record, adapter)
 
 

@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "with_guide": "whichway.attention.batch",
     "BetaPrior": "whichway.attention.prior",
     "beta_times": "whichway.attention.prior",
+    "BetaSearch": "whichway.attention.prior",
+    "search_beta": "whichway.attention.prior",
     "explore_beta": "whichway.attention.prior",
     "fit_beta": "whichway.attention.prior",
     "min_spread_path": "whichway.attention.prior",

@@ -190,3 +190,170 @@ def explore_beta(
         alpha=alpha,
         beta=beta,
     )
+
+
+BO_KAPPA = 2.576
+"""Exploration weight κ of the upper confidence bound μ + κσ (``bayes_opt``'s default, which the
+official ``bayesian_prior_selection`` uses)."""
+BO_EVALUATIONS = 24
+"""Objective evaluations of the official search: the 3 × 3 grid, then up to 15 GP steps."""
+BO_TARGET = 0.9
+"""The official early stop: the search ends once a smoothness reaches this."""
+
+
+@dataclass(frozen=True)
+class BetaSearch:
+    """Result of :func:`search_beta`.
+
+    alpha, beta : float          the chosen Beta parameters (the best smoothness evaluated)
+    smoothness : float           its objective, 1 − Gini of the consecutive frame distances
+    t : Tensor (n,)              the frames' times, the Beta(α, β) quantiles
+    frames : Tensor (n, 3, H, W)  the frames at ``t``
+    evaluated : tuple of (α, β, smoothness), in the order the search asked for them
+    rendered : int               frames rendered in all (the ends once, each sequence's interior)
+    """
+
+    alpha: float
+    beta: float
+    smoothness: float
+    t: Tensor
+    frames: Tensor
+    evaluated: tuple[tuple[float, float, float], ...]
+    rendered: int
+
+
+def _ucb_next(
+    x: Tensor,
+    y: Tensor,
+    generator: torch.Generator,
+    kappa: float = BO_KAPPA,
+    candidates: int = 4096,
+) -> Tensor:
+    """The next point in [0, 1]² of GP-UCB: a Gaussian process with a Matérn-5/2 kernel on the
+    standardised scores y (m,) at x (m, 2), its length scale the best marginal likelihood of a
+    log grid, maximising μ + κσ over ``candidates`` uniform points drawn from ``generator``."""
+    x = x.to(torch.float64)
+    y = y.to(torch.float64)
+    scale = y.std() if len(y) > 1 and float(y.std()) > 0 else torch.tensor(1.0, dtype=torch.float64)
+    z = (y - y.mean()) / scale
+
+    def kernel(a: Tensor, b: Tensor, length: float) -> Tensor:
+        r = torch.cdist(a, b) * (5.0**0.5) / length
+        return (1 + r + r.square() / 3) * torch.exp(-r)
+
+    eye = torch.eye(len(x), dtype=torch.float64)
+    best: tuple[float, float, Tensor] | None = None
+    for length in torch.logspace(-2, 1, 16, dtype=torch.float64).tolist():
+        chol = torch.linalg.cholesky(kernel(x, x, length) + 1e-6 * eye)
+        solved = torch.cholesky_solve(z[:, None], chol)[:, 0]
+        fit = -0.5 * float(z @ solved) - float(chol.diagonal().log().sum())
+        if best is None or fit > best[0]:
+            best = (fit, length, chol)
+    assert best is not None
+    _, length, chol = best
+    pool = torch.rand(candidates, 2, generator=generator, dtype=torch.float64)
+    cross = kernel(pool, x, length)
+    mean = cross @ torch.cholesky_solve(z[:, None], chol)[:, 0]
+    v = torch.cholesky_solve(cross.T, chol)
+    var = (1.0 - (cross * v.T).sum(dim=1)).clamp_min(0.0)
+    return pool[int(torch.argmax(mean + kappa * var.sqrt()))]
+
+
+def search_beta(
+    render: Callable[[Tensor], Tensor],
+    distance: Any,
+    n: int,
+    *,
+    evaluations: int = BO_EVALUATIONS,
+    bounds: tuple[float, float] = (1.0, 15.0),
+    target: float | None = BO_TARGET,
+    generator: torch.Generator | None = None,
+) -> BetaSearch:
+    """AID's Bayesian choice of the Beta prior (official ``bayesian_prior_selection``): the
+    (α, β) whose n frames at the Beta quantiles t_i = F⁻¹(i / (n − 1)) are the smoothest,
+    smoothness = 1 − Gini(d) of their consecutive distances d (:func:`whichway.metrics.gini`).
+
+    1. Render t = 0, ½, 1. If d(0, ½) < d(½, 1) the change is late and only α > β is searched
+       (else only α < β): the other side scores 0 without rendering, as in the official code.
+    2. Probe the grid {lo, (lo + hi)/2, hi}², α outer, then GP-UCB steps (:func:`_ucb_next`)
+       until ``evaluations`` objective values exist or one reaches ``target``.
+    3. Return the best, with its frames (every sequence reuses the two end frames).
+
+    render : times (k,) float64 -> images (k, 3, H, W)
+    distance : frames (T, 3, H, W) -> (T − 1,) distances, or an LPIPSPath (None: AlexNet LPIPS)
+    n : frames of the sequence, >= 3
+    bounds : (lo, hi) of both α and β (official: 1 and the AID warmup steps)
+    target : stop once a smoothness reaches it (official 0.9); None searches the whole budget
+    generator : seeds the GP's candidate points (default: seed 0), so the search is deterministic
+    """
+    from whichway.metrics.smoothness import gini
+
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not 0 < lo < hi:
+        raise ValueError(f"Beta bounds must satisfy 0 < lo < hi, got {bounds}")
+    if n < 3:
+        raise ValueError(f"the Beta prior places frames between the ends: n must be >= 3, got {n}")
+    if evaluations < 1:
+        raise ValueError(f"evaluations must be >= 1, got {evaluations}")
+    if distance is None:
+        from whichway.metrics.lpips_path import LPIPSPath
+
+        distance = LPIPSPath("alex")
+    measure = distance.distances if hasattr(distance, "distances") else distance
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+
+    ends = render(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    rendered = 3
+    first = measure(ends).to(torch.float64)
+    late = float(first[0]) < float(first[1])  # the official large_alpha_prior
+
+    def score(frames: Tensor) -> float:
+        return float(1.0 - gini(measure(frames).to(torch.float64)))
+
+    best: dict[str, Any] = {}
+    evaluated: list[tuple[float, float, float]] = []
+
+    def evaluate(alpha: float, beta: float) -> float:
+        nonlocal rendered
+        frames = None
+        if (alpha < beta and late) or (alpha > beta and not late):
+            value = 0.0
+        elif alpha == beta and n == 3:
+            frames, value = ends, score(ends)
+        else:
+            t = beta_times(n, alpha, beta)
+            inner = render(t[1:-1])
+            rendered += n - 2
+            frames = torch.cat([ends[:1], inner.to(ends), ends[2:]])
+            value = score(frames)
+        evaluated.append((alpha, beta, value))
+        if frames is not None and (not best or value > best["smoothness"]):
+            best.update(alpha=alpha, beta=beta, smoothness=value, frames=frames)
+        return value
+
+    def done() -> bool:
+        if not evaluated:
+            return False
+        reached = target is not None and max(v for *_, v in evaluated) >= target
+        return reached or len(evaluated) >= evaluations
+
+    grid = [lo, (lo + hi) / 2, hi]
+    for alpha in grid:
+        for beta in grid:
+            if not done():
+                evaluate(alpha, beta)
+    while not done():
+        x = torch.tensor([(a, b) for a, b, _ in evaluated], dtype=torch.float64)
+        y = torch.tensor([v for *_, v in evaluated], dtype=torch.float64)
+        alpha, beta = (lo + (hi - lo) * _ucb_next((x - lo) / (hi - lo), y, generator)).tolist()
+        evaluate(alpha, beta)
+    return BetaSearch(
+        alpha=best["alpha"],
+        beta=best["beta"],
+        smoothness=best["smoothness"],
+        t=beta_times(n, best["alpha"], best["beta"]),
+        frames=best["frames"],
+        evaluated=tuple(evaluated),
+        rendered=rendered,
+    )

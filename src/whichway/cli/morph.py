@@ -50,10 +50,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     path.add_argument(
         "--spacing",
         default="uniform",
-        choices=("uniform", "perceptual", "beta"),
+        choices=("uniform", "perceptual", "beta", "beta-bo"),
         help="perceptual: render a coarse pass and re-space t so consecutive frames are equally far "
         "apart in LPIPS; beta: AID's Beta prior, 16 frames explored and the most evenly spaced "
-        "kept (both need the metrics extra)",
+        "kept; beta-bo: AID's Bayesian choice of the Beta prior, the frames at the Beta(a, b) "
+        "quantiles whose LPIPS steps are the smoothest (see --beta-evaluations; all three need "
+        "the metrics extra)",
+    )
+    path.add_argument(
+        "--beta-evaluations",
+        type=int,
+        default=None,
+        help="--spacing beta-bo: sequences the search scores, a 3x3 grid of (a, b) then Gaussian-"
+        "process steps; it stops early at smoothness 0.9 (official: 24)",
     )
     path.add_argument(
         "--seed-b", type=int, default=None, help="second seed for --latent paths (default seed+1)"
@@ -117,6 +126,16 @@ def check_args(args: argparse.Namespace) -> Path:
                     f"--spacing {args.spacing} measures frames with LPIPS, which needs --{name} >= "
                     f"{LPIPS_MIN_SIDE}, got {value}"
                 )
+    if args.beta_evaluations is not None and args.spacing != "beta-bo":
+        raise ValueError(
+            "--beta-evaluations sets the --spacing beta-bo search; add --spacing beta-bo"
+        )
+    if args.spacing == "beta-bo":
+        from whichway.morph import BETA_EVALUATIONS, check_beta_search
+
+        if args.beta_evaluations is None:
+            args.beta_evaluations = BETA_EVALUATIONS
+        check_beta_search(args.beta_evaluations, len(args.t) if args.t is not None else args.frames)
     method = "" if args.method == "plain" else f"--{args.method}"
     out = check_out_dir(
         args.out or f"runs/{slug(args.prompt_a)}--{slug(args.prompt_b)}--{args.coupling}{method}"
@@ -161,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         pingpong=args.pingpong,
         fps=args.fps,
         spacing=args.spacing,
+        **({} if args.beta_evaluations is None else {"beta_evaluations": args.beta_evaluations}),
         **args.method_settings,
     )
     # perceptual spacing cannot run without LPIPS: load it (and fail) before the model; the
