@@ -199,6 +199,8 @@ def test_compare_adds_attention_rows_on_the_ot_path(sd):
     assert {k: other.settings[k] for k in asked} == asked
     with pytest.raises(ValueError, match="warmup_ratio set.s. how AID acts; add aid-outer"):
         compare_couplings(sd, *PROMPTS, ts, warmup_ratio=0.25, **options)
+    with pytest.raises(ValueError, match="^fused must be True or False, got 'no'$"):
+        compare_couplings(sd, *PROMPTS, ts, attention=("aid-inner",), fused="no", **options)
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])

@@ -431,7 +431,7 @@ def _aid_settings(
     """How AID acts in the AID/PAID rows of ``attention`` as MorphSettings fields
     (``warmup_ratio``, ``aid_layers``, ``fused``), the official value where None; any of them
     given without an AID/PAID row is refused (one-line ValueError)."""
-    from whichway.attention.methods import AIDSettings
+    from whichway.attention.methods import aid_fields
 
     asked = {"warmup_ratio": warmup_ratio, "aid_layers": aid_layers, "fused": fused}
     if not any(m != "diffmorpher" for m in attention) and any(
@@ -441,13 +441,9 @@ def _aid_settings(
         raise ValueError(
             f"{named} set(s) how AID acts; add aid-outer, aid-inner or paid to attention"
         )
-    official = AIDSettings()
-    defaults = {
-        "warmup_ratio": official.warmup_ratio,
-        "aid_layers": official.layers,
-        "fused": official.fused,
-    }
-    return {k: defaults[k] if v is None else v for k, v in asked.items()}
+    if fused is not None and not isinstance(fused, bool):
+        raise ValueError(f"fused must be True or False, got {fused!r}")
+    return aid_fields(warmup_ratio, aid_layers, fused)
 
 
 def _check_images(

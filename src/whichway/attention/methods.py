@@ -58,6 +58,20 @@ class AIDSettings:
         return int(steps * self.warmup_ratio)
 
 
+def aid_fields(
+    warmup_ratio: float | None = None, aid_layers: str | None = None, fused: bool | None = None
+) -> dict[str, float | str | bool]:
+    """How AID acts as :class:`whichway.morph.MorphSettings` names it, ``{"warmup_ratio": r,
+    "aid_layers": layers, "fused": f}``, the official value (:class:`AIDSettings`' default:
+    0.5, ``both``, True) for each one that is None; the values are not checked here."""
+    official = AIDSettings()
+    return {
+        "warmup_ratio": official.warmup_ratio if warmup_ratio is None else warmup_ratio,
+        "aid_layers": official.layers if aid_layers is None else aid_layers,
+        "fused": official.fused if fused is None else fused,
+    }
+
+
 def settings_for(method: str, *, fused: bool, warmup_ratio: float, layers: str) -> AIDSettings:
     """The :class:`AIDSettings` of an attention method (``aid-outer`` | ``aid-inner`` | ``paid``;
     PAID interpolates outside softmax like the official PAID demos)."""

@@ -757,7 +757,7 @@ def aid_settings(args: argparse.Namespace, used: bool, hint: str) -> dict[str, A
     fields (``warmup_ratio``, ``aid_layers``, ``fused``; official values where not given,
     unchecked); a one-line ValueError when one is given but AID is not ``used`` (``hint``: how
     to ask for it)."""
-    from whichway.attention.methods import AIDSettings
+    from whichway.attention.methods import aid_fields
 
     given = [
         name
@@ -770,12 +770,7 @@ def aid_settings(args: argparse.Namespace, used: bool, hint: str) -> dict[str, A
     ]
     if given and not used:
         raise ValueError(f"{', '.join(given)} set(s) how AID acts; {hint}")
-    defaults = AIDSettings()
-    return {
-        "warmup_ratio": defaults.warmup_ratio if args.warmup_ratio is None else args.warmup_ratio,
-        "aid_layers": args.aid_layers or defaults.layers,
-        "fused": defaults.fused if args.fused is None else args.fused,
-    }
+    return aid_fields(args.warmup_ratio, args.aid_layers, args.fused)
 
 
 def method_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -208,8 +208,8 @@ def _method_options(args: argparse.Namespace, options: dict, segment_methods: se
     overrides) uses an attention method."""
     from whichway.attention.methods import (
         DIFFMORPHER_KEYS,
-        AIDSettings,
         DiffMorpherSettings,
+        aid_fields,
     )
 
     methods = {options["method"] or "plain", *segment_methods}
@@ -223,19 +223,12 @@ def _method_options(args: argparse.Namespace, options: dict, segment_methods: se
     for name in DIFFMORPHER_KEYS:
         if options[name] is None:
             options[name] = getattr(dm, name)
-    defaults = AIDSettings()
     given = [n for n in ("warmup_ratio", "aid_layers", "fused") if options[n] is not None]
     options["method"] = options["method"] or "plain"
     if methods <= {"plain", "diffmorpher"} and given:
         flags = ", ".join(f"--{n.replace('_', '-')}" for n in given)
         raise ValueError(f"{flags} set(s) how AID acts; add --method aid-outer, aid-inner or paid")
-    for name, default in (
-        ("warmup_ratio", defaults.warmup_ratio),
-        ("aid_layers", defaults.layers),
-        ("fused", defaults.fused),
-    ):
-        if options[name] is None:
-            options[name] = default
+    options.update(aid_fields(options["warmup_ratio"], options["aid_layers"], options["fused"]))
 
 
 def build_settings(args: argparse.Namespace, out: Path | None = None):

@@ -212,6 +212,18 @@ def _diffmorpher_fields(
     }
 
 
+def _aid_fields(used: bool, warmup_ratio: Any, aid_layers: Any, fused: Any) -> dict[str, Any]:
+    """The AID fields of the Travel and Compare tabs as ``warmup_ratio``, ``aid_layers``,
+    ``fused``, parsed when some segment (or row) ``used`` AID or PAID (their settings' checks
+    then judge the ranges); the official settings otherwise, as the page hides them."""
+    from whichway.attention.methods import aid_fields
+
+    if not used:
+        return aid_fields()
+    ratio = _number(FIELD_NAMES["warmup_ratio"], warmup_ratio)
+    return aid_fields(ratio, aid_layers or None, bool(fused))
+
+
 def _travel_loras(settings: Any) -> tuple[int, int, int, int] | None:
     """DiffMorpher's (rank, LoRA steps, LoRA files, LoRA pairs) of a travel, for
     :meth:`Studio.check_request`: a file per image keyframe (image and prompt) of a DiffMorpher
@@ -843,7 +855,7 @@ class Studio:
         fills them in). Checks what needs no model (:func:`whichway.travel.prepare_travel`, whose
         decoded track and plan :meth:`travel_job` takes so that the run does not decode it
         again)."""
-        from whichway.attention.methods import METHODS, AIDSettings
+        from whichway.attention.methods import METHODS
         from whichway.travel import Keyframe, TravelSettings, prepare_travel
         from whichway.travel.settings import TRAVEL_METHODS
 
@@ -903,18 +915,7 @@ class Studio:
             )
         method = method or "plain"
         used = {method, *(kf.method for kf in frames[:-1] if kf.method is not None)}
-        aid = AIDSettings()  # the defaults, unless some segment uses AID or PAID
-        aid_fields = {
-            "warmup_ratio": aid.warmup_ratio,
-            "aid_layers": aid.layers,
-            "fused": aid.fused,
-        }
-        if used & set(METHODS[1:]):
-            aid_fields = {
-                "warmup_ratio": _number(FIELD_NAMES["warmup_ratio"], warmup_ratio),
-                "aid_layers": aid_layers or "both",
-                "fused": bool(fused),
-            }
+        aid = _aid_fields(bool(used & set(METHODS[1:])), warmup_ratio, aid_layers, fused)
         fps_value, secs = _number("fps", fps), _number("seconds", seconds or 0)
         settings = TravelSettings(
             keyframes=tuple(frames),
@@ -930,7 +931,7 @@ class Studio:
             motion=(motion or "").strip() or None,  # a motion adapter: one video denoising
             method=method,
             guide_prompt=(guide_prompt or "").strip() or None if "paid" in used else None,
-            **aid_fields,
+            **aid,
             **_diffmorpher_fields(
                 "diffmorpher" in used, lora_rank, lora_steps, lora_lr, attn_lambda
             ),
@@ -1044,7 +1045,6 @@ class Studio:
         (the loaded model, or a local folder's ``model_index.json``)."""
         from whichway.attention.methods import (
             METHODS,
-            AIDSettings,
             DiffMorpherSettings,
             check_image_method,
             check_method,
@@ -1055,21 +1055,12 @@ class Studio:
         prompt_a, prompt_b = _prompts(prompt_a, prompt_b)
         attention = tuple(attention or ())
         guide = (guide_prompt or "").strip() or None
-        aid: dict[str, Any] = {}  # the AID settings, for the AID/PAID rows only
-        if any(m in METHODS[1:] for m in attention):
-            aid = {
-                "warmup_ratio": _number(FIELD_NAMES["warmup_ratio"], warmup_ratio),
-                "aid_layers": aid_layers or AIDSettings().layers,
-                "fused": bool(fused),
-            }
-        layers = aid.get("aid_layers", AIDSettings().layers)
+        used_aid = any(m in METHODS[1:] for m in attention)  # the AID fields act in those rows
+        aid = _aid_fields(used_aid, warmup_ratio, aid_layers, fused)
         for m in attention:
-            check_method(
-                m, aid.get("warmup_ratio", AIDSettings().warmup_ratio), layers,
-                guide if m == "paid" else None,
-            )  # fmt: skip
+            check_method(m, aid["warmup_ratio"], aid["aid_layers"], guide if m == "paid" else None)
             check_image_method(m, bool(image_a and image_b), listed=True)
-        self.check_methods(attention, layers, listed=True)
+        self.check_methods(attention, aid["aid_layers"], listed=True)
         images: dict[str, Any] = {}
         loras = None  # DiffMorpher's (rank, steps, files, pairs) for check_request
         if "diffmorpher" in attention:
@@ -1144,7 +1135,7 @@ class Studio:
                 attention=attention,
                 guide_prompt=guide,
                 motion=motion,
-                **aid,
+                **(aid if used_aid else {}),
                 **images,
                 **options,
             )
