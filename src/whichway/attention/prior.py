@@ -232,31 +232,35 @@ def _ucb_next(
     """The next point in [0, 1]² of GP-UCB: a Gaussian process with a Matérn-5/2 kernel on the
     standardised scores y (m,) at x (m, 2), its length scale the best marginal likelihood of a
     log grid, maximising μ + κσ over ``candidates`` uniform points drawn from ``generator``."""
-    x = x.to(torch.float64)
-    y = y.to(torch.float64)
-    scale = y.std() if len(y) > 1 and float(y.std()) > 0 else torch.tensor(1.0, dtype=torch.float64)
-    z = (y - y.mean()) / scale
+    import numpy as np
+    from scipy.linalg import cho_factor, cho_solve
+    from scipy.spatial.distance import cdist
 
-    def kernel(a: Tensor, b: Tensor, length: float) -> Tensor:
-        r = torch.cdist(a, b) * (5.0**0.5) / length
-        return (1 + r + r.square() / 3) * torch.exp(-r)
+    # numpy/scipy rather than torch: a (≤ 100)² GP is microseconds there, while torch's thread
+    # pool makes each tiny factorisation cost milliseconds on a loaded machine
+    xs = x.to(torch.float64).numpy()
+    ys = y.to(torch.float64).numpy()
+    scale = ys.std(ddof=1) if len(ys) > 1 and ys.std() > 0 else 1.0
+    z = (ys - ys.mean()) / scale
 
-    eye = torch.eye(len(x), dtype=torch.float64)
-    best: tuple[float, float, Tensor] | None = None
-    for length in torch.logspace(-2, 1, 16, dtype=torch.float64).tolist():
-        chol = torch.linalg.cholesky(kernel(x, x, length) + 1e-6 * eye)
-        solved = torch.cholesky_solve(z[:, None], chol)[:, 0]
-        fit = -0.5 * float(z @ solved) - float(chol.diagonal().log().sum())
+    def kernel(a: Any, b: Any, length: float) -> Any:
+        r = cdist(a, b) * (5.0**0.5) / length
+        return (1 + r + r * r / 3) * np.exp(-r)
+
+    eye = np.eye(len(xs))
+    best: tuple[float, float, Any] | None = None
+    for length in np.logspace(-2, 1, 16):
+        chol = cho_factor(kernel(xs, xs, length) + 1e-6 * eye, lower=True)
+        fit = -0.5 * float(z @ cho_solve(chol, z)) - float(np.log(np.diag(chol[0])).sum())
         if best is None or fit > best[0]:
-            best = (fit, length, chol)
+            best = (fit, float(length), chol)
     assert best is not None
     _, length, chol = best
     pool = torch.rand(candidates, 2, generator=generator, dtype=torch.float64)
-    cross = kernel(pool, x, length)
-    mean = cross @ torch.cholesky_solve(z[:, None], chol)[:, 0]
-    v = torch.cholesky_solve(cross.T, chol)
-    var = (1.0 - (cross * v.T).sum(dim=1)).clamp_min(0.0)
-    return pool[int(torch.argmax(mean + kappa * var.sqrt()))]
+    cross = kernel(pool.numpy(), xs, length)
+    mean = cross @ cho_solve(chol, z)
+    var = np.clip(1.0 - (cross * cho_solve(chol, cross.T).T).sum(axis=1), 0.0, None)
+    return pool[int(np.argmax(mean + kappa * np.sqrt(var)))]
 
 
 def search_beta(
