@@ -164,7 +164,8 @@ def test_morph_tab_fits_the_loras_its_fields_ask_for(tiny_pipeline, tmp_path, ta
 def test_studio_counts_diffmorpher_loras_against_its_limits(tiny_pipeline, tmp_path, monkeypatch):
     """A DiffMorpher morph's LoRA steps count against --max-steps, and its two LoRA files
     (lora_file_bytes each, checked against a fit in test_attention_diffmorpher) against the
-    disk: free space one byte short of frames + LoRAs is refused, naming the LoRA files."""
+    disk: free space one byte short of frames + LoRAs is refused, naming the LoRA files; the
+    memory refusal names the LoRA weights."""
     import whichway.budget as budget
     from whichway.studio.limits import Limits
 
@@ -183,6 +184,12 @@ def test_studio_counts_diffmorpher_loras_against_its_limits(tiny_pipeline, tmp_p
     studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)  # fits exactly
     monkeypatch.setattr(budget, "free_disk", lambda out: frames + 2 * lora - 1)
     refused = r"^3 frames and 2 rank-16 LoRA files of .* for the frames and the LoRA files on disk"
+    with pytest.raises(ValueError, match=refused):
+        studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)
+    monkeypatch.setattr(budget, "free_disk", lambda out: None)  # the memory check's wording
+    available = [10**12, 1]  # one frame fits; the frames and the LoRA pairs do not
+    monkeypatch.setattr(budget, "cpu_memory", lambda: (None, available.pop(0)))
+    refused = r" of memory for 3 frames of 32x32 and the LoRA weights; 1 B available$"
     with pytest.raises(ValueError, match=refused):
         studio.morph_settings("a cat", "a dog", lora_steps=100, steps=2, **page)
 
