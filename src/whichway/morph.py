@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whichway._checks import SettingError, check_batch_size, check_choice
+from whichway.attention.methods import BO_EVALUATIONS
 from whichway.prompts.syntax import check_no_negative_markers, check_prompts_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,9 +40,6 @@ optimisation of the frames' smoothness (beta-bo)."""
 BETA_EXPLORATION = 16
 """Frames AID's Beta-prior search renders before choosing (the official default), at least
 as many as the morph has."""
-BETA_EVALUATIONS = 24
-"""Sequences the Bayesian Beta-prior search (beta-bo spacing) scores: the official 3 × 3 grid and
-up to 15 Gaussian-process steps."""
 # Settings that do not change the pixels of a frame; changing them keeps finished frames.
 _PRESENTATION_KEYS = frozenset({"batch_size", "format", "pingpong", "fps", "out"})
 
@@ -82,7 +80,7 @@ class MorphSettings:
     lora_steps: int = 200
     lora_lr: float = 2e-4
     attn_lambda: float = 0.6
-    beta_evaluations: int = BETA_EVALUATIONS
+    beta_evaluations: int = BO_EVALUATIONS
 
     def __post_init__(self) -> None:
         from whichway.attention.methods import check_diffmorpher, check_image_method, check_method

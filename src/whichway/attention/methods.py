@@ -24,6 +24,11 @@ JOINT_FAMILIES = ("sd3", "flux")
 """Families whose denoiser has one joint attention per block (``--aid-layers both`` only)."""
 
 
+BO_EVALUATIONS = 24
+"""Sequences the Bayesian Beta-prior search (``--spacing beta-bo``) scores by default: the
+official 3 × 3 grid, then up to 15 Gaussian-process steps."""
+
+
 ATTENTION_KEYS = ("method", "warmup_ratio", "aid_layers", "fused", "guide_prompt")
 """Settings of an attention method, as morph records them."""
 

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from whichway.attention.methods import BO_EVALUATIONS
+
 
 def beta_times(n: int, alpha: float = 3.0, beta: float = 3.0) -> Tensor:
     """n frame times at the Beta(α, β) quantiles: t_i = F⁻¹(i / (n − 1)); Tensor (n,) float64,
@@ -195,8 +197,6 @@ def explore_beta(
 BO_KAPPA = 2.576
 """Exploration weight κ of the upper confidence bound μ + κσ (``bayes_opt``'s default, which the
 official ``bayesian_prior_selection`` uses)."""
-BO_EVALUATIONS = 24
-"""Objective evaluations of the official search: the 3 × 3 grid, then up to 15 GP steps."""
 BO_TARGET = 0.9
 """The official early stop: the search ends once a smoothness reaches this."""
 

@@ -131,10 +131,11 @@ def check_args(args: argparse.Namespace) -> Path:
             "--beta-evaluations sets the --spacing beta-bo search; add --spacing beta-bo"
         )
     if args.spacing == "beta-bo":
-        from whichway.morph import BETA_EVALUATIONS, check_beta_search
+        from whichway.attention.methods import BO_EVALUATIONS
+        from whichway.morph import check_beta_search
 
         if args.beta_evaluations is None:
-            args.beta_evaluations = BETA_EVALUATIONS
+            args.beta_evaluations = BO_EVALUATIONS
         check_beta_search(args.beta_evaluations, len(args.t) if args.t is not None else args.frames)
     method = "" if args.method == "plain" else f"--{args.method}"
     out = check_out_dir(
