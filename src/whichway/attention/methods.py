@@ -59,7 +59,8 @@ class AIDSettings:
         check_warmup_ratio(self.warmup_ratio)
 
     def warmup_calls(self, steps: int) -> int:
-        """Denoiser calls AID acts on: int(steps * warmup_ratio), as the official pipeline."""
+        """Steps AID acts on (their conditional denoiser calls): int(steps * warmup_ratio), as
+        the official pipeline."""
         return int(steps * self.warmup_ratio)
 
 
