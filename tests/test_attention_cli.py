@@ -51,7 +51,10 @@ def test_plain_records_no_attention_keys(tiny_adapter, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--method", "aid-outer", "--warmup-ratio", "-0.1"], r"warmup ratio must lie in \[0, 1\]"),
+        (
+            ["--method", "aid-outer", "--warmup-ratio", "-0.1"],
+            r"--warmup-ratio must lie in \[0, 1\]",
+        ),
         (["--guide-prompt", "a cat-dog"], "use --method paid"),
         (["--method", "aid-inner", "--guide-prompt", "x"], "use --method paid"),
         (["--method", "paid"], "needs a guide prompt"),

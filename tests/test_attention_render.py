@@ -135,7 +135,7 @@ def test_sdxl_identities(tiny_pipeline):
 
 def test_method_checks_are_one_line_errors():
     check_method("aid-outer", 0.5, "both", None)
-    with pytest.raises(ValueError, match=r"warmup ratio must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"--warmup-ratio must lie in \[0, 1\]"):
         check_method("aid-inner", 1.5, "both", None)
     with pytest.raises(ValueError, match="use --method paid"):
         check_method("aid-outer", 0.5, "both", "a dog driving a car")

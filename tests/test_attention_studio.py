@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from whichway.studio.session import Studio, user_message
+from whichway._checks import SettingError
+from whichway.studio.session import FIELD_NAMES, Studio, user_message
 
 
 def test_compare_job_adds_attention_strips(tiny_pipeline, tmp_path):
@@ -43,8 +44,9 @@ def test_morph_settings_carry_the_method(tmp_path):
     assert s.guide_prompt == "a dog driving a car" and s.spacing == "beta"
     plain = studio.morph_settings("a dog", "a car", frames=3, guide_prompt="stale text")
     assert plain.method == "plain" and plain.guide_prompt is None
-    with pytest.raises(ValueError, match=r"warmup ratio must lie in \[0, 1\]"):
+    with pytest.raises(SettingError) as refused:
         studio.morph_settings("a", "b", frames=3, method="aid-outer", warmup_ratio=2)
+    assert refused.value.worded(FIELD_NAMES) == "Warmup ratio must lie in [0, 1], got 2.0"
 
 
 def test_morph_settings_diffmorpher_needs_the_two_images(tmp_path):

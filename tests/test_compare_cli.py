@@ -67,7 +67,7 @@ def test_compare_writes_strips_and_a_summary(tiny_pipeline, tmp_path, capsys):
          r"diffmorpher in --methods is built for sd, sdxl models .UNet up blocks., not sd3; remove it from --methods with this model$"),
         (["--model", "SD3", "--methods", "aid-outer", "--aid-layers", "self"],
          r"--aid-layers self needs separate self- and cross-attention .sd, sdxl.; sd3 has one joint attention per block: use --aid-layers both$"),
-        (["--methods", "aid-inner", "--warmup-ratio", "2"], r"warmup ratio must lie in \[0, 1\], got 2.0$"),
+        (["--methods", "aid-inner", "--warmup-ratio", "2"], r"--warmup-ratio must lie in \[0, 1\], got 2.0$"),
         (["--methods", "diffmorpher", "--image-a", "A", "--image-b", "B", "--no-fused"],
          r"--fused/--no-fused set\(s\) how AID acts; add aid-outer, aid-inner or paid to --methods$"),
     ],

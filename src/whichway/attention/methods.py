@@ -36,7 +36,9 @@ ATTENTION_KEYS = ("method", "warmup_ratio", "aid_layers", "fused", "guide_prompt
 def check_warmup_ratio(value: float) -> float:
     """The fraction of denoising steps AID acts on: a number in [0, 1]."""
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"warmup ratio must lie in [0, 1], got {value!r}")
+        from whichway._checks import SettingError
+
+        raise SettingError("{warmup_ratio} must lie in [0, 1], got {value!r}", value=value)
     return float(value)
 
 
