@@ -162,6 +162,7 @@ def test_bayesian_beta_prior_spacing_records_its_search_and_resumes(tiny_adapter
         1 <= len(evaluated) <= 3
         and evaluated == [(1.0, 1.0), (1.0, 1.5), (1.0, 2.0)][: len(evaluated)]
     )
+    assert search["step_bounds"] == []  # 3 evaluations are all grid: no GP-UCB step, no box
     best = max(search["evaluated"], key=lambda e: e["smoothness"])
     assert (search["alpha"], search["beta"], search["smoothness"]) == (
         best["alpha"], best["beta"], best["smoothness"],

@@ -695,6 +695,8 @@ def _render(
             "smoothness": found.smoothness,
             "bounds": list(beta_search_bounds(s)),
             "evaluated": [{"alpha": a, "beta": b, "smoothness": v} for a, b, v in found.evaluated],
+            # the box each GP-UCB step searched (sequential domain reduction), in order
+            "step_bounds": [{"alpha": list(a), "beta": list(b)} for a, b in found.bounds],
             "frames_rendered": found.rendered,
         }
         return found.rendered

@@ -199,6 +199,73 @@ BO_KAPPA = 2.576
 official ``bayesian_prior_selection`` uses)."""
 BO_TARGET = 0.9
 """The official early stop: the search ends once a smoothness reaches this."""
+BO_GAMMA_OSC = 0.7
+"""Sequential domain reduction: contraction when the best point oscillates (``bayes_opt``'s
+``SequentialDomainReductionTransformer`` default, which the official search uses)."""
+BO_GAMMA_PAN = 1.0
+"""Sequential domain reduction: contraction when the best point pans in one direction."""
+BO_ETA = 0.9
+"""Sequential domain reduction: contraction when the best point stays put."""
+BO_MINIMUM_WINDOW = 0.1
+"""Sequential domain reduction: the narrowest window of α and of β (the official
+``minimum_window=0.1``)."""
+
+
+class _DomainReduction:
+    """Stander & Craig's sequential domain reduction of a box, as ``bayes_opt``'s
+    ``SequentialDomainReductionTransformer`` applies it after each Bayesian step.
+
+    The window r (per coordinate) starts at η × the range, centred on the box's middle. Each
+    :meth:`step` moves the centre to the best point x* so far: with the normalised move
+    d = 2 (x* − x*_prev) / r, c = d · d_prev and ĉ = sign(c) √|c|,
+    γ = ½ (γ_pan (1 + ĉ) + γ_osc (1 − ĉ)), the window shrinks to r ← (η + |d| (γ − η)) r and the
+    box becomes x* ± r/2, clipped to the original box and widened (towards the side with room)
+    to at least ``minimum_window``.
+    """
+
+    def __init__(
+        self,
+        low: Any,
+        high: Any,
+        minimum_window: float = BO_MINIMUM_WINDOW,
+        gamma_osc: float = BO_GAMMA_OSC,
+        gamma_pan: float = BO_GAMMA_PAN,
+        eta: float = BO_ETA,
+    ) -> None:
+        import numpy as np
+
+        self.low, self.high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        if (self.high - self.low < minimum_window).any():
+            raise ValueError(
+                f"the Beta bounds must be at least the minimum window {minimum_window} wide"
+            )
+        self.minimum_window, self.gamma_osc, self.gamma_pan, self.eta = (
+            minimum_window,
+            gamma_osc,
+            gamma_pan,
+            eta,
+        )
+        self.centre = (self.low + self.high) / 2
+        self.d = np.zeros_like(self.centre)
+        self.r = eta * (self.high - self.low)  # d = 0 at the start: contraction η
+
+    def step(self, best: Any) -> tuple[Any, Any]:
+        """Move to the best point (2,) and return the new box (low (2,), high (2,))."""
+        import numpy as np
+
+        best = np.asarray(best, dtype=np.float64)
+        d = 2.0 * (best - self.centre) / self.r
+        c = d * self.d
+        c_hat = np.sign(c) * np.sqrt(np.abs(c))
+        gamma = 0.5 * (self.gamma_pan * (1.0 + c_hat) + self.gamma_osc * (1.0 - c_hat))
+        self.r = (self.eta + np.abs(d) * (gamma - self.eta)) * self.r
+        self.centre, self.d = best, d
+        low = np.maximum(best - self.r / 2, self.low)
+        high = np.minimum(best + self.r / 2, self.high)
+        short = np.maximum(self.minimum_window - (high - low), 0.0) / 2
+        left = np.minimum(short, low - self.low)
+        right = np.minimum(short, self.high - high)
+        return low - left - (short - right), high + right + (short - left)
 
 
 @dataclass(frozen=True)
@@ -211,6 +278,8 @@ class BetaSearch:
     frames : Tensor (n, 3, H, W)  the frames at ``t``
     evaluated : tuple of (α, β, smoothness), in the order the search asked for them
     rendered : int               frames rendered in all (the ends once, each sequence's interior)
+    bounds : tuple of ((α_lo, α_hi), (β_lo, β_hi)), the box each GP-UCB step searched, in order
+             (the first is the whole range; each later one the domain reduction's after a step)
     """
 
     alpha: float
@@ -220,6 +289,7 @@ class BetaSearch:
     frames: Tensor
     evaluated: tuple[tuple[float, float, float], ...]
     rendered: int
+    bounds: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = ()
 
 
 def _ucb_next(
@@ -228,10 +298,12 @@ def _ucb_next(
     generator: torch.Generator,
     kappa: float = BO_KAPPA,
     candidates: int = 4096,
+    box: tuple[Any, Any] = ((0.0, 0.0), (1.0, 1.0)),
 ) -> Tensor:
     """The next point in [0, 1]² of GP-UCB: a Gaussian process with a Matérn-5/2 kernel on the
     standardised scores y (m,) at x (m, 2), its length scale the best marginal likelihood of a
-    log grid, maximising μ + κσ over ``candidates`` uniform points drawn from ``generator``."""
+    log grid, maximising μ + κσ over ``candidates`` uniform points drawn from ``generator`` in
+    ``box`` = (low (2,), high (2,)) ⊆ [0, 1]²."""
     import numpy as np
     from scipy.linalg import cho_factor, cho_solve
     from scipy.spatial.distance import cdist
@@ -256,7 +328,8 @@ def _ucb_next(
             best = (fit, float(length), chol)
     assert best is not None
     _, length, chol = best
-    pool = torch.rand(candidates, 2, generator=generator, dtype=torch.float64)
+    low, high = (torch.as_tensor(b, dtype=torch.float64) for b in box)
+    pool = low + (high - low) * torch.rand(candidates, 2, generator=generator, dtype=torch.float64)
     cross = kernel(pool.numpy(), xs, length)
     mean = cross @ cho_solve(chol, z)
     var = np.clip(1.0 - (cross * cho_solve(chol, cross.T).T).sum(axis=1), 0.0, None)
@@ -280,7 +353,10 @@ def search_beta(
     1. Render t = 0, ½, 1. If d(0, ½) < d(½, 1) the change is late and only α > β is searched
        (else only α < β): the other side scores 0 without rendering, as in the official code.
     2. Probe the grid {lo, (lo + hi)/2, hi}², α outer, then GP-UCB steps (:func:`_ucb_next`)
-       until ``evaluations`` objective values exist or one reaches ``target``.
+       until ``evaluations`` objective values exist or one reaches ``target``. After each step
+       the box searched shrinks and pans around the best (α, β) so far by sequential domain
+       reduction (:class:`_DomainReduction`, the official ``minimum_window=0.1``); the first
+       step searches all of [lo, hi]².
     3. Return the best, with its frames (every sequence reuses the two end frames).
 
     render : times (k,) float64 -> images (k, 3, H, W)
@@ -299,6 +375,7 @@ def search_beta(
         raise ValueError(f"the Beta prior places frames between the ends: n must be >= 3, got {n}")
     if evaluations < 1:
         raise ValueError(f"evaluations must be >= 1, got {evaluations}")
+    reduction = _DomainReduction((lo, lo), (hi, hi))
     if distance is None:
         from whichway.metrics.lpips_path import LPIPSPath
 
@@ -347,11 +424,18 @@ def search_beta(
         for beta in grid:
             if not done():
                 evaluate(alpha, beta)
+    box = ((lo, lo), (hi, hi))
+    boxes = []
     while not done():
+        boxes.append(tuple((float(a), float(b)) for a, b in zip(*box, strict=True)))
         x = torch.tensor([(a, b) for a, b, _ in evaluated], dtype=torch.float64)
         y = torch.tensor([v for *_, v in evaluated], dtype=torch.float64)
-        alpha, beta = (lo + (hi - lo) * _ucb_next((x - lo) / (hi - lo), y, generator)).tolist()
+        unit = tuple((torch.tensor(side, dtype=torch.float64) - lo) / (hi - lo) for side in box)
+        step = _ucb_next((x - lo) / (hi - lo), y, generator, box=unit)
+        alpha, beta = (lo + (hi - lo) * step).tolist()
         evaluate(alpha, beta)
+        top = max(range(len(evaluated)), key=lambda k: evaluated[k][2])  # the first best
+        box = reduction.step(evaluated[top][:2])
     return BetaSearch(
         alpha=best["alpha"],
         beta=best["beta"],
@@ -360,4 +444,5 @@ def search_beta(
         frames=best["frames"],
         evaluated=tuple(evaluated),
         rendered=rendered,
+        bounds=tuple(boxes),
     )
