@@ -292,3 +292,43 @@ def test_studio_size_and_step_refusals_name_its_fields(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "cpu_memory", lambda: (None, 1000))
     with pytest.raises(ValueError, match=r"^Height 64, Width 64 needs .* for one frame of 64x64"):
         studio.morph_settings("a", "b", frames=3, height=64, width=64)
+
+
+def test_morph_tab_sets_the_beta_search_budget(tmp_path, tab_handler, monkeypatch):
+    """The Beta search evaluations field: the official 24 by default, shown with the beta-bo
+    spacing only, refused by the CLI's own check in the field's words, and what MorphSettings
+    gets (the run stops where the model would load)."""
+    from whichway.attention.methods import BO_EVALUATIONS
+    from whichway.morph import check_beta_search
+    from whichway.studio.app import build_app
+
+    studio = Studio(tmp_path / "runs", "never-loaded")
+    morph, gr = tab_handler(studio, "morph")
+    shown = next(f.fn for f in build_app(studio).fns.values() if f.name == "spacing_fields")
+    assert [shown(s)["visible"] for s in ("uniform", "beta", "beta-bo")] == [False, False, True]
+    page = {"a": "a cat", "b": "a dog", "frames": 3, "height": 32, "width": 32}
+    with pytest.raises(SettingError) as cli:
+        check_beta_search(0, 3)
+    for value, message in (
+        (0, cli.value.worded(FIELD_NAMES)),
+        (2.5, "Beta search evaluations must be a whole number, got 2.5"),
+    ):
+        with pytest.raises(gr.Error) as refused:
+            morph(**page, spacing="beta-bo", beta_evaluations=value)
+        assert refused.value.message == message
+    assert cli.value.worded(FIELD_NAMES) == (
+        "the Beta prior search needs at least 1 evaluation, got 0; use Beta search evaluations N "
+        "with N >= 1"
+    )
+    asked = []
+
+    def stop(settings):
+        asked.append(settings.beta_evaluations)
+        raise ValueError("stopped before the model")
+
+    monkeypatch.setattr(studio, "morph_job", stop)
+    for change in ({"beta_evaluations": 5}, {}, {"spacing": "uniform", "beta_evaluations": 0}):
+        with pytest.raises(gr.Error):
+            morph(**page, **{"spacing": "beta-bo", **change})
+    assert asked == [5, BO_EVALUATIONS, BO_EVALUATIONS]  # the field counts for beta-bo only
+    assert studio.loaded_model is None

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whichway._files import slug
+from whichway.attention.methods import BO_EVALUATIONS
 from whichway.studio.limits import Limits
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,6 +47,7 @@ FIELD_NAMES: dict[str, str] = {
     "t": "Explicit t",
     "latent": "Latent path",
     "spacing": "Spacing",
+    "beta_evaluations": "Beta search evaluations",
     "image_a": "Image A",
     "image_b": "Image B",
     "method": "Method",
@@ -630,6 +632,7 @@ class Studio:
         frames: Any = 11,
         t: str = "",
         spacing: str = "uniform",
+        beta_evaluations: Any = BO_EVALUATIONS,
         seed: Any = 0,
         seed_b: Any = None,
         steps: Any = 30,
@@ -654,8 +657,9 @@ class Studio:
     ) -> MorphSettings:
         """Page values -> MorphSettings, with the checks ``whichway morph`` makes (no model);
         ``method`` etc. choose interpolation inside attention (:mod:`whichway.attention`); the
-        guide prompt counts for ``paid`` only and the LoRA settings and λ for ``diffmorpher``
-        only (the official defaults otherwise)."""
+        guide prompt counts for ``paid`` only, the LoRA settings and λ for ``diffmorpher``
+        only and ``beta_evaluations`` for the ``beta-bo`` spacing only (the official defaults
+        otherwise)."""
         from whichway.media import load_image
         from whichway.morph import MorphSettings, uniform_times
 
@@ -684,6 +688,12 @@ class Studio:
             latent=latent,
             seed_b=_int("seed B", seed_b, optional=True),
             spacing=spacing,
+            # MorphSettings checks it as the CLI does (check_beta_search), worded with the field
+            beta_evaluations=(
+                _int(FIELD_NAMES["beta_evaluations"], beta_evaluations)
+                if spacing == "beta-bo"
+                else BO_EVALUATIONS
+            ),
             image_a=image_a or None,
             image_b=image_b or None,
             format=None if format in (None, "none") else format,

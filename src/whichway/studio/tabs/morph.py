@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from gradio import Request  # a handler parameter annotated with it gets the page session
 
 from whichway.attention.methods import (
+    BO_EVALUATIONS,
     IMAGE_METHODS,
     METHODS,
 )
@@ -54,6 +55,25 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             m_seed_b = gr.Textbox(
                 label="Seed B (latent paths; empty = seed + 1)", elem_id="ww-morph-seed-b"
             )
+            m_beta_evaluations = gr.Number(  # shown with the beta-bo spacing, which it sets
+                value=BO_EVALUATIONS,
+                precision=0,
+                label=FIELD_NAMES["beta_evaluations"],
+                visible=False,
+                elem_id="ww-morph-beta-evaluations",
+            )
+
+        def spacing_fields(spacing: str) -> Any:
+            """Show the beta-bo search's evaluation budget while that spacing is chosen."""
+            return gr.update(visible=spacing == "beta-bo")
+
+        m_spacing.change(
+            spacing_fields,
+            m_spacing,
+            m_beta_evaluations,
+            queue=False,
+            api_visibility="private",
+        )
         with gr.Row():
             m_steps, m_guidance, m_height, m_width = generation_controls("morph")
         with gr.Accordion("Interpolation inside attention (AID / PAID / DiffMorpher)", open=False):
@@ -152,6 +172,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             lora_steps,
             lora_lr,
             attn_lambda,
+            beta_evaluations,
             request: Request,
             progress=gr.Progress(),  # noqa: B008 (gradio injects it)
         ):
@@ -162,6 +183,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
                 coupling=coupling,
                 latent=latent,
                 spacing=spacing,
+                beta_evaluations=beta_evaluations,
                 frames=frames,
                 t=t,
                 seed=seed,
@@ -228,6 +250,7 @@ def morph_tab(studio: Studio, cancel: Callable[[], str]) -> Any:
             m_lora_steps,
             m_lora_lr,
             m_lambda,
+            m_beta_evaluations,
         ]
         morph_event = m_go.click(
             morph,
