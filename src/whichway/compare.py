@@ -329,7 +329,7 @@ def compare_couplings(
             {
                 "image_a": recorded[0],
                 "image_b": recorded[1],
-                "diffmorpher": {**asdict(diffmorpher or DiffMorpherSettings()), "latent": "slerp"},
+                "diffmorpher": {**asdict(dm), "latent": "slerp"},
             }
             if images is not None
             else {}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whichway._checks import SettingError, check_batch_size, check_choice
-from whichway.attention.methods import BO_EVALUATIONS
+from whichway.attention.methods import BO_EVALUATIONS, DiffMorpherSettings
 from whichway.prompts.syntax import check_no_negative_markers, check_prompts_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,6 +128,10 @@ class MorphSettings:
             raise SettingError(
                 "give both {image_a} and {image_b} (a real-image morph inverts both), or neither"
             )
+
+    def diffmorpher(self) -> DiffMorpherSettings:
+        """This morph's DiffMorpher settings (LoRA rank, steps, learning rate, λ)."""
+        return DiffMorpherSettings(self.lora_rank, self.lora_steps, self.lora_lr, self.attn_lambda)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> MorphSettings:
@@ -399,9 +403,8 @@ def _initial_latents(
         fitted: list[Any] = [None, None]
         if s.method == "diffmorpher":
             from whichway.attention.lora_cache import fitted_lora
-            from whichway.attention.methods import DiffMorpherSettings
 
-            dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
+            dm = s.diffmorpher()
             fitted = [
                 fitted_lora(
                     adapter,
@@ -431,11 +434,7 @@ def _initial_latents(
                 adapter,
                 path,
                 prompt,
-                steps=s.inversion_steps or s.steps,
-                guidance=s.inversion_guidance,
-                height=height,
-                width=width,
-                cache=run_dir / "latents",
+                **inversion_options(s, height, width, run_dir),
                 should_stop=should_stop,
                 lora=lora,
             )
@@ -453,6 +452,20 @@ def _initial_latents(
     return latent_a, adapter.initial_latent(seed_b, height, width), s.latent
 
 
+def inversion_options(s: Any, height: int, width: int, run_dir: str | Path) -> dict[str, Any]:
+    """How a morph or travel (``s``: :class:`MorphSettings` or a TravelSettings, read for
+    ``inversion_steps``, ``steps``, ``inversion_guidance``) inverts its images and where it caches
+    them: the keyword arguments :func:`inverted_latent` and :func:`inversion_file` share, so a
+    run and its estimate name the same files."""
+    return {
+        "steps": s.inversion_steps or s.steps,
+        "guidance": s.inversion_guidance,
+        "height": height,
+        "width": width,
+        "cache": Path(run_dir) / "latents",
+    }
+
+
 def preparation_files(
     adapter: Adapter, s: MorphSettings, run_dir: str | Path
 ) -> tuple[list[Path], list[Path]]:
@@ -467,22 +480,13 @@ def preparation_files(
         key = None
         if s.method == "diffmorpher":
             from whichway.attention.lora_cache import lora_file, lora_key
-            from whichway.attention.methods import DiffMorpherSettings
 
-            dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
+            dm = s.diffmorpher()
             key = lora_key(adapter, path, prompt, dm, (height, width))
             loras.append(lora_file(run_dir / "loras", key))
         inverted.append(
             inversion_file(
-                adapter,
-                path,
-                prompt,
-                steps=s.inversion_steps or s.steps,
-                guidance=s.inversion_guidance,
-                height=height,
-                width=width,
-                cache=run_dir / "latents",
-                lora_key=key,
+                adapter, path, prompt, **inversion_options(s, height, width, run_dir), lora_key=key
             )
         )
     return loras, inverted
@@ -586,9 +590,8 @@ def morph_inputs(
         end_latents = torch.stack([latent_a, latent_a if latent_b is None else latent_b])
         if s.method == "diffmorpher":
             from whichway.attention.diffmorpher import diffmorpher_hooks
-            from whichway.attention.methods import DiffMorpherSettings
 
-            dm = DiffMorpherSettings(s.lora_rank, s.lora_steps, s.lora_lr, s.attn_lambda)
+            dm = s.diffmorpher()
             hooks_ = diffmorpher_hooks(loras[0][0], loras[1][0])
             return {
                 "cond": cond,

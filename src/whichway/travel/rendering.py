@@ -37,7 +37,12 @@ def pending_preparation(adapter: Adapter, s: TravelSettings, run_dir: str | Path
     ``run_dir`` caches: the LoRA fits and inversions of its DiffMorpher segments (a keyframe
     shared by two counted once) and the plain inversions of the other image keyframes. For
     :func:`whichway.models.timing.estimate_run_time`."""
-    from whichway.morph import inversion_file, missing_preparation, preparation_files
+    from whichway.morph import (
+        inversion_file,
+        inversion_options,
+        missing_preparation,
+        preparation_files,
+    )
 
     height = s.height or adapter.default_size[0]
     width = s.width or adapter.default_size[1]
@@ -49,19 +54,11 @@ def pending_preparation(adapter: Adapter, s: TravelSettings, run_dir: str | Path
             more = preparation_files(adapter, segment_morph(s, k, height, width), run_dir)
             loras += more[0]
             inverted += more[1]
-    steps = s.inversion_steps or s.steps
     for kf, plain in zip(s.keyframes, _plain_latents(methods)):
         if plain and kf.image is not None:
             inverted.append(
                 inversion_file(
-                    adapter,
-                    kf.image,
-                    kf.prompt,
-                    steps=steps,
-                    guidance=s.inversion_guidance,
-                    height=height,
-                    width=width,
-                    cache=Path(run_dir) / "latents",
+                    adapter, kf.image, kf.prompt, **inversion_options(s, height, width, run_dir)
                 )
             )
     return missing_preparation(
@@ -69,7 +66,7 @@ def pending_preparation(adapter: Adapter, s: TravelSettings, run_dir: str | Path
         loras,
         inverted,
         lora_steps=s.lora_steps,
-        steps=steps,
+        steps=s.inversion_steps or s.steps,
         guidance=s.inversion_guidance,
     )
 
@@ -118,7 +115,7 @@ class Journey:
     ) -> None:
         import torch
 
-        from whichway.morph import inverted_latent
+        from whichway.morph import inversion_options, inverted_latent
         from whichway.render import conditioning_path
 
         self.s = s
@@ -149,11 +146,7 @@ class Journey:
                         adapter,
                         kf.image,
                         kf.prompt,
-                        steps=s.inversion_steps or s.steps,
-                        guidance=s.inversion_guidance,
-                        height=height,
-                        width=width,
-                        cache=run_dir / "latents",
+                        **inversion_options(s, height, width, run_dir),
                         should_stop=should_stop,  # polled after every inversion step
                     )
                 )
